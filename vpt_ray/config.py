@@ -1,0 +1,356 @@
+"""One typed, validated config for a whole run.
+
+Loading order: `config/base.yaml`, then `config/phase{N}.yaml` (or `--config PATH`), then
+`--set dotted.key=value` overrides. Unknown keys and bad values raise `ConfigError` naming the
+key, the file it came from and what is allowed, so a typo never runs silently with a default.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import difflib
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "config"
+BAR_SIZES = ("1min", "5min", "15min", "30min", "60min", "1day")
+SOURCES = ("local", "gcs", "polygon", "synthetic")
+
+
+class ConfigError(ValueError):
+    """A config file or override breaks a rule; the message names key, origin and the fix."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DataConfig(_Section):
+    dir: str = "data"
+    tickers: list[str] = Field(min_length=1)
+    start: dt.date
+    end: dt.date
+    bar: Literal["1min", "5min", "15min", "30min", "60min", "1day"] = "1min"
+    sources: list[Literal["local", "gcs", "polygon", "synthetic"]] = Field(min_length=1)
+    calendar: str = "XNYS"
+    regular_session_only: bool = True
+    on_missing: Literal["error", "skip"] = "error"
+    vwap_tolerance: float = Field(0.001, ge=0)
+
+    @model_validator(mode="after")
+    def _check(self) -> DataConfig:
+        if self.end < self.start:
+            raise ValueError(f"data.end ({self.end}) is before data.start ({self.start})")
+        bad = [t for t in self.tickers if not t or not t.replace(".", "").isalnum()]
+        if bad:
+            raise ValueError(f"data.tickers has invalid symbols {bad}: use letters/digits/dots")
+        if len(set(self.tickers)) != len(self.tickers):
+            raise ValueError("data.tickers has duplicates")
+        return self
+
+    @property
+    def bar_minutes(self) -> int:
+        """Bar length in minutes (390 for daily bars: one regular session)."""
+        return 390 if self.bar == "1day" else int(self.bar.removesuffix("min"))
+
+
+class GcsConfig(_Section):
+    bucket_path: str = "jwss_data_store/stocks"
+    endpoint_url: str | None = None
+    token: str | None = None
+    upload_fetched: bool = False
+
+
+class PolygonConfig(_Section):
+    api_key_env: str = "POLYGON_API_KEY"
+    base_url: str = "https://api.polygon.io"
+    requests_per_minute: float = Field(5, gt=0)
+    max_retries: int = Field(5, ge=0)
+    chunk_days: int = Field(30, ge=1, le=400)
+    timeout_s: float = Field(30, gt=0)
+
+
+class SyntheticConfig(_Section):
+    seed: int = 7
+    signal_strength: float = Field(1.0, ge=0, le=10)
+    missing_minute_rate: float = Field(0.002, ge=0, lt=0.5)
+
+
+class FeaturesConfig(_Section):
+    windows: list[int] = Field(default_factory=lambda: [5, 15, 60], min_length=1)
+    dtype: Literal["float32", "float64"] = "float32"
+
+    @model_validator(mode="after")
+    def _check(self) -> FeaturesConfig:
+        if any(w < 2 for w in self.windows):
+            raise ValueError("features.windows must all be >= 2 bars")
+        return self
+
+
+class LabelsConfig(_Section):
+    horizon: int = Field(15, ge=1)
+    stride: int = Field(5, ge=1)
+
+
+class CvConfig(_Section):
+    method: Literal["walk_forward", "combinatorial"] = "walk_forward"
+    n_splits: int = Field(4, ge=2, le=20)
+    embargo_bars: int | None = Field(None, ge=0)
+    min_train_fraction: float = Field(0.3, gt=0, lt=1)
+
+
+class SearchSpace(_Section):
+    max_depth: tuple[int, int] = (3, 6)
+    learning_rate: tuple[float, float] = (0.02, 0.2)
+    subsample: tuple[float, float] = (0.6, 1.0)
+    colsample_bytree: tuple[float, float] = (0.5, 1.0)
+    min_child_weight: tuple[float, float] = (1.0, 50.0)
+    reg_alpha: tuple[float, float] = (1e-3, 1.0)
+    reg_lambda: tuple[float, float] = (1e-2, 10.0)
+
+    @model_validator(mode="after")
+    def _check(self) -> SearchSpace:
+        for name in type(self).model_fields:
+            lo, hi = getattr(self, name)
+            if not lo <= hi:
+                raise ValueError(f"search.space.{name}: low {lo} is above high {hi}")
+            if lo <= 0:
+                raise ValueError(f"search.space.{name}: bounds must be positive, got {lo}")
+        return self
+
+
+class SearchConfig(_Section):
+    num_samples: int = Field(8, ge=1)
+    time_budget_s: float = Field(900, gt=0)
+    cpus_per_trial: int = Field(1, ge=1)
+    metric: Literal["val_log_loss"] = "val_log_loss"
+    seed: int = 0
+    space: SearchSpace = Field(default_factory=SearchSpace)
+
+
+class ModelConfig(_Section):
+    n_estimators: int = Field(400, ge=1)
+    early_stopping_rounds: int = Field(30, ge=1)
+    max_bin: int = Field(128, ge=2, le=1024)
+    backend: Literal["local", "distributed"] = "local"
+
+
+class BacktestConfig(_Section):
+    start: dt.date
+    end: dt.date
+    capital: float = Field(100_000.0, gt=0)
+    long_threshold: float = Field(0.53, gt=0, lt=1)
+    short_threshold: float = Field(0.47, gt=0, lt=1)
+    allow_short: bool = True
+    hold_bars: int | None = Field(None, ge=1)
+    commission_per_share: float = Field(0.0035, ge=0)
+    min_commission: float = Field(0.35, ge=0)
+    slippage_bps: float = Field(0.5, ge=0)
+    half_spread: bool = False
+    position_fraction: float = Field(1.0, gt=0, le=1)
+    max_volume_fraction: float = Field(0.05, gt=0, le=1)
+    flat_at_close: bool = True
+
+    @model_validator(mode="after")
+    def _check(self) -> BacktestConfig:
+        if self.end < self.start:
+            raise ValueError(f"backtest.end ({self.end}) is before backtest.start ({self.start})")
+        if self.short_threshold > self.long_threshold:
+            raise ValueError(
+                f"backtest.short_threshold ({self.short_threshold}) is above "
+                f"backtest.long_threshold ({self.long_threshold})"
+            )
+        return self
+
+
+class HardwareConfig(_Section):
+    num_cpus: int = Field(8, ge=1)
+    memory_gb: float = Field(32, gt=0)
+    object_store_gb: float = Field(4, gt=0)
+    memory_warn_gb: float = Field(28, gt=0)
+    memory_limit_gb: float = Field(32, gt=0)
+    sample_interval_s: float = Field(0.5, gt=0)
+    ray_address: str | None = None
+
+
+class DecisionConfig(_Section):
+    min_accuracy: float = Field(0.52, gt=0, lt=1)
+    min_sharpe: float = 1.0
+    max_train_val_gap: float = Field(0.05, ge=0)
+
+
+class PathsConfig(_Section):
+    artifacts: str = "artifacts"
+    logs: str = "logs"
+    tracker: str = "artifacts/SCALING_TRACKER.md"
+
+
+class Config(_Section):
+    """The whole run's settings. Build with `load_config`."""
+
+    phase: int = Field(1, ge=1, le=5)
+    run_name: str = "vpt"
+    data: DataConfig
+    gcs: GcsConfig = Field(default_factory=GcsConfig)
+    polygon: PolygonConfig = Field(default_factory=PolygonConfig)
+    synthetic: SyntheticConfig = Field(default_factory=SyntheticConfig)
+    features: FeaturesConfig = Field(default_factory=FeaturesConfig)
+    labels: LabelsConfig = Field(default_factory=LabelsConfig)
+    cv: CvConfig = Field(default_factory=CvConfig)
+    search: SearchConfig = Field(default_factory=SearchConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    backtest: BacktestConfig
+    hardware: HardwareConfig = Field(default_factory=HardwareConfig)
+    decision: DecisionConfig = Field(default_factory=DecisionConfig)
+    paths: PathsConfig = Field(default_factory=PathsConfig)
+
+    @model_validator(mode="after")
+    def _check_windows(self) -> Config:
+        if self.backtest.start <= self.data.end:
+            raise ValueError(
+                f"backtest.start ({self.backtest.start}) must come after the training period "
+                f"(data.end = {self.data.end}): the out-of-sample window may never overlap training"
+            )
+        return self
+
+    @property
+    def embargo_bars(self) -> int:
+        return self.labels.horizon if self.cv.embargo_bars is None else self.cv.embargo_bars
+
+    @property
+    def hold_bars(self) -> int:
+        return self.labels.horizon if self.backtest.hold_bars is None else self.backtest.hold_bars
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict (dates as ISO strings); holds no secrets by construction."""
+        return json.loads(self.model_dump_json())
+
+    def fingerprint(self) -> str:
+        """Short stable hash of the resolved config, for run ids and resume keys."""
+        blob = json.dumps(self.to_dict(), sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()[:12]
+
+
+def _deep_merge(base: dict, over: dict, origin: str, prefix: str = "") -> dict:
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _deep_merge(out[key], value, origin, f"{prefix}{key}.")
+        else:
+            out[key] = value
+    return out
+
+
+def _read_yaml(path: Path) -> dict:
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read config file ({exc.strerror})") from exc
+    try:
+        loaded = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    if loaded is None:
+        return {}
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"{path}: top level must be a mapping of sections, got {type(loaded)}")
+    return loaded
+
+
+def parse_override(item: str) -> tuple[list[str], Any]:
+    """`a.b=c` -> (["a", "b"], parsed YAML scalar/list)."""
+    if "=" not in item:
+        raise ConfigError(f"--set {item!r}: expected dotted.key=value")
+    key, raw = item.split("=", 1)
+    parts = key.strip().split(".")
+    if not all(parts):
+        raise ConfigError(f"--set {item!r}: empty key segment")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"--set {item!r}: value is not valid YAML ({exc})") from exc
+    return parts, value
+
+
+def _origin_of(loc: tuple, layers: list[tuple[str, dict]]) -> str:
+    """The last layer (file or --set) that defined the key at `loc`."""
+    for origin, layer in reversed(layers):
+        node: Any = layer
+        found = True
+        for part in loc:
+            if isinstance(node, dict) and part in node:
+                node = node[part]
+            else:
+                found = False
+                break
+        if found:
+            return origin
+    return "defaults"
+
+
+def _allowed_keys(loc: tuple) -> list[str]:
+    model: Any = Config
+    for part in loc[:-1]:
+        field = model.model_fields.get(part) if hasattr(model, "model_fields") else None
+        if field is None:
+            return []
+        model = field.annotation
+    return list(model.model_fields) if hasattr(model, "model_fields") else []
+
+
+def _format_error(exc: ValidationError, layers: list[tuple[str, dict]]) -> str:
+    lines = []
+    for err in exc.errors():
+        loc = tuple(str(p) for p in err["loc"])
+        key = ".".join(loc) or "(top level)"
+        origin = _origin_of(loc, layers)
+        if err["type"] == "extra_forbidden":
+            allowed = _allowed_keys(loc)
+            hint = difflib.get_close_matches(loc[-1], allowed, n=1)
+            did = f" (did you mean {hint[0]!r}?)" if hint else ""
+            lines.append(f"{origin}: unknown key {key!r}{did}; allowed here: {', '.join(allowed)}")
+        else:
+            value = err.get("input")
+            lines.append(f"{origin}: {key} = {value!r}: {err['msg']}")
+    return "invalid config:\n  " + "\n  ".join(lines)
+
+
+def load_config(
+    phase: int | None = None,
+    config_path: str | Path | None = None,
+    overrides: list[str] | None = None,
+    base_path: str | Path | None = None,
+) -> Config:
+    """Resolve base -> phase file (or `config_path`) -> `--set` overrides into a `Config`."""
+    base = Path(base_path) if base_path else CONFIG_DIR / "base.yaml"
+    layers: list[tuple[str, dict]] = [(str(base), _read_yaml(base))]
+    if config_path is not None:
+        layers.append((str(config_path), _read_yaml(Path(config_path))))
+    elif phase is not None:
+        phase_file = base.parent / f"phase{phase}.yaml"
+        if not phase_file.exists():
+            raise ConfigError(f"{phase_file}: no config for phase {phase} (phases are 1-5)")
+        layers.append((str(phase_file), _read_yaml(phase_file)))
+    set_layer: dict = {}
+    for item in overrides or []:
+        parts, value = parse_override(item)
+        node = set_layer
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = value
+    if set_layer:
+        layers.append(("--set", set_layer))
+    merged: dict = {}
+    for origin, layer in layers:
+        merged = _deep_merge(merged, layer, origin)
+    if phase is not None and config_path is None:
+        merged["phase"] = phase
+    try:
+        return Config.model_validate(merged)
+    except ValidationError as exc:
+        raise ConfigError(_format_error(exc, layers)) from None

@@ -1,0 +1,178 @@
+"""Causal volume-price features and forward-direction labels for one ticker.
+
+Every feature at bar t is a function of bars <= t only (rolling windows and EWMs that look back,
+never centred, never back-filled); tests perturb future bars and check the past does not move.
+Windows are counted in bars: a missing minute (Polygon omits minutes with no trades) makes a
+window span one more minute, and `gap_minutes` tells the model so. Prices enter only as ratios,
+so tickers at $15 and $500 pool into one model.
+
+The label at bar t is 1 when close[t + h] > close[t], for bars whose horizon ends inside the same
+session (otherwise no label): a label never spans the close, the overnight gap or another window.
+Each row also carries `pos`, its bar's ordinal on the exchange-calendar clock shared by all
+tickers, and `label_end`, the ordinal of the bar its label ends on, which is what purging needs.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import exchange_calendars as xcals
+import numpy as np
+import pandas as pd
+
+from vpt_ray.data.local import EXCHANGE_TZ
+from vpt_ray.data.synthetic import EPOCH
+
+EPS = 1e-12
+META_COLUMNS = ["timestamp", "session", "pos", "label_end", "y", "fwd_ret"]
+
+
+@lru_cache(maxsize=4)
+def _session_index(calendar: str) -> pd.Series:
+    cal = xcals.get_calendar(calendar, side="left")
+    sessions = cal.sessions_in_range(pd.Timestamp(EPOCH), cal.last_session)
+    return pd.Series(np.arange(len(sessions), dtype=np.int64), index=sessions.date)
+
+
+def clock_positions(ts: pd.Series, bar_minutes: int, calendar: str = "XNYS") -> np.ndarray:
+    """Ordinal of each bar on a clock shared by all tickers (session * slots + slot)."""
+    local_ts = ts.dt.tz_convert(EXCHANGE_TZ)
+    dates = local_ts.dt.date
+    index = _session_index(calendar)
+    try:
+        sess = index.loc[dates.to_numpy()].to_numpy()
+    except KeyError as exc:
+        raise ValueError(f"bar on a date that is not a {calendar} session: {exc}") from None
+    if bar_minutes >= 390:
+        return sess
+    slots = -(-390 // bar_minutes)
+    first = local_ts.groupby(dates.to_numpy()).transform("min")
+    slot = ((local_ts - first) // pd.Timedelta(minutes=bar_minutes)).to_numpy().astype(np.int64)
+    return sess * slots + slot
+
+
+def _rolling_mean(x: pd.Series, w: int) -> pd.Series:
+    return x.rolling(w, min_periods=max(2, w // 2)).mean()
+
+
+def _rolling_std(x: pd.Series, w: int) -> pd.Series:
+    return x.rolling(w, min_periods=max(2, w // 2)).std()
+
+
+def feature_names(windows: list[int]) -> list[str]:
+    """The feature columns, in model order."""
+    names = ["ret_1"]
+    names += [f"ret_{w}" for w in windows]
+    names += ["vwap_pos", "close_vwap_1"]
+    names += [f"flow_ewm_{w}" for w in windows]
+    names += [f"close_vwap_{w}" for w in windows]
+    names += [f"vol_z_{w}" for w in windows]
+    names += [f"vpt_slope_{w}" for w in windows]
+    names += [f"obv_slope_{w}" for w in windows]
+    names += ["mfi_14"]
+    names += [f"rv_{w}" for w in windows]
+    names += ["range_1", f"range_{windows[0]}"]
+    names += ["trades_z", "trade_size_z"]
+    names += ["time_of_day", "overnight_gap", "gap_minutes"]
+    return names
+
+
+def build_features(
+    bars: pd.DataFrame,
+    windows: list[int],
+    horizon: int,
+    bar_minutes: int,
+    calendar: str = "XNYS",
+    dtype: str = "float32",
+) -> pd.DataFrame:
+    """Features, labels and clock positions for one ticker's contract bars (sorted, validated)."""
+    ts = bars["timestamp"]
+    o, h, lo, c = (bars[k].astype(float) for k in ("open", "high", "low", "close"))
+    v, vw = bars["volume"].astype(float), bars["vwap"].astype(float)
+    n_tr = bars["transactions"].astype(float)
+    local_ts = ts.dt.tz_convert(EXCHANGE_TZ)
+    session = local_ts.dt.date
+    new_session = session.ne(session.shift())
+    logc = np.log(c)
+    rng = (h - lo).clip(lower=EPS)
+    f: dict[str, pd.Series] = {}
+
+    r1 = logc.diff()
+    f["ret_1"] = r1
+    rv_long = np.sqrt(_rolling_mean(r1**2, max(windows))).clip(lower=EPS)
+    for w in windows:
+        f[f"ret_{w}"] = (logc - logc.shift(w)) / (rv_long * np.sqrt(w))
+
+    vwap_pos = (c - vw) / rng  # > 0: the bar closed above where its volume traded (buy pressure)
+    f["vwap_pos"] = vwap_pos
+    f["close_vwap_1"] = np.log(c / vw) / rv_long
+    log_v = np.log1p(v)
+    rel_vol = v / _rolling_mean(v, max(windows)).clip(lower=EPS)
+    for w in windows:
+        f[f"flow_ewm_{w}"] = (vwap_pos * rel_vol).ewm(span=w, adjust=False).mean()
+        roll_vwap = (vw * v).rolling(w, min_periods=1).sum() / v.rolling(w, min_periods=1).sum()
+        f[f"close_vwap_{w}"] = np.log(c / roll_vwap) / rv_long
+        f[f"vol_z_{w}"] = (log_v - _rolling_mean(log_v, w * 4)) / _rolling_std(log_v, w * 4)
+
+    simple_ret = c.pct_change()
+    vpt = (v * simple_ret).fillna(0).cumsum()
+    obv = (np.sign(r1).fillna(0) * v).cumsum()
+    for w in windows:
+        vol_w = v.rolling(w, min_periods=1).sum().clip(lower=EPS)
+        f[f"vpt_slope_{w}"] = (vpt - vpt.shift(w)) / vol_w / rv_long
+        f[f"obv_slope_{w}"] = (obv - obv.shift(w)) / vol_w
+
+    typical = (h + lo + c) / 3
+    flow = typical * v
+    up = flow.where(typical.diff() > 0, 0.0).rolling(14, min_periods=2).sum()
+    down = flow.where(typical.diff() < 0, 0.0).rolling(14, min_periods=2).sum()
+    f["mfi_14"] = up / (up + down).clip(lower=EPS)
+
+    for w in windows:
+        f[f"rv_{w}"] = np.sqrt(_rolling_mean(r1**2, w)) / rv_long
+    log_range = np.log(h / lo)
+    f["range_1"] = log_range / rv_long
+    f[f"range_{windows[0]}"] = _rolling_mean(log_range, windows[0]) / rv_long
+
+    log_n = np.log1p(n_tr)
+    wl = max(windows)
+    f["trades_z"] = (log_n - _rolling_mean(log_n, wl)) / _rolling_std(log_n, wl)
+    size = log_v - log_n
+    f["trade_size_z"] = (size - _rolling_mean(size, wl)) / _rolling_std(size, wl)
+
+    minutes_since_open = (local_ts - local_ts.groupby(session.to_numpy()).transform("min")).dt
+    f["time_of_day"] = minutes_since_open.total_seconds() / (390 * 60)
+    prev_close = c.shift().where(new_session)
+    gap = np.log(o / prev_close)
+    f["overnight_gap"] = gap.groupby(session.to_numpy()).transform("first") / rv_long
+    gap_min = ts.diff().dt.total_seconds() / 60 / bar_minutes
+    f["gap_minutes"] = gap_min.where(~new_session, 0.0)
+
+    out = pd.DataFrame(f)[feature_names(windows)]
+    out = out.replace([np.inf, -np.inf], np.nan).astype(dtype)
+
+    pos = clock_positions(ts, bar_minutes, calendar)
+    sess_codes = pd.factorize(session)[0]
+    same_session = np.zeros(len(bars), dtype=bool)
+    if len(bars) > horizon:
+        same_session[:-horizon] = sess_codes[horizon:] == sess_codes[:-horizon]
+        if bar_minutes >= 390:  # daily bars: the label spans days by construction
+            same_session[:-horizon] = True
+    fwd = np.full(len(bars), np.nan)
+    label_end = pos.copy()
+    if len(bars) > horizon:
+        fwd[:-horizon] = logc.to_numpy()[horizon:] - logc.to_numpy()[:-horizon]
+        label_end[:-horizon] = pos[horizon:]
+    fwd[~same_session] = np.nan
+    y = np.where(np.isnan(fwd), np.nan, (fwd > 0).astype(float))
+    meta = pd.DataFrame(
+        {
+            "timestamp": ts.reset_index(drop=True),
+            "session": pd.to_datetime(session.astype(str)).to_numpy(),
+            "pos": pos,
+            "label_end": label_end,
+            "y": y.astype(np.float32),
+            "fwd_ret": fwd.astype(np.float32),
+        }
+    )
+    return pd.concat([meta, out], axis=1)

@@ -7,12 +7,17 @@ it lies at least `embargo` bars away from the validation window (embargo), so no
 serially correlated neighbour of the validation data leaks into training - per ticker and across
 tickers, since the clock is shared.
 
+`PurgedWalkForward` gives one out-of-sample path; `CombinatorialPurgedCV` gives a distribution of
+paths (every group tested several times against purged training on both sides).
+
 Splitters follow scikit-learn's habits: parameters in `__init__`, `split()` yields integer index
 arrays, `get_n_splits()` gives the count; nothing is copied.
 """
 
 from __future__ import annotations
 
+import itertools
+import math
 from collections.abc import Iterator
 
 import numpy as np
@@ -92,3 +97,102 @@ def purge_mask(
     before = (label_end < lo) & (pos < lo - embargo)
     after = pos > hi + embargo
     return before | after
+
+
+class CombinatorialPurgedCV:
+    """Combinatorial purged cross-validation (Lopez de Prado, AFML ch. 12).
+
+    The distinct times are cut into `n_groups` contiguous groups of (nearly) equal size
+    (`np.array_split`, as in AFML's example); every combination of `n_test_groups` groups is one
+    test set, in `itertools.combinations` order, so there are C(n_groups, n_test_groups) splits.
+    Training keeps only samples clear of every test group on both sides: before a group, the label
+    must end before the group's first bar and the sample must lie more than `embargo` bars before
+    it; after a group, the sample must start more than `embargo` bars after the last bar any of the
+    group's labels reaches (so a training label never overlaps a test label window either). Both
+    checks are `purge_mask` with the group's window extended to its last label end.
+
+    Each group is tested in C(n-1, k-1) splits; stitching, for every group, its j-th test in split
+    order gives `n_paths` = C(n, k) * k / n complete out-of-sample backtest paths (`paths()`).
+
+    >>> pos = np.arange(12); cv = CombinatorialPurgedCV(n_groups=3, n_test_groups=2, embargo=1)
+    >>> for tr, te in cv.split(pos, pos + 1):  # labels end one bar later
+    ...     print(tr.tolist(), te.tolist())
+    [10, 11] [0, 1, 2, 3, 4, 5, 6, 7]
+    [6] [0, 1, 2, 3, 8, 9, 10, 11]
+    [0, 1, 2] [4, 5, 6, 7, 8, 9, 10, 11]
+    >>> cv.paths().tolist()
+    [[0, 0, 1], [1, 2, 2]]
+    """
+
+    def __init__(self, n_groups: int = 6, n_test_groups: int = 2, embargo: int = 0):
+        if n_groups < 2:
+            raise ValueError(f"n_groups must be >= 2, got {n_groups}")
+        if not 1 <= n_test_groups < n_groups:
+            raise ValueError(
+                f"n_test_groups must be in [1, n_groups - 1] = [1, {n_groups - 1}], "
+                f"got {n_test_groups}"
+            )
+        if embargo < 0:
+            raise ValueError(f"embargo must be >= 0 bars, got {embargo}")
+        self.n_groups = n_groups
+        self.n_test_groups = n_test_groups
+        self.embargo = embargo
+
+    def get_n_splits(self) -> int:
+        return math.comb(self.n_groups, self.n_test_groups)
+
+    @property
+    def n_paths(self) -> int:
+        """Number of complete backtest paths: C(n, k) * k / n = C(n - 1, k - 1)."""
+        return math.comb(self.n_groups - 1, self.n_test_groups - 1)
+
+    def test_groups(self) -> list[tuple[int, ...]]:
+        """The group ids tested by each split, in split order."""
+        return list(itertools.combinations(range(self.n_groups), self.n_test_groups))
+
+    def windows(self, pos: np.ndarray) -> list[tuple[int, int]]:
+        """Group windows as inclusive (first_pos, last_pos) on the shared clock."""
+        uniq = np.unique(np.asarray(pos, dtype=np.int64))
+        if len(uniq) < self.n_groups:
+            raise ValueError(f"only {len(uniq)} distinct times: too few for {self.n_groups} groups")
+        return [(int(g[0]), int(g[-1])) for g in np.array_split(uniq, self.n_groups)]
+
+    def groups(self, pos: np.ndarray) -> np.ndarray:
+        """Group id of every sample (to cut a split's test predictions back into groups)."""
+        pos = np.asarray(pos, dtype=np.int64)
+        starts = np.array([lo for lo, _ in self.windows(pos)])
+        return np.searchsorted(starts, pos, side="right") - 1
+
+    def paths(self) -> np.ndarray:
+        """(n_paths, n_groups) split indices: path p takes group g's test predictions from split
+        `paths()[p, g]` (the p-th split, in split order, that tests group g)."""
+        tested_in: list[list[int]] = [[] for _ in range(self.n_groups)]
+        for s, combo in enumerate(self.test_groups()):
+            for g in combo:
+                tested_in[g].append(s)
+        return np.array(tested_in, dtype=np.int64).T
+
+    def split(
+        self, pos: np.ndarray, label_end: np.ndarray
+    ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        pos, label_end = _check_positions(pos, label_end)
+        group = self.groups(pos)
+        windows = self.windows(pos)
+        # each group's window reaches to the last bar any of its labels touches
+        reach = [int(label_end[group == g].max()) for g in range(self.n_groups)]
+        clear = [
+            purge_mask(pos, label_end, lo, max(hi, reach[g]), self.embargo)
+            for g, (lo, hi) in enumerate(windows)
+        ]
+        for combo in self.test_groups():
+            in_test = np.isin(group, combo)
+            keep = ~in_test
+            for g in combo:
+                keep &= clear[g]
+            train = np.flatnonzero(keep)
+            if len(train) == 0:
+                raise ValueError(
+                    f"test groups {combo} leave no training sample after purge and embargo "
+                    f"({self.embargo} bars): raise cv.n_splits or lower the embargo"
+                )
+            yield train, np.flatnonzero(in_test)

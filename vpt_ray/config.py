@@ -71,6 +71,7 @@ class PolygonConfig(_Section):
     base_url: str = "https://api.polygon.io"
     requests_per_minute: float = Field(5, gt=0)
     max_retries: int = Field(5, ge=0)
+    backoff_s: float = Field(2.0, gt=0, le=600)
     chunk_days: int = Field(30, ge=1, le=400)
     timeout_s: float = Field(30, gt=0)
 

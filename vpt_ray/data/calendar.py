@@ -1,0 +1,120 @@
+"""Exchange-calendar helpers: which UTC minutes are regular-session bars, and which dates trade.
+
+Every source (Polygon, GCS, the local store) must agree on what "regular session" means,
+including half days (13:00 ET closes) and holidays, so they all ask this module. Calendars come from
+`exchange_calendars` with `side="left"`, so a session's minutes are the bar-start instants Polygon
+uses (`t` = start of the bar). Building a calendar costs ~0.2 s; `get_calendar` caches one object
+per name for the life of the process.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from functools import lru_cache
+
+import exchange_calendars as xcals
+import numpy as np
+import pandas as pd
+
+# Calendars start here instead of the library's default (20 years back), so old daily data
+# (e.g. 2000-2013 sample sets) can be filtered too; the build cost is the same.
+CALENDAR_START = "1990-01-01"
+
+
+@lru_cache(maxsize=8)
+def get_calendar(name: str = "XNYS") -> xcals.ExchangeCalendar:
+    """The cached `exchange_calendars` calendar `name` (side="left": minutes are bar starts)."""
+    try:
+        return xcals.get_calendar(name, side="left", start=CALENDAR_START)
+    except xcals.errors.InvalidCalendarName as exc:
+        raise ValueError(
+            f"calendar {name!r} is not an exchange_calendars name (e.g. 'XNYS', 'XNAS')"
+        ) from exc
+
+
+def _check_bounds(cal: xcals.ExchangeCalendar, start: dt.date, end: dt.date) -> None:
+    first, last = cal.first_session.date(), cal.last_session.date()
+    if start < first or end > last:
+        raise ValueError(
+            f"dates {start}..{end} fall outside calendar {cal.name} ({first}..{last})"
+        )
+
+
+def sessions(start: dt.date, end: dt.date, calendar: str = "XNYS") -> pd.DatetimeIndex:
+    """Session dates (tz-naive midnights) of `calendar` within [start, end], inclusive."""
+    if end < start:
+        raise ValueError(f"end ({end}) is before start ({start})")
+    cal = get_calendar(calendar)
+    _check_bounds(cal, start, end)
+    return cal.sessions_in_range(pd.Timestamp(start), pd.Timestamp(end))
+
+
+def session_minutes(start: dt.date, end: dt.date, calendar: str = "XNYS") -> pd.DatetimeIndex:
+    """UTC bar-start minutes of every regular session in [start, end] (390 a day, 210 on half days)."""
+    days = sessions(start, end, calendar)
+    if len(days) == 0:
+        return pd.DatetimeIndex([], dtype="datetime64[ns, UTC]")
+    minutes = get_calendar(calendar).sessions_minutes(days[0], days[-1])
+    return minutes.astype("datetime64[ns, UTC]")
+
+
+def exchange_dates(timestamps: pd.Series | pd.DatetimeIndex, calendar: str = "XNYS") -> np.ndarray:
+    """The exchange-local calendar date (datetime64[D]) of each UTC timestamp."""
+    idx = pd.DatetimeIndex(timestamps)
+    local = idx.tz_convert(get_calendar(calendar).tz).tz_localize(None)
+    return local.to_numpy().astype("datetime64[D]")
+
+
+def in_session_mask(
+    timestamps: pd.Series | pd.DatetimeIndex, calendar: str = "XNYS", *, daily: bool = False
+) -> np.ndarray:
+    """True where a bar belongs to a regular session.
+
+    Intraday bars: the bar start lies in [open, close) of a session (so a 60-minute bar starting at
+    09:00 ET, which mixes pre-market minutes, is outside). Daily bars (`daily=True`, Polygon stamps
+    them at midnight ET): the bar's exchange-local date is a session.
+    """
+    idx = pd.DatetimeIndex(timestamps)
+    if len(idx) == 0:
+        return np.zeros(0, dtype=bool)
+    if idx.tz is None:
+        raise ValueError("timestamps are timezone-naive; the calendar needs UTC instants")
+    cal = get_calendar(calendar)
+    days = exchange_dates(idx, calendar)
+    lo = pd.Timestamp(days.min()).date() - dt.timedelta(days=1)
+    hi = pd.Timestamp(days.max()).date() + dt.timedelta(days=1)
+    lo, hi = max(lo, cal.first_session.date()), min(hi, cal.last_session.date())
+    if lo > hi:
+        raise ValueError(f"dates {days.min()}..{days.max()} fall outside calendar {cal.name}")
+    _check_bounds(cal, lo, hi)
+    sched = cal.schedule.loc[pd.Timestamp(lo) : pd.Timestamp(hi)]
+    if daily:
+        return np.isin(days, sched.index.to_numpy().astype("datetime64[D]"))
+    opens = sched["open"].to_numpy().astype("datetime64[ns]").astype(np.int64)
+    closes = sched["close"].to_numpy().astype("datetime64[ns]").astype(np.int64)
+    t = idx.tz_convert("UTC").tz_localize(None).to_numpy().astype("datetime64[ns]").astype(np.int64)
+    i = np.searchsorted(opens, t, side="right") - 1
+    ok = i >= 0
+    ok[ok] = t[ok] < closes[i[ok]]
+    return ok
+
+
+def filter_regular_session(
+    df: pd.DataFrame, calendar: str = "XNYS", *, daily: bool = False
+) -> pd.DataFrame:
+    """Rows of `df` whose `timestamp` falls in a regular session (see `in_session_mask`)."""
+    if df.empty:
+        return df
+    mask = in_session_mask(df["timestamp"], calendar, daily=daily)
+    return df.loc[mask].reset_index(drop=True)
+
+
+def restrict_dates(
+    df: pd.DataFrame, start: dt.date, end: dt.date, calendar: str = "XNYS"
+) -> pd.DataFrame:
+    """Rows of `df` whose exchange-local date is within [start, end]."""
+    if df.empty:
+        return df
+    days = exchange_dates(df["timestamp"], calendar)
+    mask = (days >= np.datetime64(start, "D")) & (days <= np.datetime64(end, "D"))
+    return df.loc[mask].reset_index(drop=True)

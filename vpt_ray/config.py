@@ -103,6 +103,16 @@ class CvConfig(_Section):
     n_splits: int = Field(4, ge=2, le=20)
     embargo_bars: int | None = Field(None, ge=0)
     min_train_fraction: float = Field(0.3, gt=0, lt=1)
+    n_test_groups: int = Field(2, ge=1, le=19)
+
+    @model_validator(mode="after")
+    def _check(self) -> CvConfig:
+        if self.method == "combinatorial" and self.n_test_groups >= self.n_splits:
+            raise ValueError(
+                f"cv.n_test_groups ({self.n_test_groups}) must be < cv.n_splits "
+                f"({self.n_splits}, the number of groups) for combinatorial CV"
+            )
+        return self
 
 
 class SearchSpace(_Section):

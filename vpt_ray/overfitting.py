@@ -246,11 +246,12 @@ def probability_of_backtest_overfitting(
     `metric`: "sharpe" (per-period mean / sample std; 0 for a constant series), "mean", or a
     callable mapping a (rows, N) matrix to N scores (higher is better).
 
-    Returns a dict: `pbo`; `logits` (array, one per split); `is_perf` / `oos_perf` (arrays: the IS
-    winner's metric IS and OOS per split); performance degradation `slope`, `intercept`, `r2` of the
-    OOS-on-IS regression of the winner; `prob_oos_loss` (share of splits where the winner's OOS
-    metric < `threshold`); `mean_is`, `mean_oos`; `n_splits`, `n_partitions`, `n_rows_used`,
-    `n_rows_dropped`, `n_trials`.
+    Returns a dict. Scalars (plain floats/ints, ready for metrics.json): `pbo`; performance
+    degradation `slope`, `intercept`, `r2` of the OOS-on-IS regression of the IS winner's metric;
+    `prob_oos_loss` (share of splits where the winner's OOS metric < `threshold`); `mean_is`,
+    `mean_oos` (the winner's average metric IS and OOS); `n_splits`, `n_partitions`,
+    `n_rows_used`, `n_rows_dropped`, `n_trials`. Arrays, one entry per split (for plots and
+    summaries): `logits`, `is_perf`, `oos_perf`.
     """
     m = np.asarray(perf, dtype=np.float64)
     if m.ndim != 2:
@@ -338,7 +339,7 @@ def config_stability(
     `fold_scores` is (n_folds, n_trials): each trial's validation score on each fold. `chosen` is
     the selected trial's column (default: best mean score). Definitions:
 
-    - `ranks`: per fold, the chosen trial's rank, 1 = best (ties share the average rank);
+    - `ranks`: list, per fold, of the chosen trial's rank, 1 = best (ties share the average rank);
     - `top_hit_rate`: share of folds where that rank is within the top ceil(top_fraction * N);
     - `kendall_tau`: mean Kendall tau-b between the trial rankings of every pair of folds
       (1 = every fold orders the trials the same way, ~0 = fold rankings unrelated, i.e. the
@@ -367,7 +368,7 @@ def config_stability(
     taus = [t for t in taus if np.isfinite(t)]
     return {
         "chosen": chosen,
-        "ranks": ranks,
+        "ranks": [float(r) for r in ranks],
         "rank_mean": float(ranks.mean()),
         "rank_worst": float(ranks.max()),
         "n_top": n_top,

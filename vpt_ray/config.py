@@ -159,6 +159,7 @@ class BacktestConfig(_Section):
     short_threshold: float = Field(0.47, gt=0, lt=1)
     allow_short: bool = True
     hold_bars: int | None = Field(None, ge=1)
+    exit_on_reversal: bool = False
     commission_per_share: float = Field(0.0035, ge=0)
     min_commission: float = Field(0.35, ge=0)
     slippage_bps: float = Field(0.5, ge=0)

@@ -1,0 +1,296 @@
+"""The one-ticker simulation: one hand-computed case per rule, then agreement with independent
+simulations (a transparent pure-Python loop, and vectorbt's `Portfolio.from_signals`)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from vpt_ray.backtest.engine import SimSettings, TickerResult, session_days, simulate
+
+FREE = dict(commission_per_share=0.0, min_commission=0.0, slippage_bps=0.0, max_volume_fraction=1.0)
+NAN = float("nan")
+
+
+def make_bars(sessions: list[list[tuple]], first_day: str = "2024-01-02") -> pd.DataFrame:
+    """Bars from per-session lists of (open, high, low, close[, volume]); one minute apart from
+    09:30 New York time, one business day per session."""
+    rows, stamps = [], []
+    day = pd.Timestamp(first_day)
+    for bars in sessions:
+        start = (day + pd.Timedelta(hours=9, minutes=30)).tz_localize("America/New_York")
+        for i, bar in enumerate(bars):
+            o, h, lo, c, *v = bar
+            rows.append((o, h, lo, c, v[0] if v else 1e9))
+            stamps.append((start + pd.Timedelta(minutes=i)).tz_convert("UTC"))
+        day += pd.offsets.BDay()
+    df = pd.DataFrame(rows, columns=["open", "high", "low", "close", "volume"])
+    df.insert(0, "timestamp", pd.DatetimeIndex(stamps, tz="UTC"))
+    return df
+
+
+def flat_bars(opens: list[float], closes: list[float] | None = None) -> list[tuple]:
+    closes = closes or opens
+    return [(o, max(o, c), min(o, c), c) for o, c in zip(opens, closes, strict=True)]
+
+
+def run(sessions, proba, **kw) -> TickerResult:
+    settings = SimSettings(**{"capital": 1100.0, "hold_bars": 2, **FREE, **kw})
+    return simulate(make_bars(sessions), np.asarray(proba, float), settings)
+
+
+# --- one rule per test, numbers worked out by hand -------------------------------------------
+
+
+def test_entry_at_next_bar_open_and_hold_exit():
+    # signal at bar 0 (close 10.5) -> buy at bar 1's open 11; hold 2 bars -> sell at bar 3's open 13
+    r = run([flat_bars([10, 11, 12, 13, 14], [10.5, 11.5, 12.5, 13.5, 14.5])], [0.6] + [NAN] * 4)
+    (t,) = r.trades.itertuples()
+    assert (t.entry_bar, t.exit_bar, t.side, t.shares) == (1, 3, 1, 100)  # 1100 / 11
+    assert (t.entry_price, t.exit_price, t.exit_reason, t.bars_held) == (11, 13, "hold", 2)
+    assert t.pnl == pytest.approx(200.0) and t._9 == pytest.approx(200 / 1100)  # return column
+    assert list(r.position) == [0, 100, 100, 0, 0]
+    np.testing.assert_allclose(r.equity.to_numpy(), [1100, 1150, 1250, 1300, 1300])
+    assert r.trades.entry_time.iloc[0] == r.equity.index[1]
+
+
+def test_signal_on_bar_t_never_fills_on_bar_t():
+    # identical bars except the signal bar's close: the fill must not move with it
+    a = run([flat_bars([10, 11, 12, 13], [10, 11, 12, 13])], [0.6, NAN, NAN, NAN])
+    b = run([flat_bars([10, 11, 12, 13], [50, 11, 12, 13])], [0.6, NAN, NAN, NAN])
+    assert a.trades.entry_price.iloc[0] == b.trades.entry_price.iloc[0] == 11
+
+
+def test_changing_a_probability_changes_nothing_before_the_next_bar():
+    rng = np.random.default_rng(3)
+    closes = list(10 + np.cumsum(rng.normal(0, 0.05, 40)))
+    bars = [flat_bars(closes[:20]), flat_bars(closes[20:])]
+    p = rng.uniform(0.4, 0.6, 40)
+    q = p.copy()
+    q[25] = 1.0 - q[25]
+    a, b = run(bars, p, hold_bars=3), run(bars, q, hold_bars=3)
+    np.testing.assert_array_equal(a.equity.to_numpy()[:26], b.equity.to_numpy()[:26])
+    np.testing.assert_array_equal(a.position[:26], b.position[:26])
+
+
+def test_thresholds_not_met_means_no_trade():
+    p = [0.52999, 0.47001, 0.5, NAN, 0.5]
+    r = run([flat_bars([10, 11, 12, 13, 14])], p)
+    assert r.trades.empty and not r.position.any()
+    assert (r.equity == 1100).all() and list(r.daily_equity) == [1100]
+
+
+def test_threshold_is_inclusive_on_both_sides():
+    long_ = run([flat_bars([10, 11, 12, 13])], [0.53, NAN, NAN, NAN])
+    short = run([flat_bars([10, 11, 12, 13])], [0.47, NAN, NAN, NAN])
+    assert list(long_.trades.side) == [1] and list(short.trades.side) == [-1]
+
+
+def test_short_pnl_and_allow_short_false():
+    # short at 11 (100 shares), cover at 9 -> +200
+    r = run([flat_bars([10, 11, 10, 9, 8])], [0.4, NAN, NAN, NAN, NAN])
+    (t,) = r.trades.itertuples()
+    assert (t.side, t.shares, t.entry_price, t.exit_price) == (-1, 100, 11, 9)
+    assert t.pnl == pytest.approx(200.0)
+    np.testing.assert_allclose(r.equity.to_numpy(), [1100, 1100, 1200, 1300, 1300])
+    assert list(r.position) == [0, -100, -100, 0, 0]
+    off = run([flat_bars([10, 11, 10, 9, 8])], [0.4, NAN, NAN, NAN, NAN], allow_short=False)
+    assert off.trades.empty
+
+
+def test_commission_minimum_and_per_share():
+    # 1000 capital at 10: shares = floor(min((1000 - 1) / 10, 1000 / 10.005)) = 99;
+    # 99 * 0.005 = 0.495 < 1.0 -> the minimum applies on both orders
+    r = run([flat_bars([10, 10, 10, 10])], [0.6, NAN, NAN, NAN], capital=1000.0,
+            commission_per_share=0.005, min_commission=1.0)  # fmt: skip
+    (t,) = r.trades.itertuples()
+    assert t.shares == 99 and t.commission == pytest.approx(2.0) and t.pnl == pytest.approx(-2.0)
+    assert r.equity.iloc[1] == pytest.approx(1000 - 1.0)  # entry commission paid at the fill
+    # 10000 capital: shares = floor(min(9999 / 10, 10000 / 10.005)) = 999; 999 * 0.005 = 4.995
+    r = run([flat_bars([10, 10, 10, 10])], [0.6, NAN, NAN, NAN], capital=10_000.0,
+            commission_per_share=0.005, min_commission=1.0)  # fmt: skip
+    (t,) = r.trades.itertuples()
+    assert t.shares == 999 and t.commission == pytest.approx(2 * 4.995)
+    assert 999 * 10 + 4.995 <= 10_000 < 1000 * 10 + 5.0  # sized to afford its commission
+
+
+@pytest.mark.parametrize("side", [1, -1])
+def test_slippage_is_adverse_for_longs_and_shorts(side):
+    p = 0.6 if side == 1 else 0.4
+    r = run([flat_bars([10, 11, 12, 13])], [p, NAN, NAN, NAN], capital=100_000.0,
+            slippage_bps=10.0)  # fmt: skip
+    (t,) = r.trades.itertuples()
+    # buy fills 10 bps above the open, sell 10 bps below
+    buy, sell = (11 * 1.001, 13 * 0.999) if side == 1 else (13 * 1.001, 11 * 0.999)
+    entry, exit_ = (buy, sell) if side == 1 else (sell, buy)
+    assert t.entry_price == pytest.approx(entry, rel=1e-15)
+    assert t.exit_price == pytest.approx(exit_, rel=1e-15)
+    assert t.pnl == pytest.approx(side * t.shares * (exit_ - entry))
+    assert t.pnl < side * t.shares * (13 - 11)  # costs always hurt
+
+
+@pytest.mark.parametrize("side", [1, -1])
+def test_half_spread_adds_half_the_fill_bars_range(side):
+    bars = [(10, 10, 10, 10), (11, 11.4, 10.8, 11), (12, 12, 12, 12), (13, 13.5, 12.5, 13)]
+    r = run([bars], [0.6 if side == 1 else 0.4, NAN, NAN, NAN], capital=100_000.0,
+            slippage_bps=10.0, half_spread=True)  # fmt: skip
+    (t,) = r.trades.itertuples()
+    assert t.entry_price == pytest.approx(11 + side * (11 * 0.001 + 0.3), rel=1e-15)
+    assert t.exit_price == pytest.approx(13 - side * (13 * 0.001 + 0.5), rel=1e-15)
+
+
+def test_volume_cap_uses_the_fill_bar():
+    bars = [(10, 10, 10, 10, 1e6), (11, 11, 11, 11, 57), (12, 12, 12, 12, 1e6), (13, 13, 13, 13, 1)]
+    r = run([bars], [0.6, NAN, NAN, NAN], capital=100_000.0, max_volume_fraction=0.1)
+    assert list(r.trades.shares) == [5]  # floor(0.1 * 57)
+    tiny = [(10, 10, 10, 10, 1e6), (11, 11, 11, 11, 9)]
+    assert run([tiny], [0.6, NAN], max_volume_fraction=0.1).trades.empty  # < 1 share: no trade
+
+
+def test_position_fraction_sizes_on_current_equity():
+    # half of 1100 at 11 -> 50 shares, sold at 13 -> 1200; then half of 1200 at 13 -> 46 shares
+    p = [0.6, NAN, NAN, 0.6, NAN, NAN, NAN]
+    r = run([flat_bars([10, 11, 12, 13, 13, 14, 15])], p, position_fraction=0.5)
+    assert list(r.trades.shares) == [50, 46]
+    # all of it: 100 shares at 11 -> 1300; then 1300 / 13 -> 100 shares, +2 each
+    r = run([flat_bars([10, 11, 12, 13, 13, 14, 15])], p)
+    assert list(r.trades.shares) == [100, 100]
+    assert r.trades["return"].iloc[1] == pytest.approx(100 * 2 / 1300)
+
+
+def test_close_out_at_session_end_and_no_overnight_holding():
+    # hold 3 would end on the next day: the position is sold at bar 2's CLOSE (12.5) instead
+    s1 = flat_bars([10, 11, 12], [10.5, 11.5, 12.5])
+    s2 = flat_bars([20, 21, 22])
+    r = run([s1, s2], [0.6, NAN, NAN, NAN, NAN, NAN], hold_bars=3)
+    (t,) = r.trades.itertuples()
+    assert (t.entry_bar, t.exit_bar, t.exit_price, t.exit_reason, t.bars_held) == (
+        1, 2, 12.5, "session_close", 2)  # fmt: skip
+    assert list(r.position) == [0, 100, 100, 0, 0, 0]
+    assert list(r.daily_equity) == [1250, 1250]
+    assert list(r.daily_equity.index) == [pd.Timestamp("2024-01-02"), pd.Timestamp("2024-01-03")]
+
+
+def test_signal_on_a_sessions_last_bar_does_not_enter_next_session():
+    r = run([flat_bars([10, 11]), flat_bars([20, 21])], [NAN, 0.6, NAN, NAN])
+    assert r.trades.empty
+    # ... but it does when overnight positions are allowed
+    r = run([flat_bars([10, 11]), flat_bars([20, 21, 22])], [NAN, 0.6, NAN, NAN, NAN],
+            flat_at_close=False)  # fmt: skip
+    (t,) = r.trades.itertuples()
+    assert (t.entry_bar, t.exit_bar, t.entry_price, t.exit_price) == (2, 4, 20, 22)
+
+
+def test_overnight_hold_exits_at_open_of_entry_plus_hold_bars():
+    r = run([flat_bars([10, 11, 12]), flat_bars([20, 21, 22, 23])], [0.6] + [NAN] * 6,
+            hold_bars=3, flat_at_close=False)  # fmt: skip
+    (t,) = r.trades.itertuples()
+    assert (t.entry_bar, t.exit_bar, t.exit_price, t.exit_reason) == (1, 4, 21, "hold")
+    assert list(r.daily_equity) == [1100 + 100 * 1, 1100 + 100 * 10]
+
+
+def test_end_of_data_closes_an_open_position_at_the_last_close():
+    r = run([flat_bars([10, 11, 12], [10, 11, 12.5])], [0.6, NAN, NAN], hold_bars=10,
+            flat_at_close=False)  # fmt: skip
+    (t,) = r.trades.itertuples()
+    assert (t.exit_bar, t.exit_price, t.exit_reason) == (2, 12.5, "end_of_data")
+
+
+def test_no_new_entry_while_a_position_is_open():
+    # long from bar 1; the signals at bars 1 and 2 are ignored; the one at bar 2 is seen at
+    # bar 3's open where the hold exit happens first, so it re-enters there
+    r = run([flat_bars([10, 11, 12, 13, 14, 15, 16])], [0.6, 0.6, 0.4, NAN, NAN, NAN, NAN])
+    assert list(r.trades.entry_bar) == [1, 3] and list(r.trades.exit_bar) == [3, 5]
+    assert list(r.trades.side) == [1, -1]
+
+
+def test_exit_on_reversal_flips_and_ignores_hold_bars():
+    p = [0.6, 0.5, 0.6, 0.5, 0.4, 0.5, 0.5, NAN]
+    r = run([flat_bars([10, 11, 12, 13, 14, 15, 16, 17])], p, hold_bars=1, exit_on_reversal=True)
+    # long at bar 1; same-side signal at 2 is ignored; short signal at bar 4 -> exit and flip at
+    # bar 5's open; short held until the session-end close-out at bar 7's close
+    assert list(r.trades.entry_bar) == [1, 5] and list(r.trades.exit_bar) == [5, 7]
+    assert list(r.trades.exit_reason) == ["reversal", "session_close"]
+    assert list(r.trades.side) == [1, -1]
+    # with shorts disabled, the bearish signal still closes the long but opens nothing
+    r = run([flat_bars([10, 11, 12, 13, 14, 15, 16, 17])], p, hold_bars=1, exit_on_reversal=True,
+            allow_short=False)  # fmt: skip
+    assert list(r.trades.entry_bar) == [1] and list(r.trades.exit_reason) == ["reversal"]
+
+
+def test_session_is_the_new_york_date():
+    # 18:59 and 19:59 New York on 2024-01-02 are 23:59 UTC and 00:59 UTC (next day): one session
+    ts = pd.DatetimeIndex(["2024-01-02 23:59", "2024-01-03 00:59", "2024-01-03 05:01",
+                           "2024-07-01 03:59", "2024-07-01 04:00"], tz="UTC")  # fmt: skip
+    days = session_days(ts).astype("datetime64[D]").astype(str).tolist()
+    assert days == ["2024-01-02", "2024-01-02", "2024-01-03", "2024-06-30", "2024-07-01"]
+    # the lookup per UTC hour agrees with a per-bar conversion across both DST switches
+    ts = pd.date_range("2024-03-09", "2024-11-04", freq="7min", tz="UTC")
+    ref = (ts.tz_convert("America/New_York").tz_localize(None).normalize() - pd.Timestamp(0)).days
+    np.testing.assert_array_equal(session_days(ts), ref)
+
+
+def test_empty_and_single_bar_inputs():
+    r = simulate(make_bars([[]]), np.array([]), SimSettings())
+    assert r.trades.empty and len(r.equity) == 0 and len(r.daily_equity) == 0
+    r = simulate(make_bars([[(10, 10, 10, 10)]]), np.array([0.9]), SimSettings())
+    assert r.trades.empty and list(r.equity) == [100_000.0]
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("capital", 0.0), ("long_threshold", 1.5), ("short_threshold", 0.6), ("hold_bars", 0),
+     ("hold_bars", 2.5), ("slippage_bps", -1.0), ("position_fraction", 0.0),
+     ("max_volume_fraction", 1.5), ("min_commission", float("nan"))],
+)  # fmt: skip
+def test_bad_settings_name_the_field(field, value):
+    with pytest.raises(ValueError, match=f"SimSettings.{field}"):
+        SimSettings(**{field: value})
+
+
+def test_bad_inputs_are_rejected_with_the_rule():
+    bars = make_bars([flat_bars([10, 11, 12])])
+    with pytest.raises(ValueError, match="one probability per bar"):
+        simulate(bars, np.array([0.5, 0.5]), SimSettings())
+    with pytest.raises(ValueError, match=r"proba must lie in \[0, 1\].*index 1"):
+        simulate(bars, np.array([0.5, 1.5, 0.5]), SimSettings())
+    with pytest.raises(ValueError, match="missing column"):
+        simulate(bars.drop(columns="volume"), np.full(3, 0.5), SimSettings())
+    with pytest.raises(ValueError, match="strictly increasing; row 2"):
+        simulate(bars.iloc[[0, 2, 1]], np.full(3, 0.5), SimSettings())
+    naive = bars.assign(timestamp=bars.timestamp.dt.tz_localize(None))
+    with pytest.raises(ValueError, match="timezone-aware"):
+        simulate(naive, np.full(3, 0.5), SimSettings())
+    with pytest.raises(ValueError, match=r"bars.close must be finite and > 0; row 1"):
+        simulate(bars.assign(close=[10, np.nan, 12]), np.full(3, 0.5), SimSettings())
+    with pytest.raises(TypeError, match="SimSettings"):
+        simulate(bars, np.full(3, 0.5), {"capital": 1.0})
+
+
+def test_from_config_maps_the_backtest_section():
+    from vpt_ray.config import BacktestConfig
+
+    bt = BacktestConfig(start="2024-07-08", end="2024-12-31", slippage_bps=2.0, allow_short=False)
+    s = SimSettings.from_config(bt, capital=2500.0, hold_bars=7)
+    assert (s.capital, s.hold_bars, s.slippage_bps, s.allow_short) == (2500.0, 7, 2.0, False)
+    assert s.long_threshold == bt.long_threshold and s.flat_at_close == bt.flat_at_close
+
+
+def test_accounting_identities_on_random_data():
+    rng = np.random.default_rng(11)
+    sessions = [flat_bars(list(20 + np.cumsum(rng.normal(0, 0.05, 60)))) for _ in range(5)]
+    settings = dict(capital=50_000.0, commission_per_share=0.0035, min_commission=0.35,
+                    slippage_bps=1.0, hold_bars=4, max_volume_fraction=0.05)  # fmt: skip
+    r = run(sessions, rng.uniform(0.4, 0.6, 300), **settings)
+    t = r.trades
+    assert len(t) > 20
+    assert r.equity.iloc[-1] == pytest.approx(50_000 + t.pnl.sum(), rel=1e-12)
+    assert not math.isclose(t.pnl.sum(), 0.0)
+    # every trade opens and closes in one session
+    assert (t.entry_time.dt.tz_convert("America/New_York").dt.date
+            == t.exit_time.dt.tz_convert("America/New_York").dt.date).all()  # fmt: skip
+    assert list(r.daily_equity) == list(r.equity.iloc[[59, 119, 179, 239, 299]])
+    assert (t.bars_held <= 4).all() and (t.shares >= 1).all()

@@ -222,11 +222,6 @@ def _fast_metric(name: str, center, s1, s2, n) -> np.ndarray:
         return np.where(sd > 0, mean / np.where(sd > 0, sd, 1.0), 0.0)
 
 
-def _per_period_sharpe(m: np.ndarray) -> np.ndarray:
-    sd = m.std(axis=0, ddof=1)
-    return np.where(sd > 0, m.mean(axis=0) / np.where(sd > 0, sd, 1.0), 0.0)
-
-
 def probability_of_backtest_overfitting(
     perf: np.ndarray,
     n_partitions: int = 16,

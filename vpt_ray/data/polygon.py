@@ -1,0 +1,528 @@
+"""Polygon aggregates as a bar source: paced, retried, chunked, resumable, never leaking the key.
+
+Polygon is the last real source in the chain: whatever neither the local store nor GCS holds is
+fetched here through the official `polygon-api-client` (`RESTClient.list_aggs`, which follows
+`next_url` pages itself). The client alone is not enough for a free-tier key (5 requests/minute):
+it does not pace, its retries use a fixed 0.1 s backoff, it passes no timeout to urllib3, and it
+turns a malformed body or a `status: ERROR` answer into an empty result. So this module gives the
+client a transport (a `urllib3.PoolManager` subclass, installed as the client's `client`) that
+
+- paces every HTTP attempt, pages and retries included, with a token bucket (`Pacer`),
+- retries 408/429/5xx, timeouts and dropped connections with exponential backoff, honouring
+  `Retry-After` (`RetryPolicy`),
+- turns other non-200 answers (401 bad key, 403 plan) into errors that keep the status code,
+- strips any `apiKey` query parameter from URLs (the key travels in the Authorization header), so
+  urllib3's own log lines and exceptions never hold it,
+
+and a strict JSON decoder that raises on malformed bodies and on `status` other than OK/DELAYED.
+A fetch is split into chunks of `chunk_days` calendar days; each chunk is mapped to the bar
+contract, filtered to the regular session, validated and handed to `on_chunk` as soon as it
+arrives, so an interrupted fetch keeps everything delivered before the failure.
+
+Cost: one request per chunk (a month of 1-minute bars incl. extended hours is ~20k aggregates,
+under the 50k page limit); at 5 requests/minute a year of one ticker takes ~13 requests, ~2.5 min.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import math
+import os
+import re
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import certifi
+import numpy as np
+import pandas as pd
+import urllib3
+
+from vpt_ray.bars import BarDataError, empty_bars, validate_bars
+from vpt_ray.config import PolygonConfig
+from vpt_ray.data import calendar as xcal
+from vpt_ray.data.errors import SourceError
+
+log = logging.getLogger(__name__)
+
+PAGE_LIMIT = 50_000  # Polygon's maximum `limit` for aggregates
+RETRY_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
+OK_STATUSES = frozenset({"OK", "DELAYED"})
+REDACTED = "***"
+
+
+def polygon_span(bar: str) -> tuple[int, str]:
+    """Bar size -> Polygon (multiplier, timespan): "5min" -> (5, "minute"), "1day" -> (1, "day")."""
+    if bar == "1day":
+        return 1, "day"
+    m = re.fullmatch(r"([1-9][0-9]*)min", bar)
+    if not m:
+        raise ValueError(f"bar {bar!r} is not a Polygon bar size; use '<N>min' or '1day'")
+    return int(m.group(1)), "minute"
+
+
+def chunk_ranges(start: dt.date, end: dt.date, chunk_days: int) -> list[tuple[dt.date, dt.date]]:
+    """Split [start, end] into consecutive inclusive ranges of at most `chunk_days` days."""
+    if end < start:
+        raise ValueError(f"end ({end}) is before start ({start})")
+    if chunk_days < 1:
+        raise ValueError(f"chunk_days must be >= 1, got {chunk_days}")
+    out, a = [], start
+    while a <= end:
+        b = min(end, a + dt.timedelta(days=chunk_days - 1))
+        out.append((a, b))
+        a = b + dt.timedelta(days=1)
+    return out
+
+
+class Pacer:
+    """Token bucket: at most `capacity` requests at once, refilled at `per_minute` per minute.
+
+    The default capacity of 1 spaces requests evenly (60 / per_minute seconds apart), which keeps
+    any 60-second window within the limit. Thread-safe; `clock` and `sleep` are injectable so tests
+    run on a fake clock.
+    """
+
+    def __init__(
+        self,
+        per_minute: float,
+        capacity: float = 1.0,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ):
+        if not per_minute > 0:
+            raise ValueError(f"per_minute must be > 0, got {per_minute}")
+        if not capacity >= 1:
+            raise ValueError(f"capacity must be >= 1, got {capacity}")
+        self.per_minute, self.capacity = float(per_minute), float(capacity)
+        self._rate = self.per_minute / 60.0
+        self.clock, self.sleep = clock, sleep
+        self._tokens = self.capacity
+        self._last: float | None = None
+        self._lock = threading.Lock()
+        self.acquired = 0
+        self.waited_s = 0.0
+
+    def acquire(self) -> float:
+        """Take one token, sleeping until one is available; returns the seconds waited."""
+        with self._lock:
+            waited = 0.0
+            while True:
+                now = self.clock()
+                if self._last is not None:
+                    self._tokens = min(
+                        self.capacity, self._tokens + (now - self._last) * self._rate
+                    )
+                self._last = now
+                if self._tokens >= 1.0 - 1e-9:
+                    self._tokens -= 1.0
+                    self.acquired += 1
+                    self.waited_s += waited
+                    return waited
+                need = (1.0 - self._tokens) / self._rate
+                self.sleep(need)
+                waited += need
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How often and how long to wait before retrying one HTTP request.
+
+    Attempt k (0-based) waits `backoff_s * 2**k`, capped at `backoff_max_s`; a `Retry-After`
+    header (seconds) replaces it, capped at `retry_after_max_s`.
+    """
+
+    max_retries: int = 5
+    backoff_s: float = 2.0
+    backoff_max_s: float = 60.0
+    retry_after_max_s: float = 120.0
+    sleep: Callable[[float], None] = time.sleep
+
+    def wait(self, attempt: int, retry_after: float | None = None) -> float:
+        if retry_after is not None:
+            return min(max(retry_after, 0.0), self.retry_after_max_s)
+        return min(self.backoff_s * 2.0**attempt, self.backoff_max_s)
+
+
+@dataclass
+class FetchStats:
+    """Counters of one source instance (cumulative over its fetches)."""
+
+    requests: int = 0  # HTTP attempts sent, retries included
+    retries: int = 0
+    backoff_wait_s: float = 0.0
+    chunks: int = 0
+    empty_chunks: int = 0
+    bars: int = 0
+    request_times: list[float] = field(default_factory=list)  # pacer clock at each attempt
+
+
+class _TransportError(Exception):
+    """Raised inside the client's call stack; not a ValueError, which the client swallows."""
+
+
+class _HttpStatus(_TransportError):
+    def __init__(self, status: int, detail: str):
+        self.status, self.detail = status, detail
+        super().__init__(f"HTTP {status}: {detail}")
+
+
+class _RetriesExhausted(_TransportError):
+    def __init__(self, attempts: int, cause: str):
+        self.attempts, self.cause = attempts, cause
+        super().__init__(f"gave up after {attempts} attempt(s); last error: {cause}")
+
+
+class _BadPayload(_TransportError):
+    pass
+
+
+class _Redactor:
+    """Replaces the API key in any text with ***."""
+
+    def __init__(self, key: str | None):
+        self._key = key or None
+
+    def __call__(self, text: object) -> str:
+        s = str(text)
+        return s.replace(self._key, REDACTED) if self._key else s
+
+
+def strip_api_key(url: str) -> str:
+    """`url` without any apiKey query parameter (the key goes in the Authorization header)."""
+    parts = urlsplit(url)
+    if not parts.query or "apikey" not in parts.query.lower():
+        return url
+    query = [
+        (k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k.lower() != "apikey"
+    ]
+    return urlunsplit(parts._replace(query=urlencode(query)))
+
+
+def _body_detail(data: bytes, redact: _Redactor, limit: int = 200) -> str:
+    text = data.decode("utf-8", errors="replace").strip()
+    try:
+        obj = json.loads(text)
+        if isinstance(obj, dict):
+            text = str(obj.get("error") or obj.get("message") or obj.get("status") or text)
+    except ValueError:
+        pass
+    text = redact(text)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+class _Transport(urllib3.PoolManager):
+    """The client's HTTP layer: pacing, retries with backoff, status errors, no key in URLs."""
+
+    def __init__(
+        self,
+        pacer: Pacer,
+        retry: RetryPolicy,
+        timeout_s: float,
+        redact: _Redactor,
+        stats: FetchStats,
+    ):
+        super().__init__(
+            num_pools=4,
+            retries=False,
+            timeout=urllib3.Timeout(connect=timeout_s, read=timeout_s),
+            ca_certs=certifi.where(),
+            cert_reqs="CERT_REQUIRED",
+        )
+        self.pacer, self.retry, self.redact, self.stats = pacer, retry, redact, stats
+
+    def urlopen(self, method: str, url: str, redirect: bool = True, **kw: Any):  # type: ignore[override]
+        url = strip_api_key(url)
+        attempt = 0
+        while True:
+            self.pacer.acquire()
+            self.stats.requests += 1
+            self.stats.request_times.append(self.pacer.clock())
+            retry_after = None
+            try:
+                resp = super().urlopen(method, url, redirect=redirect, **kw)
+            except (urllib3.exceptions.HTTPError, OSError) as exc:
+                cause = self.redact(f"{type(exc).__name__}: {exc}")
+            else:
+                if resp.status == 200:
+                    try:
+                        resp.data.decode("utf-8")
+                    except UnicodeDecodeError as exc:
+                        raise _BadPayload(f"response is not UTF-8 ({exc.reason})") from None
+                    return resp
+                detail = _body_detail(resp.data, self.redact)
+                if resp.status not in RETRY_STATUSES:
+                    raise _HttpStatus(resp.status, detail)
+                cause = f"HTTP {resp.status}: {detail}"
+                retry_after = _parse_retry_after(resp.headers.get("Retry-After"))
+            if attempt >= self.retry.max_retries:
+                raise _RetriesExhausted(attempt + 1, cause)
+            wait = self.retry.wait(attempt, retry_after)
+            log.warning(
+                "polygon: %s: %s; retry %d/%d in %.2fs",
+                urlsplit(url).path,
+                cause,
+                attempt + 1,
+                self.retry.max_retries,
+                wait,
+            )
+            self.stats.retries += 1
+            self.stats.backoff_wait_s += wait
+            self.retry.sleep(wait)
+            attempt += 1
+
+
+def _parse_retry_after(value: str | None) -> float | None:
+    """Seconds from a Retry-After header (delta-seconds form); None when absent or a date."""
+    if value is None:
+        return None
+    try:
+        seconds = float(value.strip())
+    except ValueError:
+        return None
+    return seconds if math.isfinite(seconds) and seconds >= 0 else None
+
+
+class _StrictJson:
+    """`custom_json` for the client: raise on malformed bodies and error statuses, not return []."""
+
+    def __init__(self, redact: _Redactor):
+        self.redact = redact
+
+    def loads(self, text: str) -> Any:
+        try:
+            obj = json.loads(text)
+        except ValueError as exc:
+            head = self.redact(text[:60])
+            raise _BadPayload(f"malformed JSON body ({exc}); body starts {head!r}") from None
+        if isinstance(obj, dict):
+            status = obj.get("status")
+            if status is not None and status not in OK_STATUSES:
+                detail = self.redact(obj.get("error") or obj.get("message") or "no message")
+                raise _BadPayload(f"response status {status!r}: {detail}")
+            if "results" in obj and not isinstance(obj["results"], list):
+                raise _BadPayload(f"'results' is a {type(obj['results']).__name__}, not a list")
+        return obj
+
+    def dumps(self, obj: Any, **kw: Any) -> str:  # for completeness; the client only loads
+        return json.dumps(obj, **kw)
+
+
+_AGG_FIELDS = {
+    "timestamp": "t",
+    "open": "o",
+    "high": "h",
+    "low": "l",
+    "close": "c",
+    "volume": "v",
+    "vwap": "vw",
+    "transactions": "n",
+}
+
+
+def aggs_to_frame(aggs: Iterable[Any]) -> pd.DataFrame:
+    """Polygon `Agg` objects -> contract columns (t in ms -> UTC timestamp).
+
+    Raises `_BadPayload` naming the Polygon field (`vw`, `n`, ...) and the first bar lacking it:
+    filling a missing vwap or trade count would invent data.
+    """
+    rows = list(aggs)
+    if not rows:
+        return empty_bars()
+    cols = {c: [getattr(a, c) for a in rows] for c in _AGG_FIELDS}
+    for c, short in _AGG_FIELDS.items():
+        missing = [i for i, v in enumerate(cols[c]) if v is None]
+        if missing:
+            t = cols["timestamp"][missing[0]]
+            raise _BadPayload(
+                f"{len(missing)} aggregate(s) lack field {short!r} ({c}), e.g. the bar at t={t}"
+            )
+    ts = pd.to_datetime(np.asarray(cols["timestamp"], dtype=np.int64), unit="ms", utc=True)
+    out = pd.DataFrame({"timestamp": ts.astype("datetime64[ns, UTC]")})
+    for c in ("open", "high", "low", "close", "volume", "vwap"):
+        out[c] = np.asarray(cols[c], dtype=np.float64)
+    out["transactions"] = np.asarray(cols["transactions"], dtype=np.int64)
+    return out
+
+
+class PolygonSource:
+    """Polygon aggregates for one bar size, through the official client.
+
+    `fetch` returns validated contract bars (regular session unless `regular_session_only=False`)
+    for [start, end] in exchange dates. Daily bars keep Polygon's `t` (midnight US/Eastern of the
+    session) as a UTC instant, e.g. 2024-01-02 05:00 UTC. The pacer lives on the instance: share one
+    instance across tickers so the rate limit holds for the whole run.
+    """
+
+    name = "polygon"
+
+    def __init__(
+        self,
+        cfg: PolygonConfig,
+        bar: str = "1min",
+        calendar: str = "XNYS",
+        vwap_tolerance: float = 0.001,
+        env: Mapping[str, str] | None = None,
+        *,
+        regular_session_only: bool = True,
+        pacer: Pacer | None = None,
+        retry: RetryPolicy | None = None,
+    ):
+        self.cfg, self.bar, self.calendar = cfg, bar, calendar
+        self.vwap_tolerance = vwap_tolerance
+        self.regular_session_only = regular_session_only
+        self.multiplier, self.timespan = polygon_span(bar)
+        xcal.get_calendar(calendar)  # fail early on a bad calendar name
+        environ = os.environ if env is None else env
+        key = (environ.get(cfg.api_key_env) or "").strip()
+        self._key = key or None
+        self._redact = _Redactor(self._key)
+        self.pacer = pacer or Pacer(cfg.requests_per_minute)
+        self.retry = retry or RetryPolicy(max_retries=cfg.max_retries, backoff_s=cfg.backoff_s)
+        self.stats = FetchStats()
+        self._rest: Any = None
+
+    def __repr__(self) -> str:
+        return (
+            f"PolygonSource(base_url={self.cfg.base_url!r}, bar={self.bar!r}, "
+            f"key={'set' if self._key else 'missing'}, "
+            f"requests_per_minute={self.pacer.per_minute:g})"
+        )
+
+    def unavailable_reason(self) -> str | None:
+        """None when a key is configured; no request is spent checking it (401 shows on fetch)."""
+        if not self._key:
+            return f"no API key: set the environment variable {self.cfg.api_key_env}"
+        return None
+
+    def _client(self) -> Any:
+        if self._rest is None:
+            from polygon import RESTClient
+
+            rest = RESTClient(
+                api_key=self._key,
+                base=self.cfg.base_url.rstrip("/"),
+                connect_timeout=self.cfg.timeout_s,
+                read_timeout=self.cfg.timeout_s,
+                retries=0,
+                custom_json=_StrictJson(self._redact),
+            )
+            if not isinstance(getattr(rest, "client", None), urllib3.PoolManager):
+                raise SourceError(
+                    self.name,
+                    "this polygon-api-client version has no urllib3 `client` attribute to pace; "
+                    "pin polygon-api-client 1.x",
+                )
+            rest.client = _Transport(
+                self.pacer, self.retry, self.cfg.timeout_s, self._redact, self.stats
+            )
+            self._rest = rest
+        return self._rest
+
+    def _error(self, ticker: str, a: dt.date, b: dt.date, exc: Exception) -> SourceError:
+        if isinstance(exc, _HttpStatus):
+            if exc.status == 401:
+                cause = (
+                    f"HTTP 401: the API key was rejected ({exc.detail}); "
+                    f"check the {self.cfg.api_key_env} variable"
+                )
+            elif exc.status == 403:
+                cause = f"HTTP 403: not authorized for this data ({exc.detail}); check the plan"
+            else:
+                cause = str(exc)
+            return SourceError(self.name, self._redact(cause), ticker, a, b, retryable=False)
+        if isinstance(exc, _RetriesExhausted):
+            return SourceError(self.name, self._redact(exc), ticker, a, b, retryable=True)
+        return SourceError(self.name, self._redact(exc), ticker, a, b, retryable=False)
+
+    def _fetch_chunk(self, ticker: str, a: dt.date, b: dt.date) -> pd.DataFrame:
+        rest = self._client()
+        try:
+            aggs = rest.list_aggs(
+                ticker,
+                self.multiplier,
+                self.timespan,
+                a.isoformat(),
+                b.isoformat(),
+                adjusted=True,
+                sort="asc",
+                limit=PAGE_LIMIT,
+            )
+            raw = aggs_to_frame(aggs)
+        except _TransportError as exc:
+            raise self._error(ticker, a, b, exc) from None
+        source = f"polygon {ticker} {a}..{b}"
+        try:
+            raw = raw.sort_values("timestamp", kind="stable", ignore_index=True)
+            df = raw
+            if self.regular_session_only:
+                df = xcal.filter_regular_session(df, self.calendar, daily=self.timespan == "day")
+            df = xcal.restrict_dates(df, a, b, self.calendar)
+            df = validate_bars(df, source, self.vwap_tolerance)
+        except BarDataError:
+            raise
+        except ValueError as exc:  # calendar bounds and the like
+            raise SourceError(self.name, str(exc), ticker, a, b) from None
+        dropped = len(raw) - len(df)
+        log.info(
+            "polygon: %s %s..%s: %d bars (%d outside the session or range dropped)",
+            ticker,
+            a,
+            b,
+            len(df),
+            dropped,
+        )
+        return df
+
+    def fetch(
+        self,
+        ticker: str,
+        start: dt.date,
+        end: dt.date,
+        on_chunk: Callable[[pd.DataFrame], None] | None = None,
+    ) -> pd.DataFrame:
+        """Bars of `ticker` for [start, end], fetched chunk by chunk.
+
+        Each non-empty chunk is validated and passed to `on_chunk` before the next request, so a
+        failure later keeps what was delivered. Chunks without any session are not requested.
+        Raises `SourceError` (ticker, dates, cause) or `BarDataError` (contract breach).
+        """
+        reason = self.unavailable_reason()
+        if reason:
+            raise SourceError(self.name, reason, ticker, start, end)
+        ticker = ticker.upper()
+        frames = []
+        for a, b in chunk_ranges(start, end, self.cfg.chunk_days):
+            try:
+                days = xcal.sessions(a, b, self.calendar)
+            except ValueError as exc:
+                raise SourceError(self.name, str(exc), ticker, a, b) from None
+            if len(days) == 0:
+                continue
+            a2, b2 = days[0].date(), days[-1].date()
+            df = self._fetch_chunk(ticker, a2, b2)
+            self.stats.chunks += 1
+            if df.empty:
+                self.stats.empty_chunks += 1
+                log.warning(
+                    "polygon: %s %s..%s: no bars returned for %d session(s)",
+                    ticker,
+                    a2,
+                    b2,
+                    len(days),
+                )
+                continue
+            self.stats.bars += len(df)
+            frames.append(df)
+            if on_chunk is not None:
+                on_chunk(df)
+        if not frames:
+            return empty_bars()
+        return validate_bars(
+            pd.concat(frames, ignore_index=True), f"polygon {ticker}", self.vwap_tolerance
+        )

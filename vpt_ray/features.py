@@ -16,10 +16,10 @@ from __future__ import annotations
 
 from functools import lru_cache
 
-import exchange_calendars as xcals
 import numpy as np
 import pandas as pd
 
+from vpt_ray.data.calendar import get_calendar
 from vpt_ray.data.local import EXCHANGE_TZ
 from vpt_ray.data.synthetic import EPOCH
 
@@ -29,7 +29,7 @@ META_COLUMNS = ["timestamp", "session", "pos", "label_end", "y", "fwd_ret"]
 
 @lru_cache(maxsize=4)
 def _session_index(calendar: str) -> pd.Series:
-    cal = xcals.get_calendar(calendar, side="left")
+    cal = get_calendar(calendar)
     sessions = cal.sessions_in_range(pd.Timestamp(EPOCH), cal.last_session)
     return pd.Series(np.arange(len(sessions), dtype=np.int64), index=sessions.date)
 

@@ -1,4 +1,4 @@
-"""The data chain: local store first, then GCS, then Polygon, then (if allowed) the synthetic market.
+"""The data chain: local store, then GCS, then Polygon, then (if allowed) the synthetic market.
 
 A phase asks for (tickers, period); for each ticker the chain finds what the local store lacks,
 asks the remote sources for exactly those sessions, validates and merges what arrives, and writes it
@@ -12,16 +12,15 @@ import datetime as dt
 import json
 import logging
 from dataclasses import dataclass, field
-from functools import lru_cache
 from pathlib import Path
 from typing import Protocol
 
-import exchange_calendars as xcals
 import pandas as pd
 
 from vpt_ray.bars import empty_bars, validate_bars
 from vpt_ray.config import Config
 from vpt_ray.data import local
+from vpt_ray.data.calendar import get_calendar
 from vpt_ray.data.synthetic import SyntheticParams, generate_ticker
 
 log = logging.getLogger(__name__)
@@ -50,20 +49,15 @@ class TickerData:
     missing_sessions: int = 0
 
 
-@lru_cache(maxsize=8)
-def _calendar(name: str) -> xcals.ExchangeCalendar:
-    return xcals.get_calendar(name, side="left")
-
-
 def expected_sessions(calendar: str, start: dt.date, end: dt.date) -> list[dt.date]:
-    return [d.date() for d in _calendar(calendar).sessions_in_range(start, end)]
+    return [d.date() for d in get_calendar(calendar).sessions_in_range(start, end)]
 
 
 def _ranges(dates: list[dt.date], calendar: str) -> list[tuple[dt.date, dt.date]]:
     """Group session dates into runs of consecutive sessions."""
     if not dates:
         return []
-    sessions = [d.date() for d in _calendar(calendar).sessions_in_range(dates[0], dates[-1])]
+    sessions = [d.date() for d in get_calendar(calendar).sessions_in_range(dates[0], dates[-1])]
     index = {d: i for i, d in enumerate(sessions)}
     runs: list[tuple[dt.date, dt.date]] = []
     first = prev = dates[0]

@@ -24,10 +24,11 @@ import zlib
 from dataclasses import asdict, dataclass
 from functools import lru_cache
 
-import exchange_calendars as xcals
 import numpy as np
 import pandas as pd
 from numba import njit
+
+from vpt_ray.data.calendar import get_calendar
 
 GENERATOR_VERSION = 1
 EPOCH = dt.date(2015, 1, 2)
@@ -83,7 +84,7 @@ def ticker_profile(seed: int, ticker: str) -> TickerProfile:
 
 @lru_cache(maxsize=4)
 def _schedule(calendar: str, end: dt.date) -> pd.DataFrame:
-    cal = xcals.get_calendar(calendar, side="left")
+    cal = get_calendar(calendar)
     first = max(pd.Timestamp(EPOCH), cal.first_session)
     return cal.schedule.loc[first : pd.Timestamp(end)]
 
@@ -91,24 +92,26 @@ def _schedule(calendar: str, end: dt.date) -> pd.DataFrame:
 def _daily_path(params: SyntheticParams, ticker: str, n_days: int) -> dict[str, np.ndarray]:
     """Per-session state from the epoch: opening price, vol multiplier, regime, volume level."""
     prof = ticker_profile(params.seed, ticker)
-    rng = np.random.default_rng([params.seed, _ticker_key(ticker), 1])
+    key = _ticker_key(ticker)
+
+    def stream(j: int) -> np.random.Generator:  # one stream per quantity: prefixes never shift
+        return np.random.default_rng([params.seed, key, 1, j])
+
     log_vol = np.zeros(n_days)
-    z = rng.standard_normal(n_days)
+    z = stream(0).standard_normal(n_days)
     for i in range(1, n_days):  # O(days): a few thousand steps
         log_vol[i] = 0.97 * log_vol[i - 1] + 0.12 * z[i]
     vol_mult = np.exp(log_vol - 0.5 * 0.12**2 / (1 - 0.97**2))
     day_sd = prof.daily_vol * vol_mult
-    day_ret = day_sd * rng.standard_normal(n_days) * 0.999 - 0.5 * day_sd**2
-    gaps = 0.3 * day_sd * rng.standard_normal(n_days)
+    gaps = 0.3 * day_sd * stream(2).standard_normal(n_days)
     regime_idx = np.zeros(n_days, dtype=np.int64)
-    switch = rng.random(n_days) < 1 / 21  # a new regime about once a month
-    draws = rng.integers(0, len(REGIMES), n_days)
+    switch = stream(3).random(n_days) < 1 / 21  # a new regime about once a month
+    draws = stream(4).integers(0, len(REGIMES), n_days)
     for i in range(1, n_days):
         regime_idx[i] = draws[i] if switch[i] else regime_idx[i - 1]
-    log_open = np.log(prof.base_price) + np.concatenate([[0.0], np.cumsum(day_ret[:-1])])
-    volume_level = np.exp(0.3 * rng.standard_normal(n_days)) * vol_mult**0.7
+    volume_level = np.exp(0.3 * stream(5).standard_normal(n_days)) * vol_mult**0.7
     return {
-        "open": np.exp(log_open + gaps),
+        "gap": gaps,
         "minute_sd": day_sd / np.sqrt(390.0),
         "regime": REGIMES[regime_idx],
         "volume_level": volume_level,
@@ -144,8 +147,22 @@ def _session_kernel(
 
 
 def _intraday_curve(n: int) -> np.ndarray:
-    i = np.arange(n)
-    return 1.0 + 1.2 * np.exp(-i / 25.0) + 0.6 * np.exp(-(n - 1 - i) / 20.0)
+    """U-shaped volatility multiplier, normalized so a full session's variance is unchanged."""
+    i = np.arange(390)
+    full = 1.0 + 1.2 * np.exp(-i / 25.0) + 0.6 * np.exp(-(389 - i) / 20.0)
+    j = np.arange(n)
+    curve = 1.0 + 1.2 * np.exp(-j / 25.0) + 0.6 * np.exp(-(n - 1 - j) / 20.0)
+    return curve / np.sqrt(np.mean(full**2))
+
+
+def _session_draws(
+    params: SyntheticParams, ticker: str, k: int, n: int
+) -> tuple[np.random.Generator, np.ndarray, np.ndarray]:
+    """Session k's generator and its flow (u) and shock (e) draws, always drawn first."""
+    rng = np.random.default_rng([params.seed, _ticker_key(ticker), 2, k])
+    u = rng.standard_normal(n)
+    e = rng.standard_t(T_DOF, n) * np.sqrt((T_DOF - 2) / T_DOF)
+    return rng, u, e
 
 
 def generate_ticker(
@@ -157,19 +174,25 @@ def generate_ticker(
     sched = _schedule(params.calendar, end)
     days = _daily_path(params, ticker, len(sched))
     prof = ticker_profile(params.seed, ticker)
-    t_scale = np.sqrt((T_DOF - 2) / T_DOF)
+    lengths = ((sched["close"] - sched["open"]) // pd.Timedelta(minutes=1)).to_numpy()
+    kappas = KAPPA * params.signal_strength * days["regime"]
+    first = int(np.searchsorted(sched.index.date, start))
+    # Sessions chain from the epoch: each opens at the previous close times its overnight gap.
+    # Sessions before `start` only run the compiled kernel (microseconds each).
     frames = []
-    for k in np.flatnonzero(sched.index.date >= start):
-        open_t, close_t = sched["open"].iloc[k], sched["close"].iloc[k]
-        minutes = pd.date_range(open_t, close_t, freq="1min", inclusive="left")
-        n = len(minutes)
-        rng = np.random.default_rng([params.seed, _ticker_key(ticker), 2, k])
-        u = rng.standard_normal(n)
-        e = rng.standard_t(T_DOF, n) * t_scale
-        curve = _intraday_curve(n)
-        kappa = KAPPA * params.signal_strength * days["regime"][k]
+    close = prof.base_price
+    for k in range(len(sched)):
+        rng, u, e = _session_draws(params, ticker, k, int(lengths[k]))
+        n = len(u)
         arr = np.empty((n, 4))
-        _session_kernel(days["open"][k], days["minute_sd"][k], kappa, u, e, curve, arr)
+        open_k = close * np.exp(days["gap"][k])
+        _session_kernel(open_k, days["minute_sd"][k], kappas[k], u, e, _intraday_curve(n), arr)
+        close = arr[-1, 1]
+        if k < first:
+            continue
+        minutes = pd.date_range(
+            sched["open"].iloc[k], sched["close"].iloc[k], freq="1min", inclusive="left"
+        )
         o, c, sig = arr[:, 0], arr[:, 1], arr[:, 2]
         hi = np.maximum(o, c) * np.exp(0.6 * sig * np.abs(rng.standard_normal(n)))
         lo = np.minimum(o, c) * np.exp(-0.6 * sig * np.abs(rng.standard_normal(n)))

@@ -1,0 +1,63 @@
+"""Shared fixtures: one local Ray cluster per test session, tiny configs, temp workspaces."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("VPT_RAY_NO_DASHBOARD", "1")
+os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+
+REPO = Path(__file__).resolve().parent.parent
+
+TINY = [
+    "data.tickers=[AAA,BBB]",
+    "data.start=2024-01-02",
+    "data.end=2024-02-29",
+    "backtest.start=2024-03-05",
+    "backtest.end=2024-03-28",
+    "data.sources=[local,synthetic]",
+    "search.num_samples=2",
+    "model.n_estimators=60",
+    "cv.n_splits=2",
+    "hardware.num_cpus=2",
+    "hardware.object_store_gb=1",
+]
+
+
+@pytest.fixture(scope="session")
+def ray_session():
+    """Start Ray once for the whole session (a few seconds), shared by every Ray test."""
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(
+            num_cpus=2,
+            object_store_memory=512 * 1024**2,
+            include_dashboard=False,
+            configure_logging=False,
+            log_to_driver=False,
+        )
+    yield ray
+    ray.shutdown()
+
+
+@pytest.fixture
+def workspace(tmp_path: Path) -> Path:
+    """A temp directory holding data/, artifacts/ and logs/ for one run."""
+    for d in ("data", "artifacts", "logs"):
+        (tmp_path / d).mkdir()
+    return tmp_path
+
+
+def tiny_overrides(ws: Path, *extra: str) -> list[str]:
+    return [
+        *TINY,
+        f"data.dir={ws / 'data'}",
+        f"paths.artifacts={ws / 'artifacts'}",
+        f"paths.logs={ws / 'logs'}",
+        f"paths.tracker={ws / 'artifacts' / 'SCALING_TRACKER.md'}",
+        *extra,
+    ]

@@ -1,0 +1,73 @@
+"""Config loading: layering, overrides, and errors that name key, origin and allowed values."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from vpt_ray.config import ConfigError, load_config
+
+
+def test_every_phase_loads_and_follows_the_plan():
+    sizes = {p: len(load_config(p).data.tickers) for p in range(1, 6)}
+    assert sizes[1] == sizes[2] == 5
+    assert 20 <= sizes[3] <= 50
+    assert 100 <= sizes[4] <= 150
+    years = {
+        p: (c.backtest.end - c.data.start).days / 365 for p in range(1, 6) if (c := load_config(p))
+    }
+    assert 1.8 <= years[1] <= 2.2
+    assert 3.0 <= years[2] <= 4.0
+    assert 3.5 <= years[4] <= 4.5
+
+
+def test_overrides_apply_last_and_parse_yaml():
+    cfg = load_config(1, overrides=["data.tickers=[XYZ,ABC]", "labels.horizon=5", "data.bar=5min"])
+    assert cfg.data.tickers == ["XYZ", "ABC"]
+    assert cfg.labels.horizon == 5 and cfg.embargo_bars == 5
+    assert cfg.data.bar_minutes == 5
+
+
+def test_unknown_key_names_key_origin_and_suggestion():
+    with pytest.raises(ConfigError) as err:
+        load_config(1, overrides=["data.tickrs=[A]"])
+    msg = str(err.value)
+    assert "data.tickrs" in msg and "--set" in msg and "did you mean 'tickers'" in msg
+
+
+def test_bad_value_names_allowed_values():
+    with pytest.raises(ConfigError) as err:
+        load_config(1, overrides=["data.bar=2min"])
+    assert "data.bar" in str(err.value) and "'1min'" in str(err.value) and "1day" in str(err.value)
+
+
+def test_bad_value_in_file_names_the_file(tmp_path: Path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("labels:\n  horizon: -3\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(config_path=bad)
+    assert str(bad) in str(err.value) and "labels.horizon" in str(err.value)
+
+
+def test_backtest_may_not_overlap_training():
+    with pytest.raises(ConfigError) as err:
+        load_config(1, overrides=["backtest.start=2024-06-03"])
+    assert "out-of-sample window may never overlap training" in str(err.value)
+
+
+def test_unreadable_yaml_and_missing_phase(tmp_path: Path):
+    broken = tmp_path / "x.yaml"
+    broken.write_text("data: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(config_path=broken)
+    with pytest.raises(ConfigError, match="no config for phase"):
+        load_config(7)
+    with pytest.raises(ConfigError, match="expected dotted.key=value"):
+        load_config(1, overrides=["nonsense"])
+
+
+def test_fingerprint_changes_with_config():
+    assert (
+        load_config(1).fingerprint() != load_config(1, overrides=["synthetic.seed=8"]).fingerprint()
+    )

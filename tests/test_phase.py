@@ -1,0 +1,139 @@
+"""The spine end to end on a tiny synthetic market: outputs, honesty checks and failure modes.
+
+One local Ray cluster serves the whole session (`ray_session`); each run uses a temp workspace.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO, tiny_overrides
+from vpt_ray import tracker
+from vpt_ray.config import load_config
+from vpt_ray.phase import run_phase
+
+pytestmark = pytest.mark.slow
+
+
+def _run(ws: Path, *extra: str, run_id: str = "t") -> dict:
+    cfg = load_config(1, overrides=tiny_overrides(ws, *extra))
+    return run_phase(cfg, run_id=run_id)
+
+
+@pytest.fixture(scope="module")
+def planted(ray_session, tmp_path_factory) -> tuple[Path, dict]:
+    """A planted edge on 2 tickers x 4 months: large enough for the signal to show."""
+    ws = tmp_path_factory.mktemp("planted")
+    m = _run(
+        ws,
+        "data.start=2023-09-01",
+        "data.end=2024-02-29",
+        "synthetic.signal_strength=3.0",
+        "decision.max_train_val_gap=0.5",
+        run_id="planted",
+    )
+    return ws, m
+
+
+def test_phase_writes_every_output(planted):
+    ws, m = planted
+    report = ws / "artifacts" / "reports" / "planted"
+    model = ws / "artifacts" / "models" / "planted"
+    for name in ("metrics.json", "summary.md", "trades.parquet", "equity.parquet", "config.yaml"):
+        assert (report / name).exists(), name
+    assert json.loads((report / "status.json").read_text())["status"] == "FINISHED"
+    assert (model / "model.ubj").exists() and (model / "meta.json").exists()
+    meta = json.loads((model / "meta.json").read_text())
+    assert meta["synthetic"] is True and len(meta["feature_names"]) >= 12
+    assert all(v["sha256"] for v in meta["data_fingerprint"].values())
+    assert (ws / "logs" / "run-planted.log").read_text().count("SYNTHETIC") >= 1
+    on_disk = json.loads((report / "metrics.json").read_text())
+    for key in ("run_id", "phase", "data", "cv", "oos", "backtest", "resources", "decision"):
+        assert key in on_disk
+    assert on_disk["data"]["synthetic"] is True
+    assert set(on_disk["backtest"]["per_ticker"]) == {"AAA", "BBB"}
+    assert on_disk["decision"]["verdict"] in {"advance", "stop", "optimize", "hold"}
+    assert on_disk["resources"]["peak_memory_gb"] > 0
+    assert set(on_disk["resources"]["stages"]) >= {
+        "data",
+        "features",
+        "cv",
+        "search",
+        "train",
+        "backtest",
+    }
+    assert "SYNTHETIC DATA" in (report / "summary.md").read_text()
+    text = (ws / "artifacts" / "SCALING_TRACKER.md").read_text()
+    assert "| 1 | planted |" in text and "SYNTHETIC" in text
+
+
+def test_planted_signal_is_found(planted):
+    _, m = planted
+    assert m["oos"]["samples"] > 10_000
+    assert m["oos"]["accuracy"] > 0.53, m["oos"]
+    assert m["oos"]["auc"] > 0.54, m["oos"]
+
+
+def test_null_market_shows_no_edge(ray_session, tmp_path):
+    m = _run(
+        tmp_path,
+        "data.start=2023-09-01",
+        "data.end=2024-02-29",
+        "synthetic.signal_strength=0",
+        run_id="null",
+    )
+    assert m["oos"]["samples"] > 10_000
+    assert abs(m["oos"]["accuracy"] - 0.5) < 0.02, m["oos"]
+    assert m["decision"]["verdict"] != "advance"
+
+
+def test_tracker_keeps_one_row_per_phase(planted, tmp_path):
+    _, m = planted
+    path = tmp_path / "T.md"
+    row = tracker.row_from_metrics(m)
+    tracker.update(path, row)
+    tracker.update(path, {**row, "run_id": "second", "accuracy": 0.6})
+    tracker.update(path, {**row, "phase": 2, "run_id": "p2"})
+    state = tracker.load_state(path)
+    assert state["latest"]["1"]["run_id"] == "second"
+    assert [h["run_id"] for h in state["history"]] == ["p2", "second", m["run_id"]]
+    text = path.read_text()
+    assert text.count("| 1 | second |") == 2 and "| 2 | p2 |" in text
+    assert tracker.previous_phase_row(path, 2)["run_id"] == "second"
+    assert not list(tmp_path.glob(".*tmp"))
+
+
+def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "vpt_ray.phase", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**__import__("os").environ, "PYTHONPATH": str(REPO)},
+    )
+
+
+def test_bad_config_exits_nonzero_with_clear_message(tmp_path):
+    out = _cli("1", "--set", "labels.horizn=3", cwd=tmp_path)
+    assert out.returncode == 2
+    assert "unknown key 'labels.horizn'" in out.stderr and "did you mean 'horizon'" in out.stderr
+    assert not (tmp_path / "artifacts").exists()
+
+
+def test_bad_data_file_fails_cleanly_and_leaves_nothing_complete(ray_session, workspace):
+    (workspace / "data" / "AAA.parquet").write_bytes(b"PAR1 not really parquet")
+    cfg = load_config(1, overrides=tiny_overrides(workspace))
+    with pytest.raises(Exception, match="AAA.parquet") as err:
+        run_phase(cfg, run_id="bad")
+    assert "unreadable parquet" in str(err.value)
+    status = json.loads((workspace / "artifacts" / "reports" / "bad" / "status.json").read_text())
+    assert status["status"] == "FAILED" and "AAA.parquet" in status["error"]
+    assert not (workspace / "artifacts" / "models" / "bad").exists()
+    assert not (workspace / "artifacts" / "reports" / "bad" / "metrics.json").exists()
+    assert not (workspace / "artifacts" / "SCALING_TRACKER.md").exists()

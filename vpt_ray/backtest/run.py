@@ -1,0 +1,116 @@
+"""Out-of-sample backtest on Ray: one task per ticker, results streamed back as they finish.
+
+Each task receives references (the model bytes and config are put in the object store once),
+predicts its ticker's out-of-sample bars, runs the pure one-ticker simulation and returns a slim
+result: the trades, the daily equity and the labelled predictions (for OOS accuracy). Tasks run
+with `max_retries=0`, so an out-of-memory kill surfaces as `OutOfMemoryError` instead of retrying
+forever.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+
+import numpy as np
+import pandas as pd
+import ray
+import xgboost as xgb
+
+from vpt_ray.backtest.engine import SimSettings, TickerResult, simulate
+from vpt_ray.config import Config
+from vpt_ray.data.local import read_bars
+from vpt_ray.data.resample import resample_bars
+from vpt_ray.progress import track
+from vpt_ray.store import read_ticker_window
+
+log = logging.getLogger(__name__)
+
+
+def predict(booster: xgb.Booster, X: np.ndarray, names: list[str]) -> np.ndarray:
+    """P(up) for each row; rows with missing features still get one (XGBoost handles NaN)."""
+    if len(X) == 0:
+        return np.empty(0, dtype=np.float32)
+    return booster.predict(xgb.DMatrix(X, feature_names=names))
+
+
+def backtest_ticker(
+    cfg: Config,
+    booster: xgb.Booster,
+    bars_path: str,
+    features_path: str,
+    names: list[str],
+    capital: float,
+    start=None,
+    end=None,
+) -> dict:
+    """Predict and simulate one ticker over [start, end] (default: the config's backtest window)."""
+    start = start or cfg.backtest.start
+    end = end or cfg.backtest.end
+    feats = read_ticker_window(features_path, start, end, names)
+    bars = resample_bars(read_bars(bars_path, start, end, cfg.data.vwap_tolerance), cfg.data.bar)
+    same = len(bars) == len(feats) and bool(
+        (bars["timestamp"].to_numpy() == feats["timestamp"].to_numpy()).all()
+    )
+    if not same:
+        raise ValueError(
+            f"{bars_path}: bars and feature store disagree on {start}..{end}; rebuild the features"
+        )
+    proba = predict(booster, feats[names].to_numpy(np.float32), names)
+    settings = SimSettings.from_config(cfg.backtest, capital=capital, hold_bars=cfg.hold_bars)
+    result = simulate(bars, proba, settings)
+    labelled = feats["y"].notna().to_numpy()
+    return {
+        "result": _slim(result),
+        "y": feats["y"].to_numpy()[labelled].astype(np.float32),
+        "p": proba[labelled].astype(np.float32),
+        "fwd_ret": feats["fwd_ret"].to_numpy()[labelled].astype(np.float32),
+    }
+
+
+def _slim(result: TickerResult) -> TickerResult:
+    """Drop the bar-level equity curve (the roll-up uses daily equity) before shipping back."""
+    return dataclasses.replace(result, equity=result.daily_equity)
+
+
+@ray.remote(num_cpus=1, max_retries=0)
+def _backtest_task(cfg, model_raw, bars_path, features_path, names, capital, start, end, ticker):
+    booster = xgb.Booster(params={"nthread": 1})
+    booster.load_model(bytearray(model_raw))
+    out = backtest_ticker(cfg, booster, bars_path, features_path, names, capital, start, end)
+    out["ticker"] = ticker
+    return out
+
+
+def run_backtests(
+    cfg: Config,
+    booster: xgb.Booster,
+    bars_paths: dict[str, str],
+    feature_paths: dict[str, str],
+    names: list[str],
+    start=None,
+    end=None,
+) -> dict[str, dict]:
+    """Fan out one backtest task per ticker with equal capital; returns results by ticker."""
+    capital = cfg.backtest.capital / len(bars_paths)
+    model_ref = ray.put(booster.save_raw("ubj"))
+    cfg_ref = ray.put(cfg)
+    refs = {}
+    for t in bars_paths:
+        ref = _backtest_task.options(name=f"backtest:{t}").remote(
+            cfg_ref, model_ref, bars_paths[t], feature_paths[t], names, capital, start, end, t
+        )
+        refs[ref] = t
+    out = {r["ticker"]: r for r in track(refs, "backtest", unit="ticker")}
+    return dict(sorted(out.items()))
+
+
+def pooled_predictions(results: dict[str, dict]) -> tuple[np.ndarray, np.ndarray]:
+    ys = [r["y"] for r in results.values()]
+    ps = [r["p"] for r in results.values()]
+    return np.concatenate(ys), np.concatenate(ps)
+
+
+def trades_frame(results: dict[str, dict]) -> pd.DataFrame:
+    frames = [r["result"].trades.assign(ticker=t) for t, r in results.items()]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()

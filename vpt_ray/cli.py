@@ -1,0 +1,89 @@
+"""Command-line plumbing shared by every entry point: config flags and clean failures.
+
+CLIs parse and call; this module turns the project's expected errors (bad config, bad data, no
+data, a model directory that is not complete) into one clear line on stderr and exit code 2,
+and anything unexpected into exit code 1 with the traceback in the run log.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from vpt_ray.bars import BarDataError
+from vpt_ray.config import ConfigError, load_config
+
+log = logging.getLogger("vpt_ray")
+EXIT_USER_ERROR = 2
+
+
+def add_config_args(parser: argparse.ArgumentParser, default_config: str | None = None) -> None:
+    parser.add_argument(
+        "--config",
+        default=default_config,
+        metavar="PATH",
+        help="YAML overlaid on config/base.yaml (default: config/phaseN.yaml for a phase)",
+    )
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override one setting, e.g. --set data.tickers=[AAPL,MSFT] (repeatable)",
+    )
+    parser.add_argument("--run-id", default=None, help="name the run (default: time-phase-hash)")
+
+
+def user_errors() -> tuple[type[BaseException], ...]:
+    from vpt_ray.data.chain import DataUnavailableError
+
+    errors: list[type[BaseException]] = [ConfigError, BarDataError, DataUnavailableError]
+    try:
+        from vpt_ray.data.errors import SourceError
+
+        errors.append(SourceError)
+    except ImportError:
+        pass
+    errors.append(FileNotFoundError)
+    return tuple(errors)
+
+
+def unwrap(exc: BaseException) -> BaseException:
+    """The user's error inside a Ray task failure, if there is one."""
+    cause = getattr(exc, "cause", None)
+    return cause if isinstance(cause, BaseException) else exc
+
+
+def run_cli(args: argparse.Namespace, stop_after: str | None = None) -> int:
+    from vpt_ray.phase import run_phase
+
+    phase = getattr(args, "phase", None)
+    config = args.config
+    if phase is None and config is None:
+        config = "config/base.yaml"
+    try:
+        cfg = load_config(
+            phase=phase if config is None else None, config_path=config, overrides=args.overrides
+        )
+        if phase is not None and config is not None:
+            cfg = cfg.model_copy(update={"phase": phase})
+        run_phase(
+            cfg,
+            run_id=args.run_id,
+            stop_after=stop_after,
+            sample_days=getattr(args, "sample_days", None),
+        )
+    except BaseException as exc:  # noqa: BLE001 - translated to an exit code below
+        inner = unwrap(exc)
+        if isinstance(inner, user_errors()):
+            print(f"error: {inner}", file=sys.stderr)
+            return EXIT_USER_ERROR
+        if isinstance(exc, KeyboardInterrupt):
+            print("interrupted", file=sys.stderr)
+            return 130
+        log.exception("run failed")
+        print(f"error: {type(inner).__name__}: {inner}", file=sys.stderr)
+        return 1
+    return 0

@@ -1,0 +1,49 @@
+"""Progress of Ray fan-outs: results are consumed as they finish, not after a barrier.
+
+On a terminal a tqdm bar redraws in place; elsewhere (CI, `ray job logs`) one plain log line per
+finished item is written instead, so logs hold no redraw garbage.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import ray
+from tqdm import tqdm
+
+log = logging.getLogger(__name__)
+
+
+def track(refs: dict[ray.ObjectRef, str], stage: str, unit: str = "task") -> Iterator[Any]:
+    """Yield each ref's result as soon as it is ready, reporting progress and an ETA."""
+    pending = list(refs)
+    total, done, t0 = len(pending), 0, time.monotonic()
+    interactive = sys.stderr.isatty()
+    bar = tqdm(total=total, desc=stage, unit=unit, disable=not interactive, leave=False)
+    try:
+        while pending:
+            ready, pending = ray.wait(pending, num_returns=1)
+            for ref in ready:
+                result = ray.get(ref)
+                done += 1
+                bar.update(1)
+                if not interactive:
+                    elapsed = time.monotonic() - t0
+                    eta = elapsed / done * (total - done)
+                    log.info(
+                        "%s: %d/%d %s done (%s), %.0fs elapsed, ETA %.0fs",
+                        stage,
+                        done,
+                        total,
+                        unit,
+                        refs[ref],
+                        elapsed,
+                        eta,
+                    )
+                yield result
+    finally:
+        bar.close()

@@ -1,0 +1,94 @@
+"""The run report: `metrics.json` (read by other tools: keep its keys), trades and equity as
+parquet, and a short `summary.md`. Synthetic runs say so at the top of every human-facing file.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+
+from vpt_ray.data.local import write_parquet_atomic
+from vpt_ray.run import write_json_atomic, write_text_atomic
+
+SYNTHETIC_BANNER = (
+    "**SYNTHETIC DATA**: this run used the built-in synthetic market, not real prices. "
+    "Its figures measure the pipeline, not a tradable edge."
+)
+
+
+def _clean(obj: object) -> object:
+    """JSON-safe: NaN/inf -> None, numpy scalars -> Python."""
+    if isinstance(obj, dict):
+        return {str(k): _clean(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_clean(v) for v in obj]
+    if hasattr(obj, "item") and not isinstance(obj, str):
+        obj = obj.item()
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
+
+
+def write_report(report_dir: Path, metrics: dict, trades: pd.DataFrame, equity: pd.Series) -> None:
+    report_dir.mkdir(parents=True, exist_ok=True)
+    if not trades.empty:
+        write_parquet_atomic(
+            pa.Table.from_pandas(trades, preserve_index=False), report_dir / "trades.parquet"
+        )
+    eq = equity.rename("equity").rename_axis("date").reset_index()
+    eq["date"] = pd.to_datetime(eq["date"])
+    write_parquet_atomic(
+        pa.Table.from_pandas(eq, preserve_index=False), report_dir / "equity.parquet"
+    )
+    write_text_atomic(report_dir / "summary.md", summary_markdown(metrics))
+    write_json_atomic(report_dir / "metrics.json", _clean(metrics))
+
+
+def _pct(v: float | None) -> str:
+    return "n/a" if v is None or v != v else f"{v:.2%}"
+
+
+def _num(v: float | None, d: int = 4) -> str:
+    return "n/a" if v is None or v != v else f"{v:.{d}f}"
+
+
+def summary_markdown(m: dict) -> str:
+    d, cv, oos, bt, res = m["data"], m["cv"], m["oos"], m["backtest"], m["resources"]
+    lines = [f"# vpt-ray run {m['run_id']} (phase {m['phase']})", ""]
+    if d["synthetic"]:
+        lines += [SYNTHETIC_BANNER, ""]
+    lines += [
+        f"- Data: {len(d['tickers'])} tickers, {d['bars']:,} bars, {d['start']} .. {d['end']} "
+        f"({d['bar']}); sources: {', '.join(sorted(d['sources_used']))}",
+        f"- Windows: train {m['windows']['train']}, backtest {m['windows']['backtest']}",
+        f"- CV ({cv['folds_count']} purged walk-forward folds, {cv['samples']:,} samples): "
+        f"accuracy {_num(cv['accuracy'])}, AUC {_num(cv['auc'])}, log loss {_num(cv['log_loss'])}, "
+        f"train accuracy {_num(cv['train_accuracy'])}",
+        f"- Search: {m['search']['trials']} trials; best {m['search']['best_params']}",
+        f"- Out of sample ({oos['samples']:,} labelled bars): accuracy {_num(oos['accuracy'])}, "
+        f"AUC {_num(oos['auc'])}, log loss {_num(oos['log_loss'])}",
+        f"- Backtest: {bt['trades']} trades, total return {_pct(bt['total_return'])}, "
+        f"Sharpe {_num(bt['sharpe'], 2)}, max drawdown {_pct(bt['max_drawdown'])}, "
+        f"win rate {_pct(bt['win_rate'])}, profit factor {_num(bt.get('profit_factor'), 2)}, "
+        f"exposure {_pct(bt.get('exposure'))}",
+        f"- Resources: peak memory {res['peak_memory_gb']:.2f} GB, "
+        f"wall {res['wall_seconds']:.0f} s; stages {res['stages']}",
+        "",
+        f"## Decision: {m['decision']['verdict'].upper()}",
+        "",
+        *[f"- {r}" for r in m["decision"]["reasons"]],
+        "",
+        "## Per ticker",
+        "",
+        "| Ticker | Trades | Total Return | Sharpe | Max DD | Win Rate |",
+        "|---|---|---|---|---|---|",
+    ]
+    for t, s in bt["per_ticker"].items():
+        lines.append(
+            f"| {t} | {s['trades']} | {_pct(s['total_return'])} | {_num(s['sharpe'], 2)} | "
+            f"{_pct(s['max_drawdown'])} | {_pct(s['win_rate'])} |"
+        )
+    return "\n".join(lines) + "\n"

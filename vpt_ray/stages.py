@@ -1,0 +1,310 @@
+"""The pipeline's stages as functions of (config, previous stage's output).
+
+`phase.run_phase` calls them in order; each is small and delegates to the module that owns the
+work (data chain, feature store, CV, search, train, backtest, report, tracker), so the phase reads
+as a list of stages and each part stays testable on its own.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import xgboost as xgb
+import yaml
+
+from vpt_ray import tracker
+from vpt_ray.backtest.portfolio import combine
+from vpt_ray.backtest.run import pooled_predictions, run_backtests, trades_frame
+from vpt_ray.backtest.stats import summarize
+from vpt_ray.config import Config
+from vpt_ray.cv import PurgedWalkForward
+from vpt_ray.data import chain
+from vpt_ray.data.chain import TickerData
+from vpt_ray.decision import decide
+from vpt_ray.metrics import classification
+from vpt_ray.report import write_report
+from vpt_ray.resources import MemorySampler
+from vpt_ray.run import RunContext, file_sha256, git_commit, package_versions
+from vpt_ray.search import SearchResult, run_search
+from vpt_ray.store import Matrix, build_store, load_matrix
+from vpt_ray.train import final_rounds, fit_final, save_model
+
+log = logging.getLogger("vpt_ray.stages")
+Folds = list[tuple[np.ndarray, np.ndarray]]
+
+
+@dataclass
+class Data:
+    tickers: dict[str, TickerData]
+    skipped: list[str]
+
+    @property
+    def synthetic(self) -> bool:
+        return any(td.synthetic for td in self.tickers.values())
+
+
+def load_data(cfg: Config) -> Data:
+    """Resolve every ticker through the data chain for the training + backtest period."""
+    tickers, skipped = chain.resolve(cfg, cfg.data.start, cfg.backtest.end)
+    synthetic = sorted(t for t, td in tickers.items() if td.synthetic)
+    if synthetic:
+        banner = "!" * 78
+        log.warning(banner)
+        log.warning(
+            "SYNTHETIC MARKET in use for %s: no local data, GCS credentials or Polygon key "
+            "provided these tickers. Results measure the pipeline, not a real edge.",
+            ", ".join(synthetic),
+        )
+        log.warning(banner)
+    return Data(tickers, skipped)
+
+
+def build_features(cfg: Config, data: Data, store_dir: Path) -> dict[str, dict]:
+    return build_store(cfg, data.tickers, store_dir)
+
+
+def sample_days_mask(pos: np.ndarray, slots: int, n_days: int, seed: int) -> np.ndarray:
+    """Keep `n_days` sessions drawn one per equal stratum of the period (seeded)."""
+    session = pos // slots
+    uniq = np.unique(session)
+    if n_days >= len(uniq):
+        return np.ones(len(pos), dtype=bool)
+    rng = np.random.default_rng(seed)
+    edges = np.linspace(0, len(uniq), n_days + 1).astype(int)
+    chosen = [uniq[rng.integers(a, b)] for a, b in zip(edges[:-1], edges[1:], strict=True)]
+    return np.isin(session, chosen)
+
+
+def make_folds(
+    cfg: Config, store: dict[str, dict], sample_days: int | None = None
+) -> tuple[Matrix, Folds]:
+    """Pooled training matrix and purged walk-forward folds over the training period."""
+    from vpt_ray.features import feature_names
+
+    names = feature_names(cfg.features.windows)
+    m = load_matrix(store, names, cfg.data.start, cfg.data.end, cfg.labels.stride)
+    if sample_days:
+        slots = 1 if cfg.data.bar == "1day" else -(-390 // cfg.data.bar_minutes)
+        keep = sample_days_mask(m.pos, slots, sample_days, cfg.search.seed)
+        m = Matrix(m.X[keep], m.y[keep], m.pos[keep], m.label_end[keep], m.ticker[keep], names)
+        log.info("--sample-days %d: %d samples kept", sample_days, len(m))
+    splitter = PurgedWalkForward(cfg.cv.n_splits, cfg.embargo_bars, cfg.cv.min_train_fraction)
+    folds = list(splitter.split(m.pos, m.label_end))
+    log.info(
+        "%d samples x %d features, %d purged folds (embargo %d bars)",
+        len(m),
+        len(names),
+        len(folds),
+        cfg.embargo_bars,
+    )
+    return m, folds
+
+
+def search(cfg: Config, m: Matrix, folds: Folds, work_dir: Path, num_cpus: float) -> SearchResult:
+    result = run_search(cfg, m, folds, work_dir, int(num_cpus))
+    log.info(
+        "search: %d trials, best val log loss %.5f, val accuracy %.4f",
+        len(result.trials),
+        result.best["val_log_loss"],
+        result.best["val_accuracy"],
+    )
+    result.trials.to_parquet(work_dir / "trials.parquet")
+    return result
+
+
+def data_fingerprint(data: Data) -> dict:
+    out = {}
+    for t, td in data.tickers.items():
+        out[t] = {
+            "path": str(td.path),
+            "bytes": td.path.stat().st_size,
+            "sha256": file_sha256(td.path),
+            "synthetic": td.synthetic,
+            "origins": td.origins,
+        }
+    return out
+
+
+def train_final(
+    cfg: Config,
+    ctx: RunContext,
+    m: Matrix,
+    folds: Folds,
+    result: SearchResult,
+    data: Data,
+    ray_info: dict,
+) -> xgb.Booster:
+    rounds = final_rounds(
+        [f["rounds"] for f in result.best["folds"]],
+        [f["train_samples"] for f in result.best["folds"]],
+        len(m),
+    )
+    booster = fit_final(cfg, m, result.best_params, rounds, nthread=int(ray_info["num_cpus"]))
+    meta = {
+        "run_id": ctx.run_id,
+        "phase": cfg.phase,
+        "feature_names": m.feature_names,
+        "params": result.best_params,
+        "rounds": rounds,
+        "train_window": [str(cfg.data.start), str(cfg.data.end)],
+        "embargo_bars": cfg.embargo_bars,
+        "label_horizon": cfg.labels.horizon,
+        "bar": cfg.data.bar,
+        "cv": {k: v for k, v in result.best.items() if k != "folds"},
+        "data_fingerprint": data_fingerprint(data),
+        "synthetic": data.synthetic,
+        "versions": package_versions(),
+        "git_commit": git_commit(),
+        "config_fingerprint": cfg.fingerprint(),
+    }
+    save_model(ctx.model_dir, booster, meta, yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    log.info("final model (%d rounds) saved to %s", rounds, ctx.model_dir)
+    return booster
+
+
+def backtest(cfg: Config, booster: xgb.Booster, data: Data, store: dict, names: list[str]) -> dict:
+    bars_paths = {t: str(td.path) for t, td in data.tickers.items()}
+    feature_paths = {t: s["path"] for t, s in store.items()}
+    results = run_backtests(cfg, booster, bars_paths, feature_paths, names)
+    equity, stats = combine({t: r["result"] for t, r in results.items()}, cfg.backtest.capital)
+    y, p = pooled_predictions(results)
+    return {
+        "results": results,
+        "equity": equity,
+        "stats": stats,
+        "per_ticker": {t: summarize(r["result"]) for t, r in results.items()},
+        "oos": classification(y, p),
+        "trades": trades_frame(results),
+    }
+
+
+def assemble_metrics(
+    cfg: Config,
+    ctx: RunContext,
+    data: Data,
+    store: dict,
+    m: Matrix,
+    folds: Folds,
+    result: SearchResult,
+    bt: dict,
+    sampler: MemorySampler,
+    ray_info: dict,
+) -> dict:
+    """metrics.json: the keys other tools read (see the README) plus provenance."""
+    best = result.best
+    folds_detail = best["folds"]
+    peak = round(sampler.peak_gb, 3)
+    previous = tracker.previous_phase_row(ctx.tracker_path, cfg.phase)
+    decision = decide(
+        cfg.decision,
+        cfg.hardware,
+        oos_accuracy=bt["oos"]["accuracy"],
+        sharpe=bt["stats"]["sharpe"],
+        train_val_gap=best["train_val_gap"],
+        peak_memory_gb=peak,
+        previous=previous,
+    )
+    sources = {o["source"] for td in data.tickers.values() for o in td.origins}
+    return {
+        "run_id": ctx.run_id,
+        "phase": cfg.phase,
+        "data": {
+            "synthetic": data.synthetic,
+            "synthetic_tickers": sorted(t for t, td in data.tickers.items() if td.synthetic),
+            "tickers": list(data.tickers),
+            "skipped": data.skipped,
+            "bars": int(sum(s["bars"] for s in store.values())),
+            "start": str(cfg.data.start),
+            "end": str(cfg.backtest.end),
+            "bar": cfg.data.bar,
+            "sources_used": sorted(sources),
+            "signal_strength": cfg.synthetic.signal_strength if data.synthetic else None,
+        },
+        "windows": {
+            "train": f"{cfg.data.start}..{cfg.data.end}",
+            "backtest": f"{cfg.backtest.start}..{cfg.backtest.end}",
+            "embargo_bars": cfg.embargo_bars,
+            "label_horizon": cfg.labels.horizon,
+            "validation": [[int(m.pos[va].min()), int(m.pos[va].max())] for _, va in folds],
+        },
+        "features": {"count": len(m.feature_names), "names": m.feature_names},
+        "cv": {
+            "accuracy": best["val_accuracy"],
+            "auc": best["val_auc"],
+            "log_loss": best["val_log_loss"],
+            "train_accuracy": best["train_accuracy"],
+            "train_val_gap": best["train_val_gap"],
+            "samples": len(m),
+            "folds_count": len(folds),
+            "folds": folds_detail,
+        },
+        "search": {
+            "trials": len(result.trials),
+            "best_params": {k: _round(v) for k, v in result.best_params.items()},
+            "table": result.trials.head(50).to_dict(orient="records"),
+        },
+        "oos": bt["oos"],
+        "backtest": {**bt["stats"], "per_ticker": bt["per_ticker"]},
+        "resources": {
+            "peak_memory_gb": peak,
+            "wall_seconds": ctx.wall_seconds(),
+            "stages": dict(ctx.stages),
+            "ray": ray_info,
+            "memory_samples": sampler.samples[:: max(1, len(sampler.samples) // 500)],
+        },
+        "decision": {**decision, "previous_phase_run": previous["run_id"] if previous else None},
+        "model_dir": str(ctx.model_dir),
+        "git_commit": git_commit(),
+        "config_fingerprint": cfg.fingerprint(),
+    }
+
+
+def _round(v: object) -> object:
+    return round(v, 6) if isinstance(v, float) else v
+
+
+def write_outputs(cfg: Config, ctx: RunContext, metrics: dict, bt: dict) -> None:
+    write_report(ctx.report_dir, metrics, bt["trades"], bt["equity"])
+    tracker.update(ctx.tracker_path, tracker.row_from_metrics(metrics))
+    log.info("report: %s; tracker: %s", ctx.report_dir, ctx.tracker_path)
+
+
+def print_summary(m: dict) -> None:
+    bt, oos, cv = m["backtest"], m["oos"], m["cv"]
+    rows = [
+        ("run", m["run_id"]),
+        (
+            "data",
+            ("SYNTHETIC market" if m["data"]["synthetic"] else "real data")
+            + f", {len(m['data']['tickers'])} tickers, {m['data']['bars']:,} bars",
+        ),
+        (
+            "CV accuracy / AUC",
+            f"{cv['accuracy']:.4f} / {cv['auc']:.4f} (train {cv['train_accuracy']:.4f})",
+        ),
+        (
+            "OOS accuracy / AUC",
+            f"{oos['accuracy']:.4f} / {oos['auc']:.4f} on {oos['samples']:,} bars",
+        ),
+        (
+            "backtest",
+            f"{bt['trades']} trades, return {bt['total_return']:.2%}, Sharpe "
+            f"{bt['sharpe']:.2f}, max DD {bt['max_drawdown']:.2%}",
+        ),
+        (
+            "peak memory / wall",
+            f"{m['resources']['peak_memory_gb']:.2f} GB / {m['resources']['wall_seconds']:.0f} s",
+        ),
+        ("decision", m["decision"]["verdict"].upper()),
+    ]
+    width = max(len(k) for k, _ in rows)
+    print()
+    for k, v in rows:
+        print(f"  {k:<{width}}  {v}")
+    for r in m["decision"]["reasons"]:
+        print(f"  {'':<{width}}  - {r}")
+    print(f"  {'report':<{width}}  {m['model_dir'].replace('models', 'reports')}/summary.md")
+    print()

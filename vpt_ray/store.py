@@ -1,0 +1,141 @@
+"""The per-run feature store: one parquet file per ticker, built by one Ray task per ticker.
+
+Why: the driver never builds the pooled feature frame; each task reads one ticker's bars, builds
+its features and labels, writes them next to the run and returns a slim summary. The training
+matrix is then read back with only the columns and rows the search needs (float32, strided).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import ray
+
+from vpt_ray.config import Config
+from vpt_ray.data.chain import TickerData
+from vpt_ray.data.local import read_bars, write_parquet_atomic
+from vpt_ray.data.resample import resample_bars
+from vpt_ray.features import build_features, feature_names
+from vpt_ray.progress import track
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Matrix:
+    """Pooled samples: features, labels and where each sample sits on the shared clock."""
+
+    X: np.ndarray
+    y: np.ndarray
+    pos: np.ndarray
+    label_end: np.ndarray
+    ticker: np.ndarray
+    feature_names: list[str]
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+
+def ticker_features(cfg: Config, td: TickerData, out_path: Path) -> dict:
+    """Bars -> features for [data.start, backtest.end] of one ticker, written to `out_path`."""
+    bars = read_bars(td.path, cfg.data.start, cfg.backtest.end, cfg.data.vwap_tolerance)
+    bars = resample_bars(bars, cfg.data.bar)
+    feats = build_features(
+        bars,
+        cfg.features.windows,
+        cfg.labels.horizon,
+        cfg.data.bar_minutes,
+        cfg.data.calendar,
+        cfg.features.dtype,
+    )
+    write_parquet_atomic(pa.Table.from_pandas(feats, preserve_index=False), out_path)
+    sess = feats["session"].dt.date
+    train = (sess >= cfg.data.start) & (sess <= cfg.data.end)
+    test = (sess >= cfg.backtest.start) & (sess <= cfg.backtest.end)
+    return {
+        "ticker": td.ticker,
+        "path": str(out_path),
+        "bars": int(len(bars)),
+        "train_bars": int(train.sum()),
+        "test_bars": int(test.sum()),
+        "synthetic": td.synthetic,
+    }
+
+
+@ray.remote(num_cpus=1, max_retries=0)
+def _features_task(cfg: Config, td: TickerData, out_path: str) -> dict:
+    return ticker_features(cfg, td, Path(out_path))
+
+
+def build_store(cfg: Config, tickers: dict[str, TickerData], store_dir: Path) -> dict[str, dict]:
+    """One Ray task per ticker; returns per-ticker summaries as they finish."""
+    store_dir.mkdir(parents=True, exist_ok=True)
+    cfg_ref = ray.put(cfg)
+    refs = {
+        _features_task.options(name=f"features:{t}", memory=_task_memory(cfg)).remote(
+            cfg_ref, td, str(store_dir / f"{t}.parquet")
+        ): t
+        for t, td in tickers.items()
+    }
+    out: dict[str, dict] = {}
+    for summary in track(refs, "features", unit="ticker"):
+        out[summary["ticker"]] = summary
+    return dict(sorted(out.items()))
+
+
+def _task_memory(cfg: Config) -> int:
+    """Admission-control estimate for one ticker: bars x (features + bars) x 8 bytes x copies."""
+    days = (cfg.backtest.end - cfg.data.start).days * 252 / 365
+    bars_per_day = 390 // cfg.data.bar_minutes if cfg.data.bar != "1day" else 1
+    cols = len(feature_names(cfg.features.windows)) + 16
+    return int(max(64 * 2**20, days * bars_per_day * cols * 8 * 6))
+
+
+def _read_rows(path: str, columns: list[str], start: dt.date, end: dt.date) -> pd.DataFrame:
+    lo, hi = pd.Timestamp(start), pd.Timestamp(end)
+    table = pq.read_table(
+        path, columns=columns, filters=[("session", ">=", lo), ("session", "<=", hi)]
+    )
+    return table.to_pandas()
+
+
+def load_matrix(
+    summaries: dict[str, dict],
+    names: list[str],
+    start: dt.date,
+    end: dt.date,
+    stride: int = 1,
+) -> Matrix:
+    """Labelled samples of every ticker in [start, end], every `stride`-th bar, time-sorted."""
+    parts = []
+    cols = ["pos", "label_end", "y", *names]
+    for code, (_, s) in enumerate(summaries.items()):
+        df = _read_rows(s["path"], cols, start, end)
+        df = df[df["y"].notna()]
+        if stride > 1:
+            df = df[(df["pos"] % stride) == 0]
+        df["_ticker"] = np.int32(code)
+        parts.append(df)
+    df = pd.concat(parts, ignore_index=True).sort_values(["pos", "_ticker"], kind="stable")
+    if df.empty:
+        raise ValueError(f"no labelled samples between {start} and {end}: check the data period")
+    return Matrix(
+        X=df[names].to_numpy(np.float32),
+        y=df["y"].to_numpy(np.float32),
+        pos=df["pos"].to_numpy(np.int64),
+        label_end=df["label_end"].to_numpy(np.int64),
+        ticker=df["_ticker"].to_numpy(np.int32),
+        feature_names=list(names),
+    )
+
+
+def read_ticker_window(path: str, start: dt.date, end: dt.date, names: list[str]) -> pd.DataFrame:
+    """All bars' feature rows of one ticker in [start, end] (labelled or not), for the backtest."""
+    return _read_rows(path, ["timestamp", "pos", "label_end", "y", "fwd_ret", *names], start, end)

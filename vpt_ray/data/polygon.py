@@ -129,6 +129,23 @@ class Pacer:
                 waited += need
 
 
+_PACERS: dict[tuple[str, str, float], Pacer] = {}
+_PACERS_LOCK = threading.Lock()
+
+
+def shared_pacer(cfg: PolygonConfig) -> Pacer:
+    """One pacer per (base_url, key variable, rate) per process.
+
+    The chain may build a new source per ticker; sharing the pacer keeps the rate limit across
+    them. Separate processes (e.g. parallel Ray tasks) each pace on their own.
+    """
+    key = (cfg.base_url.rstrip("/"), cfg.api_key_env, float(cfg.requests_per_minute))
+    with _PACERS_LOCK:
+        if key not in _PACERS:
+            _PACERS[key] = Pacer(cfg.requests_per_minute)
+        return _PACERS[key]
+
+
 @dataclass(frozen=True)
 class RetryPolicy:
     """How often and how long to wait before retrying one HTTP request.
@@ -355,8 +372,8 @@ class PolygonSource:
 
     `fetch` returns validated contract bars (regular session unless `regular_session_only=False`)
     for [start, end] in exchange dates. Daily bars keep Polygon's `t` (midnight US/Eastern of the
-    session) as a UTC instant, e.g. 2024-01-02 05:00 UTC. The pacer lives on the instance: share one
-    instance across tickers so the rate limit holds for the whole run.
+    session) as a UTC instant, e.g. 2024-01-02 05:00 UTC. Requests go through `shared_pacer(cfg)`
+    unless `pacer` is given, so sources built per ticker still share one rate limit.
     """
 
     name = "polygon"
@@ -382,7 +399,7 @@ class PolygonSource:
         key = (environ.get(cfg.api_key_env) or "").strip()
         self._key = key or None
         self._redact = _Redactor(self._key)
-        self.pacer = pacer or Pacer(cfg.requests_per_minute)
+        self.pacer = pacer or shared_pacer(cfg)
         self.retry = retry or RetryPolicy(max_retries=cfg.max_retries, backoff_s=cfg.backoff_s)
         self.stats = FetchStats()
         self._rest: Any = None

@@ -188,8 +188,8 @@ def test_storage_emulator_host_is_honoured(emulator, bars, monkeypatch):
     assert len(src.fetch("ENV", D(2024, 1, 2), D(2024, 1, 2))) > 380
 
 
-def test_gcsfs_experimental_probe_is_disabled():
-    import gcsfs
-
+def test_gcsfs_experimental_probe_is_off(emulator):
+    """The plain gcsfs filesystem is used, whatever the import order of gcsfs."""
+    url, _ = emulator
     assert os.environ["GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT"] == "false"
-    assert gcsfs.GCSFileSystem.__module__ == "gcsfs.core"
+    assert type(source(url)._filesystem()).__module__ == "gcsfs.core"

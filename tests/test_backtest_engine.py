@@ -8,6 +8,7 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
+from numba import njit
 
 from vpt_ray.backtest.engine import SimSettings, TickerResult, session_days, simulate
 
@@ -294,3 +295,240 @@ def test_accounting_identities_on_random_data():
             == t.exit_time.dt.tz_convert("America/New_York").dt.date).all()  # fmt: skip
     assert list(r.daily_equity) == list(r.equity.iloc[[59, 119, 179, 239, 299]])
     assert (t.bars_held <= 4).all() and (t.shares >= 1).all()
+
+
+# --- agreement with independent simulations ---------------------------------------------------
+
+
+def random_market(seed: int, n_days: int = 6, per_day: int = 390) -> pd.DataFrame:
+    """Random-walk minute bars over `n_days` regular sessions (09:30-16:00 New York)."""
+    rng = np.random.default_rng(seed)
+    ny = "America/New_York"
+    stamps = [
+        pd.date_range(d + pd.Timedelta(hours=9.5), periods=per_day, freq="min", tz=ny)
+        for d in pd.bdate_range("2024-03-06", periods=n_days)  # spans the March DST switch
+    ]
+    n = n_days * per_day
+    close = 15 * np.exp(np.cumsum(rng.normal(0, 0.0012, n)))
+    open_ = close * np.exp(rng.normal(0, 0.0006, n))
+    high = np.maximum(open_, close) * (1 + rng.uniform(0, 0.0015, n))
+    low = np.minimum(open_, close) * (1 - rng.uniform(0, 0.0015, n))
+    return pd.DataFrame({
+        "timestamp": stamps[0].append(stamps[1:]).tz_convert("UTC"),
+        "open": open_, "high": high, "low": low, "close": close,
+        "volume": rng.integers(500, 40_000, n).astype(float),
+    })  # fmt: skip
+
+
+def random_proba(seed: int, n: int) -> np.ndarray:
+    p = np.random.default_rng(seed).uniform(0.40, 0.60, n)
+    p[::17] = np.nan  # some bars have no prediction
+    return p
+
+
+def reference_simulation(bars: pd.DataFrame, proba: np.ndarray, s: SimSettings):
+    """The rules restated as a plain Python loop over bars, written independently of the kernel
+    (shares found by search, sessions from pandas' own tz conversion). Returns (trades, equity)."""
+    o, h, lo, c, v = (bars[k].tolist() for k in ("open", "high", "low", "close", "volume"))
+    day = bars.timestamp.dt.tz_convert("America/New_York").dt.date.tolist()
+    n, slip = len(o), s.slippage_bps / 10_000
+
+    def signal(j: int) -> int:
+        p = proba[j]
+        return (
+            0
+            if math.isnan(p)
+            else 1
+            if p >= s.long_threshold
+            else -1
+            if p <= s.short_threshold
+            else 0
+        )
+
+    def fill(ref: float, j: int, buy: bool) -> float:
+        cost = ref * slip + ((h[j] - lo[j]) / 2 if s.half_spread else 0.0)
+        return ref + cost if buy else ref - cost
+
+    def fee(shares: int) -> float:
+        return max(s.min_commission, shares * s.commission_per_share)
+
+    cash, pos, trades, equity = s.capital, None, [], []
+
+    def close_out(j: int, ref: float, reason: str) -> None:
+        nonlocal cash, pos
+        px = fill(ref, j, buy=pos["side"] < 0)
+        cash += pos["side"] * pos["shares"] * px - fee(pos["shares"])
+        pnl = pos["side"] * pos["shares"] * (px - pos["px"]) - pos["fee"] - fee(pos["shares"])
+        trades.append(dict(entry_bar=pos["bar"], exit_bar=j, side=pos["side"], shares=pos["shares"],
+                           entry_price=pos["px"], exit_price=px, pnl=pnl, exit_reason=reason,
+                           commission=pos["fee"] + fee(pos["shares"])))  # fmt: skip
+        pos = None
+
+    for j in range(n):
+        prev = signal(j - 1) if j else 0
+        if pos is not None:
+            if s.exit_on_reversal and prev == -pos["side"]:
+                close_out(j, o[j], "reversal")
+            elif not s.exit_on_reversal and j - pos["bar"] == s.hold_bars:
+                close_out(j, o[j], "hold")
+        wants = prev == 1 or (prev == -1 and s.allow_short)
+        if pos is None and wants and (not s.flat_at_close or day[j] == day[j - 1]):
+            px = fill(o[j], j, buy=prev == 1)
+            budget = s.position_fraction * cash
+            shares = min(int(budget // px), int(s.max_volume_fraction * v[j]))
+            while shares > 0 and shares * px + fee(shares) > budget:
+                shares -= 1
+            if shares >= 1 and px > 0:
+                cash -= prev * shares * px + fee(shares)
+                pos = dict(side=prev, shares=shares, bar=j, px=px, fee=fee(shares))
+        session_end = j == n - 1 or day[j + 1] != day[j]
+        if pos is not None and (j == n - 1 or (s.flat_at_close and session_end)):
+            close_out(j, c[j], "session_close" if s.flat_at_close else "end_of_data")
+        equity.append(cash + (pos["side"] * pos["shares"] * c[j] if pos else 0.0))
+    return pd.DataFrame(trades), np.array(equity)
+
+
+SCENARIOS = {
+    "defaults": dict(),
+    "costly_small_account": dict(capital=3_000.0, commission_per_share=0.01, min_commission=1.5,
+                                 slippage_bps=2.0, half_spread=True),
+    "reversal_overnight": dict(exit_on_reversal=True, flat_at_close=False, hold_bars=3),
+    "long_only_fraction": dict(allow_short=False, position_fraction=0.4, hold_bars=30,
+                               max_volume_fraction=1.0),
+    "volume_bound": dict(capital=5_000_000.0, max_volume_fraction=0.002, hold_bars=5),
+    "wide_band_overnight": dict(long_threshold=0.58, short_threshold=0.42, flat_at_close=False,
+                                hold_bars=400),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("scenario", list(SCENARIOS))
+def test_agrees_with_a_plain_python_reference_loop(scenario):
+    settings = SimSettings(**{"capital": 100_000.0, "hold_bars": 15, **SCENARIOS[scenario]})
+    for ticker in range(3):  # multi-ticker, multi-day
+        bars = random_market(100 + ticker)
+        proba = random_proba(200 + ticker, len(bars))
+        got = simulate(bars, proba, settings)
+        ref_trades, ref_equity = reference_simulation(bars, proba, settings)
+        assert len(got.trades) == len(ref_trades) > 0
+        for col in ("entry_bar", "exit_bar", "side", "shares", "exit_reason"):
+            assert got.trades[col].tolist() == ref_trades[col].tolist(), col
+        for col in ("entry_price", "exit_price", "pnl", "commission"):
+            np.testing.assert_allclose(got.trades[col], ref_trades[col], rtol=1e-12, atol=1e-9)
+        np.testing.assert_allclose(got.equity.to_numpy(), ref_equity, rtol=1e-12)
+        total = got.equity.iloc[-1] / settings.capital - 1
+        assert total == pytest.approx(ref_equity[-1] / settings.capital - 1, rel=1e-9)
+
+
+@njit
+def _rules_signal_nb(c, sig, same_session, last_bar, entry_bar, hold_bars, exit_on_reversal,
+                     allow_short, flat_at_close):  # fmt: skip
+    """vectorbt signal function on a time axis of 3 steps per bar: 0 = exits at the open,
+    1 = entry at the open, 2 = the close (session-end exit). Position state is vectorbt's own."""
+    j, phase, col = c.i // 3, c.i % 3, c.col
+    side = 1 if c.position_now > 0 else -1 if c.position_now < 0 else 0
+    if phase == 0 and side != 0:
+        reversal = sig[j - 1, col] == -side
+        if reversal if exit_on_reversal else j - entry_bar[col] >= hold_bars:
+            return False, side == 1, False, side == -1
+    elif phase == 1 and side == 0 and j > 0 and (same_session[j, col] or not flat_at_close):
+        if sig[j - 1, col] == 1:
+            entry_bar[col] = j
+            return True, False, False, False
+        if sig[j - 1, col] == -1 and allow_short:
+            entry_bar[col] = j
+            return False, False, True, False
+    elif (
+        phase == 2 and side != 0 and (j == sig.shape[0] - 1 or (flat_at_close and last_bar[j, col]))
+    ):
+        return False, side == 1, False, side == -1
+    return False, False, False, False
+
+
+def vectorbt_simulation(bars: list[pd.DataFrame], proba: list[np.ndarray], s: SimSettings):
+    """The same signals, fills and costs through vectorbt's `Portfolio.from_signals`: one column
+    per ticker, 3 steps per bar (see `_rules_signal_nb`); vectorbt does all the accounting
+    (slippage, fees, cash, positions, value). What it cannot express is kept out of the scenarios:
+    sizes are the volume cap (capital large enough), and commission is either a flat minimum
+    per order (`commission_per_share` 0) or per share without a minimum (long only, so each step's
+    order side is known and a per-share fee becomes a fee rate)."""
+    import vectorbt as vbt
+
+    n, k = len(bars[0]), len(bars)
+
+    def stack(f):
+        return np.column_stack([f(b) for b in bars])
+
+    o, c, vol = (stack(lambda b, col=col: b[col].to_numpy()) for col in ("open", "close", "volume"))
+    half = stack(lambda b: (b.high - b.low).to_numpy() / 2) if s.half_spread else np.zeros((n, k))
+    day = stack(lambda b: b.timestamp.dt.tz_convert("America/New_York").dt.strftime("%Y%m%d"))
+    same = np.vstack([np.zeros((1, k), bool), day[1:] == day[:-1]])  # bar j in bar j-1's session
+    last = np.vstack([day[1:] != day[:-1], np.ones((1, k), bool)])  # bar j ends its session
+    p = np.column_stack(proba)
+    sig = np.where(p >= s.long_threshold, 1, np.where(p <= s.short_threshold, -1, 0))
+    price = np.stack([o, o, c], axis=1).reshape(3 * n, k)
+    slippage = s.slippage_bps / 1e4 + np.repeat(half, 3, axis=0) / price
+    if s.commission_per_share:
+        if s.allow_short or s.min_commission:
+            raise ValueError("per-share fees map to vectorbt only long-only and without a minimum")
+        buy_step = (np.arange(3 * n) % 3 == 1)[:, None]
+        adj = np.where(buy_step, price * (1 + slippage), price * (1 - slippage))
+        fees, fixed_fees = s.commission_per_share / adj, np.zeros_like(price)
+    else:  # arrays in both branches: one numba compilation of vectorbt's simulator
+        fees, fixed_fees = np.zeros_like(price), np.full_like(price, s.min_commission)
+    return vbt.Portfolio.from_signals(
+        price,
+        signal_func_nb=_rules_signal_nb,
+        signal_args=(
+            sig,
+            same,
+            last,
+            np.full(k, -1),
+            s.hold_bars,
+            s.exit_on_reversal,
+            s.allow_short,
+            s.flat_at_close,
+        ),  # fmt: skip
+        size=np.repeat(np.floor(s.max_volume_fraction * vol), 3, axis=0),
+        price=price,
+        fees=fees,
+        fixed_fees=fixed_fees,
+        slippage=slippage,
+        init_cash=s.capital,
+        freq="20s",
+    )
+
+
+VBT_SCENARIOS = {
+    "long_short_hold_min_fee": dict(min_commission=1.0, slippage_bps=1.0, half_spread=True),
+    "long_only_per_share": dict(allow_short=False, commission_per_share=0.005, min_commission=0.0,
+                                slippage_bps=2.0, hold_bars=7),
+    "reversal_overnight": dict(exit_on_reversal=True, flat_at_close=False, min_commission=0.35),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("scenario", list(VBT_SCENARIOS))
+def test_agrees_with_vectorbt_from_signals(scenario):
+    pytest.importorskip("vectorbt")
+    from vpt_ray.backtest.portfolio import combine
+
+    kw = {"commission_per_share": 0.0, "hold_bars": 15, **VBT_SCENARIOS[scenario]}
+    s = SimSettings(capital=1_000_000.0, max_volume_fraction=0.01, **kw)
+    tickers = ["AAA", "BBB", "CCC"]
+    bars = [random_market(300 + i) for i in range(len(tickers))]
+    proba = [random_proba(400 + i, len(bars[0])) for i in range(len(tickers))]
+    pf = vectorbt_simulation(bars, proba, s)
+    ours = {t: simulate(b, p, s) for t, b, p in zip(tickers, bars, proba, strict=True)}
+    vbt_trades = pf.trades.count().to_numpy()
+    vbt_value = pf.value().to_numpy()[2::3]  # value at each bar's close
+    for i, (t, r) in enumerate(ours.items()):
+        volume_cap = np.floor(0.01 * bars[i].volume.to_numpy()[r.trades.entry_bar])
+        assert (r.trades.shares == volume_cap).all()  # the regime vectorbt can express
+        assert len(r.trades) == vbt_trades[i] > 50, t
+        ret = r.equity.iloc[-1] / s.capital - 1
+        assert ret == pytest.approx(pf.total_return().iloc[i], rel=1e-9, abs=0), t
+        np.testing.assert_allclose(r.equity.to_numpy(), vbt_value[:, i], rtol=1e-12)
+    # the multi-ticker roll-up: same total return as vectorbt's columns summed
+    equity, stats = combine(ours, s.capital * len(tickers))
+    assert stats["trades"] == vbt_trades.sum()
+    vbt_total = vbt_value[-1].sum() / (s.capital * len(tickers)) - 1
+    assert stats["total_return"] == pytest.approx(vbt_total, rel=1e-9, abs=0)

@@ -39,6 +39,7 @@ VWAP_SKEW = 0.2  # how far flow pushes the vwap from the range midpoint, as a fr
 GARCH_ALPHA, GARCH_BETA = 0.06, 0.90
 T_DOF = 4.0
 REGIMES = np.array([0.25, 1.0, 1.6])
+REVERSION = 0.01  # overnight pull of the log price toward the ticker's level (half-life ~70 days)
 
 
 @dataclass(frozen=True)
@@ -76,7 +77,7 @@ def ticker_profile(seed: int, ticker: str) -> TickerProfile:
         price = float(np.exp(rng.uniform(np.log(20.0), np.log(500.0))))
     return TickerProfile(
         base_price=float(price),
-        daily_vol=float(rng.uniform(0.012, 0.035)),
+        daily_vol=float(rng.uniform(0.01, 0.03)),
         minute_volume=float(np.exp(rng.uniform(np.log(2e3), np.log(1e5)))),
         trade_size=float(rng.uniform(60, 200)),
     )
@@ -177,7 +178,8 @@ def generate_ticker(
     lengths = ((sched["close"] - sched["open"]) // pd.Timedelta(minutes=1)).to_numpy()
     kappas = KAPPA * params.signal_strength * days["regime"]
     first = int(np.searchsorted(sched.index.date, start))
-    # Sessions chain from the epoch: each opens at the previous close times its overnight gap.
+    # Sessions chain from the epoch: each opens at the previous close times its overnight gap
+    # (which holds a weak pull toward the ticker's level, so a $15 stock stays a $10-20 stock).
     # Sessions before `start` only run the compiled kernel (microseconds each).
     frames = []
     close = prof.base_price
@@ -185,7 +187,8 @@ def generate_ticker(
         rng, u, e = _session_draws(params, ticker, k, int(lengths[k]))
         n = len(u)
         arr = np.empty((n, 4))
-        open_k = close * np.exp(days["gap"][k])
+        pull = -REVERSION * np.log(close / prof.base_price)  # keeps price levels in range
+        open_k = close * np.exp(days["gap"][k] + pull)
         _session_kernel(open_k, days["minute_sd"][k], kappas[k], u, e, _intraday_curve(n), arr)
         close = arr[-1, 1]
         if k < first:

@@ -43,6 +43,7 @@ FAULT_KINDS = (
     "not_utf8",  # 200 with bytes that are not UTF-8
     "error_status",  # 200 with {"status": "ERROR", "error": ...}
     "empty",  # 200 with status OK and no results
+    "odd_results",  # 200 with status OK and results that are not objects
     "drop",  # close the connection without answering
     "truncate",  # send headers and half the body, then close
     "slow",  # answer normally after `delay_s`
@@ -297,6 +298,10 @@ class _Handler(BaseHTTPRequestHandler):
                     "request_id": request_id,
                 }
                 self._json(200, body)
+                return
+            if fault.kind == "odd_results":
+                rec.status = 200
+                self._json(200, {"status": "OK", "request_id": request_id, "results": [1, 2]})
                 return
             if fault.kind == "drop":
                 rec.status = 0

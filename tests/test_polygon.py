@@ -216,6 +216,26 @@ def test_fetch_paces_every_request_including_pages(server):
     assert src.stats.requests == len(server.requests)
 
 
+def test_sources_built_per_ticker_share_one_pacer(server):
+    """The chain builds a source per ticker; the rate limit must hold across them."""
+    cfg = PolygonConfig(base_url=server.base_url, requests_per_minute=300)
+    first = PolygonSource(cfg, env={"POLYGON_API_KEY": KEY})
+    second = PolygonSource(cfg.model_copy(), env={"POLYGON_API_KEY": KEY})
+    assert first.pacer is second.pacer
+    first.fetch("AAPL", D(2024, 12, 2), D(2024, 12, 2))
+    second.fetch("AAPL", D(2024, 12, 3), D(2024, 12, 3))
+    a, b = (r.time for r in server.requests)
+    assert b - a >= 0.2 - 0.01
+
+
+def test_results_that_are_not_objects_are_a_clear_error(server):
+    server.fault("odd_results")
+    with pytest.raises(
+        SourceError, match=r"AAPL 2024-12-02\.\.2024-12-02: unexpected payload shape"
+    ):
+        source(server).fetch("AAPL", D(2024, 12, 2), D(2024, 12, 2))
+
+
 def test_fetch_on_a_fake_clock_waits_what_the_free_tier_needs(server):
     clock = FakeClock()
     src = source(server, pacer=Pacer(5, clock=clock, sleep=clock.sleep), chunk_days=30)

@@ -473,6 +473,9 @@ class PolygonSource:
             raw = aggs_to_frame(aggs)
         except _TransportError as exc:
             raise self._error(ticker, a, b, exc) from None
+        except (AttributeError, TypeError, KeyError) as exc:  # e.g. results holding non-objects
+            cause = self._redact(f"unexpected payload shape ({type(exc).__name__}: {exc})")
+            raise SourceError(self.name, cause, ticker, a, b) from None
         source = f"polygon {ticker} {a}..{b}"
         try:
             raw = raw.sort_values("timestamp", kind="stable", ignore_index=True)

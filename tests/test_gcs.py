@@ -193,3 +193,18 @@ def test_gcsfs_experimental_probe_is_off(emulator):
     url, _ = emulator
     assert os.environ["GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT"] == "false"
     assert type(source(url)._filesystem()).__module__ == "gcsfs.core"
+
+
+def test_probe_is_shared_per_bucket_until_refreshed():
+    """The chain builds a source per ticker: one probe serves them all, `refresh` re-probes."""
+    with fake_gcs() as url:
+        from gcsfs.core import GCSFileSystem
+
+        GCSFileSystem(endpoint_url=url, token="anon", skip_instance_cache=True).mkdir(BUCKET)
+        assert source(url).unavailable_reason() is None
+    # the emulator is gone; a new source for the same bucket reuses the recent answer ...
+    assert source(url).unavailable_reason() is None
+    # ... and a refresh notices
+    reason = source(url).unavailable_reason(refresh=True)
+    assert reason is not None and "is not reachable" in reason
+    assert source(url).unavailable_reason() == reason

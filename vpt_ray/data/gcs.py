@@ -27,6 +27,8 @@ import io
 import logging
 import os
 import socket
+import threading
+import time
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -44,6 +46,9 @@ os.environ.setdefault("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")
 log = logging.getLogger(__name__)
 
 GOOGLE_ENDPOINT = "https://storage.googleapis.com"
+PROBE_TTL_S = 300.0  # the chain builds a source per ticker; probe a bucket once per 5 minutes
+_PROBES: dict[tuple, tuple[float, str | None]] = {}
+_PROBES_LOCK = threading.Lock()
 # Polygon-style short column names some buckets use; mapped to the contract on read
 SHORT_NAMES = {
     "t": "timestamp",
@@ -116,8 +121,6 @@ class GcsSource:
         self.regular_session_only = regular_session_only
         self.probe_timeout_s = probe_timeout_s
         self._fs: Any = None
-        self._reason: str | None = None
-        self._probed = False
         self._cached: tuple[str, pd.DataFrame] | None = None
         self.reads = 0  # objects downloaded (for tests and reports)
 
@@ -143,24 +146,29 @@ class GcsSource:
             endpoint = self.endpoint
             if not endpoint.startswith(("http://", "https://")):
                 endpoint = "http://" + endpoint  # STORAGE_EMULATOR_HOST may be host:port
-            self._fs = GCSFileSystem(
-                token=self.cfg.token, endpoint_url=endpoint, skip_instance_cache=True
-            )
+            # fsspec reuses one instance per (token, endpoint): credentials load once per process
+            self._fs = GCSFileSystem(token=self.cfg.token, endpoint_url=endpoint)
         return self._fs
 
-    def unavailable_reason(self) -> str | None:
+    def unavailable_reason(self, refresh: bool = False) -> str | None:
         """None when the bucket answers; else one line: endpoint down, no credentials, no bucket.
 
-        Probed once per instance: a TCP connect (seconds, not gcsfs's ~30 s of retries), then one
-        listing of the bucket prefix.
+        The probe is a TCP connect (seconds, not gcsfs's ~30 s of retries) and one listing of the
+        bucket prefix; its answer is shared per (endpoint, bucket path, token) for PROBE_TTL_S
+        within the process, unless `refresh`.
         """
-        if self._probed:
-            return self._reason
-        self._reason = self._probe()
-        self._probed = True
-        if self._reason:
-            log.info("gcs: unavailable: %s", self._reason)
-        return self._reason
+        key = (self.endpoint, self.bucket_path, self.cfg.token)
+        now = time.monotonic()
+        with _PROBES_LOCK:
+            hit = _PROBES.get(key)
+        if hit is not None and not refresh and now - hit[0] < PROBE_TTL_S:
+            return hit[1]
+        reason = self._probe()
+        with _PROBES_LOCK:
+            _PROBES[key] = (now, reason)
+        if reason:
+            log.info("gcs: unavailable: %s", reason)
+        return reason
 
     def _probe(self) -> str | None:
         endpoint = self.endpoint
@@ -175,6 +183,7 @@ class GcsSource:
             return f"GCS credentials could not be loaded ({type(exc).__name__}: {exc})"
         anon = getattr(fs.credentials, "method", None) == "anon" and self.cfg.token != "anon"
         bucket = self.bucket_path.split("/", 1)[0]
+        fs.invalidate_cache(self.bucket_path)
         try:
             fs.ls(self.bucket_path, detail=False)
             return None

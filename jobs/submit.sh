@@ -1,0 +1,143 @@
+#!/usr/bin/env bash
+# Submit one phase of the pipeline to a running Ray cluster as a Ray job.
+#
+#   jobs/submit.sh N [--address URL] [--wait] [--submission-id ID] [-- extra phase args]
+#
+#   N                 phase number 1-5 (runs `python -m vpt_ray.phase N` on the cluster)
+#   --address URL     jobs API of the cluster (the dashboard URL). Default: $RAY_API_SERVER_ADDRESS,
+#                     else $RAY_ADDRESS when it is an http(s) URL, else http://127.0.0.1:8265
+#                     (what `ray dashboard cluster.yaml` forwards to the head node).
+#   --wait            stream the job's log and exit with its result (0 = SUCCEEDED, 1 = otherwise)
+#   --submission-id   job id to use (default: vpt-phaseN-<UTC time>-<random>)
+#   -- ARGS           passed to the phase verbatim, e.g. -- --set search.num_samples=16
+#
+# The repository root is uploaded as the job's working_dir with jobs/runtime_env.yaml (which
+# excludes data/, artifacts/, logs/ and virtualenvs). Inside the job Ray sets RAY_ADDRESS, so the
+# phase joins this cluster and sizes itself from the cluster's resources.
+#
+# Secrets: the values of POLYGON_API_KEY and GOOGLE_APPLICATION_CREDENTIALS are never put into the
+# job (runtime env, entrypoint or metadata), because `ray job list` / `ray job status` print those
+# in plain text. The job reads them from the environment of the cluster's nodes (exported before
+# `ray start`, or fetched from Secret Manager by cluster.yaml). This script never prints them.
+set -euo pipefail
+
+usage() {
+    sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'
+}
+
+die() {
+    echo "jobs/submit.sh: $*" >&2
+    exit 2
+}
+
+[[ $# -ge 1 ]] || { usage >&2; exit 2; }
+case "$1" in
+    -h | --help) usage; exit 0 ;;
+esac
+phase=$1
+shift
+[[ $phase =~ ^[1-5]$ ]] || die "phase must be 1-5, got '$phase' (usage: jobs/submit.sh N [--address URL] [-- args])"
+
+address=${RAY_API_SERVER_ADDRESS:-}
+if [[ -z $address && ${RAY_ADDRESS:-} =~ ^https?:// ]]; then
+    address=$RAY_ADDRESS
+fi
+address=${address:-http://127.0.0.1:8265}
+wait_for_result=0
+submission_id=""
+phase_args=()
+while [[ $# -gt 0 ]]; do
+    case "$1" in
+        --address)
+            [[ $# -ge 2 && -n $2 ]] || die "--address needs a URL such as http://127.0.0.1:8265"
+            address=$2
+            shift 2
+            ;;
+        --address=*) address=${1#--address=}; shift ;;
+        --wait) wait_for_result=1; shift ;;
+        --submission-id)
+            [[ $# -ge 2 && -n $2 ]] || die "--submission-id needs a value"
+            submission_id=$2
+            shift 2
+            ;;
+        --) shift; phase_args=("$@"); break ;;
+        -h | --help) usage; exit 0 ;;
+        *) die "unknown option '$1' (phase arguments go after '--', e.g. -- --set a.b=c)" ;;
+    esac
+done
+[[ $address =~ ^https?:// ]] || die "--address must be the jobs API URL (http://HOST:8265), got '$address'"
+
+repo_root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$repo_root"
+[[ -f jobs/runtime_env.yaml ]] || die "jobs/runtime_env.yaml is missing under $repo_root"
+
+if [[ -n ${RAY_BIN:-} ]]; then
+    ray_bin=$RAY_BIN
+elif [[ -x .venv/bin/ray ]]; then
+    ray_bin=.venv/bin/ray
+else
+    ray_bin=$(command -v ray) || die "no 'ray' command found: install the project (pip install -e .)"
+fi
+
+# Ray 2.60's dashboard and jobs API use token authentication (see jobs/README.md).
+export RAY_AUTH_MODE=${RAY_AUTH_MODE:-token}
+
+if [[ -z $submission_id ]]; then
+    submission_id="vpt-phase${phase}-$(date -u +%Y%m%d-%H%M%S)-$(od -An -N3 -tx1 /dev/urandom | tr -d ' \n')"
+fi
+
+# Separate words: the Ray CLI shell-quotes each one (shlex.join), so `--set data.tickers=[A,B]`
+# reaches the phase intact instead of being globbed by the job's shell.
+entrypoint=(python -m vpt_ray.phase "$phase" "${phase_args[@]+"${phase_args[@]}"}")
+
+git_sha=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
+if [[ $git_sha != unknown ]] && [[ -n $(git status --porcelain --untracked-files=no 2>/dev/null) ]]; then
+    git_sha+="-dirty"
+fi
+metadata=$(printf '{"phase": "%s", "git_sha": "%s", "submitted_by": "jobs/submit.sh"}' \
+    "$phase" "$git_sha")
+
+for name in POLYGON_API_KEY GOOGLE_APPLICATION_CREDENTIALS; do
+    if [[ -n ${!name:-} ]]; then
+        echo "note: $name is set here but is not sent with the job; the job reads it from the" \
+            "cluster nodes' environment (jobs/README.md, Secrets)." >&2
+    fi
+done
+
+# Nothing secret travels with the request: the job's environment is built on the cluster. The
+# secret variables are also removed from the Ray CLI's own environment, so no code path of it can
+# pick them up.
+ray_cli() {
+    env -u POLYGON_API_KEY -u GOOGLE_APPLICATION_CREDENTIALS "$ray_bin" "$@"
+}
+
+submit=(job submit
+    --address "$address"
+    --submission-id "$submission_id"
+    --working-dir .
+    --runtime-env jobs/runtime_env.yaml
+    --metadata-json "$metadata")
+
+print_next_steps() {
+    cat <<EOF
+$submission_id
+phase $phase -> job $submission_id on $address (code $git_sha)
+  follow:    ray job logs -f --address $address $submission_id
+  status:    ray job status --address $address $submission_id
+  stop:      ray job stop --address $address $submission_id
+  list:      ray job list --address $address
+  dashboard: $address/#/jobs/$submission_id
+  (these need RAY_AUTH_MODE=token and the cluster token in ~/.ray/auth_token or RAY_AUTH_TOKEN)
+EOF
+}
+
+if [[ $wait_for_result -eq 1 ]]; then
+    # The id is chosen here, so it can be printed before the log stream starts. `ray job submit`
+    # without --no-wait exits 0 only when the job ends SUCCEEDED.
+    print_next_steps
+    ray_cli "${submit[@]}" -- "${entrypoint[@]}"
+else
+    ray_cli "${submit[@]}" --no-wait -- "${entrypoint[@]}" >&2 ||
+        die "ray job submit to $address failed (see above)"
+    print_next_steps
+fi

@@ -137,3 +137,30 @@ def test_bad_data_file_fails_cleanly_and_leaves_nothing_complete(ray_session, wo
     assert not (workspace / "artifacts" / "models" / "bad").exists()
     assert not (workspace / "artifacts" / "reports" / "bad" / "metrics.json").exists()
     assert not (workspace / "artifacts" / "SCALING_TRACKER.md").exists()
+
+
+def test_saved_model_backtests_outside_its_training_window(planted):
+    import datetime as dt
+
+    from vpt_ray.backtest.__main__ import main as backtest_main
+    from vpt_ray.backtest.__main__ import run as backtest_run
+
+    ws, _ = planted
+    model_dir = ws / "artifacts" / "models" / "planted"
+    m = backtest_run(model_dir, dt.date(2024, 4, 1), dt.date(2024, 4, 12), [])
+    assert m["backtest"]["trades"] > 0 and m["oos"]["samples"] > 1000
+    assert (ws / "artifacts" / "reports" / m["run_id"] / "metrics.json").exists()
+    code = backtest_main(
+        ["--model-dir", str(model_dir), "--start-date", "2024-01-02", "--end-date", "2024-01-31"]
+    )
+    assert code == 2  # overlaps the training window: refused
+
+
+def test_train_entry_point_stops_after_the_model(ray_session, workspace):
+    from vpt_ray.train import load_model
+
+    cfg = load_config(1, overrides=tiny_overrides(workspace))
+    out = run_phase(cfg, run_id="trainonly", stop_after="train")
+    booster, meta = load_model(out["model_dir"])
+    assert meta["run_id"] == "trainonly" and booster.num_features() == len(meta["feature_names"])
+    assert not (workspace / "artifacts" / "reports" / "trainonly" / "metrics.json").exists()

@@ -32,7 +32,13 @@ def _clean(obj: object) -> object:
     return obj
 
 
-def write_report(report_dir: Path, metrics: dict, trades: pd.DataFrame, equity: pd.Series) -> None:
+def write_report(
+    report_dir: Path,
+    metrics: dict,
+    trades: pd.DataFrame,
+    equity: pd.Series,
+    summary: bool = True,
+) -> None:
     report_dir.mkdir(parents=True, exist_ok=True)
     if not trades.empty:
         write_parquet_atomic(
@@ -43,7 +49,8 @@ def write_report(report_dir: Path, metrics: dict, trades: pd.DataFrame, equity: 
     write_parquet_atomic(
         pa.Table.from_pandas(eq, preserve_index=False), report_dir / "equity.parquet"
     )
-    write_text_atomic(report_dir / "summary.md", summary_markdown(metrics))
+    if summary:
+        write_text_atomic(report_dir / "summary.md", summary_markdown(metrics))
     write_json_atomic(report_dir / "metrics.json", _clean(metrics))
 
 

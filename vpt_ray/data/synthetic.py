@@ -30,7 +30,7 @@ from numba import njit
 
 from vpt_ray.data.calendar import get_calendar
 
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 EPOCH = dt.date(2015, 1, 2)
 PHI = 0.9  # persistence of the pressure state per minute (half-life ~6.6 minutes)
 KAPPA = 0.08  # drift per unit pressure, in units of the bar's volatility, at signal_strength 1

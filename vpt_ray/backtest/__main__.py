@@ -1,0 +1,124 @@
+"""`python -m vpt_ray.backtest --model-dir DIR --start-date D --end-date D`: backtest a saved model.
+
+Runs the same engine and Ray fan-out as a phase on any period outside the model's training window
+(plus its embargo): the model directory's config snapshot says which tickers, bars and features;
+the data chain supplies the bars; features get a warm-up of sessions before the start date so
+rolling windows are full. Results go to `artifacts/reports/{model run id}-bt-{start}-{end}/`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import logging
+import sys
+from pathlib import Path
+
+import yaml
+
+from vpt_ray.config import Config, ConfigError
+
+log = logging.getLogger("vpt_ray.backtest")
+WARMUP_DAYS = 14  # calendar days of bars before the start date, for rolling-window features
+
+
+def backtest_config(model_dir: Path, start: dt.date, end: dt.date, overrides: list[str]) -> Config:
+    """The model's config with the backtest window moved to [start, end] and checked."""
+    from vpt_ray.config import load_config
+
+    snapshot = model_dir / "config.yaml"
+    if not snapshot.exists():
+        raise FileNotFoundError(f"{model_dir}: no config.yaml; is this a vpt-ray model directory?")
+    saved = yaml.safe_load(snapshot.read_text())
+    train_start = dt.date.fromisoformat(str(saved["data"]["start"]))
+    train_end = dt.date.fromisoformat(str(saved["data"]["end"]))
+    if end < start:
+        raise ConfigError(f"--end-date {end} is before --start-date {start}")
+    if start <= train_end and end >= train_start:
+        raise ConfigError(
+            f"backtest {start}..{end} overlaps the model's training window "
+            f"{train_start}..{train_end}: pick a period outside it (an in-sample backtest is not "
+            "evidence)"
+        )
+    warm_start = start - dt.timedelta(days=WARMUP_DAYS)
+    if warm_start <= train_end < start:
+        log.info("warm-up bars overlap training data: features only, no labels are used")
+    cfg = load_config(
+        config_path=snapshot,
+        overrides=[
+            f"data.start={warm_start}",
+            f"data.end={start - dt.timedelta(days=1)}",
+            f"backtest.start={start}",
+            f"backtest.end={end}",
+            *overrides,
+        ],
+    )
+    return cfg
+
+
+def run(model_dir: Path, start: dt.date, end: dt.date, overrides: list[str]) -> dict:
+    from vpt_ray import stages
+    from vpt_ray.report import write_report
+    from vpt_ray.resources import init_ray
+    from vpt_ray.run import RunContext, setup_logging
+    from vpt_ray.train import load_model
+
+    booster, meta = load_model(model_dir)
+    cfg = backtest_config(model_dir, start, end, overrides)
+    ctx = RunContext(cfg, f"{meta['run_id']}-bt-{start}-{end}")
+    setup_logging(ctx.log_path)
+    ctx.mark("RUNNING")
+    try:
+        init_ray(cfg.hardware)
+        data = stages.load_data(cfg)
+        store = stages.build_features(cfg, data, ctx.work_dir / "features")
+        bt = stages.backtest(cfg, booster, data, store, meta["feature_names"])
+        metrics = {
+            "run_id": ctx.run_id,
+            "model_run_id": meta["run_id"],
+            "phase": cfg.phase,
+            "data": {"synthetic": data.synthetic, "tickers": list(data.tickers)},
+            "windows": {"backtest": f"{start}..{end}", "train": meta["train_window"]},
+            "oos": bt["oos"],
+            "backtest": {**bt["stats"], "per_ticker": bt["per_ticker"]},
+        }
+        write_report(ctx.report_dir, metrics, bt["trades"], bt["equity"], summary=False)
+        ctx.mark("FINISHED")
+    except BaseException as exc:
+        ctx.mark("FAILED", f"{type(exc).__name__}: {exc}")
+        raise
+    s = metrics["backtest"]
+    print(
+        f"{ctx.run_id}: {s['trades']} trades, return {s['total_return']:.2%}, Sharpe "
+        f"{s['sharpe']:.2f}, max DD {s['max_drawdown']:.2%}; OOS accuracy "
+        f"{bt['oos']['accuracy']:.4f} -> {ctx.report_dir}"
+    )
+    return metrics
+
+
+def main(argv: list[str] | None = None) -> int:
+    from vpt_ray.cli import EXIT_USER_ERROR, unwrap, user_errors
+
+    parser = argparse.ArgumentParser(
+        prog="python -m vpt_ray.backtest",
+        description="Backtest a saved model (artifacts/models/RUN_ID) out of sample on "
+        "[--start-date, --end-date], which must lie outside the model's training window.",
+    )
+    parser.add_argument("--model-dir", required=True, type=Path)
+    parser.add_argument("--start-date", required=True, type=dt.date.fromisoformat)
+    parser.add_argument("--end-date", required=True, type=dt.date.fromisoformat)
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="K=V")
+    args = parser.parse_args(argv)
+    try:
+        run(args.model_dir, args.start_date, args.end_date, args.overrides)
+    except BaseException as exc:  # noqa: BLE001 - translated to an exit code
+        inner = unwrap(exc)
+        if isinstance(inner, user_errors()):
+            print(f"error: {inner}", file=sys.stderr)
+            return EXIT_USER_ERROR
+        raise
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

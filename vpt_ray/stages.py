@@ -24,6 +24,7 @@ from vpt_ray.cv import PurgedWalkForward
 from vpt_ray.data import chain
 from vpt_ray.data.chain import TickerData
 from vpt_ray.decision import decide
+from vpt_ray.html_report import write_html_report
 from vpt_ray.metrics import classification
 from vpt_ray.report import write_report
 from vpt_ray.resources import MemorySampler
@@ -270,6 +271,7 @@ def write_outputs(cfg: Config, ctx: RunContext, metrics: dict, bt: dict) -> None
     write_report(ctx.report_dir, metrics, bt["trades"], bt["equity"])
     tracker.update(ctx.tracker_path, tracker.row_from_metrics(metrics))
     log.info("report: %s; tracker: %s", ctx.report_dir, ctx.tracker_path)
+    write_html_report(ctx.report_dir, ctx.model_dir)
 
 
 def print_summary(m: dict) -> None:

@@ -88,6 +88,9 @@ def test_threshold_is_inclusive_on_both_sides():
     long_ = run([flat_bars([10, 11, 12, 13])], [0.53, NAN, NAN, NAN])
     short = run([flat_bars([10, 11, 12, 13])], [0.47, NAN, NAN, NAN])
     assert list(long_.trades.side) == [1] and list(short.trades.side) == [-1]
+    tie = run([flat_bars([10, 11, 12, 13])], [0.5, NAN, NAN, NAN], long_threshold=0.5,
+              short_threshold=0.5)  # fmt: skip
+    assert list(tie.trades.side) == [1]  # equal thresholds: long wins
 
 
 def test_short_pnl_and_allow_short_false():
@@ -267,6 +270,12 @@ def test_bad_inputs_are_rejected_with_the_rule():
         simulate(naive, np.full(3, 0.5), SimSettings())
     with pytest.raises(ValueError, match=r"bars.close must be finite and > 0; row 1"):
         simulate(bars.assign(close=[10, np.nan, 12]), np.full(3, 0.5), SimSettings())
+    with pytest.raises(ValueError, match=r"bars.high must be finite and > 0; row 2"):
+        simulate(bars.assign(high=[10, 11, np.inf]), np.full(3, 0.5), SimSettings())
+    with pytest.raises(ValueError, match=r"bars.volume must be finite and >= 0; row 0"):
+        simulate(bars.assign(volume=[-1.0, 1, 1]), np.full(3, 0.5), SimSettings())
+    with pytest.raises(ValueError, match=r"proba must lie in \[0, 1\].*index 2 has -inf"):
+        simulate(bars, np.array([0.5, np.nan, -np.inf]), SimSettings())
     with pytest.raises(TypeError, match="SimSettings"):
         simulate(bars, np.full(3, 0.5), {"capital": 1.0})
 

@@ -3,9 +3,11 @@
 Why it exists: the out-of-sample backtest decides whether a phase advances, so its fills and costs
 must be exact and its rules explicit; and it runs once per ticker per phase (100+ tickers x months
 of minute bars), so it is a compiled state machine (numba, `cache=True`) rather than a Python loop
-per bar. A cold call in a fresh process loads the compiled kernel from numba's on-disk cache
-(~0.1-0.3 s); with no cache it compiles once (~1-2 s). Warm, a ticker with 490k minute bars takes a
-few milliseconds, most of it building the pandas outputs.
+per bar. Cost, measured with bench/bench_backtest.py on 2 shared cores: warm, a ticker with 484k
+minute bars takes ~15-25 ms (20-35 M bars/s; the bar loop itself ~6 ms); the first call in a fresh
+process loads the kernels from numba's on-disk cache in ~0.35 s (mostly numba's own start-up);
+with no cache for this source path (a fresh checkout, or a Ray `working_dir` unpacked to a new
+directory) the first process compiles them in ~2 s and writes the cache for the others.
 
 The rules (each has a hand-computed test in `tests/test_backtest_engine.py`):
 
@@ -14,8 +16,8 @@ The rules (each has a hand-computed test in `tests/test_backtest_engine.py`):
   equal. With `allow_short=False` a short signal opens nothing but still counts as the opposite
   signal that closes a long under `exit_on_reversal`.
 - Orders are filled at the OPEN of bar t+1, never at bar t's close. Within one bar the order is:
-  exits at the open, then an entry at the open, then mark-to-market at the close, then the
-  session-end close-out at the close.
+  exits at the open, then an entry at the open, then the session-end close-out at the close,
+  then equity is marked at the close (so a bar's equity includes that bar's close-out costs).
 - One position at a time: a signal is acted on only if the book is flat at the next bar's open
   (after any exit at that open), so a signal seen while a position is open is ignored unless the
   position is closed at that very open (then the signal can re-enter or flip immediately).
@@ -333,7 +335,32 @@ def _readonly(values: np.ndarray, dtype: type) -> np.ndarray:
     return view
 
 
-def _check_inputs(bars: pd.DataFrame, proba: np.ndarray) -> pd.DatetimeIndex:
+@njit(cache=True)
+def _first_invalid(raw_ts, open_, high, low, close, volume, proba):
+    """One pass over the inputs: (rule, row) of the first broken rule, (0, -1) if none.
+
+    Rules: 1 timestamp not increasing, 2-5 open/high/low/close not finite or <= 0, 6 volume not
+    finite or < 0, 7 proba outside [0, 1] (NaN is allowed: no signal)."""
+    for i in range(open_.shape[0]):
+        if i > 0 and raw_ts[i] <= raw_ts[i - 1]:
+            return 1, i
+        if not (open_[i] > 0.0 and open_[i] < np.inf):
+            return 2, i
+        if not (high[i] > 0.0 and high[i] < np.inf):
+            return 3, i
+        if not (low[i] > 0.0 and low[i] < np.inf):
+            return 4, i
+        if not (close[i] > 0.0 and close[i] < np.inf):
+            return 5, i
+        if not (volume[i] >= 0.0 and volume[i] < np.inf):
+            return 6, i
+        if proba[i] < 0.0 or proba[i] > 1.0:
+            return 7, i
+    return 0, -1
+
+
+def _inputs(bars: pd.DataFrame, proba: np.ndarray) -> tuple[pd.DatetimeIndex, list[np.ndarray]]:
+    """Validated kernel inputs: the timestamps and read-only open/high/low/close/volume/proba."""
     missing = [c for c in BAR_COLUMNS if c not in bars.columns]
     if missing:
         raise ValueError(f"bars: missing column(s) {missing}; simulate needs {BAR_COLUMNS}")
@@ -345,25 +372,19 @@ def _check_inputs(bars: pd.DataFrame, proba: np.ndarray) -> pd.DatetimeIndex:
     if not isinstance(ts.dtype, pd.DatetimeTZDtype):
         raise ValueError(f"bars.timestamp has type {ts.dtype}; expected timezone-aware (UTC)")
     index = pd.DatetimeIndex(ts)
-    raw = index.asi8
-    if len(raw) > 1 and not (raw[1:] > raw[:-1]).all():
-        i = int(np.flatnonzero(raw[1:] <= raw[:-1])[0]) + 1
+    arrays = [_readonly(bars[c].to_numpy(), np.float64) for c in BAR_COLUMNS[1:]]
+    arrays.append(_readonly(proba, np.float64))
+    rule, i = _first_invalid(_readonly(index.asi8, np.int64), *arrays)
+    if rule == 1:
         raise ValueError(f"bars.timestamp must be strictly increasing; row {i} is {index[i]}")
-    for col in ("open", "high", "low", "close"):
-        v = bars[col].to_numpy(np.float64)
-        bad = ~(v > 0) | ~np.isfinite(v)
-        if bad.any():
-            i = int(np.flatnonzero(bad)[0])
-            raise ValueError(f"bars.{col} must be finite and > 0; row {i} has {v[i]}")
-    vol = bars["volume"].to_numpy(np.float64)
-    if not (np.isfinite(vol) & (vol >= 0)).all():
-        i = int(np.flatnonzero(~(np.isfinite(vol) & (vol >= 0)))[0])
-        raise ValueError(f"bars.volume must be finite and >= 0; row {i} has {vol[i]}")
-    bad_p = ~np.isnan(proba) & ~((proba >= 0) & (proba <= 1))
-    if bad_p.any():
-        i = int(np.flatnonzero(bad_p)[0])
+    if 2 <= rule <= 5:
+        col = BAR_COLUMNS[rule - 1]
+        raise ValueError(f"bars.{col} must be finite and > 0; row {i} has {arrays[rule - 2][i]}")
+    if rule == 6:
+        raise ValueError(f"bars.volume must be finite and >= 0; row {i} has {arrays[4][i]}")
+    if rule == 7:
         raise ValueError(f"proba must lie in [0, 1] (NaN = no signal); index {i} has {proba[i]}")
-    return index
+    return index, arrays
 
 
 def simulate(bars: pd.DataFrame, proba: np.ndarray, settings: SimSettings) -> TickerResult:
@@ -374,13 +395,11 @@ def simulate(bars: pd.DataFrame, proba: np.ndarray, settings: SimSettings) -> Ti
     """
     if not isinstance(settings, SimSettings):
         raise TypeError(f"settings must be a SimSettings, got {type(settings).__name__}")
-    proba = np.ascontiguousarray(proba, dtype=np.float64)
-    index = _check_inputs(bars, proba)
+    index, arrays = _inputs(bars, np.asarray(proba, dtype=np.float64))
     session = session_days(index)
     s = settings
     out = _kernel(
-        *(_readonly(bars[c].to_numpy(), np.float64) for c in BAR_COLUMNS[1:]),
-        _readonly(proba, np.float64),
+        *arrays,
         _readonly(session, np.int64),
         float(s.capital),
         float(s.long_threshold),
@@ -416,11 +435,11 @@ def simulate(bars: pd.DataFrame, proba: np.ndarray, settings: SimSettings) -> Ti
             "exit_bar": exit_,
         }
     )
-    equity_s = pd.Series(equity, index=index, name="equity")
+    equity_s = pd.Series(equity, index=index, name="equity", copy=False)
     if len(session):
         last = np.flatnonzero(np.append(session[1:] != session[:-1], True))
         days = pd.DatetimeIndex(session[last].astype("datetime64[D]"), name="session")
-        daily = pd.Series(equity[last], index=days, name="equity")
+        daily = pd.Series(equity[last], index=days, name="equity", copy=False)
     else:
         daily = pd.Series([], index=pd.DatetimeIndex([], name="session"), name="equity")
     return TickerResult(trades, equity_s, daily, position, float(s.capital))

@@ -194,6 +194,8 @@ class DecisionConfig(_Section):
     min_accuracy: float = Field(0.52, gt=0, lt=1)
     min_sharpe: float = 1.0
     max_train_val_gap: float = Field(0.05, ge=0)
+    max_pbo: float = Field(0.5, ge=0, le=1)
+    min_dsr: float = Field(0.95, ge=0, le=1)
 
 
 class PathsConfig(_Section):

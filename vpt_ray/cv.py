@@ -71,7 +71,9 @@ class PurgedWalkForward:
                 f"only {len(uniq)} distinct times: too few for {self.n_splits} validation blocks"
             )
         edges = np.linspace(start, len(uniq), self.n_splits + 1).astype(int)
-        return [(int(uniq[a]), int(uniq[b - 1])) for a, b in zip(edges[:-1], edges[1:])]
+        return [
+            (int(uniq[a]), int(uniq[b - 1])) for a, b in zip(edges[:-1], edges[1:], strict=True)
+        ]
 
     def split(
         self, pos: np.ndarray, label_end: np.ndarray

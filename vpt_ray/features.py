@@ -34,6 +34,17 @@ def _session_index(calendar: str) -> pd.Series:
     return pd.Series(np.arange(len(sessions), dtype=np.int64), index=sessions.date)
 
 
+def clock_slots(bar_minutes: int) -> int:
+    """Bars per session on the shared clock (1 for daily bars)."""
+    return 1 if bar_minutes >= 390 else -(-390 // bar_minutes)
+
+
+def session_of(pos: np.ndarray | int, slots: int, calendar: str = "XNYS") -> np.ndarray:
+    """Session date(s) of clock position(s): the inverse of `clock_positions` by session."""
+    index = _session_index(calendar)
+    return np.asarray(index.index)[np.asarray(pos) // slots]
+
+
 def clock_positions(ts: pd.Series, bar_minutes: int, calendar: str = "XNYS") -> np.ndarray:
     """Ordinal of each bar on a clock shared by all tickers (session * slots + slot)."""
     local_ts = ts.dt.tz_convert(EXCHANGE_TZ)
@@ -45,7 +56,7 @@ def clock_positions(ts: pd.Series, bar_minutes: int, calendar: str = "XNYS") -> 
         raise ValueError(f"bar on a date that is not a {calendar} session: {exc}") from None
     if bar_minutes >= 390:
         return sess
-    slots = -(-390 // bar_minutes)
+    slots = clock_slots(bar_minutes)
     first = local_ts.groupby(dates.to_numpy()).transform("min")
     slot = ((local_ts - first) // pd.Timedelta(minutes=bar_minutes)).to_numpy().astype(np.int64)
     return sess * slots + slot

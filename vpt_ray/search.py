@@ -75,10 +75,18 @@ def fit_folds(
     max_bin: int,
     nthread: int,
     cache_token: str | None = None,
+    fwd_ret: np.ndarray | None = None,
+    day: np.ndarray | None = None,
 ) -> dict:
-    """Fit one configuration on every fold; returns mean and per-fold train/validation metrics."""
+    """Fit one configuration on every fold; returns mean and per-fold train/validation metrics.
+
+    With `fwd_ret` and `day` (session of each sample) it also returns `val_daily`: per validation
+    day, the mean pre-cost return of trading each sample's predicted direction, which the
+    overfitting statistics (PBO, trial Sharpe dispersion) compare across trials.
+    """
     params = xgb_params(hp, nthread, max_bin)
     per_fold = []
+    daily: list[pd.Series] = []
     for k, (tr, va) in enumerate(folds):
         dtrain, dval = _fold_matrices(X, y, folds, k, max_bin, cache_token)
         booster = xgb.train(
@@ -91,7 +99,11 @@ def fit_folds(
         )
         rounds = booster.best_iteration + 1
         it = (0, rounds)
-        val = classification(y[va], booster.predict(dval, iteration_range=it))
+        p_val = booster.predict(dval, iteration_range=it)
+        val = classification(y[va], p_val)
+        if fwd_ret is not None and day is not None:
+            r = np.sign(p_val - 0.5) * fwd_ret[va]
+            daily.append(pd.Series(r).groupby(day[va]).mean())
         train = classification(y[tr], booster.predict(dtrain, iteration_range=it))
         per_fold.append(
             {
@@ -113,13 +125,23 @@ def fit_folds(
         "train_val_gap": float((df["train_accuracy"] - df["val_accuracy"]).mean()),
         "rounds": int(np.median(df["rounds"])),
         "folds": per_fold,
+        "val_daily": _mean_by_day(daily),
     }
+
+
+def _mean_by_day(daily: list[pd.Series]) -> list[list[float]]:
+    """[[day, value], ...] averaging days validated in several folds (combinatorial CV)."""
+    if not daily:
+        return []
+    s = pd.concat(daily).groupby(level=0).mean()
+    return [[int(d), float(v)] for d, v in s.items()]
 
 
 def _trainable(config: dict, X: np.ndarray, y: np.ndarray, folds: Folds, settings: dict) -> None:
     result = fit_folds(config, X, y, folds, **settings)
-    # Tune's loggers take scalars only: the per-fold detail travels as a JSON string.
+    # Tune's loggers take scalars only: the per-fold and per-day detail travel as JSON strings.
     result["folds"] = json.dumps(result["folds"])
+    result["val_daily"] = json.dumps(result["val_daily"])
     tune.report(result)
 
 
@@ -140,8 +162,9 @@ def search_space(space: SearchSpace) -> dict:
 class SearchResult:
     best_params: dict
     best: dict  # fit_folds() output of the best trial
-    trials: pd.DataFrame  # one row per trial: params and mean metrics
-    fold_scores: np.ndarray  # (n_folds, n_trials) validation log loss, for overfitting statistics
+    trials: pd.DataFrame  # one row per trial, best first: params and mean metrics
+    fold_scores: np.ndarray  # (n_folds, n_trials) validation log loss, same trial order
+    daily_perf: pd.DataFrame  # (validation days, n_trials) pre-cost direction return, same order
 
 
 def run_search(cfg: Config, m: Matrix, folds: Folds, storage: Path, num_cpus: int) -> SearchResult:
@@ -153,6 +176,8 @@ def run_search(cfg: Config, m: Matrix, folds: Folds, storage: Path, num_cpus: in
         "max_bin": cfg.model.max_bin,
         "nthread": cpus,
         "cache_token": f"{storage}:{len(m)}",
+        "fwd_ret": m.fwd_ret,
+        "day": m.pos // m.slots,
     }
     trainable = tune.with_resources(
         tune.with_parameters(_trainable, X=m.X, y=m.y, folds=folds, settings=settings),
@@ -179,28 +204,31 @@ def run_search(cfg: Config, m: Matrix, folds: Folds, storage: Path, num_cpus: in
     errors = [r.error for r in grid if r.error is not None]
     ok = [r for r in grid if r.error is None and r.metrics and VAL_LOG_LOSS in r.metrics]
     for r in ok:
-        if isinstance(r.metrics.get("folds"), str):
-            r.metrics["folds"] = json.loads(r.metrics["folds"])
+        for key in ("folds", "val_daily"):
+            if isinstance(r.metrics.get(key), str):
+                r.metrics[key] = json.loads(r.metrics[key])
     if not ok:
         raise RuntimeError(
             f"every search trial failed; first error: {errors[0] if errors else '?'}"
         )
     if errors:
         log.warning("%d of %d trials failed; first error: %s", len(errors), len(grid), errors[0])
-    best = min(ok, key=lambda r: r.metrics[VAL_LOG_LOSS])
+    ok.sort(key=lambda r: r.metrics[VAL_LOG_LOSS])  # best first: column 0 is the chosen trial
+    best = ok[0]
     rows = []
     for r in ok:
         row = {k: r.config[k] for k in search_space(cfg.search.space)}
-        row.update({k: v for k, v in r.metrics.items() if k != "folds" and np.isscalar(v)})
-        row["trial_id"] = r.metrics.get("trial_id")
+        row.update({k: v for k, v in r.metrics.items() if np.isscalar(v) and k != "val_daily"})
         rows.append(row)
-    trials = pd.DataFrame(rows).sort_values(VAL_LOG_LOSS, ignore_index=True)
-    fold_scores = np.array([[f["val_log_loss"] for f in r.metrics["folds"]] for r in ok]).T
+    daily = pd.DataFrame(
+        {i: dict(map(tuple, r.metrics["val_daily"])) for i, r in enumerate(ok)}
+    ).sort_index()
     return SearchResult(
         best_params={k: best.config[k] for k in search_space(cfg.search.space)},
         best={k: best.metrics[k] for k in best.metrics if k in _RESULT_KEYS},
-        trials=trials,
-        fold_scores=fold_scores,
+        trials=pd.DataFrame(rows),
+        fold_scores=np.array([[f["val_log_loss"] for f in r.metrics["folds"]] for r in ok]).T,
+        daily_perf=daily,
     )
 
 

@@ -7,6 +7,7 @@ as a list of stages and each part stays testable on its own.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,10 +21,12 @@ from vpt_ray.backtest.portfolio import combine
 from vpt_ray.backtest.run import pooled_predictions, run_backtests, trades_frame
 from vpt_ray.backtest.stats import summarize
 from vpt_ray.config import Config
-from vpt_ray.cv import PurgedWalkForward
+from vpt_ray.cv import CombinatorialPurgedCV, PurgedWalkForward
 from vpt_ray.data import chain
 from vpt_ray.data.chain import TickerData
 from vpt_ray.decision import decide
+from vpt_ray.features import clock_slots, feature_names, session_of
+from vpt_ray.honesty import overfitting_section
 from vpt_ray.html_report import write_html_report
 from vpt_ray.metrics import classification
 from vpt_ray.report import write_report
@@ -83,16 +86,20 @@ def make_folds(
     cfg: Config, store: dict[str, dict], sample_days: int | None = None
 ) -> tuple[Matrix, Folds]:
     """Pooled training matrix and purged walk-forward folds over the training period."""
-    from vpt_ray.features import feature_names
-
     names = feature_names(cfg.features.windows)
-    m = load_matrix(store, names, cfg.data.start, cfg.data.end, cfg.labels.stride)
+    slots = clock_slots(cfg.data.bar_minutes)
+    m = load_matrix(store, names, cfg.data.start, cfg.data.end, cfg.labels.stride, slots)
     if sample_days:
-        slots = 1 if cfg.data.bar == "1day" else -(-390 // cfg.data.bar_minutes)
         keep = sample_days_mask(m.pos, slots, sample_days, cfg.search.seed)
-        m = Matrix(m.X[keep], m.y[keep], m.pos[keep], m.label_end[keep], m.ticker[keep], names)
+        m = dataclasses.replace(
+            m,
+            **{k: getattr(m, k)[keep] for k in ("X", "y", "pos", "label_end", "ticker", "fwd_ret")},
+        )
         log.info("--sample-days %d: %d samples kept", sample_days, len(m))
-    splitter = PurgedWalkForward(cfg.cv.n_splits, cfg.embargo_bars, cfg.cv.min_train_fraction)
+    if cfg.cv.method == "combinatorial":
+        splitter = CombinatorialPurgedCV(cfg.cv.n_splits, cfg.cv.n_test_groups, cfg.embargo_bars)
+    else:
+        splitter = PurgedWalkForward(cfg.cv.n_splits, cfg.embargo_bars, cfg.cv.min_train_fraction)
     folds = list(splitter.split(m.pos, m.label_end))
     log.info(
         "%d samples x %d features, %d purged folds (embargo %d bars)",
@@ -113,6 +120,7 @@ def search(cfg: Config, m: Matrix, folds: Folds, work_dir: Path, num_cpus: float
         result.best["val_accuracy"],
     )
     result.trials.to_parquet(work_dir / "trials.parquet")
+    result.daily_perf.rename(columns=str).to_parquet(work_dir / "trials_daily.parquet")
     return result
 
 
@@ -199,6 +207,7 @@ def assemble_metrics(
     folds_detail = best["folds"]
     peak = round(sampler.peak_gb, 3)
     previous = tracker.previous_phase_row(ctx.tracker_path, cfg.phase)
+    overfit = overfitting_section(result, bt["equity"])
     decision = decide(
         cfg.decision,
         cfg.hardware,
@@ -206,6 +215,8 @@ def assemble_metrics(
         sharpe=bt["stats"]["sharpe"],
         train_val_gap=best["train_val_gap"],
         peak_memory_gb=peak,
+        pbo=overfit["pbo"],
+        dsr=overfit["dsr"],
         previous=previous,
     )
     sources = {o["source"] for td in data.tickers.values() for o in td.origins}
@@ -229,7 +240,11 @@ def assemble_metrics(
             "backtest": f"{cfg.backtest.start}..{cfg.backtest.end}",
             "embargo_bars": cfg.embargo_bars,
             "label_horizon": cfg.labels.horizon,
-            "validation": [[int(m.pos[va].min()), int(m.pos[va].max())] for _, va in folds],
+            "cv_method": cfg.cv.method,
+            "validation": [  # first and last session of each fold's validation samples
+                [str(d) for d in session_of([m.pos[va].min(), m.pos[va].max()], m.slots)]
+                for _, va in folds
+            ],
         },
         "features": {"count": len(m.feature_names), "names": m.feature_names},
         "cv": {
@@ -247,6 +262,7 @@ def assemble_metrics(
             "best_params": {k: _round(v) for k, v in result.best_params.items()},
             "table": result.trials.head(50).to_dict(orient="records"),
         },
+        "overfitting": overfit,
         "oos": bt["oos"],
         "backtest": {**bt["stats"], "per_ticker": bt["per_ticker"]},
         "resources": {

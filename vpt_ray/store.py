@@ -38,6 +38,8 @@ class Matrix:
     label_end: np.ndarray
     ticker: np.ndarray
     feature_names: list[str]
+    fwd_ret: np.ndarray
+    slots: int  # bars per session on the shared clock: pos // slots is the session ordinal
 
     def __len__(self) -> int:
         return len(self.y)
@@ -112,13 +114,21 @@ def load_matrix(
     start: dt.date,
     end: dt.date,
     stride: int = 1,
+    slots: int = 390,
 ) -> Matrix:
-    """Labelled samples of every ticker in [start, end], every `stride`-th bar, time-sorted."""
+    """Labelled samples of every ticker in [start, end], every `stride`-th bar, time-sorted.
+
+    A sample whose label ends after the last session of the window is dropped, so a training
+    label can never reach into what comes after the training period (daily bars' labels span days).
+    """
     parts = []
-    cols = ["pos", "label_end", "y", *names]
+    cols = ["pos", "label_end", "y", "fwd_ret", *names]
     for code, (_, s) in enumerate(summaries.items()):
         df = _read_rows(s["path"], cols, start, end)
         df = df[df["y"].notna()]
+        if len(df):
+            last_session = df["pos"].max() // slots
+            df = df[df["label_end"] // slots <= last_session]
         if stride > 1:
             df = df[(df["pos"] % stride) == 0]
         df["_ticker"] = np.int32(code)
@@ -133,6 +143,8 @@ def load_matrix(
         label_end=df["label_end"].to_numpy(np.int64),
         ticker=df["_ticker"].to_numpy(np.int32),
         feature_names=list(names),
+        fwd_ret=df["fwd_ret"].to_numpy(np.float32),
+        slots=slots,
     )
 
 

@@ -446,8 +446,16 @@ def fig_calibration(pred: pd.DataFrame, table: pd.DataFrame, backtest_cfg: dict)
     )
     fig.update_xaxes(title="mean predicted P(up)", row=1, col=1)
     fig.update_yaxes(title="observed share of up moves", row=1, col=1)
-    fig.add_histogram(
-        x=pred["p"], nbinsx=60, name="P(up)", marker_color=BLUE, showlegend=False, row=1, col=2
+    counts, edges = binned(pred["p"].to_numpy(), 60)
+    fig.add_bar(
+        x=(edges[:-1] + edges[1:]) / 2,
+        y=counts,
+        width=np.diff(edges),
+        name="P(up)",
+        marker_color=BLUE,
+        showlegend=False,
+        row=1,
+        col=2,
     )
     for key, color in (("long_threshold", GREEN), ("short_threshold", RED)):
         if _finite(backtest_cfg.get(key)):
@@ -504,19 +512,43 @@ def fig_per_ticker(per_ticker: dict) -> go.Figure:
     return _layout(fig, "Per-ticker returns", max(300, 22 * len(tickers) + 120))
 
 
-def fig_trades(trades: pd.DataFrame) -> go.Figure:
-    """Trade return distribution by side, and how trades exited."""
+def binned(values: np.ndarray, bins: int, clip: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+    """Histogram counts and edges (pre-binned so the page carries counts, not every value);
+    `clip` drops that share of extreme values at each end from the range."""
+    v = np.asarray(values, dtype=float)
+    v = v[np.isfinite(v)]
+    lo, hi = (
+        (np.quantile(v, [clip, 1 - clip]) if clip else (v.min(), v.max())) if len(v) else (0, 1)
+    )
+    if hi <= lo:
+        lo, hi = lo - 0.5, hi + 0.5
+    return np.histogram(np.clip(v, lo, hi), bins=bins, range=(lo, hi))
+
+
+def fig_trades(trades: pd.DataFrame, bins: int = 50) -> go.Figure:
+    """Trade return distribution by side (shared bins; the 0.5% extremes fold into the end
+    bins), and how trades exited."""
     fig = make_subplots(
         rows=1,
         cols=2,
         column_widths=[0.65, 0.35],
         subplot_titles=("net return per trade (bps)", "exit reason"),
     )
+    bps = trades["return"].to_numpy(dtype=float) * 1e4
+    _, edges = binned(bps, bins, clip=0.005)
     for side, name, color in ((1, "long", GREEN), (-1, "short", RED)):
-        r = trades.loc[trades["side"] == side, "return"] * 1e4
+        r = np.clip(bps[trades["side"].to_numpy() == side], edges[0], edges[-1])
         if len(r):
-            fig.add_histogram(
-                x=r, name=name, marker_color=color, opacity=0.7, nbinsx=40, row=1, col=1
+            counts, _ = np.histogram(r, bins=edges)
+            fig.add_bar(
+                x=(edges[:-1] + edges[1:]) / 2,
+                y=counts,
+                width=np.diff(edges),
+                name=f"{name} ({len(r)})",
+                marker_color=color,
+                opacity=0.65,
+                row=1,
+                col=1,
             )
     fig.add_vline(x=0, line_color=GREY, row=1, col=1)
     counts = trades["exit_reason"].astype(str).value_counts()
@@ -544,7 +576,7 @@ def fig_monthly(table: pd.DataFrame) -> go.Figure:
         )
     )
     fig.update_yaxes(type="category", autorange="reversed")
-    return _layout(fig, "Monthly returns", 120 + 50 * len(table))
+    return _layout(fig, "Monthly returns", 170 + 45 * len(table))
 
 
 def fig_resources(resources: dict, hardware: dict) -> go.Figure:

@@ -2,15 +2,25 @@
 
 The tracker is a markdown file a team can commit. Its rows are kept as JSON in an HTML comment at
 the end of the file, so a rewrite never has to parse its own tables; every rewrite is atomic.
+Next to it, a small PNG chart of the key metrics across phases (`SCALING_TRACKER.png`, about
+60 KB) is redrawn with every update and shown at the top of the markdown, so the trend reads on
+any git host without running anything.
 """
 
 from __future__ import annotations
 
+import io
 import json
+import logging
+import math
+import os
 import re
+import tempfile
 from pathlib import Path
 
 from vpt_ray.run import write_text_atomic
+
+log = logging.getLogger(__name__)
 
 STATE_RE = re.compile(r"<!-- vpt-ray-tracker (\{.*?\}) -->", re.S)
 PHASES = (1, 2, 3, 4, 5)
@@ -37,6 +47,7 @@ def row_from_metrics(metrics: dict) -> dict:
     return {
         "phase": metrics["phase"],
         "run_id": metrics["run_id"],
+        "synthetic": bool(metrics["data"]["synthetic"]),
         "samples": metrics["cv"]["samples"],
         "features": metrics["features"]["count"],
         "cv_accuracy": cv["accuracy"],
@@ -69,7 +80,8 @@ def _fmt(v: object, pct: bool = False, digits: int = 4) -> str:
     return str(v)
 
 
-def render(state: dict) -> str:
+def render(state: dict, chart: str | None = None) -> str:
+    """The tracker markdown; `chart` is the chart image's path relative to the markdown file."""
     latest = state["latest"]
     lines = [
         "# Scaling Tracker: Volume Price Trade Model",
@@ -77,6 +89,10 @@ def render(state: dict) -> str:
         "Written by vpt-ray after each run (latest run per phase). Do not edit by hand: the state",
         "comment at the end is what the next run reads.",
         "",
+    ]
+    if chart:
+        lines += [f"![Key metrics across phases]({chart})", ""]
+    lines += [
         "### Training Metrics (CV Average)",
         "",
         "| Phase | Run ID | Samples | Features | Accuracy | AUC | Log Loss | Notes |",
@@ -121,9 +137,110 @@ def render(state: dict) -> str:
     return "\n".join(lines)
 
 
+def chart_path(path: Path) -> Path:
+    """Where the chart twin of the tracker at `path` lives: same name, .png."""
+    return path.with_suffix(".png")
+
+
 def update(path: Path, row: dict) -> None:
-    """Put `row` as its phase's latest run, prepend it to the history, rewrite atomically."""
+    """Put `row` as its phase's latest run, prepend it to the history, rewrite atomically
+    (the chart first, then the markdown that shows it)."""
     state = load_state(path)
     state["latest"][str(row["phase"])] = row
     state["history"] = [row] + [h for h in state["history"] if h["run_id"] != row["run_id"]]
-    write_text_atomic(path, render(state))
+    chart = None
+    try:
+        chart = write_chart(chart_path(path), state).name
+    except Exception:  # noqa: BLE001 - a chart must never cost the tracker its new row
+        log.exception("tracker chart not drawn")
+    write_text_atomic(path, render(state, chart))
+
+
+def _is_synthetic(row: dict) -> bool:
+    return bool(row.get("synthetic", "SYNTHETIC" in str(row.get("notes", ""))))
+
+
+def _num(v: object) -> float:
+    return float(v) if isinstance(v, int | float) and math.isfinite(v) else math.nan
+
+
+CHART_PANELS = (
+    ("Accuracy", (("cv_accuracy", "CV accuracy"), ("cv_auc", "CV AUC"),
+                  ("accuracy", "OOS accuracy")), "accuracy", 0.5),
+    ("Sharpe (daily, annualized)", (("sharpe", "Sharpe"),), "sharpe", 0.0),
+    ("Return and drawdown (%)", (("total_return", "total return"),
+                                 ("max_drawdown", "max drawdown")), "total_return", 0.0),
+    ("Training samples", (("samples", "samples"),), "samples", None),
+)  # fmt: skip
+
+
+def chart_png(state: dict) -> bytes:
+    """PNG of the key metrics by phase: lines join each phase's latest run, grey dots are the
+    earlier runs kept in the history, hollow markers are runs on synthetic data."""
+    from matplotlib.figure import Figure
+
+    latest = {int(p): r for p, r in state["latest"].items()}
+    phases = [p for p in PHASES if p in latest]
+    fig = Figure(figsize=(10, 5.6), dpi=90, layout="constrained")
+    axes = fig.subplots(2, 2).ravel()
+    pct = {"total_return", "max_drawdown"}
+    for ax, (title, series, history_key, ref) in zip(axes, CHART_PANELS, strict=True):
+        scale = 100.0 if history_key in pct else 1.0
+        earlier = [
+            h
+            for h in state["history"]
+            if latest.get(int(h["phase"]), {}).get("run_id") != h["run_id"]
+        ]
+        ax.scatter(
+            [int(h["phase"]) for h in earlier],
+            [_num(h.get(history_key)) * scale for h in earlier],
+            s=14,
+            color="#afb8c1",
+            zorder=1,
+        )
+        for key, label in series:
+            ys = [_num(latest[p].get(key)) * scale for p in phases]
+            (line,) = ax.plot(phases, ys, marker="", label=label, zorder=2)
+            for p, y in zip(phases, ys, strict=True):
+                hollow = _is_synthetic(latest[p])
+                ax.plot(
+                    [p], [y], marker="o", ms=7, color=line.get_color(), zorder=3,
+                    markerfacecolor="white" if hollow else line.get_color(),
+                )  # fmt: skip
+        if ref is not None:
+            ax.axhline(ref, color="#6e7781", lw=0.8, ls=":")
+        if history_key == "samples":
+            from matplotlib.ticker import NullFormatter
+
+            ax.set_yscale("log")
+            ax.yaxis.set_minor_formatter(NullFormatter())
+        ax.set_title(title, fontsize=10, loc="left")
+        ax.set_xticks(PHASES)
+        ax.set_xlim(0.6, 5.4)
+        ax.set_xlabel("phase", fontsize=8)
+        ax.tick_params(labelsize=8)
+        ax.grid(alpha=0.3)
+        if len(series) > 1:
+            ax.legend(fontsize=7, loc="best")
+    fig.suptitle(
+        "Key metrics by phase (line: latest run; grey: earlier runs; hollow: synthetic data)",
+        fontsize=10,
+    )
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", metadata={"Software": None})
+    return buf.getvalue()
+
+
+def write_chart(path: Path, state: dict) -> Path:
+    """Write the chart PNG atomically (temp file + rename)."""
+    data = chart_png(state)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path

@@ -1,29 +1,43 @@
 """The data chain: local store, then GCS, then Polygon, then (if allowed) the synthetic market.
 
-A phase asks for (tickers, period); for each ticker the chain finds what the local store lacks,
-asks the remote sources for exactly those sessions, validates and merges what arrives, and writes it
-back to the local store atomically, so the next run is local. Synthetic bars are used only for a
-ticker with no real data anywhere, never mixed with real bars, and always announced.
+A phase asks for (tickers, period); for each ticker the chain finds the sessions the local store
+lacks, asks the remote sources (in `data.sources` order) for exactly those sessions, validates what
+arrives, merges it (existing local rows win on equal timestamps) and writes the local file back
+atomically, so the next run is local. Polygon delivers chunk by chunk and each chunk is merged and
+written as it arrives: an interrupted fetch keeps what it got and the next run asks only for the
+rest. A source's complete answer without bars for some past sessions (a halt, a listing date) is
+remembered in the file's metadata, so those sessions are not asked of that source again.
+
+Each remote source is built once per `resolve` call, on first need, and probed once: an
+unavailable source (no GCS credentials, no Polygon key) costs one INFO line per run. Synthetic bars
+are used only for a ticker with no real data anywhere, never mixed with real bars, and announced.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import inspect
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+import numpy as np
 import pandas as pd
 
-from vpt_ray.bars import empty_bars, validate_bars
+from vpt_ray.bars import BarDataError, empty_bars, validate_bars
 from vpt_ray.config import Config
 from vpt_ray.data import local
-from vpt_ray.data.calendar import get_calendar
+from vpt_ray.data.calendar import exchange_dates, get_calendar, in_session_mask
+from vpt_ray.data.errors import SourceError
+from vpt_ray.data.resample import is_daily, resample_bars
 from vpt_ray.data.synthetic import SyntheticParams, generate_ticker
 
 log = logging.getLogger(__name__)
+REMOTE = ("gcs", "polygon")
+Range = tuple[dt.date, dt.date]
 
 
 class DataUnavailableError(ValueError):
@@ -53,13 +67,13 @@ def expected_sessions(calendar: str, start: dt.date, end: dt.date) -> list[dt.da
     return [d.date() for d in get_calendar(calendar).sessions_in_range(start, end)]
 
 
-def _ranges(dates: list[dt.date], calendar: str) -> list[tuple[dt.date, dt.date]]:
-    """Group session dates into runs of consecutive sessions."""
+def _ranges(dates: list[dt.date], calendar: str) -> list[Range]:
+    """Group sorted session dates into runs of consecutive sessions."""
     if not dates:
         return []
     sessions = [d.date() for d in get_calendar(calendar).sessions_in_range(dates[0], dates[-1])]
     index = {d: i for i, d in enumerate(sessions)}
-    runs: list[tuple[dt.date, dt.date]] = []
+    runs: list[Range] = []
     first = prev = dates[0]
     for d in dates[1:]:
         if index[d] != index[prev] + 1:
@@ -70,27 +84,214 @@ def _ranges(dates: list[dt.date], calendar: str) -> list[tuple[dt.date, dt.date]
     return runs
 
 
-def _fmt_ranges(runs: list[tuple[dt.date, dt.date]], limit: int = 4) -> str:
+def _fmt_ranges(runs: list[Range], limit: int = 4) -> str:
     text = ", ".join(f"{a}..{b}" if a != b else f"{a}" for a, b in runs[:limit])
     return text + (f" (+{len(runs) - limit} more)" if len(runs) > limit else "")
 
 
-def make_remote_source(name: str, cfg: Config) -> RemoteSource:
+def fetch_bar(cfg: Config) -> str:
+    """The bar size the local store keeps: daily for `data.bar: 1day`, else 1-minute bars."""
+    return "1day" if cfg.data.bar == "1day" else "1min"
+
+
+def make_remote_source(name: str, cfg: Config, bar: str | None = None) -> RemoteSource:
     """Registry of remote sources (imported lazily: gcsfs and polygon are heavy)."""
+    bar = bar or fetch_bar(cfg)
+    d = cfg.data
     if name == "gcs":
         from vpt_ray.data.gcs import GcsSource
 
-        return GcsSource(cfg.gcs, vwap_tolerance=cfg.data.vwap_tolerance)
+        return GcsSource(
+            cfg.gcs,
+            vwap_tolerance=d.vwap_tolerance,
+            calendar=d.calendar,
+            bar=bar,
+            regular_session_only=d.regular_session_only,
+        )
     if name == "polygon":
         from vpt_ray.data.polygon import PolygonSource
 
         return PolygonSource(
             cfg.polygon,
-            bar="1min" if cfg.data.bar != "1day" else "1day",
-            calendar=cfg.data.calendar,
-            vwap_tolerance=cfg.data.vwap_tolerance,
+            bar=bar,
+            calendar=d.calendar,
+            vwap_tolerance=d.vwap_tolerance,
+            regular_session_only=d.regular_session_only,
         )
-    raise ValueError(f"unknown remote source {name!r}; known: gcs, polygon")
+    raise ValueError(f"unknown remote source {name!r}; known: {', '.join(REMOTE)}")
+
+
+class Sources:
+    """The remote sources of one `resolve` call: each built on first need, probed once.
+
+    Sharing one instance across tickers keeps Polygon's pacer, GCS's filesystem and parsed object
+    and each availability answer for the whole call; `built` lists what was touched (tests and
+    the CLI use it to show that a warm store makes no remote call).
+    """
+
+    def __init__(
+        self, cfg: Config, factory: Callable[[str, Config, str], RemoteSource] = make_remote_source
+    ):
+        self.cfg, self.factory = cfg, factory
+        self.built: dict[tuple[str, str], RemoteSource] = {}
+        self._reasons: dict[tuple[str, str], str | None] = {}
+
+    def get(self, name: str, bar: str) -> RemoteSource:
+        key = (name, bar)
+        if key not in self.built:
+            self.built[key] = self.factory(name, self.cfg, bar)
+        return self.built[key]
+
+    def unavailable(self, name: str, bar: str) -> str | None:
+        """Why `name` cannot be used in this run (None = usable); logged once at INFO."""
+        key = (name, bar)
+        if key not in self._reasons:
+            reason = self.get(name, bar).unavailable_reason()
+            self._reasons[key] = reason
+            if reason:
+                log.info("source %s skipped for this run: %s", name, reason)
+        return self._reasons[key]
+
+
+# -- the local file -------------------------------------------------------------------------------
+
+
+def check_session(df: pd.DataFrame, source: str, calendar: str) -> None:
+    """Reject bars outside the regular session (`data.regular_session_only`).
+
+    Intraday bars must start within [open, close) of a session; a daily file (one bar per
+    exchange date) must hold session dates only.
+    """
+    if df.empty:
+        return
+    daily = is_daily(df)
+    inside = in_session_mask(df["timestamp"], calendar, daily=daily)
+    if inside.all():
+        return
+    i = int(np.flatnonzero(~inside)[0])
+    ts = df["timestamp"].iloc[i]
+    et = ts.tz_convert(get_calendar(calendar).tz)
+    rule = (
+        f"{int((~inside).sum())} daily bar(s) on dates that are not {calendar} sessions"
+        if daily
+        else f"{int((~inside).sum())} bar(s) outside the regular {calendar} session"
+    )
+    raise BarDataError(
+        source,
+        rule + " (data.regular_session_only is true)",
+        f"row {i}: timestamp={ts} ({et:%Y-%m-%d %H:%M %Z})",
+    )
+
+
+def _session_dates(df: pd.DataFrame, calendar: str) -> set[dt.date]:
+    if df.empty:
+        return set()
+    return {pd.Timestamp(d).date() for d in np.unique(exchange_dates(df["timestamp"], calendar))}
+
+
+def _expand(runs: list, calendar: str) -> set[dt.date]:
+    out: set[dt.date] = set()
+    for a, b in runs:
+        out.update(expected_sessions(calendar, dt.date.fromisoformat(a), dt.date.fromisoformat(b)))
+    return out
+
+
+def _to_daily(df: pd.DataFrame, tz: str) -> pd.DataFrame:
+    """Minute bars -> one bar per session stamped at midnight exchange time (Polygon's daily t)."""
+    out = resample_bars(df, "1day")
+    ts = out["timestamp"].dt.tz_convert(tz).dt.normalize().dt.tz_convert("UTC")
+    return out.assign(timestamp=ts.astype("datetime64[ns, UTC]"))
+
+
+class LocalFile:
+    """One ticker's local parquet file: its bars, known-absent sessions and atomic merges."""
+
+    def __init__(self, cfg: Config, ticker: str):
+        self.cfg, self.ticker = cfg, ticker
+        self.cal = cfg.data.calendar
+        self.path = local.ticker_path(cfg.data.dir, ticker)
+        self.meta: dict = {}
+        self._dirty = False
+        self.bars = empty_bars()
+        if self.path.exists():
+            self.meta = local.read_meta(self.path)
+            self.bars = local.read_bars(self.path, vwap_tolerance=cfg.data.vwap_tolerance)
+            if cfg.data.regular_session_only:
+                check_session(self.bars, str(self.path), self.cal)
+        self.dates = _session_dates(self.bars, self.cal)
+        self.daily = is_daily(self.bars) if len(self.bars) > 1 else None
+        if self.daily and cfg.data.bar != "1day":
+            raise BarDataError(
+                str(self.path),
+                f"holds daily bars but data.bar is {cfg.data.bar}: intraday bars are needed "
+                "(move the file away or set data.bar: 1day)",
+            )
+
+    @property
+    def bar(self) -> str:
+        """The bar size to fetch: what the file already holds, else what the config asks for."""
+        if self.daily is False:
+            return "1min"
+        return fetch_bar(self.cfg)
+
+    def absent(self, source: str) -> set[dt.date]:
+        """Sessions `source` answered for without bars on an earlier run."""
+        return _expand(self.meta.get("absent", {}).get(source, []), self.cal)
+
+    def mark_absent(self, source: str, dates: set[dt.date]) -> None:
+        if not dates:
+            return
+        known = self.absent(source) | dates
+        runs = _ranges(sorted(known), self.cal)
+        self.meta.setdefault("absent", {})[source] = [[str(a), str(b)] for a, b in runs]
+        self._dirty = True
+
+    def conform(self, fetched: pd.DataFrame, label: str) -> pd.DataFrame:
+        """A source's bars in this file's form: validated, regular session, daily if daily."""
+        df = validate_bars(fetched, label, self.cfg.data.vwap_tolerance)
+        if df.empty:
+            return df
+        daily = self.bar == "1day"
+        daily_in = daily and is_daily(df)
+        if self.cfg.data.regular_session_only:
+            keep = in_session_mask(df["timestamp"], self.cal, daily=daily_in)
+            if not keep.all():
+                log.info("%s: %d bars outside the session dropped", label, int((~keep).sum()))
+                df = df.loc[keep].reset_index(drop=True)
+        if daily and not daily_in and len(df):
+            df = _to_daily(df, str(get_calendar(self.cal).tz))
+        return validate_bars(df, label, self.cfg.data.vwap_tolerance)
+
+    def merge(self, fetched: pd.DataFrame, label: str) -> pd.DataFrame:
+        """Merge conformed bars into the file and write it atomically; returns the new bars.
+
+        Rows already in the file win on equal timestamps, and the write replaces the file only
+        once the merged frame passed validation, so nothing stored is lost or overwritten.
+        """
+        new = self.conform(fetched, label)
+        if new.empty:
+            return new
+        merged = (
+            pd.concat([self.bars, new], ignore_index=True)
+            .drop_duplicates("timestamp", keep="first")
+            .sort_values("timestamp", ignore_index=True)
+        )
+        merged = validate_bars(merged, f"merged {self.path}", self.cfg.data.vwap_tolerance)
+        local.write_bars(merged, self.path, self.meta or None)
+        self.bars, self._dirty = merged, False
+        self.dates |= _session_dates(new, self.cal)
+        if self.daily is None and len(merged) > 1:
+            self.daily = is_daily(merged)
+        return new
+
+    def save_meta(self) -> None:
+        """Persist metadata changes (known-absent sessions) of a file that holds bars."""
+        if self._dirty and len(self.bars):
+            local.write_bars(self.bars, self.path, self.meta)
+            self._dirty = False
+
+
+# -- synthetic ------------------------------------------------------------------------------------
 
 
 def synthetic_params(cfg: Config) -> SyntheticParams:
@@ -133,84 +334,207 @@ def json_params(params: SyntheticParams) -> dict:
     return json.loads(params.to_json())
 
 
-def resolve_ticker(cfg: Config, ticker: str, start: dt.date, end: dt.date) -> TickerData:
-    """Make the local store hold `ticker` for [start, end] (or point at synthetic bars)."""
+# -- the chain ------------------------------------------------------------------------------------
+
+
+def _today(calendar: str) -> dt.date:
+    return pd.Timestamp.now(tz=get_calendar(calendar).tz).date()
+
+
+def _fetch_range(
+    src: RemoteSource, lf: LocalFile, ticker: str, a: dt.date, b: dt.date, delivered: list
+) -> None:
+    """Fetch [a, b] from `src` into the local file; chunked sources are merged chunk by chunk."""
+    label = f"{src.name} {ticker} {a}..{b}"
+    if "on_chunk" in inspect.signature(src.fetch).parameters:
+
+        def on_chunk(chunk: pd.DataFrame) -> None:
+            delivered.append(lf.merge(chunk, label))
+
+        src.fetch(ticker, a, b, on_chunk=on_chunk)  # type: ignore[call-arg]
+    else:
+        delivered.append(lf.merge(src.fetch(ticker, a, b), label))
+
+
+def _upload(sources: Sources, ticker: str, bar: str, frames: list[pd.DataFrame]) -> None:
+    """`gcs.upload_fetched`: give what Polygon delivered back to the bucket (best effort)."""
+    frames = [f for f in frames if len(f)]
+    if not frames:
+        return
+    if bar != "1min":
+        log.info("%s: gcs.upload_fetched: daily bars are not uploaded (bucket has minutes)", ticker)
+        return
+    reason = sources.unavailable("gcs", bar)
+    if reason:
+        log.warning("%s: gcs.upload_fetched: cannot upload, GCS unavailable: %s", ticker, reason)
+        return
+    df = pd.concat(frames, ignore_index=True).sort_values("timestamp", ignore_index=True)
+    try:
+        sources.get("gcs", bar).upload(ticker, df)  # type: ignore[attr-defined]
+    except (SourceError, BarDataError) as exc:
+        log.warning("%s: gcs.upload_fetched failed (local store is unaffected): %s", ticker, exc)
+    else:
+        log.info("%s: uploaded %d bars fetched from polygon to gcs", ticker, len(df))
+
+
+def resolve_ticker(
+    cfg: Config, ticker: str, start: dt.date, end: dt.date, sources: Sources | None = None
+) -> TickerData:
+    """Make the local store hold `ticker` for [start, end] (or point at synthetic bars).
+
+    Raises `DataUnavailableError` naming the ticker, the missing dates and why each source could
+    not supply them; `BarDataError` when the local file breaks the contract (it is never
+    overwritten then).
+    """
+    sources = sources or Sources(cfg)
     cal = cfg.data.calendar
-    path = local.ticker_path(cfg.data.dir, ticker)
-    have = (
-        local.read_bars(path, vwap_tolerance=cfg.data.vwap_tolerance)
-        if path.exists()
-        else empty_bars()
-    )
+    lf = LocalFile(cfg, ticker)
     wanted = expected_sessions(cal, start, end)
-    have_dates = set(local.session_dates(have["timestamp"])) if len(have) else set()
-    missing = [d for d in wanted if d not in have_dates]
-    origins = []
-    if have_dates & set(wanted):
-        origins.append({"source": "local", "sessions": len(set(wanted) & have_dates)})
-    tried, unavailable = ["local"], []
+    origins: list[dict] = []
+    held = sorted(set(wanted) & lf.dates)
+    if held:
+        origins.append({"source": "local", "sessions": len(held)})
+        log.info(
+            "%s: local store holds %d/%d sessions (%s)",
+            ticker,
+            len(held),
+            len(wanted),
+            _fmt_ranges(_ranges(held, cal)),
+        )
+    tried = ["local"]
+    blocked: dict[str, str] = {}  # source -> why it could not answer
+    unanswered: set[dt.date] = set()  # missing sessions a blocked source might still hold
+    today = _today(cal)
     for name in cfg.data.sources:
-        if not missing or name in ("local", "synthetic"):
+        if name not in REMOTE:
+            continue
+        missing = [d for d in wanted if d not in lf.dates]
+        todo = [d for d in missing if d not in lf.absent(name)]
+        if not todo:
             continue
         tried.append(name)
-        source = make_remote_source(name, cfg)
-        reason = source.unavailable_reason()
+        bar = lf.bar
+        reason = sources.unavailable(name, bar)
         if reason:
-            log.info("%s: source %s unavailable: %s", ticker, name, reason)
-            unavailable.append(f"{name} ({reason})")
+            blocked[name] = f"unavailable: {reason}"
+            unanswered.update(todo)
             continue
-        for a, b in _ranges(missing, cal):
-            fetched = source.fetch(ticker, a, b)
-            if fetched.empty:
-                continue
-            fetched = validate_bars(fetched, f"{name}:{ticker}", cfg.data.vwap_tolerance)
-            merged = (
-                pd.concat([have, fetched], ignore_index=True)
-                .drop_duplicates("timestamp", keep="first")
-                .sort_values("timestamp", ignore_index=True)
-            )
-            have = validate_bars(merged, f"merged {ticker}", cfg.data.vwap_tolerance)
-            local.write_bars(have, path)
-            n = len(set(local.session_dates(fetched["timestamp"])))
-            origins.append({"source": name, "start": str(a), "end": str(b), "sessions": n})
-            log.info("%s: %s delivered %d sessions for %s..%s", ticker, name, n, a, b)
-        have_dates = set(local.session_dates(have["timestamp"]))
-        missing = [d for d in wanted if d not in have_dates]
-    if not have_dates & set(wanted):
+        src = sources.get(name, bar)
+        delivered: list[pd.DataFrame] = []
+        for i, (a, b) in enumerate(runs := _ranges(todo, cal)):
+            before, n0 = set(lf.dates), len(delivered)
+            try:
+                _fetch_range(src, lf, ticker, a, b, delivered)
+                failure = None
+            except (SourceError, BarDataError) as exc:
+                failure = exc
+            span = set(expected_sessions(cal, a, b))
+            got = sorted((lf.dates - before) & span)
+            if got:
+                bars = sum(len(f) for f in delivered[n0:])
+                origins.append(
+                    {
+                        "source": name,
+                        "start": str(a),
+                        "end": str(b),
+                        "sessions": len(got),
+                        "bars": bars,
+                    }
+                )
+                log.info(
+                    "%s: %s delivered %d/%d sessions (%d bars) for %s..%s",
+                    ticker,
+                    name,
+                    len(got),
+                    len(span),
+                    bars,
+                    a,
+                    b,
+                )
+            if failure is not None:
+                left = [d for r in runs[i:] for d in expected_sessions(cal, *r) if d in todo]
+                left = [d for d in left if d not in lf.dates]
+                log.warning(
+                    "%s: %s failed (%d sessions delivered before the failure are kept): %s",
+                    ticker,
+                    name,
+                    len(got),
+                    failure,
+                )
+                blocked[name] = f"failed: {failure}"
+                unanswered.update(left)
+                break
+            lf.mark_absent(name, {d for d in span - lf.dates if d < today})
+        if name == "polygon" and cfg.gcs.upload_fetched:
+            _upload(sources, ticker, bar, delivered)
+    lf.save_meta()
+    missing = [d for d in wanted if d not in lf.dates]
+    for name, why in blocked.items():
+        tried[tried.index(name)] = f"{name} ({why})"
+    if not set(wanted) & lf.dates:
         if "synthetic" in cfg.data.sources:
             return ensure_synthetic(cfg, ticker, start, end)
         raise DataUnavailableError(
-            f"{ticker}: no bars for {start}..{end} in any source; tried {', '.join(tried)}"
-            + (f"; unavailable: {'; '.join(unavailable)}" if unavailable else "")
+            f"{ticker}: no bars for {start}..{end} ({len(wanted)} sessions) in any source; "
+            f"tried {', '.join(tried)}"
         )
-    if missing and unavailable:
+    stuck = [d for d in missing if d in unanswered]
+    if stuck:
         raise DataUnavailableError(
-            f"{ticker}: {len(missing)} sessions missing ({_fmt_ranges(_ranges(missing, cal))}) and "
-            f"unavailable: {'; '.join(unavailable)}"
+            f"{ticker}: {len(stuck)} sessions missing ({_fmt_ranges(_ranges(stuck, cal))}) "
+            f"that no source could supply: " + "; ".join(f"{n} {why}" for n, why in blocked.items())
         )
     if missing:
         log.warning(
-            "%s: %d sessions have no bars in any source (%s)",
+            "%s: %d sessions have no bars in any source (%s); sources asked: %s",
             ticker,
             len(missing),
             _fmt_ranges(_ranges(missing, cal)),
+            ", ".join(tried[1:]) or "none",
         )
-    return TickerData(ticker, path, synthetic=False, origins=origins, missing_sessions=len(missing))
+    return TickerData(ticker, lf.path, False, origins=origins, missing_sessions=len(missing))
 
 
-def resolve(cfg: Config, start: dt.date, end: dt.date) -> tuple[dict[str, TickerData], list[str]]:
-    """Run the chain for every configured ticker; returns (resolved, skipped tickers)."""
+def describe(td: TickerData) -> str:
+    """One line: where a ticker's sessions came from (for the run log and the CLI)."""
+    if td.synthetic:
+        return "SYNTHETIC"
+    parts = []
+    for name in ("local", *REMOTE):
+        n = sum(o["sessions"] for o in td.origins if o["source"] == name)
+        if n:
+            parts.append(f"{name} {n}")
+    text = ", ".join(parts) + " sessions"
+    return text + (f"; {td.missing_sessions} missing everywhere" if td.missing_sessions else "")
+
+
+def resolve(
+    cfg: Config, start: dt.date, end: dt.date, sources: Sources | None = None
+) -> tuple[dict[str, TickerData], list[str]]:
+    """Run the chain for every configured ticker; returns (resolved, skipped tickers).
+
+    One `Sources` serves every ticker (one pacer, one probe per source); `data.on_missing: skip`
+    turns a ticker's `DataUnavailableError` into a skip listed in the report.
+    """
+    sources = sources or Sources(cfg)
     out: dict[str, TickerData] = {}
     skipped: list[str] = []
     for ticker in cfg.data.tickers:
         try:
-            out[ticker] = resolve_ticker(cfg, ticker, start, end)
+            td = resolve_ticker(cfg, ticker, start, end, sources)
         except DataUnavailableError as exc:
             if cfg.data.on_missing == "skip":
-                log.warning("skipping %s: %s", ticker, exc)
+                log.warning("skipping %s (data.on_missing: skip): %s", ticker, exc)
                 skipped.append(ticker)
                 continue
             raise
+        out[ticker] = td
+        log.info("%s: %s..%s from %s", ticker, start, end, describe(td))
     if not out:
-        raise DataUnavailableError("no ticker has data: every configured ticker was skipped")
+        raise DataUnavailableError(
+            f"no ticker has data for {start}..{end}: every configured ticker was skipped "
+            f"({', '.join(skipped)})"
+        )
+    if skipped:
+        log.warning("skipped tickers (no data): %s", ", ".join(skipped))
     return out, skipped

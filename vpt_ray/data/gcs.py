@@ -11,7 +11,9 @@ Two gcsfs behaviours shape this module:
   set it) before gcsfs is imported, and the plain `gcsfs.core.GCSFileSystem` is used either way.
 - gcsfs retries a refused connection ~6 times with backoff (~30 s). `unavailable_reason` first
   opens a TCP connection to the endpoint with a short timeout, so a dead endpoint is reported in
-  seconds, and `fetch` refuses to start while the source is unavailable.
+  seconds, and `fetch` refuses to start while the source is unavailable. Before that, with
+  `gcs.token: null` against Google's endpoint, a machine with no Google credentials anywhere
+  is told so offline (`missing_google_credentials`), in milliseconds and without a network.
 
 An object is read whole (one GET; a ticker-year of minute bars is a few MB), validated against the
 bar contract, then cut to the requested exchange dates and the regular session. The parsed object
@@ -91,6 +93,35 @@ def _tcp_probe(url: str, timeout_s: float) -> str | None:
         return f"{parts.hostname}:{port} unreachable ({exc.strerror or type(exc).__name__})"
 
 
+def missing_google_credentials() -> str | None:
+    """Why no Google credentials can exist here, decided offline; None when some may.
+
+    Looks where `google.auth.default()` and gcsfs look (GOOGLE_APPLICATION_CREDENTIALS, the
+    gcloud application-default file, gcsfs's token cache, a GCE/Cloud Run host) without any
+    network call: on a machine with none of them, asking the metadata server or the Google
+    endpoint only costs seconds (or hangs without a network) to learn the same thing.
+    """
+    if os.environ.get("GOOGLE_APPLICATION_CREDENTIALS"):
+        return None
+    from google.auth import _cloud_sdk
+
+    files = [_cloud_sdk.get_application_default_credentials_path(), "~/.gcs_tokens"]
+    if any(os.path.exists(os.path.expanduser(f)) for f in files):
+        return None
+    if any(os.environ.get(v) for v in ("GCE_METADATA_HOST", "GCE_METADATA_IP", "K_SERVICE")):
+        return None
+    try:
+        with open("/sys/class/dmi/id/product_name") as fh:
+            if fh.read().strip().startswith("Google"):
+                return None
+    except OSError:
+        pass
+    return (
+        "no Google credentials found (set GOOGLE_APPLICATION_CREDENTIALS, run "
+        "`gcloud auth application-default login`, or set gcs.token)"
+    )
+
+
 def bars_from_table(table: pa.Table, source: str) -> pd.DataFrame:
     """A parquet table -> contract columns (Polygon short names and ms `t` accepted)."""
     df = table.to_pandas()
@@ -166,12 +197,16 @@ class GcsSource:
         reason = self._probe()
         with _PROBES_LOCK:
             _PROBES[key] = (now, reason)
-        if reason:
-            log.info("gcs: unavailable: %s", reason)
+        if reason:  # the chain reports it once per run at INFO
+            log.debug("gcs: unavailable: %s", reason)
         return reason
 
     def _probe(self) -> str | None:
         endpoint = self.endpoint
+        if self.cfg.token is None and endpoint == GOOGLE_ENDPOINT:
+            missing = missing_google_credentials()
+            if missing:
+                return missing
         if not endpoint.startswith(("http://", "https://")):
             endpoint = "http://" + endpoint
         down = _tcp_probe(endpoint, self.probe_timeout_s)

@@ -60,7 +60,8 @@ class TickerData:
     path: Path
     synthetic: bool
     origins: list[dict] = field(default_factory=list)
-    missing_sessions: int = 0
+    missing_sessions: int = 0  # sessions no source has (known absent), e.g. halts
+    missing_ranges: str = ""  # the same sessions as "a..b, c" for people
 
 
 def expected_sessions(calendar: str, start: dt.date, end: dt.date) -> list[dt.date]:
@@ -134,6 +135,7 @@ class Sources:
     ):
         self.cfg, self.factory = cfg, factory
         self.built: dict[tuple[str, str], RemoteSource] = {}
+        self.calls: dict[str, int] = {}  # fetch calls per source name
         self._reasons: dict[tuple[str, str], str | None] = {}
 
     def get(self, name: str, bar: str) -> RemoteSource:
@@ -401,9 +403,10 @@ def resolve_ticker(
             len(wanted),
             _fmt_ranges(_ranges(held, cal)),
         )
-    tried = ["local"]
+    tried = ["local" if held else "local (no file)" if not lf.path.exists() else "local (none)"]
     blocked: dict[str, str] = {}  # source -> why it could not answer
     unanswered: set[dt.date] = set()  # missing sessions a blocked source might still hold
+    answered: dict[str, set[dt.date]] = {}  # sessions each source answered for completely
     today = _today(cal)
     for name in cfg.data.sources:
         if name not in REMOTE:
@@ -423,6 +426,7 @@ def resolve_ticker(
         delivered: list[pd.DataFrame] = []
         for i, (a, b) in enumerate(runs := _ranges(todo, cal)):
             before, n0 = set(lf.dates), len(delivered)
+            sources.calls[name] = sources.calls.get(name, 0) + 1
             try:
                 _fetch_range(src, lf, ticker, a, b, delivered)
                 failure = None
@@ -464,9 +468,11 @@ def resolve_ticker(
                 blocked[name] = f"failed: {failure}"
                 unanswered.update(left)
                 break
-            lf.mark_absent(name, {d for d in span - lf.dates if d < today})
+            answered.setdefault(name, set()).update(span)
         if name == "polygon" and cfg.gcs.upload_fetched:
             _upload(sources, ticker, bar, delivered)
+    for name, span in answered.items():  # asked, answered, still missing: known absent there
+        lf.mark_absent(name, {d for d in span - lf.dates if d < today})
     lf.save_meta()
     missing = [d for d in wanted if d not in lf.dates]
     for name, why in blocked.items():
@@ -492,7 +498,14 @@ def resolve_ticker(
             _fmt_ranges(_ranges(missing, cal)),
             ", ".join(tried[1:]) or "none",
         )
-    return TickerData(ticker, lf.path, False, origins=origins, missing_sessions=len(missing))
+    return TickerData(
+        ticker,
+        lf.path,
+        False,
+        origins=origins,
+        missing_sessions=len(missing),
+        missing_ranges=_fmt_ranges(_ranges(missing, cal)),
+    )
 
 
 def describe(td: TickerData) -> str:
@@ -505,7 +518,9 @@ def describe(td: TickerData) -> str:
         if n:
             parts.append(f"{name} {n}")
     text = ", ".join(parts) + " sessions"
-    return text + (f"; {td.missing_sessions} missing everywhere" if td.missing_sessions else "")
+    if td.missing_sessions:
+        text += f"; {td.missing_sessions} sessions in no source ({td.missing_ranges})"
+    return text
 
 
 def resolve(

@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
 # Submit one phase of the pipeline to a running Ray cluster as a Ray job.
 #
-#   jobs/submit.sh N [--address URL] [--wait] [--submission-id ID] [-- extra phase args]
+#   jobs/submit.sh N [--address URL] [--results DIR] [--wait] [--submission-id ID] [-- phase args]
 #
 #   N                 phase number 1-5 (runs `python -m vpt_ray.phase N` on the cluster)
 #   --address URL     jobs API of the cluster (the dashboard URL). Default: $RAY_API_SERVER_ADDRESS,
 #                     else $RAY_ADDRESS when it is an http(s) URL, else http://127.0.0.1:8265
 #                     (what `ray dashboard cluster.yaml` forwards to the head node).
+#   --results DIR     where the run's artifacts, tracker and log go ON THE CLUSTER: an absolute
+#                     path on the head (fetch with `ray rsync-down`), or $VPT_RESULTS_DIR. Without
+#                     it they land in the job's temporary copy of the working dir (Ray may delete it).
 #   --wait            stream the job's log and exit with its result (0 = SUCCEEDED, 1 = otherwise)
 #   --submission-id   job id to use (default: vpt-phaseN-<UTC time>-<random>)
 #   -- ARGS           passed to the phase verbatim, e.g. -- --set search.num_samples=16
@@ -16,13 +19,13 @@
 # phase joins this cluster and sizes itself from the cluster's resources.
 #
 # Secrets: the values of POLYGON_API_KEY and GOOGLE_APPLICATION_CREDENTIALS are never put into the
-# job (runtime env, entrypoint or metadata), because `ray job list` / `ray job status` print those
+# job (runtime env, entrypoint or metadata), because `ray job list` and the jobs API print those
 # in plain text. The job reads them from the environment of the cluster's nodes (exported before
 # `ray start`, or fetched from Secret Manager by cluster.yaml). This script never prints them.
 set -euo pipefail
 
 usage() {
-    sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'
 }
 
 die() {
@@ -45,6 +48,7 @@ fi
 address=${address:-http://127.0.0.1:8265}
 wait_for_result=0
 submission_id=""
+results=${VPT_RESULTS_DIR:-}
 phase_args=()
 while [[ $# -gt 0 ]]; do
     case "$1" in
@@ -54,6 +58,12 @@ while [[ $# -gt 0 ]]; do
             shift 2
             ;;
         --address=*) address=${1#--address=}; shift ;;
+        --results)
+            [[ $# -ge 2 && -n $2 ]] || die "--results needs a directory on the cluster"
+            results=$2
+            shift 2
+            ;;
+        --results=*) results=${1#--results=}; shift ;;
         --wait) wait_for_result=1; shift ;;
         --submission-id)
             [[ $# -ge 2 && -n $2 ]] || die "--submission-id needs a value"
@@ -66,6 +76,17 @@ while [[ $# -gt 0 ]]; do
     esac
 done
 [[ $address =~ ^https?:// ]] || die "--address must be the jobs API URL (http://HOST:8265), got '$address'"
+
+results_args=()
+if [[ -n $results ]]; then
+    [[ $results == /* || $results =~ ^[a-z][a-z0-9+.-]*:// ]] ||
+        die "--results must be an absolute path on the cluster (or a URI), got '$results'"
+    results=${results%/}
+    # before the user's own --set flags, so an explicit paths.* still wins
+    results_args=(--set "paths.artifacts=$results/artifacts"
+        --set "paths.tracker=$results/SCALING_TRACKER.md"
+        --set "paths.logs=$results/logs")
+fi
 
 repo_root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$repo_root"
@@ -88,7 +109,8 @@ fi
 
 # Separate words: the Ray CLI shell-quotes each one (shlex.join), so `--set data.tickers=[A,B]`
 # reaches the phase intact instead of being globbed by the job's shell.
-entrypoint=(python -m vpt_ray.phase "$phase" "${phase_args[@]+"${phase_args[@]}"}")
+entrypoint=(python -m vpt_ray.phase "$phase"
+    "${results_args[@]+"${results_args[@]}"}" "${phase_args[@]+"${phase_args[@]}"}")
 
 git_sha=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
 if [[ $git_sha != unknown ]] && [[ -n $(git status --porcelain --untracked-files=no 2>/dev/null) ]]; then
@@ -100,7 +122,7 @@ metadata=$(printf '{"phase": "%s", "git_sha": "%s", "submitted_by": "jobs/submit
 for name in POLYGON_API_KEY GOOGLE_APPLICATION_CREDENTIALS; do
     if [[ -n ${!name:-} ]]; then
         echo "note: $name is set here but is not sent with the job; the job reads it from the" \
-            "cluster nodes' environment (jobs/README.md, Secrets)." >&2
+            "cluster nodes' environment (jobs/README.md, Security)." >&2
     fi
 done
 
@@ -118,10 +140,12 @@ submit=(job submit
     --runtime-env jobs/runtime_env.yaml
     --metadata-json "$metadata")
 
+results_note=${results:-"the job's temporary working dir on the cluster (--results DIR keeps them)"}
 print_next_steps() {
     cat <<EOF
 $submission_id
 phase $phase -> job $submission_id on $address (code $git_sha)
+  results:   $results_note
   follow:    ray job logs -f --address $address $submission_id
   status:    ray job status --address $address $submission_id
   stop:      ray job stop --address $address $submission_id

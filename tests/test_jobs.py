@@ -66,11 +66,18 @@ def job_info(head: LocalHead, job_id: str):
     return client.get_job_info(job_id)
 
 
-def submit(head: LocalHead, phase: str, *args: str, env_extra: dict | None = None, wait=True):
+def submit(
+    head: LocalHead,
+    phase: str,
+    *args: str,
+    options: list[str] | None = None,
+    env_extra: dict | None = None,
+    wait: bool = True,
+):
     """Run jobs/submit.sh the way a user does; returns the finished process."""
     env = head.client_env()
     env.update(env_extra or {})
-    cmd = ["bash", str(SUBMIT), phase, "--address", head.address]
+    cmd = ["bash", str(SUBMIT), phase, "--address", head.address, *(options or [])]
     if wait:
         cmd.append("--wait")
     return subprocess.run(
@@ -112,14 +119,16 @@ def tiny_phase_job(head, submitter_secrets, tmp_path_factory):
     """One tiny phase 1 submitted with jobs/submit.sh --wait, shared by the tests below."""
     out_dir = tmp_path_factory.mktemp("job-out")
     run_id = "job-" + secrets.token_hex(4)
-    paths = [
-        "--set", f"paths.artifacts={out_dir / 'artifacts'}",
-        "--set", f"paths.tracker={out_dir / 'SCALING_TRACKER.md'}",
-        "--set", f"paths.logs={out_dir / 'logs'}",
-        "--run-id", run_id,
-    ]  # fmt: skip
     t0 = time.monotonic()
-    proc = submit(head, "1", *TINY, *paths, env_extra=submitter_secrets)
+    proc = submit(
+        head,
+        "1",
+        *TINY,
+        "--run-id",
+        run_id,
+        options=["--results", str(out_dir)],  # artifacts/, SCALING_TRACKER.md, logs/ under it
+        env_extra=submitter_secrets,
+    )
     return {
         "proc": proc,
         "job_id": proc.stdout.splitlines()[0] if proc.stdout else "",
@@ -138,14 +147,14 @@ def test_tiny_phase_job_succeeds_on_the_cluster(head, tiny_phase_job):
         assert f"{hint} --address {head.address}" in proc.stdout
     info = job_info(head, job_id)
     assert info.status.value == "SUCCEEDED"
-    assert info.entrypoint.startswith("python -m vpt_ray.phase 1 --set 'data.tickers=[AAA,BBB]'")
+    assert info.entrypoint.startswith("python -m vpt_ray.phase 1 --set paths.artifacts=/")
+    assert "--set 'data.tickers=[AAA,BBB]'" in info.entrypoint  # quoted for the job's shell
     # The code travelled as a working_dir package with the excludes; nothing was pip-installed.
     assert info.runtime_env["working_dir"].startswith("gcs://")
     assert "data/" in info.runtime_env["excludes"] and ".venv/" in info.runtime_env["excludes"]
     assert "pip" not in info.runtime_env
     assert info.metadata["phase"] == "1"
-    logs = job_logs(head, job_id)
-    assert "joined Ray cluster at" in logs  # the entrypoint did not start its own Ray
+    assert tiny_phase_job["run_id"] in job_logs(head, job_id)  # the phase's log streams here
 
 
 @pytest.mark.cluster
@@ -222,6 +231,10 @@ def test_submit_rejects_a_bad_phase_and_unknown_options():
     assert bad_phase.returncode == 2 and "phase must be 1-5, got '7'" in bad_phase.stderr
     unknown = subprocess.run(["bash", str(SUBMIT), "1", "--bogus"], capture_output=True, text=True)
     assert unknown.returncode == 2 and "unknown option '--bogus'" in unknown.stderr
+    relative = subprocess.run(
+        ["bash", str(SUBMIT), "1", "--results", "out/dir"], capture_output=True, text=True
+    )
+    assert relative.returncode == 2 and "--results must be an absolute path" in relative.stderr
     bad_address = subprocess.run(
         ["bash", str(SUBMIT), "1", "--address", "127.0.0.1:6379"], capture_output=True, text=True
     )

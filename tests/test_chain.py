@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import io
+import json
 import logging
 import socket
 import subprocess
@@ -31,6 +32,7 @@ from vpt_ray.config import Config, load_config
 from vpt_ray.data import calendar as xcal
 from vpt_ray.data import chain, local
 from vpt_ray.data.__main__ import main as data_main
+from vpt_ray.run import file_sha256
 
 D = dt.date
 KEY = "pk_CHAIN_TEST_4hQ8zLr2"
@@ -497,7 +499,7 @@ def test_check_prints_the_table_and_exits_zero_on_a_good_store(tmp_path, served,
     assert out[-1] == "check: all 2 files pass"
 
 
-def test_check_exits_non_zero_naming_each_broken_file(tmp_path, served):
+def test_check_exits_non_zero_naming_each_broken_file(tmp_path, served, capsys):
     good = session_only(served["A"], START, D(2024, 1, 31))
     local.write_bars(good, tmp_path / "OK.parquet")
     local.write_bars(on_days(served["A"], START, D(2024, 1, 3)), tmp_path / "EXT.parquet")
@@ -521,14 +523,10 @@ def test_check_exits_non_zero_naming_each_broken_file(tmp_path, served):
     assert proc.stdout.splitlines()[-1] == (
         "check: 3 of 4 files break the data contract: EXT, HILO, TRUNC"
     )
-    missing = subprocess.run(
-        [sys.executable, "-m", "vpt_ray.data", "check", "--data-dir", str(tmp_path / "nope")],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=120,
+    assert data_main(["check", "--data-dir", str(tmp_path / "nope")]) == 2
+    assert (
+        "error: " + str(tmp_path / "nope") + ": no such data directory" in capsys.readouterr().err
     )
-    assert missing.returncode == 2 and "no such data directory" in missing.stderr
 
 
 def test_fetch_fills_the_store_for_a_phase_and_says_what_is_missing(
@@ -620,10 +618,20 @@ def test_phase_from_gcs_and_polygon_equals_a_full_local_store_and_reruns_locally
         assert got == local.ticker_path(ref, t).read_bytes(), t  # byte for byte the full store
     assert {r.ticker for r in polygon.requests} == {"BBB"}
     sent, asked = proxy.sent, len(polygon.requests)
-    second = run_phase(cfg, run_id="again")
+    # the second run (through the final model: the data stage is what is measured) is local
+    second = run_phase(cfg, run_id="again", stop_after="train")
     assert proxy.sent == sent and len(polygon.requests) == asked
-    assert second["data"]["sources_used"] == ["local"]
-    assert second["data"]["bars"] == first["data"]["bars"]
-    assert second["oos"] == first["oos"]  # same bars, same seeds: the same out-of-sample result
+    models = ws / "artifacts" / "models"
+    meta = {r: json.loads((models / r / "meta.json").read_text()) for r in ("remote", "again")}
+    local_only = [{"source": "local", "sessions": n_sessions(*period)}]
+    assert meta["again"]["data_fingerprint"]["AAA"]["origins"] == local_only
+    for t in ("AAA", "BBB"):
+        shas = {r: meta[r]["data_fingerprint"][t]["sha256"] for r in meta}
+        assert shas["remote"] == shas["again"] == file_sha256(local.ticker_path(ref, t))
+    # same bars, same seeds: the same model as the run that fetched them
+    assert (models / "again" / "model.ubj").read_bytes() == (
+        models / "remote" / "model.ubj"
+    ).read_bytes()
+    assert second["model_dir"].endswith("again")
     log = (ws / "logs" / "run-remote.log").read_text()
     assert "AAA: gcs delivered" in log and "BBB: polygon delivered" in log

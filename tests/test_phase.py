@@ -164,3 +164,21 @@ def test_train_entry_point_stops_after_the_model(ray_session, workspace):
     booster, meta = load_model(out["model_dir"])
     assert meta["run_id"] == "trainonly" and booster.num_features() == len(meta["feature_names"])
     assert not (workspace / "artifacts" / "reports" / "trainonly" / "metrics.json").exists()
+
+
+def test_crash_mid_run_leaves_nothing_that_looks_complete(ray_session, workspace, monkeypatch):
+    from vpt_ray import stages
+
+    def boom(*args, **kwargs):
+        raise RuntimeError("simulated crash in the backtest stage")
+
+    monkeypatch.setattr(stages, "backtest", boom)
+    cfg = load_config(1, overrides=tiny_overrides(workspace))
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        run_phase(cfg, run_id="crash")
+    arts = workspace / "artifacts"
+    status = json.loads((arts / "reports" / "crash" / "status.json").read_text())
+    assert status["status"] == "FAILED" and "simulated crash" in status["error"]
+    assert not (arts / "models" / "crash").exists()  # the trained model was never published
+    assert not (arts / "reports" / "crash" / "metrics.json").exists()
+    assert not (arts / "SCALING_TRACKER.md").exists()

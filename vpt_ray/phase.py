@@ -47,6 +47,7 @@ def run_phase(
             with ctx.stage("train"):
                 booster = stages.train_final(cfg, ctx, matrix, folds, search, data, ray_info)
             if stop_after == "train":
+                ctx.publish_model()
                 ctx.mark("FINISHED")
                 return {"run_id": ctx.run_id, "model_dir": str(ctx.model_dir)}
             with ctx.stage("backtest"):
@@ -56,6 +57,7 @@ def run_phase(
         )
         with ctx.stage("report"):
             stages.write_outputs(cfg, ctx, metrics, backtest)
+        ctx.publish_model()
         ctx.mark("FINISHED")
     except BaseException as exc:
         ctx.mark("FAILED", f"{type(exc).__name__}: {exc}")

@@ -13,6 +13,7 @@ import hashlib
 import json
 import logging
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -103,6 +104,21 @@ class RunContext:
     @property
     def model_dir(self) -> Path:
         return self.artifacts / "models" / self.run_id
+
+    @property
+    def staged_model_dir(self) -> Path:
+        """Where the model is written during the run; `publish_model` moves it to `model_dir`."""
+        return self.work_dir / "model"
+
+    def publish_model(self) -> None:
+        """Move the staged model into `artifacts/models/` once the run has succeeded, so a run
+        that fails later never leaves a model that looks like a finished run's."""
+        if not self.staged_model_dir.exists():
+            return
+        self.model_dir.parent.mkdir(parents=True, exist_ok=True)
+        if self.model_dir.exists():
+            shutil.rmtree(self.model_dir)
+        os.replace(self.staged_model_dir, self.model_dir)
 
     @property
     def work_dir(self) -> Path:

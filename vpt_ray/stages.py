@@ -169,8 +169,9 @@ def train_final(
         "git_commit": git_commit(),
         "config_fingerprint": cfg.fingerprint(),
     }
-    save_model(ctx.model_dir, booster, meta, yaml.safe_dump(cfg.to_dict(), sort_keys=False))
-    log.info("final model (%d rounds) saved to %s", rounds, ctx.model_dir)
+    config_yaml = yaml.safe_dump(cfg.to_dict(), sort_keys=False)
+    save_model(ctx.staged_model_dir, booster, meta, config_yaml)
+    log.info("final model (%d rounds) staged; published to %s at the end", rounds, ctx.model_dir)
     return booster
 
 
@@ -285,9 +286,9 @@ def _round(v: object) -> object:
 
 def write_outputs(cfg: Config, ctx: RunContext, metrics: dict, bt: dict) -> None:
     write_report(ctx.report_dir, metrics, bt["trades"], bt["equity"])
-    tracker.update(ctx.tracker_path, tracker.row_from_metrics(metrics))
+    write_html_report(ctx.report_dir, ctx.staged_model_dir)
+    tracker.update(ctx.tracker_path, tracker.row_from_metrics(metrics))  # last: only whole runs
     log.info("report: %s; tracker: %s", ctx.report_dir, ctx.tracker_path)
-    write_html_report(ctx.report_dir, ctx.model_dir)
 
 
 def print_summary(m: dict) -> None:

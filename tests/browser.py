@@ -37,8 +37,8 @@ class PageResult:
 
 
 class _Session:
-    def __init__(self, ws_url: str) -> None:
-        self.ws = connect(ws_url, max_size=None, open_timeout=30)
+    def __init__(self, ws) -> None:
+        self.ws = ws
         self.ids = itertools.count(1)
         self.events: list[dict] = []
 
@@ -122,44 +122,10 @@ def render_page(
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=10) as r:
             targets = json.loads(r.read())
         page = next(t for t in targets if t["type"] == "page")
-        s = _Session(page["webSocketDebuggerUrl"])
-        for domain in ("Runtime", "Log", "Page", "Network"):
-            s.call(f"{domain}.enable")
-        s.call(
-            "Emulation.setDeviceMetricsOverride",
-            width=width,
-            height=height,
-            deviceScaleFactor=1,
-            mobile=False,
-        )
-        s.call("Page.navigate", url=url)
-        s.wait_event("Page.loadEventFired", timeout)
-        deadline = time.monotonic() + timeout
-        while not s.call("Runtime.evaluate", expression=ready, returnByValue=True)["result"].get(
-            "value"
-        ):
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"page not ready after {timeout}s: {ready}")
-            time.sleep(0.2)
-        time.sleep(0.5)  # let late console messages arrive
-        value = s.call("Runtime.evaluate", expression=script, returnByValue=True)["result"]
-        shot: dict[str, Any] = {"format": "png"}
-        if full_page or clip_height:
-            total = s.call("Page.getLayoutMetrics")["cssContentSize"]["height"]
-            h = min(total, clip_height) if clip_height else total
-            shot.update(
-                captureBeyondViewport=True,
-                clip={"x": 0, "y": 0, "width": width, "height": h, "scale": 1},
+        with connect(page["webSocketDebuggerUrl"], max_size=None, open_timeout=30) as ws:
+            return _drive(
+                _Session(ws), url, script, ready, width, height, clip_height, full_page, timeout
             )
-        png = base64.b64decode(s.call("Page.captureScreenshot", **shot)["data"])
-        s.call("Runtime.evaluate", expression="1")  # flush pending events
-        requests = [
-            ev["params"]["request"]["url"]
-            for ev in s.events
-            if ev.get("method") == "Network.requestWillBeSent"
-        ]
-        s.ws.close()
-        return PageResult(value.get("value"), _errors(s.events), requests, png)
     finally:
         proc.terminate()
         try:
@@ -167,3 +133,87 @@ def render_page(
         except subprocess.TimeoutExpired:
             proc.kill()
         shutil.rmtree(profile, ignore_errors=True)
+
+
+def _drive(
+    s: _Session,
+    url: str,
+    script: str,
+    ready: str,
+    width: int,
+    height: int,
+    clip_height: int | None,
+    full_page: bool,
+    timeout: float,
+) -> PageResult:
+    for domain in ("Runtime", "Log", "Page", "Network"):
+        s.call(f"{domain}.enable")
+    s.call(
+        "Emulation.setDeviceMetricsOverride",
+        width=width,
+        height=height,
+        deviceScaleFactor=1,
+        mobile=False,
+    )
+    s.call("Page.navigate", url=url)
+    s.wait_event("Page.loadEventFired", timeout)
+    deadline = time.monotonic() + timeout
+    while not s.call("Runtime.evaluate", expression=ready, returnByValue=True)["result"].get(
+        "value"
+    ):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"page not ready after {timeout}s: {ready}")
+        time.sleep(0.2)
+    time.sleep(0.5)  # let late console messages arrive
+    value = s.call("Runtime.evaluate", expression=script, returnByValue=True)["result"]
+    shot: dict[str, Any] = {"format": "png"}
+    if full_page or clip_height:
+        total = s.call("Page.getLayoutMetrics")["cssContentSize"]["height"]
+        h = min(total, clip_height) if clip_height else total
+        shot.update(
+            captureBeyondViewport=True,
+            clip={"x": 0, "y": 0, "width": width, "height": h, "scale": 1},
+        )
+    png = base64.b64decode(s.call("Page.captureScreenshot", **shot)["data"])
+    s.call("Runtime.evaluate", expression="1")  # flush pending events
+    requests = [
+        ev["params"]["request"]["url"]
+        for ev in s.events
+        if ev.get("method") == "Network.requestWillBeSent"
+    ]
+    return PageResult(value.get("value"), _errors(s.events), requests, png)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m tests.browser PAGE.html OUT.png [--height H]`: a palette PNG of the page's top
+    (how docs/report.png is made from a phase-1 report)."""
+    import argparse
+    import io
+
+    from PIL import Image
+
+    parser = argparse.ArgumentParser(prog="python -m tests.browser")
+    parser.add_argument("page", type=Path)
+    parser.add_argument("out", type=Path)
+    parser.add_argument("--height", type=int, default=1700, help="pixels from the top")
+    parser.add_argument("--width", type=int, default=1280)
+    args = parser.parse_args(argv)
+    result = render_page(
+        args.page.resolve().as_uri(),
+        "document.title",
+        ready="document.readyState === 'complete' && document.querySelectorAll("
+        "'.js-plotly-plot .main-svg').length > 0",
+        width=args.width,
+        clip_height=args.height,
+    )
+    if result.errors:
+        print("\n".join(result.errors))
+        return 1
+    img = Image.open(io.BytesIO(result.screenshot)).convert("RGB")
+    img.quantize(colors=128, method=Image.Quantize.MEDIANCUT).save(args.out, optimize=True)
+    print(f"{args.out}: {img.size[0]}x{img.size[1]}, {args.out.stat().st_size:,} bytes")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

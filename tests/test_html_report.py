@@ -1,0 +1,445 @@
+"""The reports people look at, checked against the files they are drawn from.
+
+One tiny synthetic phase (built once for the module) feeds every test: the HTML report's charts and
+figures must equal metrics.json, trades, equity and the saved model; the page must render in a
+real headless Chromium without console errors or network requests and show the SYNTHETIC banner;
+the report rebuilds standalone from disk; `vpt compare`, the tracker's chart, the `vpt` entry
+point and the search's progress callback are exercised on the same run.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import math
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import tomllib
+import xgboost as xgb
+import yaml
+
+from tests.browser import find_chromium, render_page
+from tests.conftest import REPO, tiny_overrides
+from vpt_ray import compare, html_report, tracker
+from vpt_ray.config import load_config
+from vpt_ray.metrics import classification
+from vpt_ray.phase import run_phase
+
+pytestmark = pytest.mark.slow
+RUN_ID = "rep"
+
+
+@pytest.fixture(scope="module")
+def run(ray_session, tmp_path_factory) -> dict:
+    """A finished tiny phase-1 run on the synthetic market: its workspace, dirs and metrics."""
+    ws = tmp_path_factory.mktemp("report")
+    for d in ("data", "artifacts", "logs"):
+        (ws / d).mkdir()
+    metrics = run_phase(load_config(1, overrides=tiny_overrides(ws)), run_id=RUN_ID)
+    art = ws / "artifacts"
+    return {
+        "ws": ws,
+        "artifacts": art,
+        "report": art / "reports" / RUN_ID,
+        "model": art / "models" / RUN_ID,
+        "metrics": metrics,
+    }
+
+
+@pytest.fixture(scope="module")
+def loaded(run) -> tuple[html_report.RunFiles, dict]:
+    files = html_report.load_run(run["report"], run["model"])
+    return files, html_report.build_figures(files)
+
+
+def _trace(fig, name: str, axis: str = "x"):
+    return next(t for t in fig.data if t.name == name and (t.xaxis or "x") == axis)
+
+
+# ------------------------------------------------------------------------------ report data
+
+
+def test_phase_writes_report_html_and_predictions(run):
+    report = run["report"]
+    assert (report / "report.html").stat().st_size > 1_000_000  # plotly.js is inside
+    assert json.loads((report / "status.json").read_text())["status"] == "FINISHED"
+    pred = pd.read_parquet(report / "predictions.parquet")
+    assert set(pred.columns) >= {"ticker", "timestamp", "y", "p"}
+    assert not list(report.glob(".*tmp"))
+
+
+def test_every_chart_is_drawn_with_nothing_missing(loaded):
+    files, figs = loaded
+    assert files.notes == {}
+    expected = {
+        "cv_folds",
+        "search_objective",
+        "search_parallel",
+        "feature_importance",
+        "calibration",
+        "equity",
+        "per_ticker",
+        "trades",
+        "monthly",
+        "resources",
+    }
+    assert expected <= set(figs)
+    assert ("search_importance" in figs) == (len(files.trials) >= 5)
+
+
+def test_cv_chart_equals_metrics_folds(run, loaded):
+    _, figs = loaded
+    folds = run["metrics"]["cv"]["folds"]
+    fig = figs["cv_folds"]
+    for axis, m in (("x", "accuracy"), ("x2", "auc"), ("x3", "log_loss")):
+        assert list(_trace(fig, "validation", axis).y) == [f[f"val_{m}"] for f in folds]
+        assert list(_trace(fig, "train", axis).y) == [f[f"train_{m}"] for f in folds]
+
+
+def test_search_charts_equal_the_trials(run, loaded):
+    files, figs = loaded
+    m = run["metrics"]
+    table = pd.DataFrame(m["search"]["table"])
+    assert len(files.trials) == m["search"]["trials"]
+    obj = figs["search_objective"]
+    trial_y = np.asarray(_trace(obj, "trial").y, dtype=float)
+    assert sorted(trial_y) == pytest.approx(sorted(table["val_log_loss"]))
+    best = np.asarray(_trace(obj, "best so far").y, dtype=float)
+    assert best[-1] == pytest.approx(m["cv"]["log_loss"])  # the chosen trial is the best
+    assert np.all(np.diff(best) <= 0)
+    dims = {
+        d.label: np.asarray(d.values, dtype=float)
+        for d in figs["search_parallel"].data[0].dimensions
+    }
+    assert sorted(dims["max_depth"]) == sorted(table["max_depth"])
+    assert sorted(10 ** dims["log10 learning_rate"]) == pytest.approx(
+        sorted(table["learning_rate"])
+    )
+
+
+def test_feature_importance_is_the_saved_models_gain(run, loaded):
+    _, figs = loaded
+    booster = xgb.Booster()
+    booster.load_model(run["model"] / "model.ubj")
+    gain = booster.get_score(importance_type="gain")
+    bar = figs["feature_importance"].data[0]
+    shown = dict(zip(bar.y, np.asarray(bar.x, dtype=float), strict=True))
+    assert set(shown) <= set(run["metrics"]["features"]["names"])
+    top = max(gain, key=gain.get)
+    assert shown[top] == pytest.approx(gain[top]) and shown[top] == max(shown.values())
+    for f, g in shown.items():
+        assert g == pytest.approx(gain.get(f, 0.0))
+
+
+def test_oos_predictions_reproduce_metrics_oos(run, loaded):
+    files, figs = loaded
+    oos = run["metrics"]["oos"]
+    pred = files.predictions
+    c = classification(pred["y"].to_numpy(), pred["p"].to_numpy())
+    assert c["samples"] == oos["samples"]
+    assert c["accuracy"] == pytest.approx(oos["accuracy"], abs=1e-9)
+    assert c["auc"] == pytest.approx(oos["auc"], abs=1e-6)
+    assert c["base_rate"] == pytest.approx(oos["base_rate"], abs=1e-9)
+    table = html_report.calibration_table(pred)
+    assert table["n"].sum() == oos["samples"]
+    weighted = float((table["observed"] * table["n"]).sum() / table["n"].sum())
+    assert weighted == pytest.approx(oos["base_rate"], abs=1e-9)
+    model = _trace(figs["calibration"], "model")
+    assert list(model.y) == pytest.approx(list(table["observed"]))
+    hist = _trace(figs["calibration"], "P(up)", "x2")
+    assert int(np.sum(hist.y)) == oos["samples"]
+
+
+def test_backtest_charts_equal_metrics(run, loaded):
+    files, figs = loaded
+    bt = run["metrics"]["backtest"]
+    equity = _trace(figs["equity"], "equity")
+    assert float(equity.y[-1]) == pytest.approx(bt["final_equity"])
+    dd = np.asarray(_trace(figs["equity"], "drawdown", "x2").y, dtype=float)
+    assert dd.min() == pytest.approx(bt["max_drawdown"], abs=1e-12)
+    heat = np.asarray(figs["monthly"].data[0].z, dtype=float)
+    months = heat[np.isfinite(heat)]
+    assert np.prod(1 + months) - 1 == pytest.approx(bt["total_return"], abs=1e-12)
+    per = figs["per_ticker"].data[0]
+    assert dict(zip(per.y, per.x, strict=True)) == pytest.approx(
+        {t: s["total_return"] for t, s in bt["per_ticker"].items()}
+    )
+    trades = figs["trades"]
+    by_side = sum(int(np.sum(t.y)) for t in trades.data if (t.xaxis or "x") == "x")
+    exits = sum(int(np.sum(t.y)) for t in trades.data if t.xaxis == "x2")
+    assert by_side == exits == bt["trades"] == len(files.trades)
+
+
+def test_resources_chart_draws_samples_and_limits(run, loaded):
+    _, figs = loaded
+    res = run["metrics"]["resources"]
+    cfg = yaml.safe_load((run["report"] / "config.yaml").read_text())["hardware"]
+    fig = figs["resources"]
+    mem = _trace(fig, "memory (GB, PSS)")
+    samples = np.asarray(res["memory_samples"], dtype=float)
+    assert list(mem.x) == list(samples[:, 0]) and list(mem.y) == list(samples[:, 1])
+    assert max(mem.y) <= res["peak_memory_gb"] + 1e-9
+    lines = {round(s.y0, 6) for s in fig.layout.shapes if s.type == "line"}
+    assert {cfg["memory_warn_gb"], cfg["memory_limit_gb"]} <= lines
+    bands = [a.text for a in fig.layout.annotations if a.text]
+    assert any(s in bands for s in res["stages"])
+
+
+def test_decision_rules_carry_the_runs_figures(run):
+    m = run["metrics"]
+    cfg = yaml.safe_load((run["report"] / "config.yaml").read_text())
+    rules = html_report.decision_rules(m, cfg).set_index("rule")
+    assert rules.loc["OOS accuracy", "value"] == m["oos"]["accuracy"]
+    assert rules.loc["Sharpe (daily, annualized)", "value"] == m["backtest"]["sharpe"]
+    gap = rules.loc["train - validation accuracy gap"]
+    assert gap["value"] == m["cv"]["train_val_gap"]
+    assert gap["passed"] == (m["cv"]["train_val_gap"] <= cfg["decision"]["max_train_val_gap"])
+    if m["decision"]["verdict"] == "advance":
+        assert rules["passed"].dropna().all()
+    if any("train-validation accuracy gap" in r for r in m["decision"]["reasons"][:1]):
+        assert gap["passed"] is False or not gap["passed"]
+
+
+def test_page_shows_the_headline_figures(run):
+    m = run["metrics"]
+    page = (run["report"] / "report.html").read_text()
+    assert 'id="synthetic-banner"' in page and "[SYNTHETIC]" in page
+    for text in (
+        m["run_id"],
+        m["config_fingerprint"],
+        m["git_commit"][:12],
+        f"{m['oos']['accuracy']:.4f}",
+        f"{m['cv']['accuracy']:.4f}",
+        f"{m['backtest']['total_return']:.2%}",
+        m["decision"]["verdict"].upper(),
+        *m["decision"]["reasons"],
+    ):
+        assert html.escape(text) in page, text
+    assert "Not shown:" not in page
+    assert not re.search(r"<script[^>]+src=", page), "no external scripts (works offline)"
+    assert page.count("Plotly.newPlot") == int(re.search(r'data-figures="(\d+)"', page)[1])
+
+
+# ---------------------------------------------------------------------------------- browser
+
+
+def test_report_renders_in_headless_chromium(run, tmp_path):
+    if find_chromium() is None:
+        pytest.skip("chromium is not installed (apt-get install -y chromium; .ci/run installs it)")
+    url = (run["report"] / "report.html").resolve().as_uri()
+    script = """({
+        figures: Number(document.body.dataset.figures),
+        plots: document.querySelectorAll('.js-plotly-plot').length,
+        drawn: Array.from(document.querySelectorAll('.js-plotly-plot'))
+            .filter(p => p.querySelector('.main-svg') && p._fullLayout).length,
+        banner: (document.getElementById('synthetic-banner') || {}).innerText || '',
+        bannerHeight: (document.getElementById('synthetic-banner') || {}).offsetHeight || 0,
+        verdict: document.getElementById('verdict').innerText,
+    })"""
+    ready = (
+        "document.readyState === 'complete' && document.querySelectorAll('.js-plotly-plot')"
+        ".length === Number(document.body.dataset.figures)"
+    )
+    page = render_page(url, script, ready=ready, full_page=True)
+    shot = tmp_path / "report.png"
+    shot.write_bytes(page.screenshot)
+    v = page.value
+    assert page.errors == [], page.errors
+    assert v["figures"] >= 10 and v["plots"] == v["figures"] and v["drawn"] == v["figures"]
+    assert v["banner"].startswith("SYNTHETIC DATA") and v["bannerHeight"] > 0
+    assert v["verdict"] == run["metrics"]["decision"]["verdict"].upper()
+    external = [u for u in page.requests if not u.startswith(("file:", "data:", "blob:"))]
+    assert external == [], external
+    assert page.screenshot[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 50_000
+
+
+def test_browser_check_catches_errors_and_external_requests(tmp_path):
+    """The checker above is only worth something if it sees a broken page."""
+    if find_chromium() is None:
+        pytest.skip("chromium is not installed (apt-get install -y chromium; .ci/run installs it)")
+    bad = tmp_path / "bad.html"
+    bad.write_text(
+        "<html><body><p id=x>hi</p><script>console.error('boom'); notDefined();</script>"
+        '<img src="http://127.0.0.1:9/x.png"></body></html>'
+    )
+    page = render_page(bad.as_uri(), "document.getElementById('x').innerText")
+    assert page.value == "hi"
+    assert any("boom" in e for e in page.errors)
+    assert any("notDefined" in e for e in page.errors)
+    assert "http://127.0.0.1:9/x.png" in page.requests
+
+
+# ------------------------------------------------------------------------ rebuild and tools
+
+
+def test_report_rebuilds_standalone_from_disk(run, tmp_path):
+    src = run["report"]
+    before = pd.read_parquet(src / "predictions.parquet")
+    copy = tmp_path / "reports" / RUN_ID
+    shutil.copytree(src, copy)
+    (copy / "report.html").unlink()
+    (copy / "predictions.parquet").unlink()
+    # the copy has no feature store next to it: point at the run's model and store
+    shutil.copytree(run["artifacts"] / "runs", tmp_path / "runs")
+    assert html_report.main([str(copy), "--model-dir", str(run["model"])]) == 0
+    after = pd.read_parquet(copy / "predictions.parquet")
+    pd.testing.assert_frame_equal(before, after)
+    assert "Not shown:" not in (copy / "report.html").read_text()
+
+
+def test_report_without_model_or_store_says_what_is_missing(run, tmp_path):
+    copy = tmp_path / "reports" / RUN_ID
+    shutil.copytree(run["report"], copy, ignore=shutil.ignore_patterns("predictions.parquet"))
+    metrics = json.loads((copy / "metrics.json").read_text())
+    metrics["model_dir"] = str(tmp_path / "gone")
+    (copy / "metrics.json").write_text(json.dumps(metrics))
+    files = html_report.load_run(copy)
+    assert set(files.notes) == {"importance", "calibration"}
+    page = html_report.write_html_report(copy).read_text()
+    assert page.count("Not shown:") == 2 and "equity" in page
+
+
+def test_report_needs_metrics_json(tmp_path):
+    (tmp_path / "status.json").write_text(json.dumps({"status": "FAILED"}))
+    with pytest.raises(FileNotFoundError, match=r"no metrics\.json \(run status: FAILED\)"):
+        html_report.write_html_report(tmp_path)
+    assert html_report.main([str(tmp_path / "nope"), "--artifacts", str(tmp_path)]) == 2
+
+
+def test_compare_shows_only_differing_settings(run, tmp_path, capsys):
+    reports = tmp_path / "reports"
+    a = reports / "a"
+    shutil.copytree(run["report"], a)
+    b = reports / "b"
+    shutil.copytree(run["report"], b)
+    cfg = yaml.safe_load((b / "config.yaml").read_text())
+    cfg["search"]["num_samples"] += 3
+    (b / "config.yaml").write_text(yaml.safe_dump(cfg))
+    mb = json.loads((b / "metrics.json").read_text())
+    mb["oos"]["accuracy"] += 0.01
+    mb["resources"]["peak_memory_gb"] *= 2
+    (b / "metrics.json").write_text(json.dumps(mb))
+    assert compare.main(["a", "b", "--artifacts", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    written = (reports / "compare-a-vs-b.md").read_text()
+    assert out.strip() == written.strip()
+    n = cfg["search"]["num_samples"]
+    assert "## Config: 1 settings differ" in written
+    assert f"| search.num_samples | {n - 3} | {n} |" in written
+    ma = run["metrics"]
+    assert (
+        f"| OOS accuracy | {ma['oos']['accuracy']:.4f} | {mb['oos']['accuracy']:.4f} |" in written
+    )
+    assert "+0.0100" in written
+    peak = ma["resources"]["peak_memory_gb"]
+    assert f"| peak memory (GB) | {peak:.2f} | {2 * peak:.2f} | {peak:+.2f} |" in written
+    assert compare.main(["a", "missing", "--artifacts", str(tmp_path)]) == 2
+    assert "finished runs under" in capsys.readouterr().err
+
+
+def test_config_diff_handles_missing_and_nested_keys():
+    a = {"x": {"y": 1, "z": [1, 2]}, "only_a": 1}
+    b = {"x": {"y": 1, "z": [1, 3]}, "only_b": {"k": 2}}
+    diff = {k: (va, vb) for k, va, vb in compare.config_diff(a, b)}
+    assert diff == {
+        "x.z": ([1, 2], [1, 3]),
+        "only_a": (1, compare.MISSING),
+        "only_b.k": (compare.MISSING, 2),
+    }
+
+
+def test_tracker_chart_is_written_next_to_the_tracker(run, tmp_path):
+    phase_tracker = run["artifacts"] / "SCALING_TRACKER.md"
+    assert tracker.chart_path(phase_tracker).exists()
+    assert "![Key metrics across phases](SCALING_TRACKER.png)" in phase_tracker.read_text()
+    path = tmp_path / "T.md"
+    row = tracker.row_from_metrics(run["metrics"])
+    assert row["synthetic"] is True
+    tracker.update(path, row)
+    first = tracker.chart_path(path).read_bytes()
+    tracker.update(path, {**row, "phase": 2, "run_id": "p2", "synthetic": False, "sharpe": 9.0})
+    second = tracker.chart_path(path).read_bytes()
+    assert first[:8] == second[:8] == b"\x89PNG\r\n\x1a\n" and first != second
+    assert tracker.chart_png(tracker.load_state(path)) == second  # redrawn from the state alone
+    assert not list(tmp_path.glob(".*tmp"))
+
+
+def test_tracker_render_keeps_its_old_signature(run):
+    state = {"latest": {"1": tracker.row_from_metrics(run["metrics"])}, "history": []}
+    assert "![" not in tracker.render(state)
+    assert "| 1 | rep |" in tracker.render(state)
+
+
+def _vpt(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "vpt_ray", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**__import__("os").environ, "PYTHONPATH": str(REPO)},
+    )
+
+
+def test_vpt_entry_point_groups_the_commands(run):
+    scripts = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["scripts"]
+    module, func = scripts["vpt"].split(":")
+    assert callable(getattr(__import__(module, fromlist=[func]), func))
+    out = _vpt("--help", cwd=run["ws"])
+    assert out.returncode == 0
+    for cmd in ("phase", "train", "backtest", "data", "audit", "compare", "report"):
+        assert re.search(rf"^  {cmd}\s", out.stdout, re.M), cmd
+    bad = _vpt("reprot", cwd=run["ws"])
+    assert bad.returncode == 2 and "did you mean 'report'" in bad.stderr
+    helped = _vpt("compare", "--help", cwd=run["ws"])
+    assert helped.returncode == 0 and "usage: vpt compare" in helped.stdout
+    (run["report"] / "report.html").unlink()
+    built = _vpt("report", RUN_ID, cwd=run["ws"])
+    assert built.returncode == 0, built.stderr
+    assert (run["report"] / "report.html").exists()
+
+
+# ------------------------------------------------------------------------- search progress
+
+
+def test_search_progress_logs_each_trial_with_best_so_far(ray_session, tmp_path):
+    import logging
+
+    from ray import tune
+
+    from vpt_ray.search_progress import SearchProgress
+
+    values = [0.70, 0.60, 0.65, 0.50]
+    records: list[str] = []
+    handler = logging.Handler()
+    handler.emit = lambda r: records.append(r.getMessage())  # type: ignore[method-assign]
+    logger = logging.getLogger("vpt_ray.search_progress")
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    cb = SearchProgress(len(values), "val_log_loss", "min", time_budget_s=600)
+    try:
+        tune.Tuner(
+            lambda config: tune.report({"val_log_loss": config["x"]}),
+            param_space={"x": tune.grid_search(values)},
+            tune_config=tune.TuneConfig(metric="val_log_loss", mode="min", max_concurrent_trials=1),
+            run_config=tune.RunConfig(storage_path=str(tmp_path), verbose=0, callbacks=[cb]),
+        ).fit()
+    finally:
+        logger.removeHandler(handler)
+    lines = [r for r in records if r.startswith("search:")]
+    assert len(lines) == len(values) and cb.done == len(values) and cb.failed == 0
+    assert cb.best == min(values)
+    bests = [float(re.search(r"best ([0-9.]+)", line)[1]) for line in lines]
+    assert bests == list(np.minimum.accumulate(values))
+    assert lines[-1].startswith(f"search: {len(values)}/{len(values)} trials done")
+    assert all(re.search(r"ETA \d+s$", line) for line in lines)
+    assert math.isclose(cb.eta(10.0), 0.0)
+    with pytest.raises(ValueError, match="mode"):
+        SearchProgress(3, "val_log_loss", "lowest")

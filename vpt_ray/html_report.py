@@ -226,6 +226,7 @@ def monthly_returns(equity: pd.Series, capital: float) -> pd.DataFrame:
 
 def calibration_table(pred: pd.DataFrame, bins: int = 10) -> pd.DataFrame:
     """Reliability by quantile bin of P(up): mean predicted, observed up-rate and count."""
+    pred = pred.assign(p=pred["p"].astype(np.float64), y=pred["y"].astype(np.float64))
     q = pd.qcut(pred["p"], q=bins, duplicates="drop")
     g = pred.groupby(q, observed=True).agg(
         predicted=("p", "mean"), observed=("y", "mean"), n=("y", "size")

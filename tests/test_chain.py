@@ -210,8 +210,9 @@ def test_gcs_and_polygon_fill_an_empty_store_and_the_next_run_is_local(
     )
     assert proxy.sent > sent0  # A was read through the wire
     assert {r.ticker for r in polygon.requests} == {"B"}  # A came from GCS: never asked of Polygon
-    assert f"A: gcs delivered {n}/{n} sessions" in caplog.text
-    assert f"B: polygon delivered {n}/{n} sessions" in caplog.text
+    asked = f"{n} of the {n} sessions asked for 2024-01-02..2024-02-29"
+    assert f"A: gcs delivered {asked}" in caplog.text
+    assert f"B: polygon delivered {asked}" in caplog.text
     assert "B: 2024-01-02..2024-02-29 from polygon" in caplog.text
 
     # the second run is local: no source is built, no byte goes to GCS, no request to Polygon
@@ -354,14 +355,20 @@ def test_fresh_machine_skips_both_remote_sources_quietly_and_fast(tmp_path, monk
 # -- interruption, failures -----------------------------------------------------------------------
 
 
-def test_fetch_dropped_mid_pagination_resumes_where_it_stopped(tmp_path, polygon, served):
+def test_fetch_dropped_mid_pagination_resumes_where_it_stopped(tmp_path, polygon, served, caplog):
     polygon.page_size = 1000
     polygon.fault("drop", times=None, when=lambda r: r.frm == "2024-01-09" and r.page == 2)
     cfg = make_cfg(tmp_path, ["B"], "[local,polygon]", "polygon.chunk_days=7", poly=polygon)
+    caplog.set_level(logging.INFO, logger="vpt_ray.data")
     with pytest.raises(chain.DataUnavailableError) as info:
         chain.resolve(cfg, START, END)
     msg = str(info.value)
     n = n_sessions(D(2024, 1, 9), END)
+    part = session_only(served["B"], START, D(2024, 1, 8))
+    assert (
+        f"B: polygon delivered 5 of the {n_sessions(START, END)} sessions asked for "
+        f"2024-01-02..2024-02-29 ({len(part)} bars): 2024-01-02..2024-01-08"
+    ) in caplog.text
     assert msg.startswith(f"B: {n} sessions missing (2024-01-09..2024-02-29)")
     assert "polygon failed: polygon: B 2024-01-09..2024-01-12: gave up after 2 attempt(s)" in msg
     # the chunk delivered before the drop is in the local store

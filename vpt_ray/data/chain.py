@@ -434,26 +434,27 @@ def resolve_ticker(
                 failure = exc
             span = set(expected_sessions(cal, a, b))
             got = sorted((lf.dates - before) & span)
-            if got:
+            if got:  # origins hold what arrived (a failed range may have arrived in part)
                 bars = sum(len(f) for f in delivered[n0:])
                 origins.append(
                     {
                         "source": name,
-                        "start": str(a),
-                        "end": str(b),
+                        "start": str(got[0]),
+                        "end": str(got[-1]),
                         "sessions": len(got),
                         "bars": bars,
                     }
                 )
                 log.info(
-                    "%s: %s delivered %d/%d sessions (%d bars) for %s..%s",
+                    "%s: %s delivered %d of the %d sessions asked for %s..%s (%d bars): %s",
                     ticker,
                     name,
                     len(got),
                     len(span),
-                    bars,
                     a,
                     b,
+                    bars,
+                    _fmt_ranges(_ranges(got, cal)),
                 )
             if failure is not None:
                 left = [d for r in runs[i:] for d in expected_sessions(cal, *r) if d in todo]

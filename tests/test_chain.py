@@ -408,6 +408,35 @@ def test_a_failing_fetch_leaves_the_local_file_as_it_was(tmp_path, polygon, serv
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
 
 
+def test_an_unreadable_local_file_stops_the_chain_and_is_not_replaced(tmp_path, polygon, served):
+    path = local.ticker_path(tmp_path, "B")
+    path.write_bytes(parquet_bytes(session_only(served["B"]))[:4000])  # a truncated write
+    before = path.read_bytes()
+    cfg = make_cfg(tmp_path, ["B"], "[local,polygon]", poly=polygon)
+    with pytest.raises(BarDataError, match=rf"{path}: unreadable parquet file"):
+        chain.resolve(cfg, START, END)
+    assert path.read_bytes() == before and polygon.requests == []
+
+
+def test_daily_config_turns_a_minute_gcs_object_into_session_bars(tmp_path, gcs, served):
+    proxy, _ = gcs
+    cfg = make_cfg(tmp_path, ["A"], "[local,gcs]", "data.bar=1day", proxy=proxy)
+    out, _ = chain.resolve(cfg, START, END)
+    assert [o["source"] for o in out["A"].origins] == ["gcs"]
+    got = stored(cfg, "A")
+    minutes = session_only(served["A"])
+    et = got["timestamp"].dt.tz_convert("America/New_York")
+    assert len(got) == n_sessions(START, END) and (et.dt.hour == 0).all()
+    assert [d.date() for d in xcal.sessions(START, END)] == list(et.dt.date)
+    by_day = minutes.groupby(xcal.exchange_dates(minutes["timestamp"]))
+    assert got["volume"].tolist() == by_day["volume"].sum().tolist()
+    assert got["open"].tolist() == by_day["open"].first().tolist()
+    assert got["close"].tolist() == by_day["close"].last().tolist()
+    assert got["high"].tolist() == by_day["high"].max().tolist()
+    raw = on_days(served["A"], START, END)  # pre- and post-market volume stays out
+    assert got["volume"].sum() < raw["volume"].sum()
+
+
 def test_a_corrupt_gcs_object_falls_through_to_polygon(tmp_path, gcs, polygon, served, caplog):
     proxy, _ = gcs
     cfg = make_cfg(tmp_path, ["D"], proxy=proxy, poly=polygon)

@@ -2,7 +2,8 @@
 
 CLIs parse and call; this module turns the project's expected errors (bad config, bad data, no
 data, a model directory that is not complete) into one clear line on stderr and exit code 2,
-and anything unexpected into exit code 1 with the traceback in the run log.
+a run stopped on the memory limit into exit code 3, and anything unexpected into exit code 1
+with the traceback in the run log.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from vpt_ray.config import ConfigError, load_config
 
 log = logging.getLogger("vpt_ray")
 EXIT_USER_ERROR = 2
+EXIT_STOPPED = 3  # the run stopped cleanly on hardware.memory_limit_gb (verdict "stop")
 
 
 def add_config_args(parser: argparse.ArgumentParser, default_config: str | None = None) -> None:
@@ -69,11 +71,12 @@ def run_cli(args: argparse.Namespace, stop_after: str | None = None) -> int:
         )
         if phase is not None and config is not None:
             cfg = cfg.model_copy(update={"phase": phase})
-        run_phase(
+        out = run_phase(
             cfg,
             run_id=args.run_id,
             stop_after=stop_after,
             sample_days=getattr(args, "sample_days", None),
+            force=getattr(args, "force", False),
         )
     except BaseException as exc:  # noqa: BLE001 - translated to an exit code below
         inner = unwrap(exc)
@@ -86,4 +89,7 @@ def run_cli(args: argparse.Namespace, stop_after: str | None = None) -> int:
         log.exception("run failed")
         print(f"error: {type(inner).__name__}: {inner}", file=sys.stderr)
         return 1
+    if out.get("status") == "STOPPED":
+        print(f"stopped: {out['stopped']['reason']}", file=sys.stderr)
+        return EXIT_STOPPED
     return 0

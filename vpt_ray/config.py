@@ -104,6 +104,7 @@ class CvConfig(_Section):
     embargo_bars: int | None = Field(None, ge=0)
     min_train_fraction: float = Field(0.3, gt=0, lt=1)
     n_test_groups: int = Field(2, ge=1, le=19)
+    sample_days: int | None = Field(None, ge=1)
 
     @model_validator(mode="after")
     def _check(self) -> CvConfig:
@@ -144,11 +145,26 @@ class SearchConfig(_Section):
     space: SearchSpace = Field(default_factory=SearchSpace)
 
 
+class EnsembleConfig(_Section):
+    enabled: bool = False
+    top_k: int = Field(3, ge=1, le=50)
+    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
+    feature_fraction: float = Field(1.0, gt=0, le=1)
+    selection_rounds: int = Field(25, ge=1, le=1000)
+
+    @model_validator(mode="after")
+    def _check(self) -> EnsembleConfig:
+        if len(set(self.seeds)) != len(self.seeds):
+            raise ValueError(f"model.ensemble.seeds has duplicates: {self.seeds}")
+        return self
+
+
 class ModelConfig(_Section):
     n_estimators: int = Field(400, ge=1)
     early_stopping_rounds: int = Field(30, ge=1)
     max_bin: int = Field(128, ge=2, le=1024)
     backend: Literal["local", "distributed"] = "local"
+    ensemble: EnsembleConfig = Field(default_factory=EnsembleConfig)
 
 
 class BacktestConfig(_Section):
@@ -202,6 +218,7 @@ class PathsConfig(_Section):
     artifacts: str = "artifacts"
     logs: str = "logs"
     tracker: str = "artifacts/SCALING_TRACKER.md"
+    cache: str | None = None
 
 
 class Config(_Section):

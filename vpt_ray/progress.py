@@ -1,11 +1,14 @@
 """Progress of Ray fan-outs: results are consumed as they finish, not after a barrier.
 
 On a terminal a tqdm bar redraws in place; elsewhere (CI, `ray job logs`) one plain log line per
-finished item is written instead, so logs hold no redraw garbage.
+finished item is written instead, so logs hold no redraw garbage. The loop is also a safe point of
+the memory stop: every second it checks the run's memory flag, and on any exception (the stop, a
+failed task) it cancels the tasks still pending so none keeps running after the caller gave up.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
 import time
@@ -15,7 +18,10 @@ from typing import Any
 import ray
 from tqdm import tqdm
 
+from vpt_ray.resources import check_memory
+
 log = logging.getLogger(__name__)
+CHECK_EVERY_S = 1.0
 
 
 def track(refs: dict[ray.ObjectRef, str], stage: str, unit: str = "task") -> Iterator[Any]:
@@ -26,7 +32,8 @@ def track(refs: dict[ray.ObjectRef, str], stage: str, unit: str = "task") -> Ite
     bar = tqdm(total=total, desc=stage, unit=unit, disable=not interactive, leave=False)
     try:
         while pending:
-            ready, pending = ray.wait(pending, num_returns=1)
+            ready, pending = ray.wait(pending, num_returns=1, timeout=CHECK_EVERY_S)
+            check_memory(f"the {stage} fan-out")  # raises MemoryLimitExceeded: a clean stop
             for ref in ready:
                 result = ray.get(ref)
                 done += 1
@@ -45,5 +52,10 @@ def track(refs: dict[ray.ObjectRef, str], stage: str, unit: str = "task") -> Ite
                         eta,
                     )
                 yield result
+    except BaseException:
+        for ref in pending:
+            with contextlib.suppress(Exception):
+                ray.cancel(ref, force=True)
+        raise
     finally:
         bar.close()

@@ -74,6 +74,14 @@ def summary_markdown(m: dict) -> str:
         f"- CV ({cv['folds_count']} purged walk-forward folds, {cv['samples']:,} samples): "
         f"accuracy {_num(cv['accuracy'])}, AUC {_num(cv['auc'])}, log loss {_num(cv['log_loss'])}, "
         f"train accuracy {_num(cv['train_accuracy'])}",
+        *(
+            [
+                f"- Sampling: --sample-days {cv['sample_days']}: trained and searched on "
+                f"{cv.get('sessions', '?')} sessions, one drawn per equal stratum (seeded)"
+            ]
+            if cv.get("sample_days")
+            else []
+        ),
         f"- Search: {m['search']['trials']} trials; best {m['search']['best_params']}",
         f"- Out of sample ({oos['samples']:,} labelled bars): accuracy {_num(oos['accuracy'])}, "
         f"AUC {_num(oos['auc'])}, log loss {_num(oos['log_loss'])}",
@@ -83,6 +91,7 @@ def summary_markdown(m: dict) -> str:
         f"exposure {_pct(bt.get('exposure'))}",
         f"- Resources: peak memory {res['peak_memory_gb']:.2f} GB, "
         f"wall {res['wall_seconds']:.0f} s; stages {res['stages']}",
+        *_ensemble_lines(m.get("ensemble")),
         "",
         f"## Decision: {m['decision']['verdict'].upper()}",
         "",
@@ -99,3 +108,17 @@ def summary_markdown(m: dict) -> str:
             f"{_pct(s['max_drawdown'])} | {_pct(s['win_rate'])} |"
         )
     return "\n".join(lines) + "\n"
+
+
+def _ensemble_lines(e: dict | None) -> list[str]:
+    """The ensemble against the best single model (phase 5), when the run built one."""
+    if not e:
+        return []
+    cv, oos, bt = e["cv"], e["oos"], e["backtest"]
+    return [
+        f"- Ensemble ({e['used']} of {e['candidates']} members weighted, weights chosen on "
+        f"out-of-fold CV predictions) vs best single model: CV log loss "
+        f"{_num(cv['ensemble']['log_loss'], 5)} vs {_num(cv['single']['log_loss'], 5)}, "
+        f"OOS accuracy {_num(oos['ensemble']['accuracy'])} vs {_num(oos['single']['accuracy'])}, "
+        f"Sharpe {_num(bt['ensemble']['sharpe'], 2)} vs {_num(bt['single']['sharpe'], 2)}"
+    ]

@@ -1,9 +1,16 @@
-"""Ray start-up with the hardware caps, and a sampler of the run's memory.
+"""Ray start-up with the hardware caps, a sampler of the run's memory, and the stop rule.
 
 The config's hardware section describes the reference workstation (8 cores, 32 GB); this module
 clamps it to the machine it actually runs on, says so in the log, and caps Ray's object store.
 The sampler adds up the proportional set size (PSS) of the driver and every process it started
 (raylet, GCS, workers), so shared object-store pages are not counted once per worker.
+
+The stop rule: crossing `hardware.memory_warn_gb` logs a warning; crossing
+`hardware.memory_limit_gb` raises a flag that the run checks at its safe points (between stages,
+in the fan-out progress loop, in Tune's stopper) through `check_memory`, which raises
+`MemoryLimitExceeded`; the phase turns that, and Ray's own `OutOfMemoryError`, into a clean stop
+with verdict "stop" instead of an OOM kill. Task and trial memory declarations (`memory=`) are
+Ray's admission control: `clamp_task_memory` keeps them schedulable on the node Ray has.
 """
 
 from __future__ import annotations
@@ -22,6 +29,98 @@ from vpt_ray.config import HardwareConfig
 
 log = logging.getLogger(__name__)
 GB = 1024**3
+MB = 1024**2
+WORKER_BASELINE_BYTES = 300 * MB  # a Ray worker with numpy, pandas and xgboost imported
+
+
+class MemoryLimitExceeded(RuntimeError):
+    """The run passed `hardware.memory_limit_gb` (or Ray killed a task for memory): stop cleanly.
+
+    `cause` is "memory_limit" (our sampler) or "ray_oom" (Ray's memory monitor); `stage` is where
+    the run noticed it.
+    """
+
+    def __init__(self, message: str, *, stage: str, cause: str, used_gb: float | None = None):
+        super().__init__(message)
+        self.stage, self.cause, self.used_gb = stage, cause, used_gb
+
+
+_OOM_TEXT = ("OutOfMemoryError", "running low on memory", "memory pressure")
+
+
+def is_ray_oom(exc: BaseException) -> bool:
+    """Whether `exc` (or anything it wraps: causes, Ray task causes, Tune trial errors) is Ray's
+    out-of-memory kill. Tune reports a dead trial's error as text, hence the text match."""
+    stack, seen = [exc], set()
+    while stack:
+        e = stack.pop()
+        if e is None or id(e) in seen:
+            continue
+        seen.add(id(e))
+        if isinstance(e, ray.exceptions.OutOfMemoryError):
+            return True
+        if any(t in str(e) for t in _OOM_TEXT):
+            return True
+        stack += [e.__cause__, e.__context__, getattr(e, "cause", None)]
+    return False
+
+
+def ray_oom_stop(exc: BaseException, stage: str) -> MemoryLimitExceeded:
+    """The clean stop a Ray OOM kill in `stage` turns into."""
+    first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
+    return MemoryLimitExceeded(
+        f"Ray's memory monitor killed a task in stage {stage} (OutOfMemoryError: {first}); the "
+        "run stopped instead of retrying. Lower the data per task (fewer tickers or years, "
+        "--sample-days) or raise hardware.memory_limit_gb on a larger machine",
+        stage=stage,
+        cause="ray_oom",
+    )
+
+
+def quantized_bytes(rows: int, features: int, max_bin: int = 256) -> int:
+    """Size of XGBoost's quantized matrix: one bin index per cell (1 byte up to 256 bins)."""
+    return int(rows * features * (1 if max_bin <= 256 else 2))
+
+
+def fold_cache_bytes(fold_rows: list[int], features: int, max_bin: int) -> int:
+    """Memory of one search worker keeping every fold's quantized train and validation matrices,
+    plus per-row gradients and predictions (~32 bytes a row) and the worker's own baseline."""
+    rows = int(sum(fold_rows))
+    return quantized_bytes(rows, features, max_bin) + 32 * rows + WORKER_BASELINE_BYTES
+
+
+def node_memory_bytes() -> int:
+    """Ray's `memory` resource on its largest live node (what one task can be admitted with)."""
+    try:
+        nodes = [n for n in ray.nodes() if n.get("Alive")]
+        return int(max(n["Resources"].get("memory", 0) for n in nodes)) if nodes else 0
+    except Exception:  # noqa: BLE001 - Ray not started: no cap to apply
+        return 0
+
+
+def clamp_task_memory(estimate: int, concurrent: int = 1, label: str = "task") -> int:
+    """`estimate` bytes, lowered so `concurrent` such tasks fit the node's memory resource.
+
+    A declaration above what any node has would leave the task unschedulable (the run would hang),
+    so it is capped and the cap logged: admission control then only spreads the load.
+    """
+    node = node_memory_bytes()
+    if node <= 0:
+        return int(estimate)
+    cap = int(0.9 * node / max(1, concurrent))
+    if estimate > cap:
+        log.warning(
+            "%s memory estimate %.2f GB is above what %d concurrent %ss get on this node "
+            "(%.2f GB): declaring %.2f GB",
+            label,
+            estimate / GB,
+            concurrent,
+            label,
+            node / GB,
+            cap / GB,
+        )
+        return cap
+    return int(estimate)
 
 
 @dataclass(frozen=True)
@@ -121,7 +220,7 @@ def tree_memory_bytes(root: psutil.Process) -> int:
     return total
 
 
-@dataclass
+@dataclass(eq=False)  # identity semantics: samplers are registered and removed by identity
 class MemorySampler:
     """Background thread recording the memory of the driver and its Ray processes."""
 
@@ -131,34 +230,82 @@ class MemorySampler:
     peak_bytes: int = 0
     samples: list[tuple[float, float]] = field(default_factory=list)
     over_limit: bool = False
+    over_bytes: int = 0  # the first sample past the limit
     _stop: threading.Event = field(default_factory=threading.Event, repr=False)
     _thread: threading.Thread | None = field(default=None, repr=False)
     _warned: bool = False
+    _t0: float = field(default_factory=time.monotonic, repr=False)
+
+    def sample(self) -> int:
+        """Measure once, update the peak, warn once past the warning level, flag the limit."""
+        used = tree_memory_bytes(psutil.Process())
+        self.peak_bytes = max(self.peak_bytes, used)
+        self.samples.append((round(time.monotonic() - self._t0, 2), round(used / GB, 3)))
+        if self.warn_gb and used > self.warn_gb * GB and not self._warned:
+            self._warned = True
+            log.warning(
+                "memory %.2f GB passed hardware.memory_warn_gb (%g GB); the run stops at "
+                "hardware.memory_limit_gb (%s GB)",
+                used / GB,
+                self.warn_gb,
+                f"{self.limit_gb:g}" if self.limit_gb else "none",
+            )
+        if self.limit_gb and used > self.limit_gb * GB and not self.over_limit:
+            self.over_bytes = used
+            self.over_limit = True
+            log.error(
+                "memory %.2f GB passed hardware.memory_limit_gb (%g GB): stopping at the next "
+                "safe point",
+                used / GB,
+                self.limit_gb,
+            )
+        return used
 
     def _run(self) -> None:
-        me = psutil.Process()
-        t0 = time.monotonic()
-        while not self._stop.is_set():
-            used = tree_memory_bytes(me)
-            self.peak_bytes = max(self.peak_bytes, used)
-            self.samples.append((round(time.monotonic() - t0, 2), round(used / GB, 3)))
-            if self.warn_gb and used > self.warn_gb * GB and not self._warned:
-                self._warned = True
-                log.warning("memory %.1f GB passed hardware.memory_warn_gb", used / GB)
-            if self.limit_gb and used > self.limit_gb * GB:
-                self.over_limit = True
-            self._stop.wait(self.interval_s)
+        while not self._stop.wait(self.interval_s):
+            self.sample()
+
+    def check(self, where: str) -> None:
+        """Raise `MemoryLimitExceeded` if the limit was crossed (call at safe points; `where`
+        names the point, e.g. "the start of stage search")."""
+        if self.over_limit:
+            raise MemoryLimitExceeded(
+                f"memory {self.over_bytes / GB:.2f} GB (driver + Ray processes) passed "
+                f"hardware.memory_limit_gb = {self.limit_gb:g} GB; stopped cleanly at {where}",
+                stage=where,
+                cause="memory_limit",
+                used_gb=round(self.over_bytes / GB, 3),
+            )
 
     def __enter__(self) -> MemorySampler:
+        self._t0 = time.monotonic()
+        self.sample()  # one synchronous sample: the first safe point already knows the level
         self._thread = threading.Thread(target=self._run, name="memory-sampler", daemon=True)
         self._thread.start()
+        _ACTIVE.append(self)
         return self
 
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
+        if self in _ACTIVE:
+            _ACTIVE.remove(self)
         if self._thread is not None:
             self._thread.join(timeout=5)
 
     @property
     def peak_gb(self) -> float:
         return self.peak_bytes / GB
+
+
+_ACTIVE: list[MemorySampler] = []  # samplers running in this process (the phase's, usually one)
+
+
+def check_memory(where: str) -> None:
+    """Raise `MemoryLimitExceeded` if any running sampler saw the limit crossed. A no-op when no
+    sampler runs (tests, the plain-loop benchmark), so any loop can call it."""
+    for sampler in list(_ACTIVE):
+        sampler.check(where)
+
+
+def memory_exceeded() -> bool:
+    return any(s.over_limit for s in _ACTIVE)

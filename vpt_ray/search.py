@@ -22,6 +22,7 @@ from ray.tune.search.basic_variant import BasicVariantGenerator
 
 from vpt_ray.config import Config, SearchSpace
 from vpt_ray.metrics import VAL_LOG_LOSS, classification
+from vpt_ray.resources import check_memory, clamp_task_memory, fold_cache_bytes, memory_exceeded
 from vpt_ray.store import Matrix
 
 log = logging.getLogger(__name__)
@@ -158,6 +159,17 @@ def search_space(space: SearchSpace) -> dict:
     }
 
 
+class MemoryStop(tune.Stopper):
+    """Ends the whole search once the run's memory passed `hardware.memory_limit_gb` (checked
+    each time a trial reports); `run_search` then raises the clean stop."""
+
+    def __call__(self, trial_id: str, result: dict) -> bool:
+        return False
+
+    def stop_all(self) -> bool:
+        return memory_exceeded()
+
+
 @dataclass
 class SearchResult:
     best_params: dict
@@ -179,9 +191,13 @@ def run_search(cfg: Config, m: Matrix, folds: Folds, storage: Path, num_cpus: in
         "fwd_ret": m.fwd_ret,
         "day": m.pos // m.slots,
     }
+    concurrent = max(1, num_cpus // cpus)
+    memory = fold_cache_bytes(
+        [len(tr) + len(va) for tr, va in folds], m.X.shape[1], cfg.model.max_bin
+    )
     trainable = tune.with_resources(
         tune.with_parameters(_trainable, X=m.X, y=m.y, folds=folds, settings=settings),
-        {"cpu": cpus},
+        {"cpu": cpus, "memory": clamp_task_memory(memory, concurrent, "search trial")},
     )
     tuner = tune.Tuner(
         trainable,
@@ -193,14 +209,17 @@ def run_search(cfg: Config, m: Matrix, folds: Folds, storage: Path, num_cpus: in
             time_budget_s=cfg.search.time_budget_s,
             reuse_actors=True,
             search_alg=BasicVariantGenerator(
-                random_state=cfg.search.seed, max_concurrent=max(1, num_cpus // cpus)
+                random_state=cfg.search.seed, max_concurrent=concurrent
             ),
             trial_name_creator=lambda t: f"trial:{t.trial_id}",
             trial_dirname_creator=lambda t: t.trial_id,
         ),
-        run_config=tune.RunConfig(name="search", storage_path=str(storage.resolve()), verbose=0),
+        run_config=tune.RunConfig(
+            name="search", storage_path=str(storage.resolve()), verbose=0, stop=MemoryStop()
+        ),
     )
     grid = tuner.fit()
+    check_memory("the search (Tune stopped)")
     errors = [r.error for r in grid if r.error is not None]
     ok = [r for r in grid if r.error is None and r.metrics and VAL_LOG_LOSS in r.metrics]
     for r in ok:

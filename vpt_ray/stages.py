@@ -31,7 +31,8 @@ from vpt_ray.html_report import write_html_report
 from vpt_ray.metrics import classification
 from vpt_ray.report import write_report
 from vpt_ray.resources import MemorySampler
-from vpt_ray.run import RunContext, file_sha256, git_commit, package_versions
+from vpt_ray.resume import file_digest
+from vpt_ray.run import RunContext, git_commit, package_versions
 from vpt_ray.search import SearchResult, run_search
 from vpt_ray.store import Matrix, build_store, load_matrix
 from vpt_ray.train import final_rounds, fit_final, save_model
@@ -89,13 +90,19 @@ def make_folds(
     names = feature_names(cfg.features.windows)
     slots = clock_slots(cfg.data.bar_minutes)
     m = load_matrix(store, names, cfg.data.start, cfg.data.end, cfg.labels.stride, slots)
+    sample_days = sample_days or cfg.cv.sample_days
     if sample_days:
         keep = sample_days_mask(m.pos, slots, sample_days, cfg.search.seed)
         m = dataclasses.replace(
             m,
             **{k: getattr(m, k)[keep] for k in ("X", "y", "pos", "label_end", "ticker", "fwd_ret")},
         )
-        log.info("--sample-days %d: %d samples kept", sample_days, len(m))
+        log.info(
+            "--sample-days %d: %d sessions, %d samples kept",
+            sample_days,
+            len(np.unique(m.pos // slots)),
+            len(m),
+        )
     if cfg.cv.method == "combinatorial":
         splitter = CombinatorialPurgedCV(cfg.cv.n_splits, cfg.cv.n_test_groups, cfg.embargo_bars)
     else:
@@ -130,7 +137,7 @@ def data_fingerprint(data: Data) -> dict:
         out[t] = {
             "path": str(td.path),
             "bytes": td.path.stat().st_size,
-            "sha256": file_sha256(td.path),
+            "sha256": file_digest(td.path)["sha256"],  # memoized: the resume keys hashed it
             "synthetic": td.synthetic,
             "origins": td.origins,
         }
@@ -255,6 +262,8 @@ def assemble_metrics(
             "train_accuracy": best["train_accuracy"],
             "train_val_gap": best["train_val_gap"],
             "samples": len(m),
+            "sample_days": cfg.cv.sample_days,  # null = every session of the training period
+            "sessions": int(len(np.unique(m.pos // m.slots))),
             "folds_count": len(folds),
             "folds": folds_detail,
         },

@@ -24,6 +24,7 @@ from vpt_ray.data.local import read_bars, write_parquet_atomic
 from vpt_ray.data.resample import resample_bars
 from vpt_ray.features import build_features, feature_names
 from vpt_ray.progress import track
+from vpt_ray.resources import clamp_task_memory
 
 log = logging.getLogger(__name__)
 
@@ -76,13 +77,22 @@ def _features_task(cfg: Config, td: TickerData, out_path: str) -> dict:
     return ticker_features(cfg, td, Path(out_path))
 
 
-def build_store(cfg: Config, tickers: dict[str, TickerData], store_dir: Path) -> dict[str, dict]:
-    """One Ray task per ticker; returns per-ticker summaries as they finish."""
+def build_store(
+    cfg: Config,
+    tickers: dict[str, TickerData],
+    store_dir: Path,
+    paths: dict[str, Path] | None = None,
+) -> dict[str, dict]:
+    """One Ray task per ticker; returns per-ticker summaries as they finish.
+
+    Files go to `store_dir/{ticker}.parquet`, or to `paths[ticker]` (the resume cache's
+    content-addressed names)."""
     store_dir.mkdir(parents=True, exist_ok=True)
     cfg_ref = ray.put(cfg)
+    memory = clamp_task_memory(_task_memory(cfg), 1, "features task")
     refs = {
-        _features_task.options(name=f"features:{t}", memory=_task_memory(cfg)).remote(
-            cfg_ref, td, str(store_dir / f"{t}.parquet")
+        _features_task.options(name=f"features:{t}", memory=memory).remote(
+            cfg_ref, td, str((paths or {}).get(t, store_dir / f"{t}.parquet"))
         ): t
         for t, td in tickers.items()
     }
@@ -94,7 +104,12 @@ def build_store(cfg: Config, tickers: dict[str, TickerData], store_dir: Path) ->
 
 def _task_memory(cfg: Config) -> int:
     """Admission-control estimate for one ticker: bars x (features + bars) x 8 bytes x copies."""
-    days = (cfg.backtest.end - cfg.data.start).days * 252 / 365
+    return window_task_memory(cfg, cfg.data.start, cfg.backtest.end)
+
+
+def window_task_memory(cfg: Config, start: dt.date, end: dt.date) -> int:
+    """The same estimate for one ticker's bars and features over [start, end] (backtest tasks)."""
+    days = max(1, (end - start).days) * 252 / 365
     bars_per_day = 390 // cfg.data.bar_minutes if cfg.data.bar != "1day" else 1
     cols = len(feature_names(cfg.features.windows)) + 16
     return int(max(64 * 2**20, days * bars_per_day * cols * 8 * 6))

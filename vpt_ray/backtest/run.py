@@ -22,15 +22,21 @@ from vpt_ray.config import Config
 from vpt_ray.data.local import read_bars
 from vpt_ray.data.resample import resample_bars
 from vpt_ray.progress import track
-from vpt_ray.store import read_ticker_window
+from vpt_ray.resources import clamp_task_memory
+from vpt_ray.store import read_ticker_window, window_task_memory
 
 log = logging.getLogger(__name__)
 
 
 def predict(booster: xgb.Booster, X: np.ndarray, names: list[str]) -> np.ndarray:
-    """P(up) for each row; rows with missing features still get one (XGBoost handles NaN)."""
+    """P(up) for each row; rows with missing features still get one (XGBoost handles NaN).
+
+    `booster` may also be an ensemble (`vpt_ray.ensemble.EnsembleModel`), which averages its
+    members' probabilities over the feature columns each member uses."""
     if len(X) == 0:
         return np.empty(0, dtype=np.float32)
+    if not isinstance(booster, xgb.Booster):
+        return booster.predict_proba(X, names)
     return booster.predict(xgb.DMatrix(X, feature_names=names))
 
 
@@ -75,8 +81,12 @@ def _slim(result: TickerResult) -> TickerResult:
 
 @ray.remote(num_cpus=1, max_retries=0)
 def _backtest_task(cfg, model_raw, bars_path, features_path, names, capital, start, end, ticker):
-    booster = xgb.Booster(params={"nthread": 1})
-    booster.load_model(bytearray(model_raw))
+    if isinstance(model_raw, bytes | bytearray):
+        booster = xgb.Booster(params={"nthread": 1})
+        booster.load_model(bytearray(model_raw))
+    else:  # an ensemble travels pickled (its boosters pickle as their raw model)
+        booster = model_raw
+        booster.set_nthread(1)
     out = backtest_ticker(cfg, booster, bars_path, features_path, names, capital, start, end)
     out["ticker"] = ticker
     return out
@@ -93,11 +103,17 @@ def run_backtests(
 ) -> dict[str, dict]:
     """Fan out one backtest task per ticker with equal capital; returns results by ticker."""
     capital = cfg.backtest.capital / len(bars_paths)
-    model_ref = ray.put(booster.save_raw("ubj"))
+    raw = booster.save_raw("ubj") if isinstance(booster, xgb.Booster) else booster
+    model_ref = ray.put(raw)
     cfg_ref = ray.put(cfg)
+    memory = clamp_task_memory(
+        window_task_memory(cfg, start or cfg.backtest.start, end or cfg.backtest.end),
+        1,
+        "backtest task",
+    )
     refs = {}
     for t in bars_paths:
-        ref = _backtest_task.options(name=f"backtest:{t}").remote(
+        ref = _backtest_task.options(name=f"backtest:{t}", memory=memory).remote(
             cfg_ref, model_ref, bars_paths[t], feature_paths[t], names, capital, start, end, t
         )
         refs[ref] = t

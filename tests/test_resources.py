@@ -1,0 +1,155 @@
+"""The memory stop holds: a tiny `hardware.memory_limit_gb` stops a phase cleanly (verdict "stop",
+reason recorded, no model, no OOM kill), fan-outs stop on the flag and cancel what is pending,
+Ray's OutOfMemoryError becomes the same stop, and memory declarations stay schedulable.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+
+import pytest
+
+from tests.conftest import tiny_overrides
+from vpt_ray import tracker
+from vpt_ray.config import load_config
+from vpt_ray.phase import run_phase
+from vpt_ray.resources import (
+    GB,
+    MemoryLimitExceeded,
+    MemorySampler,
+    check_memory,
+    clamp_task_memory,
+    fold_cache_bytes,
+    is_ray_oom,
+    node_memory_bytes,
+    quantized_bytes,
+)
+
+
+def test_tiny_memory_limit_stops_the_phase_cleanly(ray_session, workspace):
+    cfg = load_config(
+        1,
+        overrides=tiny_overrides(
+            workspace,
+            "hardware.memory_limit_gb=0.05",
+            "hardware.memory_warn_gb=0.04",
+            "hardware.sample_interval_s=0.1",
+        ),
+    )
+    m = run_phase(cfg, run_id="capped")
+    assert m["status"] == "STOPPED" and m["decision"]["verdict"] == "stop"
+    assert m["stopped"]["cause"] == "memory_limit"  # our stop, not Ray's OOM kill
+    assert m["stopped"]["memory_gb"] > 0.05 and m["resources"]["peak_memory_gb"] > 0.05
+    assert "hardware.memory_limit_gb = 0.05 GB" in m["decision"]["reasons"][0]
+    arts = workspace / "artifacts"
+    report = arts / "reports" / "capped"
+    on_disk = json.loads((report / "metrics.json").read_text())
+    assert on_disk["decision"] == m["decision"] and on_disk["stopped"]["stage"] == "data"
+    status = json.loads((report / "status.json").read_text())
+    assert status["status"] == "STOPPED" and "memory_limit_gb" in status["error"]
+    summary = (report / "summary.md").read_text()
+    assert "## Decision: STOP" in summary and "memory_limit_gb" in summary
+    assert not (arts / "models" / "capped").exists()  # nothing that looks like a model
+    row = tracker.load_state(arts / "SCALING_TRACKER.md")["latest"]["1"]
+    assert row["run_id"] == "capped" and "verdict: stop" in row["notes"]
+    assert "STOPPED in data" in row["notes"]
+    assert ray_session.get(ray_session.put(41)) + 1 == 42  # Ray and this process are alive
+
+
+def test_ray_oom_in_a_stage_becomes_the_same_clean_stop(ray_session, workspace, monkeypatch):
+    from vpt_ray import stages
+
+    @ray_session.remote(num_cpus=1, max_retries=0)
+    def killed():
+        raise ray_session.exceptions.OutOfMemoryError(
+            "Task was killed due to the node running low on memory."
+        )
+
+    def backtest_killed_by_ray(*args, **kwargs):
+        return ray_session.get(killed.remote())
+
+    monkeypatch.setattr(stages, "backtest", backtest_killed_by_ray)
+    cfg = load_config(1, overrides=tiny_overrides(workspace))
+    m = run_phase(cfg, run_id="rayoom")
+    assert m["decision"]["verdict"] == "stop" and m["stopped"]["cause"] == "ray_oom"
+    assert m["stopped"]["stage"] == "backtest"
+    assert "OutOfMemoryError" in m["decision"]["reasons"][0]
+    arts = workspace / "artifacts"
+    assert json.loads((arts / "reports" / "rayoom" / "status.json").read_text())["status"] == (
+        "STOPPED"
+    )
+    assert not (arts / "models" / "rayoom").exists()  # trained, but never published
+    assert "| 1 | rayoom |" in (arts / "SCALING_TRACKER.md").read_text()
+
+
+def test_fanout_stops_on_the_flag_and_cancels_pending_tasks(ray_session):
+    from vpt_ray.progress import track
+
+    ray = ray_session
+
+    @ray.remote(num_cpus=1, max_retries=0)
+    def slow(i: int) -> int:
+        time.sleep(120)
+        return i
+
+    refs = {slow.remote(i): str(i) for i in range(3)}
+    t0 = time.monotonic()
+    with (
+        MemorySampler(interval_s=0.1, limit_gb=0.001),
+        pytest.raises(MemoryLimitExceeded, match="the demo fan-out") as err,
+    ):
+        list(track(refs, "demo"))
+    assert time.monotonic() - t0 < 20  # not the tasks' 120 s
+    assert err.value.cause == "memory_limit"
+    for ref in refs:
+        with pytest.raises(ray.exceptions.TaskCancelledError):
+            ray.get(ref, timeout=60)
+
+
+def test_sampler_warns_once_and_flags_only_past_the_limit(caplog):
+    caplog.set_level(logging.WARNING, logger="vpt_ray.resources")
+    with MemorySampler(interval_s=0.05, warn_gb=0.001, limit_gb=10_000) as s:
+        time.sleep(0.3)
+        check_memory("a safe point")  # under the limit: no stop
+    assert not s.over_limit and s.peak_gb > 0.001 and len(s.samples) >= 2
+    warnings = [r for r in caplog.records if "memory_warn_gb" in r.getMessage()]
+    assert len(warnings) == 1
+    check_memory("outside any run")  # no sampler running: a no-op
+
+
+def test_ray_oom_is_recognised_through_wrappers_and_text():
+    import ray
+
+    direct = ray.exceptions.OutOfMemoryError("Task was killed: the node is running low on memory")
+    assert is_ray_oom(direct)
+    try:
+        try:
+            raise direct
+        except ray.exceptions.OutOfMemoryError as inner:
+            raise RuntimeError("stage failed") from inner
+    except RuntimeError as outer:
+        assert is_ray_oom(outer)
+    tune_text = RuntimeError(
+        "every search trial failed; first error: ray.exceptions.OutOfMemoryError: Task was killed"
+    )
+    assert is_ray_oom(tune_text)
+    assert not is_ray_oom(ValueError("data.tickers has duplicates"))
+
+
+def test_memory_declarations_stay_schedulable(ray_session):
+    node = node_memory_bytes()
+    assert node > 0
+    assert clamp_task_memory(64 * 2**20, 2) == 64 * 2**20  # small estimates pass unchanged
+    huge = clamp_task_memory(10_000 * GB, 2)
+    assert huge <= 0.9 * node / 2 + 1  # a task nobody could admit would hang the run
+
+    @ray_session.remote(num_cpus=1, max_retries=0)
+    def one() -> int:
+        return 1
+
+    assert ray_session.get(one.options(memory=huge).remote(), timeout=120) == 1
+    assert quantized_bytes(1000, 30, 128) == 30_000 and quantized_bytes(1000, 30, 512) == 60_000
+    small, big = fold_cache_bytes([1000], 30, 128), fold_cache_bytes([1000, 2000], 30, 128)
+    assert big - small == quantized_bytes(2000, 30, 128) + 32 * 2000

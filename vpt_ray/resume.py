@@ -1,0 +1,249 @@
+"""Resume: the feature store and the search are cached by content, so a rerun skips what is done.
+
+Why: at phase 4 the feature store and the search are hours of work; a run interrupted after them
+(a crash, a memory stop, a deleted report) should not redo them, and a second run on the same data
+and settings should not either, whatever its run id.
+
+Keys are hashes of what determines the output, never of run ids or timestamps:
+- a ticker's feature file: the ticker, its bar file's bytes (size + sha256), the config that shapes
+  features (`data.bar`, calendar, session, vwap tolerance, `features`, `labels`, the data and
+  backtest windows) and the source of the code that builds them (`features.py`, `store.py`,
+  resampling, bar reading), so a code change invalidates the cache by itself;
+- the search: every ticker's feature key (in config order), the windows, `cv`, `search`, `model`
+  (but not `model.ensemble`), the code of the search, CV and metrics.
+
+Layout: `{paths.cache or artifacts/cache}/features/{key}.parquet` (+ `.json` summary) per ticker,
+so a ticker finished before an interruption is reused even if others were not;
+`.../search/{key}/` holds the search result. Every entry is written to a temp name and renamed,
+so a crash never leaves an entry that looks complete. `force=True` (`--force`) recomputes and
+overwrites. Cost: one sha256 pass over each bar file per process (memoized by size and mtime).
+Nothing is evicted: delete `artifacts/cache/` to reclaim the space.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from vpt_ray.config import Config
+from vpt_ray.run import file_sha256, write_json_atomic
+from vpt_ray.search import SearchResult
+from vpt_ray.store import Matrix, build_store
+
+log = logging.getLogger(__name__)
+CACHE_VERSION = 1
+PACKAGE = Path(__file__).resolve().parent
+FEATURE_CODE = ("features.py", "store.py", "data/resample.py", "data/local.py", "bars.py")
+SEARCH_CODE = ("search.py", "cv.py", "metrics.py", "stages.py")
+_DIGESTS: dict[tuple[str, int, int], str] = {}
+
+
+def digest(obj: object) -> str:
+    """Short stable hash of a JSON-able object."""
+    blob = json.dumps(obj, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:20]
+
+
+def file_digest(path: str | Path) -> dict:
+    """Size and sha256 of a file, memoized per process by (path, size, mtime)."""
+    st = os.stat(path)
+    key = (str(Path(path).resolve()), st.st_size, st.st_mtime_ns)
+    if key not in _DIGESTS:
+        _DIGESTS[key] = file_sha256(Path(path))
+    return {"bytes": st.st_size, "sha256": _DIGESTS[key]}
+
+
+def code_digest(files: tuple[str, ...]) -> str:
+    h = hashlib.sha256()
+    for name in files:
+        path = PACKAGE / name
+        h.update(name.encode())
+        h.update(path.read_bytes() if path.exists() else b"")
+    return h.hexdigest()[:20]
+
+
+def cache_dir(cfg: Config, root: Path | None = None) -> Path:
+    """`paths.cache`, else `{paths.artifacts}/cache`, absolute (Ray workers read these paths)."""
+    base = Path(cfg.paths.cache) if cfg.paths.cache else Path(cfg.paths.artifacts) / "cache"
+    return (base if base.is_absolute() else (root or Path.cwd()) / base).resolve()
+
+
+def feature_shape(cfg: Config) -> dict:
+    """The config that determines a ticker's feature file."""
+    d = cfg.to_dict()
+    data = d["data"]
+    return {
+        "bar": data["bar"],
+        "calendar": data["calendar"],
+        "regular_session_only": data["regular_session_only"],
+        "vwap_tolerance": data["vwap_tolerance"],
+        "start": data["start"],
+        "end": data["end"],
+        "backtest": [d["backtest"]["start"], d["backtest"]["end"]],
+        "features": d["features"],
+        "labels": d["labels"],
+    }
+
+
+def features_key(cfg: Config, ticker: str, bars_path: str | Path) -> str:
+    return digest(
+        {
+            "v": CACHE_VERSION,
+            "ticker": ticker,
+            "bars": file_digest(bars_path),
+            "shape": feature_shape(cfg),
+            "code": code_digest(FEATURE_CODE),
+        }
+    )
+
+
+def search_key(cfg: Config, feature_keys: dict[str, str]) -> str:
+    d = cfg.to_dict()
+    model = {k: v for k, v in d["model"].items() if k != "ensemble"}
+    return digest(
+        {
+            "v": CACHE_VERSION,
+            "features": [feature_keys[t] for t in feature_keys],
+            "shape": feature_shape(cfg),
+            "cv": d["cv"],
+            "search": d["search"],
+            "model": model,
+            "code": code_digest(SEARCH_CODE),
+        }
+    )
+
+
+def build_features(
+    cfg: Config, tickers: dict, store_dir: Path, cache: Path, force: bool = False
+) -> dict[str, dict]:
+    """The feature store, built only for tickers not already in the cache.
+
+    Returns per-ticker summaries (with `path` into the cache and its `cache_key`) and links the
+    files into `store_dir/{ticker}.parquet`, where the run's other readers (HTML report) look.
+    """
+    fdir = cache / "features"
+    fdir.mkdir(parents=True, exist_ok=True)
+    keys = {t: features_key(cfg, t, td.path) for t, td in tickers.items()}
+    out: dict[str, dict] = {}
+    for t, key in keys.items():
+        summary = fdir / f"{key}.json"
+        if not force and summary.exists() and (fdir / f"{key}.parquet").exists():
+            saved = json.loads(summary.read_text())
+            out[t] = {**saved, "path": str(fdir / f"{key}.parquet"), "from_cache": True}
+    todo = {t: tickers[t] for t in tickers if t not in out}
+    log.info(
+        "features: %d of %d tickers from the resume cache %s, %d to build%s",
+        len(out),
+        len(tickers),
+        fdir,
+        len(todo),
+        " (--force)" if force else "",
+    )
+    if todo:
+        paths = {t: fdir / f"{keys[t]}.parquet" for t in todo}
+        built = build_store(cfg, todo, store_dir, paths=paths)
+        for t, s in built.items():
+            s = {**s, "cache_key": keys[t]}
+            write_json_atomic(fdir / f"{keys[t]}.json", s)
+            out[t] = {**s, "from_cache": False}
+    for t, s in out.items():
+        out[t] = {**s, "cache_key": keys[t]}
+        _link(Path(s["path"]), store_dir / f"{t}.parquet")
+    return {t: out[t] for t in tickers}
+
+
+def _link(src: Path, dst: Path) -> None:
+    """Hard link (survives cache deletion, costs no space), else symlink, else copy."""
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    if dst.resolve() == src.resolve():
+        return
+    dst.unlink(missing_ok=True)
+    try:
+        os.link(src, dst)
+    except OSError:
+        try:
+            dst.symlink_to(src)
+        except OSError:
+            shutil.copy2(src, dst)
+
+
+def load_search(path: Path) -> SearchResult | None:
+    """A cached search result, or None when absent or unreadable."""
+    if not (path / "best.json").exists():
+        return None
+    try:
+        best = json.loads((path / "best.json").read_text())
+        daily = pd.read_parquet(path / "daily.parquet")
+        daily.columns = [int(c) for c in daily.columns]
+        return SearchResult(
+            best_params=best["best_params"],
+            best=best["best"],
+            trials=pd.read_parquet(path / "trials.parquet"),
+            fold_scores=np.load(path / "fold_scores.npy"),
+            daily_perf=daily,
+        )
+    except (OSError, ValueError, KeyError) as exc:
+        log.warning("search cache %s unreadable (%s): searching again", path, exc)
+        return None
+
+
+def save_search(path: Path, result: SearchResult) -> None:
+    """Write the search result to a temp dir, then rename it to `path`."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    try:
+        result.trials.to_parquet(tmp / "trials.parquet")
+        result.daily_perf.rename(columns=str).to_parquet(tmp / "daily.parquet")
+        np.save(tmp / "fold_scores.npy", result.fold_scores)
+        (tmp / "best.json").write_text(
+            json.dumps({"best_params": result.best_params, "best": result.best}, default=_py)
+        )
+        if path.exists():
+            shutil.rmtree(path)
+        os.replace(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _py(v: object) -> object:
+    return v.item() if hasattr(v, "item") else str(v)
+
+
+def search(
+    cfg: Config,
+    store: dict[str, dict],
+    m: Matrix,
+    folds: list,
+    work_dir: Path,
+    num_cpus: float,
+    cache: Path,
+    force: bool = False,
+) -> tuple[SearchResult, bool]:
+    """The search's result from the cache, else `stages.search` (then cached); and whether it
+    came from the cache."""
+    from vpt_ray import stages
+
+    keys = {t: s["cache_key"] for t, s in store.items()}
+    path = cache / "search" / search_key(cfg, keys)
+    cached = None if force else load_search(path)
+    if cached is not None:
+        log.info("search: reused from the resume cache %s (%d trials)", path, len(cached.trials))
+        work_dir.mkdir(parents=True, exist_ok=True)
+        cached.trials.to_parquet(work_dir / "trials.parquet")
+        cached.daily_perf.rename(columns=str).to_parquet(work_dir / "trials_daily.parquet")
+        return cached, True
+    result = stages.search(cfg, m, folds, work_dir, num_cpus)
+    with contextlib.suppress(OSError):
+        save_search(path, result)
+        log.info("search: cached in %s", path)
+    return result, False

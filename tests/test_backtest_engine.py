@@ -137,20 +137,23 @@ def test_slippage_is_adverse_for_longs_and_shorts(side):
 
 
 @pytest.mark.parametrize("side", [1, -1])
-def test_half_spread_adds_half_the_fill_bars_range(side):
-    bars = [(10, 10, 10, 10), (11, 11.4, 10.8, 11), (12, 12, 12, 12), (13, 13.5, 12.5, 13)]
+def test_half_spread_uses_only_ranges_known_at_the_fill(side):
+    # entry at bar 1's open: bar 0's range (0.4 -> 0.2) is the last one known; the hold exit at
+    # bar 3's open knows bar 2's range (0.6 -> 0.3). The fill bars' own ranges are never used.
+    bars = [(10, 10.2, 9.8, 10), (11, 19.0, 1.0, 11), (12, 12.3, 11.7, 12), (13, 19.0, 1.0, 13)]
     r = run([bars], [0.6 if side == 1 else 0.4, NAN, NAN, NAN], capital=100_000.0,
             slippage_bps=10.0, half_spread=True)  # fmt: skip
     (t,) = r.trades.itertuples()
-    assert t.entry_price == pytest.approx(11 + side * (11 * 0.001 + 0.3), rel=1e-15)
-    assert t.exit_price == pytest.approx(13 - side * (13 * 0.001 + 0.5), rel=1e-15)
+    assert t.entry_price == pytest.approx(11 + side * (11 * 0.001 + 0.2), rel=1e-15)
+    assert t.exit_price == pytest.approx(13 - side * (13 * 0.001 + 0.3), rel=1e-15)
 
 
-def test_volume_cap_uses_the_fill_bar():
-    bars = [(10, 10, 10, 10, 1e6), (11, 11, 11, 11, 57), (12, 12, 12, 12, 1e6), (13, 13, 13, 13, 1)]
+def test_volume_cap_uses_the_signal_bar_never_the_fill_bar():
+    # the fill bar's volume is not known at its open: the cap comes from the signal bar (57)
+    bars = [(10, 10, 10, 10, 57), (11, 11, 11, 11, 1e6), (12, 12, 12, 12, 1e6), (13, 13, 13, 13, 1)]
     r = run([bars], [0.6, NAN, NAN, NAN], capital=100_000.0, max_volume_fraction=0.1)
     assert list(r.trades.shares) == [5]  # floor(0.1 * 57)
-    tiny = [(10, 10, 10, 10, 1e6), (11, 11, 11, 11, 9)]
+    tiny = [(10, 10, 10, 10, 9), (11, 11, 11, 11, 1e6)]
     assert run([tiny], [0.6, NAN], max_volume_fraction=0.1).trades.empty  # < 1 share: no trade
 
 
@@ -365,7 +368,8 @@ def reference_simulation(bars: pd.DataFrame, proba: np.ndarray, s: SimSettings):
 
     def close_out(j: int, ref: float, reason: str) -> None:
         nonlocal cash, pos
-        px = fill(ref, j, buy=pos["side"] < 0)
+        px = fill(ref, j if reason in ("session_close", "end_of_data") else j - 1,
+                  buy=pos["side"] < 0)  # fmt: skip
         cash += pos["side"] * pos["shares"] * px - fee(pos["shares"])
         pnl = pos["side"] * pos["shares"] * (px - pos["px"]) - pos["fee"] - fee(pos["shares"])
         trades.append(dict(entry_bar=pos["bar"], exit_bar=j, side=pos["side"], shares=pos["shares"],
@@ -382,9 +386,9 @@ def reference_simulation(bars: pd.DataFrame, proba: np.ndarray, s: SimSettings):
                 close_out(j, o[j], "hold")
         wants = prev == 1 or (prev == -1 and s.allow_short)
         if pos is None and wants and (not s.flat_at_close or day[j] == day[j - 1]):
-            px = fill(o[j], j, buy=prev == 1)
+            px = fill(o[j], j - 1, buy=prev == 1)  # at the open only bar j - 1 is known
             budget = s.position_fraction * cash
-            shares = min(int(budget // px), int(s.max_volume_fraction * v[j]))
+            shares = min(int(budget // px), int(s.max_volume_fraction * v[j - 1]))
             while shares > 0 and shares * px + fee(shares) > budget:
                 shares -= 1
             if shares >= 1 and px > 0:
@@ -475,7 +479,10 @@ def vectorbt_simulation(bars: list[pd.DataFrame], proba: list[np.ndarray], s: Si
     p = np.column_stack(proba)
     sig = np.where(p >= s.long_threshold, 1, np.where(p <= s.short_threshold, -1, 0))
     price = np.stack([o, o, c], axis=1).reshape(3 * n, k)
-    slippage = s.slippage_bps / 1e4 + np.repeat(half, 3, axis=0) / price
+    # fills at the open know bar j - 1 (range, volume); the close step knows bar j
+    prev = lambda a: np.vstack([np.zeros((1, k)), a[:-1]])  # noqa: E731
+    half_steps = np.stack([prev(half), prev(half), half], axis=1).reshape(3 * n, k)
+    slippage = s.slippage_bps / 1e4 + half_steps / price
     if s.commission_per_share:
         if s.allow_short or s.min_commission:
             raise ValueError("per-share fees map to vectorbt only long-only and without a minimum")
@@ -497,7 +504,7 @@ def vectorbt_simulation(bars: list[pd.DataFrame], proba: list[np.ndarray], s: Si
             s.allow_short,
             s.flat_at_close,
         ),  # fmt: skip
-        size=np.repeat(np.floor(s.max_volume_fraction * vol), 3, axis=0),
+        size=np.repeat(np.floor(s.max_volume_fraction * prev(vol)), 3, axis=0),
         price=price,
         fees=fees,
         fixed_fees=fixed_fees,
@@ -530,7 +537,7 @@ def test_agrees_with_vectorbt_from_signals(scenario):
     vbt_trades = pf.trades.count().to_numpy()
     vbt_value = pf.value().to_numpy()[2::3]  # value at each bar's close
     for i, (t, r) in enumerate(ours.items()):
-        volume_cap = np.floor(0.01 * bars[i].volume.to_numpy()[r.trades.entry_bar])
+        volume_cap = np.floor(0.01 * bars[i].volume.to_numpy()[r.trades.entry_bar - 1])
         assert (r.trades.shares == volume_cap).all()  # the regime vectorbt can express
         assert len(r.trades) == vbt_trades[i] > 50, t
         ret = r.equity.iloc[-1] / s.capital - 1

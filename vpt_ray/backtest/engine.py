@@ -29,13 +29,15 @@ The rules (each has a hand-computed test in `tests/test_backtest_engine.py`):
 - Exit: at the open of bar `entry + hold_bars`, or, with `exit_on_reversal`, at the open after an
   opposite signal instead (the holding period is then ignored); session end / end of data first.
 - Fills are adverse: buy = ref * (1 + slippage_bps/1e4) + h, sell = ref * (1 - slippage_bps/1e4) - h
-  where ref is the bar's open (or close for close-outs) and h = (high - low) / 2 of the fill bar
-  when `half_spread`, else 0. Commission per order = max(min_commission, shares *
-  commission_per_share).
+  where ref is the bar's open (or close for close-outs) and h = (high - low) / 2, when
+  `half_spread`, of the last bar completed at the fill (bar t for a fill at bar t+1's open, the
+  bar itself for a close-out at its close), else 0. Commission per order =
+  max(min_commission, shares * commission_per_share).
 - Size: whole shares, the most such that shares * fill + commission <= position_fraction * equity
   (equity = cash: the book is flat at entry; shorts are sized on the same gross notional), capped
-  at floor(max_volume_fraction * volume) of the fill bar (a liquidity limit, as in zipline's
-  volume-share slippage). Fewer than 1 share (or a non-positive fill) -> no trade.
+  at floor(max_volume_fraction * volume) of the signal bar, the last bar completed before the
+  fill (a liquidity limit, as in zipline's volume-share slippage, without peeking at the fill
+  bar's volume). Fewer than 1 share (or a non-positive fill) -> no trade.
 """
 
 from __future__ import annotations
@@ -87,9 +89,9 @@ class SimSettings:
     commission_per_share: float = 0.0035
     min_commission: float = 0.35  # per order
     slippage_bps: float = 0.5  # adverse, on every fill
-    half_spread: bool = False  # add half of the fill bar's (high - low) as adverse cost
+    half_spread: bool = False  # add half of (high - low) of the last completed bar as cost
     position_fraction: float = 1.0  # fraction of the ticker's current equity per trade
-    max_volume_fraction: float = 0.05  # cap shares at this fraction of the fill bar's volume
+    max_volume_fraction: float = 0.05  # cap shares at this fraction of the signal bar's volume
     flat_at_close: bool = True  # no overnight positions
 
     def __post_init__(self) -> None:
@@ -228,7 +230,10 @@ def _kernel(
                 sig = 1
             elif p <= short_th:
                 sig = -1
-        spread = 0.5 * (high[j] - low[j]) if half_spread else 0.0
+        # Costs and size of a fill at this bar's open may only use what is known at that open:
+        # the last completed bar (j - 1). A close-out at this bar's close may use bar j itself.
+        spread_open = 0.5 * (high[j - 1] - low[j - 1]) if half_spread and j > 0 else 0.0
+        spread_close = 0.5 * (high[j] - low[j]) if half_spread else 0.0
 
         # 1. exit at this bar's open
         if side != 0:
@@ -239,7 +244,7 @@ def _kernel(
             elif j - entry_bar >= hold_bars:
                 reason = 1
             if reason != 0:
-                fill = open_[j] - side * (open_[j] * slip + spread)
+                fill = open_[j] - side * (open_[j] * slip + spread_open)
                 comm = max(min_comm, shares * cps)
                 cash += side * shares * fill - comm
                 pnl = side * shares * (fill - entry_px) - entry_comm - comm
@@ -263,11 +268,11 @@ def _kernel(
             and (sig == 1 or (sig == -1 and allow_short))
             and (not flat_at_close or session[j] == session[j - 1])
         ):
-            fill = open_[j] + sig * (open_[j] * slip + spread)
+            fill = open_[j] + sig * (open_[j] * slip + spread_open)
             budget = fraction * cash
             if fill > 0.0 and budget > 0.0:
                 n_sh = np.floor(min((budget - min_comm) / fill, budget / (fill + cps)))
-                n_sh = min(n_sh, np.floor(max_vol_frac * volume[j]))
+                n_sh = min(n_sh, np.floor(max_vol_frac * volume[j - 1]))
                 if n_sh >= 1.0:
                     comm = max(min_comm, n_sh * cps)
                     entry_equity = cash
@@ -282,7 +287,7 @@ def _kernel(
         # 3. session-end / end-of-data close-out at this bar's close
         last_bar = j == n - 1
         if side != 0 and (last_bar or (flat_at_close and session[j + 1] != session[j])):
-            fill = close[j] - side * (close[j] * slip + spread)
+            fill = close[j] - side * (close[j] * slip + spread_close)
             comm = max(min_comm, shares * cps)
             cash += side * shares * fill - comm
             pnl = side * shares * (fill - entry_px) - entry_comm - comm

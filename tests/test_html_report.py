@@ -222,7 +222,7 @@ def test_page_shows_the_headline_figures(run):
         *m["decision"]["reasons"],
     ):
         assert html.escape(text) in page, text
-    assert "Not shown:" not in page
+    assert "Not shown:" not in page and "RUNNING" not in page
     assert not re.search(r"<script[^>]+src=", page), "no external scripts (works offline)"
     assert page.count("Plotly.newPlot") == int(re.search(r'data-figures="(\d+)"', page)[1])
 

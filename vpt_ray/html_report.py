@@ -792,6 +792,8 @@ def _kpis(m: dict) -> str:
 def _header(run: RunFiles) -> str:
     m, d, w = run.metrics, run.metrics.get("data", {}), run.metrics.get("windows", {})
     status = (run.status or {}).get("status", "unknown")
+    if status == "RUNNING":  # the phase writes this page before it marks the run FINISHED
+        status = "complete"
     commit = m.get("git_commit") or (run.meta or {}).get("git_commit")
     items = [
         ("run", m.get("run_id")),
@@ -838,8 +840,32 @@ def _decision(run: RunFiles) -> str:
     )
     return (
         f'<div class="verdict v-{html.escape(verdict)}" id="verdict">{html.escape(verdict.upper())}'
-        f"</div><ul>{reasons}</ul>{table}{prev_txt}"
+        f"</div><ul>{reasons}</ul>{table}{_overfitting(run.metrics.get('overfitting'))}{prev_txt}"
     )
+
+
+def _overfitting(over: dict | None) -> str:
+    """What the search's selection did to the numbers (metrics.json's overfitting section)."""
+    if not over:
+        return ""
+    stab = over.get("stability") or {}
+    parts = [
+        f"{_fmt(over.get('n_trials'))} trials over {_fmt(over.get('validation_days'))} "
+        "validation days",
+        f"probability of backtest overfitting (CSCV) {_fmt(over.get('pbo'), digits=3)}",
+        f"deflated Sharpe {_fmt(over.get('dsr'), digits=3)} "
+        f"(Sharpe {_fmt(over.get('sharpe_annual'), digits=2)} vs "
+        f"{_fmt(over.get('dsr_benchmark_sr_annual'), digits=2)} expected from the best of "
+        "the trials by luck)",
+        f"probabilistic Sharpe {_fmt(over.get('psr'), digits=3)}",
+    ]
+    if stab:
+        parts.append(
+            f"chosen configuration's rank per fold {stab.get('ranks')}, top in "
+            f"{_fmt(stab.get('top_hit_rate'), 'pct')} of folds"
+        )
+    notes = [over[k] for k in ("pbo_note", "dsr_note") if over.get(k)]
+    return "<h3>Overfitting</h3><p>" + html.escape("; ".join(parts + notes)) + ".</p>"
 
 
 def _cv_table(cv: dict) -> str:

@@ -19,6 +19,8 @@ def test_advance_needs_accuracy_sharpe_and_deflated_sharpe():
     assert decide(RULES, HW, **{**GOOD, "dsr": None})["verdict"] == "hold"
     assert decide(RULES, HW, **{**GOOD, "oos_accuracy": 0.52})["verdict"] == "hold"
     assert decide(RULES, HW, **{**GOOD, "sharpe": 0.9})["verdict"] == "hold"
+    d = decide(RULES, HW, **{**GOOD, "sharpe": None})  # fewer than two days: no Sharpe
+    assert d["verdict"] == "hold" and "Sharpe n/a" in d["reasons"][0]
 
 
 def test_stop_rules_win():

@@ -59,7 +59,12 @@ def decide(
     dsr_ok = not _bad(dsr) and dsr >= rules.min_dsr
     checks = [
         f"OOS accuracy {oos_accuracy:.4f} {'>' if acc_ok else '<='} {rules.min_accuracy:g}",
-        f"Sharpe {sharpe:.3f} {'>' if sharpe_ok else '<='} {rules.min_sharpe:g}",
+        "Sharpe "
+        + (
+            "n/a"
+            if _bad(sharpe)
+            else f"{sharpe:.3f} {'>' if sharpe_ok else '<='} {rules.min_sharpe:g}"
+        ),
         "deflated Sharpe "
         + ("n/a" if _bad(dsr) else f"{dsr:.3f} {'>=' if dsr_ok else '<'} {rules.min_dsr:g}"),
     ]

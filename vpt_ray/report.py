@@ -54,15 +54,17 @@ def write_report(
     write_json_atomic(report_dir / "metrics.json", _clean(metrics))
 
 
-def _pct(v: float | None) -> str:
+def pct(v: float | None) -> str:
     return "n/a" if v is None or v != v else f"{v:.2%}"
 
 
-def _num(v: float | None, d: int = 4) -> str:
+def num(v: float | None, d: int = 4) -> str:
     return "n/a" if v is None or v != v else f"{v:.{d}f}"
 
 
 def summary_markdown(m: dict) -> str:
+    from vpt_ray.oracle import summary_line as oracle_summary_line  # imports Ray
+
     d, cv, oos, bt, res = m["data"], m["cv"], m["oos"], m["backtest"], m["resources"]
     lines = [f"# vpt-ray run {m['run_id']} (phase {m['phase']})", ""]
     if d["synthetic"]:
@@ -72,8 +74,8 @@ def summary_markdown(m: dict) -> str:
         f"({d['bar']}); sources: {', '.join(sorted(d['sources_used']))}",
         f"- Windows: train {m['windows']['train']}, backtest {m['windows']['backtest']}",
         f"- CV ({cv['folds_count']} purged walk-forward folds, {cv['samples']:,} samples): "
-        f"accuracy {_num(cv['accuracy'])}, AUC {_num(cv['auc'])}, log loss {_num(cv['log_loss'])}, "
-        f"train accuracy {_num(cv['train_accuracy'])}",
+        f"accuracy {num(cv['accuracy'])}, AUC {num(cv['auc'])}, log loss {num(cv['log_loss'])}, "
+        f"train accuracy {num(cv['train_accuracy'])}",
         *(
             [
                 f"- Sampling: --sample-days {cv['sample_days']}: trained and searched on "
@@ -83,12 +85,13 @@ def summary_markdown(m: dict) -> str:
             else []
         ),
         f"- Search: {m['search']['trials']} trials; best {m['search']['best_params']}",
-        f"- Out of sample ({oos['samples']:,} labelled bars): accuracy {_num(oos['accuracy'])}, "
-        f"AUC {_num(oos['auc'])}, log loss {_num(oos['log_loss'])}",
-        f"- Backtest: {bt['trades']} trades, total return {_pct(bt['total_return'])}, "
-        f"Sharpe {_num(bt['sharpe'], 2)}, max drawdown {_pct(bt['max_drawdown'])}, "
-        f"win rate {_pct(bt['win_rate'])}, profit factor {_num(bt.get('profit_factor'), 2)}, "
-        f"exposure {_pct(bt.get('exposure'))}",
+        f"- Out of sample ({oos['samples']:,} labelled bars): accuracy {num(oos['accuracy'])}, "
+        f"AUC {num(oos['auc'])}, log loss {num(oos['log_loss'])}",
+        f"- Backtest: {bt['trades']} trades, total return {pct(bt['total_return'])}, "
+        f"Sharpe {num(bt['sharpe'], 2)}, max drawdown {pct(bt['max_drawdown'])}, "
+        f"win rate {pct(bt['win_rate'])}, profit factor {num(bt.get('profit_factor'), 2)}, "
+        f"exposure {pct(bt.get('exposure'))}",
+        *filter(None, [oracle_summary_line(m)]),
         f"- Resources: peak memory {res['peak_memory_gb']:.2f} GB, "
         f"wall {res['wall_seconds']:.0f} s; stages {res['stages']}",
         *_ensemble_lines(m.get("ensemble")),
@@ -104,8 +107,8 @@ def summary_markdown(m: dict) -> str:
     ]
     for t, s in bt["per_ticker"].items():
         lines.append(
-            f"| {t} | {s['trades']} | {_pct(s['total_return'])} | {_num(s['sharpe'], 2)} | "
-            f"{_pct(s['max_drawdown'])} | {_pct(s['win_rate'])} |"
+            f"| {t} | {s['trades']} | {pct(s['total_return'])} | {num(s['sharpe'], 2)} | "
+            f"{pct(s['max_drawdown'])} | {pct(s['win_rate'])} |"
         )
     return "\n".join(lines) + "\n"
 
@@ -118,7 +121,7 @@ def _ensemble_lines(e: dict | None) -> list[str]:
     return [
         f"- Ensemble ({e['used']} of {e['candidates']} members weighted, weights chosen on "
         f"out-of-fold CV predictions) vs best single model: CV log loss "
-        f"{_num(cv['ensemble']['log_loss'], 5)} vs {_num(cv['single']['log_loss'], 5)}, "
-        f"OOS accuracy {_num(oos['ensemble']['accuracy'])} vs {_num(oos['single']['accuracy'])}, "
-        f"Sharpe {_num(bt['ensemble']['sharpe'], 2)} vs {_num(bt['single']['sharpe'], 2)}"
+        f"{num(cv['ensemble']['log_loss'], 5)} vs {num(cv['single']['log_loss'], 5)}, "
+        f"OOS accuracy {num(oos['ensemble']['accuracy'])} vs {num(oos['single']['accuracy'])}, "
+        f"Sharpe {num(bt['ensemble']['sharpe'], 2)} vs {num(bt['single']['sharpe'], 2)}"
     ]

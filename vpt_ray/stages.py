@@ -29,7 +29,8 @@ from vpt_ray.features import clock_slots, feature_names, session_of
 from vpt_ray.honesty import overfitting_section
 from vpt_ray.html_report import write_html_report
 from vpt_ray.metrics import classification
-from vpt_ray.report import write_report
+from vpt_ray.oracle import oracle_section
+from vpt_ray.report import num, pct, write_report
 from vpt_ray.resources import MemorySampler
 from vpt_ray.resume import file_digest
 from vpt_ray.run import RunContext, git_commit, package_versions
@@ -275,6 +276,7 @@ def assemble_metrics(
         "overfitting": overfit,
         "oos": bt["oos"],
         "backtest": {**bt["stats"], "per_ticker": bt["per_ticker"]},
+        "oracle": oracle_section(cfg, data, store, bt),  # synthetic runs: the known-truth ruler
         "resources": {
             "peak_memory_gb": peak,
             "wall_seconds": ctx.wall_seconds(),
@@ -311,16 +313,16 @@ def print_summary(m: dict) -> None:
         ),
         (
             "CV accuracy / AUC",
-            f"{cv['accuracy']:.4f} / {cv['auc']:.4f} (train {cv['train_accuracy']:.4f})",
+            f"{num(cv['accuracy'])} / {num(cv['auc'])} (train {num(cv['train_accuracy'])})",
         ),
         (
             "OOS accuracy / AUC",
-            f"{oos['accuracy']:.4f} / {oos['auc']:.4f} on {oos['samples']:,} bars",
+            f"{num(oos['accuracy'])} / {num(oos['auc'])} on {oos['samples']:,} bars",
         ),
         (
             "backtest",
-            f"{bt['trades']} trades, return {bt['total_return']:.2%}, Sharpe "
-            f"{bt['sharpe']:.2f}, max DD {bt['max_drawdown']:.2%}",
+            f"{bt['trades']} trades, return {pct(bt['total_return'])}, Sharpe "
+            f"{num(bt['sharpe'], 2)}, max DD {pct(bt['max_drawdown'])}",
         ),
         (
             "peak memory / wall",

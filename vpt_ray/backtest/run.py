@@ -75,8 +75,9 @@ def backtest_ticker(
 
 
 def _slim(result: TickerResult) -> TickerResult:
-    """Drop the bar-level equity curve (the roll-up uses daily equity) before shipping back."""
-    return dataclasses.replace(result, equity=result.daily_equity)
+    """Before shipping back: daily equity, and positions as int8 signs (enough for exposure)."""
+    position = np.sign(result.position).astype(np.int8)
+    return dataclasses.replace(result, equity=result.daily_equity, position=position)
 
 
 @ray.remote(num_cpus=1, max_retries=0)

@@ -23,6 +23,7 @@ from ray.tune.search.basic_variant import BasicVariantGenerator
 from vpt_ray.config import Config, SearchSpace
 from vpt_ray.metrics import VAL_LOG_LOSS, classification
 from vpt_ray.resources import check_memory, clamp_task_memory, fold_cache_bytes, memory_exceeded
+from vpt_ray.search_progress import SearchProgress
 from vpt_ray.store import Matrix
 
 log = logging.getLogger(__name__)
@@ -215,7 +216,15 @@ def run_search(cfg: Config, m: Matrix, folds: Folds, storage: Path, num_cpus: in
             trial_dirname_creator=lambda t: t.trial_id,
         ),
         run_config=tune.RunConfig(
-            name="search", storage_path=str(storage.resolve()), verbose=0, stop=MemoryStop()
+            name="search",
+            storage_path=str(storage.resolve()),
+            verbose=0,
+            stop=MemoryStop(),
+            callbacks=[
+                SearchProgress(
+                    cfg.search.num_samples, VAL_LOG_LOSS, "min", cfg.search.time_budget_s
+                )
+            ],
         ),
     )
     grid = tuner.fit()

@@ -72,6 +72,11 @@ def summary_markdown(m: dict) -> str:
     lines += [
         f"- Data: {len(d['tickers'])} tickers, {d['bars']:,} bars, {d['start']} .. {d['end']} "
         f"({d['bar']}); sources: {', '.join(sorted(d['sources_used']))}",
+        *(
+            [f"- Skipped (no data in any source): {', '.join(d['skipped'])}"]
+            if d.get("skipped")
+            else []
+        ),
         f"- Windows: train {m['windows']['train']}, backtest {m['windows']['backtest']}",
         f"- CV ({cv['folds_count']} purged walk-forward folds, {cv['samples']:,} samples): "
         f"accuracy {num(cv['accuracy'])}, AUC {num(cv['auc'])}, log loss {num(cv['log_loss'])}, "

@@ -21,6 +21,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import zlib
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from functools import lru_cache
 
@@ -166,10 +167,29 @@ def _session_draws(
     return rng, u, e
 
 
-def generate_ticker(
+@dataclass(frozen=True)
+class SessionDraw:
+    """One generated session: its bars and the hidden state behind them (every minute, kept or not).
+
+    `vpt_ray.oracle` reads the hidden state to compute the true probability of each label; the
+    bars are what the rest of the pipeline sees.
+    """
+
+    bars: pd.DataFrame  # the contract bars of the kept minutes
+    keep: np.ndarray  # bool per minute of the session: became a bar
+    u: np.ndarray  # flow imbalance per minute
+    e: np.ndarray  # standardized Student-t shock per minute
+    sigma: np.ndarray  # the minute's return scale (minute_sd * curve * sqrt(h))
+    state_before: np.ndarray  # pressure state driving the minute's drift (s after the previous)
+    curve: np.ndarray  # intraday volatility multiplier per minute
+    minute_sd: float
+    kappa: float  # drift per unit pressure this session (KAPPA * signal_strength * regime)
+
+
+def iter_sessions(
     params: SyntheticParams, ticker: str, start: dt.date, end: dt.date
-) -> pd.DataFrame:
-    """1-minute contract bars for one ticker over the sessions in [start, end]."""
+) -> Iterator[SessionDraw]:
+    """The sessions in [start, end] with their hidden state, in order (see `generate_ticker`)."""
     if end < start:
         raise ValueError(f"synthetic: end {end} is before start {start}")
     sched = _schedule(params.calendar, end)
@@ -181,7 +201,6 @@ def generate_ticker(
     # Sessions chain from the epoch: each opens at the previous close times its overnight gap
     # (which holds a weak pull toward the ticker's level, so a $15 stock stays a $10-20 stock).
     # Sessions before `start` only run the compiled kernel (microseconds each).
-    frames = []
     close = prof.base_price
     for k in range(len(sched)):
         rng, u, e = _session_draws(params, ticker, k, int(lengths[k]))
@@ -189,7 +208,8 @@ def generate_ticker(
         arr = np.empty((n, 4))
         pull = -REVERSION * np.log(close / prof.base_price)  # keeps price levels in range
         open_k = close * np.exp(days["gap"][k] + pull)
-        _session_kernel(open_k, days["minute_sd"][k], kappas[k], u, e, _intraday_curve(n), arr)
+        curve = _intraday_curve(n)
+        _session_kernel(open_k, days["minute_sd"][k], kappas[k], u, e, curve, arr)
         close = arr[-1, 1]
         if k < first:
             continue
@@ -214,20 +234,36 @@ def generate_ticker(
         trans = np.maximum(1, np.round(volume / size)).astype(np.int64)
         keep = rng.random(n) >= params.missing_minute_rate
         keep[0] = keep[-1] = True
-        frames.append(
-            pd.DataFrame(
-                {
-                    "timestamp": minutes[keep],
-                    "open": o[keep],
-                    "high": hi[keep],
-                    "low": lo[keep],
-                    "close": c[keep],
-                    "volume": volume[keep],
-                    "vwap": vwap[keep],
-                    "transactions": trans[keep],
-                }
-            )
+        bars = pd.DataFrame(
+            {
+                "timestamp": minutes[keep],
+                "open": o[keep],
+                "high": hi[keep],
+                "low": lo[keep],
+                "close": c[keep],
+                "volume": volume[keep],
+                "vwap": vwap[keep],
+                "transactions": trans[keep],
+            }
         )
+        yield SessionDraw(
+            bars=bars,
+            keep=keep,
+            u=u,
+            e=e,
+            sigma=sig,
+            state_before=arr[:, 3],
+            curve=curve,
+            minute_sd=float(days["minute_sd"][k]),
+            kappa=float(kappas[k]),
+        )
+
+
+def generate_ticker(
+    params: SyntheticParams, ticker: str, start: dt.date, end: dt.date
+) -> pd.DataFrame:
+    """1-minute contract bars for one ticker over the sessions in [start, end]."""
+    frames = [d.bars for d in iter_sessions(params, ticker, start, end)]
     if not frames:
         raise ValueError(f"synthetic: no {params.calendar} sessions between {start} and {end}")
     out = pd.concat(frames, ignore_index=True)

@@ -30,10 +30,10 @@ ticker-year) and checked against the bars file.
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 import logging
 import math
+import time
 from functools import lru_cache
 
 import numpy as np
@@ -44,6 +44,7 @@ from scipy.special import ndtr, ndtri, stdtr
 
 from vpt_ray.backtest.engine import SimSettings, simulate
 from vpt_ray.backtest.portfolio import combine
+from vpt_ray.backtest.run import _slim
 from vpt_ray.config import Config
 from vpt_ray.data.local import read_bars
 from vpt_ray.data.synthetic import (
@@ -280,7 +281,7 @@ def oracle_ticker(
     settings = SimSettings.from_config(cfg.backtest, capital=capital, hold_bars=cfg.hold_bars)
     result = simulate(bars, truth["p_trade"].to_numpy(), settings)
     return {
-        "result": dataclasses.replace(result, equity=result.daily_equity),
+        "result": _slim(result),  # shipped like the model's backtest results
         "y": feats["y"].to_numpy()[labelled].astype(np.float32),
         "p": truth["p"].to_numpy()[labelled],
     }
@@ -296,9 +297,11 @@ def _oracle_task(cfg, params, bars_path, features_path, capital, ticker):
 # -- the run's section ----------------------------------------------------------------------------
 
 
-def _ratio(model: float, oracle: float, base: float) -> float | None:
-    edge = oracle - base
-    return None if not (edge > 0 and math.isfinite(model)) else (model - base) / edge
+def _ratio(model: float | None, oracle: float | None, base: float) -> float | None:
+    """(model - base) / (oracle - base); None when either is missing or the oracle has no edge."""
+    if model is None or oracle is None or not (math.isfinite(model) and oracle - base > 0):
+        return None
+    return (model - base) / (oracle - base)
 
 
 def _scores(y: np.ndarray, p: np.ndarray, stats: dict) -> dict:
@@ -324,6 +327,7 @@ def oracle_section(cfg: Config, data, store: dict, bt: dict) -> dict | None:
     if cfg.data.bar != "1min":
         log.info("oracle: the synthetic market's truth is defined on 1-minute bars only")
         return {"skipped": f"bar {cfg.data.bar}: the oracle needs 1-minute bars"}
+    t0 = time.monotonic()
     params = synthetic_params(cfg)
     share = cfg.backtest.capital / len(data.tickers)
     cfg_ref = ray.put(cfg)
@@ -353,6 +357,16 @@ def oracle_section(cfg: Config, data, store: dict, bt: dict) -> dict | None:
         "log_loss": _ratio(-mod["log_loss"], -oracle["log_loss"], -LOG2),
         "sharpe": _ratio(mod["sharpe"], oracle["sharpe"], 0.0),
     }
+    log.info(
+        "oracle (known truth, %d tickers, %.1f s): accuracy %.4f vs model %.4f, Sharpe %s vs "
+        "model %s",
+        len(tickers),
+        time.monotonic() - t0,
+        oracle["accuracy"],
+        mod["accuracy"],
+        "n/a" if oracle["sharpe"] is None else f"{oracle['sharpe']:.2f}",
+        "n/a" if mod["sharpe"] is None else f"{mod['sharpe']:.2f}",
+    )
     return {
         "tickers": tickers,
         "samples": len(y),

@@ -1,0 +1,272 @@
+"""Scaling benchmark: a phase on 5, 20 and 50 synthetic tickers, then a projection to phase 4.
+
+    .venv/bin/python bench/bench_scaling.py [--sizes 5,20,50] [--years 1] [--trials 4]
+                                            [--phase 4] [--set k=v ...] [--out results.json]
+
+Each size runs `python -m vpt_ray.phase N --force` in its own scratch directory (own data, own
+resume cache: nothing is reused between sizes) on the first N tickers of the phase's universe over
+the last `--years` years to 2024-12-31 (the last eighth of it out of sample, as in phase 4's
+3.5 + 0.5 years). Per size it prints: rows (bars and training samples), wall time per stage, peak
+memory (driver + every Ray process), time per million bars, the quantized training matrix, and the
+load average before and after (timings taken while the load average exceeds the core count measure
+the machine's other tenants as much as this code).
+
+Projection to phase 4 (120 tickers x 4 years, 1-minute bars) on 8 cores / 32 GB: each stage's time
+is fitted as a + b * bars over the sizes (least squares); stages that fan out over Ray or use
+XGBoost threads (features, search, train, backtest, ensemble) are divided by 8 / (cores used
+here); the search is multiplied by phase 4's trial count / `--trials`. Peak memory is fitted as
+c + d * training samples. Targets (issue 6), printed next to the figures: cost per row flat or
+falling as rows grow; memory growth per training sample at most 2x its quantized size; projected
+phase 4 under 2 hours on 8 cores and under 16 GB (the seed's limits: 4 hours, 32 GB).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+PARALLEL = {"features", "search", "train", "backtest", "ensemble", "backtest_ensemble"}
+P4_TICKERS, P4_YEARS, TARGET_CORES, TARGET_GB = 120, 4.0, 8, 32
+BARS_PER_SESSION, SESSIONS_PER_YEAR = 390, 252
+
+
+def window(years: float, end: dt.date = dt.date(2024, 12, 31)) -> dict[str, str]:
+    """Training and backtest windows covering `years` years to `end`, the last eighth OOS."""
+    days = int(round(years * 365.25))
+    start = end - dt.timedelta(days=days)
+    bt_start = end - dt.timedelta(days=max(14, days // 8))
+    return {
+        "data.start": str(start),
+        "data.end": str(bt_start - dt.timedelta(days=4)),
+        "backtest.start": str(bt_start),
+        "backtest.end": str(end),
+    }
+
+
+def load_avg() -> float:
+    return round(os.getloadavg()[0], 2)
+
+
+def run_size(n: int, args: argparse.Namespace, tickers: list[str]) -> dict:
+    work = Path(tempfile.mkdtemp(prefix=f"vpt-scaling-{n}-"))
+    (work / "config").symlink_to(REPO / "config")
+    sets = {
+        "data.tickers": "[" + ",".join(tickers[:n]) + "]",
+        "data.sources": "[synthetic]",
+        "search.num_samples": str(args.trials),
+        **window(args.years),
+    }
+    cmd = [sys.executable, "-m", "vpt_ray.phase", str(args.phase), "--run-id", f"scale{n}"]
+    cmd += ["--force"]
+    for k, v in sets.items():
+        cmd += ["--set", f"{k}={v}"]
+    for o in args.overrides:
+        cmd += ["--set", o]
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    load0, t0 = load_avg(), time.monotonic()
+    proc = subprocess.run(cmd, cwd=work, capture_output=True, text=True, env=env)
+    wall = time.monotonic() - t0
+    load1 = load_avg()
+    if proc.returncode not in (0, 3):
+        sys.stderr.write(proc.stderr[-4000:])
+        raise SystemExit(f"size {n}: phase exited {proc.returncode}; scratch kept in {work}")
+    m = json.loads((work / "artifacts/reports" / f"scale{n}" / "metrics.json").read_text())
+    res = m["resources"]
+    out = {
+        "tickers": n,
+        "years": args.years,
+        "status": m.get("status", "FINISHED"),
+        "bars": m["data"].get("bars"),
+        "samples": m["cv"].get("samples"),
+        "features": m.get("features", {}).get("count"),
+        "wall_process_s": round(wall, 1),
+        "wall_pipeline_s": res["wall_seconds"],
+        "stages": res["stages"],
+        "peak_memory_gb": res["peak_memory_gb"],
+        "num_cpus": res["ray"].get("num_cpus"),
+        "load_before": load0,
+        "load_after": load1,
+        "max_bin": m.get("model_dir") and _max_bin(work, n),
+        "verdict": m["decision"]["verdict"],
+        "scratch": str(work),
+    }
+    if out["status"] == "STOPPED":
+        out["stopped"] = m["stopped"]["reason"]
+    return out
+
+
+def _max_bin(work: Path, n: int) -> int:
+    import yaml
+
+    cfg = yaml.safe_load((work / "artifacts/reports" / f"scale{n}" / "config.yaml").read_text())
+    return int(cfg["model"]["max_bin"])
+
+
+def quantized_mb(r: dict) -> float:
+    from vpt_ray.resources import MB, quantized_bytes
+
+    return quantized_bytes(r["samples"], r["features"], r["max_bin"] or 256) / MB
+
+
+def fit_line(x: list[float], y: list[float]) -> tuple[float, float]:
+    """(intercept, slope) by least squares; a single point gives a line through the origin."""
+    if len(x) == 1:
+        return 0.0, y[0] / x[0]
+    b, a = np.polyfit(np.asarray(x, float), np.asarray(y, float), 1)
+    return float(a), float(b)
+
+
+def report(results: list[dict], args: argparse.Namespace, p4_trials: int) -> dict:
+    ok = [r for r in results if r["status"] != "STOPPED"]
+    stages = [s for s in ok[0]["stages"] if s != "report"] if ok else []
+    cores = ok[0]["num_cpus"] if ok else 0
+    print(
+        f"\nscaling: phase {args.phase} on synthetic tickers, {args.years:g} year(s), "
+        f"{args.trials} trials, {cores} CPUs for Ray"
+    )
+    head = f"{'tickers':>7} {'bars':>11} {'samples':>9} {'wall s':>8} {'s/M bars':>9} "
+    head += f"{'peak GB':>8} {'quant MB':>9} {'load':>11}  " + " ".join(f"{s:>9}" for s in stages)
+    print(head)
+    for r in results:
+        if r["status"] == "STOPPED":
+            print(f"{r['tickers']:>7} STOPPED: {r['stopped']}")
+            continue
+        per_m = r["wall_pipeline_s"] / (r["bars"] / 1e6)
+        print(
+            f"{r['tickers']:>7} {r['bars']:>11,} {r['samples']:>9,} {r['wall_pipeline_s']:>8.1f} "
+            f"{per_m:>9.1f} {r['peak_memory_gb']:>8.2f} {quantized_mb(r):>9.1f} "
+            f"{r['load_before']:>5.1f}/{r['load_after']:<5.1f}  "
+            + " ".join(f"{r['stages'].get(s, 0):>9.1f}" for s in stages)
+        )
+    if len(ok) < 2:
+        print("\n(projection needs at least two finished sizes)")
+        return {}
+    loaded = [r for r in ok if max(r["load_before"], r["load_after"]) > cores]
+    if loaded:
+        print(
+            f"\nNOTE: load average above {cores} cores during sizes "
+            f"{[r['tickers'] for r in loaded]}: wall times include other tenants' work."
+        )
+
+    first, last = ok[0], ok[-1]
+    cost = [r["wall_pipeline_s"] / r["bars"] * 1e6 for r in ok]
+    print(
+        f"\ncost per million bars: {' -> '.join(f'{c:.1f} s' for c in cost)}  "
+        f"(target: flat or falling; {'OK' if cost[-1] <= cost[0] * 1.05 else 'RISING'})"
+    )
+
+    bars = [r["bars"] for r in ok]
+    bars_per_ticker_year = last["bars"] / (last["tickers"] * args.years)
+    p4_bars = P4_TICKERS * P4_YEARS * bars_per_ticker_year
+    samples_per_bar = last["samples"] / last["bars"]
+    p4_samples = p4_bars * samples_per_bar
+    speedup = TARGET_CORES / max(1, cores)
+    print(
+        f"\nprojection to phase 4: {P4_TICKERS} tickers x {P4_YEARS:g} years = "
+        f"{p4_bars / 1e6:.1f} M bars, {p4_samples / 1e6:.2f} M training samples, "
+        f"{TARGET_CORES} cores, {p4_trials} trials (fit over {len(ok)} sizes: a + b * bars)"
+    )
+    print("  (per stage: the larger of the linear fit and the largest size's time per bar)")
+    total = 0.0
+    proj_stages = {}
+    for s in stages:
+        a, b = fit_line(bars, [r["stages"].get(s, 0.0) for r in ok])
+        fitted = max(0.0, a + b * p4_bars)
+        proportional = last["stages"].get(s, 0.0) / last["bars"] * p4_bars
+        t = max(fitted, proportional)
+        if s in PARALLEL:
+            t /= speedup
+        if s == "search":
+            t *= p4_trials / args.trials
+        proj_stages[s] = t
+        total += t
+        print(
+            f"  {s:<18} {t / 60:8.1f} min   (fit {fitted / 60:7.1f}, proportional "
+            f"{proportional / 60:7.1f} min before cores/trials; slope {b * 1e6:7.2f} s/M bars)"
+        )
+    ok_time = total < 2 * 3600
+    print(
+        f"  {'total':<18} {total / 60:8.1f} min   target < 120 min on 8 cores "
+        f"({'OK' if ok_time else 'OVER'}; seed limit 240 min)"
+    )
+
+    samples = [r["samples"] for r in ok]
+    c, d = fit_line(samples, [r["peak_memory_gb"] for r in ok])
+    p4_peak = max(0.0, c) + max(0.0, d) * p4_samples
+    q_per_sample_gb = first["features"] * 1 / 1024**3
+    growth_ratio = d / q_per_sample_gb if q_per_sample_gb else float("nan")
+    p4_quant_gb = p4_samples * q_per_sample_gb
+    print(
+        f"  peak memory        {p4_peak:8.2f} GB   target < 16 GB "
+        f"({'OK' if p4_peak < 16 else 'OVER'}; seed limit {TARGET_GB} GB); fixed part {c:.2f} GB"
+    )
+    print(
+        f"  memory per sample  {d * 1024**3:8.0f} B    = {growth_ratio:.1f}x its quantized size "
+        f"({first['features']} B); target <= 2x ({'OK' if growth_ratio <= 2 else 'OVER'})"
+    )
+    print(
+        f"  quantized matrix   {p4_quant_gb:8.2f} GB   peak / quantized = "
+        f"{p4_peak / p4_quant_gb:.1f}x (the fixed Ray overhead dominates at small sizes)"
+    )
+    return {
+        "p4_bars": p4_bars,
+        "p4_samples": p4_samples,
+        "p4_minutes": total / 60,
+        "p4_stage_minutes": {k: v / 60 for k, v in proj_stages.items()},
+        "p4_peak_gb": p4_peak,
+        "memory_fixed_gb": c,
+        "memory_bytes_per_sample": d * 1024**3,
+        "cost_per_million_bars_s": cost,
+    }
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--sizes", default="5,20,50", help="ticker counts, comma-separated")
+    ap.add_argument("--years", type=float, default=1.0, help="years of 1-minute bars per ticker")
+    ap.add_argument("--trials", type=int, default=4, help="search trials per size")
+    ap.add_argument("--phase", type=int, default=4, help="phase config the runs start from")
+    ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="K=V")
+    ap.add_argument("--out", type=Path, default=None, help="also write the figures as JSON")
+    args = ap.parse_args()
+    from vpt_ray.config import load_config
+
+    cfg = load_config(args.phase)
+    sizes = [int(s) for s in args.sizes.split(",") if s]
+    if max(sizes) > len(cfg.data.tickers):
+        raise SystemExit(
+            f"--sizes {max(sizes)} > the {len(cfg.data.tickers)} tickers of phase {args.phase}"
+        )
+    p4_trials = load_config(4).search.num_samples
+    results = []
+    for n in sizes:
+        print(f"size {n}: running (load average {load_avg()}) ...", flush=True)
+        r = run_size(n, args, list(cfg.data.tickers))
+        results.append(r)
+        print(
+            f"size {n}: {r['status']}, {r['wall_pipeline_s']:.0f} s pipeline, "
+            f"peak {r['peak_memory_gb']:.2f} GB, load {r['load_before']} -> {r['load_after']}",
+            flush=True,
+        )
+    projection = report(results, args, p4_trials)
+    if args.out:
+        args.out.write_text(
+            json.dumps({"sizes": results, "projection": projection}, indent=2, default=str) + "\n"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -246,7 +246,7 @@ def run_search(cfg: Config, m: Matrix, folds: Folds, storage: Path, num_cpus: in
     rows = []
     for r in ok:
         row = {k: r.config[k] for k in search_space(cfg.search.space)}
-        row.update({k: v for k, v in r.metrics.items() if np.isscalar(v) and k != "val_daily"})
+        row.update({k: r.metrics[k] for k in _TABLE_KEYS if k in r.metrics})
         rows.append(row)
     daily = pd.DataFrame(
         {i: dict(map(tuple, r.metrics["val_daily"])) for i, r in enumerate(ok)}
@@ -260,6 +260,18 @@ def run_search(cfg: Config, m: Matrix, folds: Folds, storage: Path, num_cpus: in
     )
 
 
+# What the trials table keeps: our figures, not Tune's bookkeeping (pids, hosts, dates).
+_TABLE_KEYS = (
+    VAL_LOG_LOSS,
+    "val_accuracy",
+    "val_auc",
+    "train_accuracy",
+    "train_log_loss",
+    "train_val_gap",
+    "rounds",
+    "trial_id",
+    "time_total_s",
+)
 _RESULT_KEYS = {
     VAL_LOG_LOSS,
     "val_accuracy",

@@ -13,12 +13,10 @@ import io
 import json
 import logging
 import math
-import os
 import re
-import tempfile
 from pathlib import Path
 
-from vpt_ray.run import write_text_atomic
+from vpt_ray.run import write_bytes_atomic, write_text_atomic
 
 log = logging.getLogger(__name__)
 
@@ -233,14 +231,5 @@ def chart_png(state: dict) -> bytes:
 
 def write_chart(path: Path, state: dict) -> Path:
     """Write the chart PNG atomically (temp file + rename)."""
-    data = chart_png(state)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_bytes_atomic(path, chart_png(state))
     return path

@@ -14,16 +14,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import xgboost as xgb
 
 from vpt_ray.config import Config
-from vpt_ray.run import write_json_atomic, write_text_atomic
+from vpt_ray.run import atomic_dir, write_json_atomic, write_text_atomic
 from vpt_ray.search import xgb_params
 from vpt_ray.store import Matrix
 
@@ -50,18 +47,10 @@ def final_rounds(fold_rounds: list[int], fold_sizes: list[int], full_size: int) 
 
 def save_model(model_dir: Path, booster: xgb.Booster, meta: dict, config_yaml: str) -> Path:
     """Write model + metadata into a temp dir, then rename it to `model_dir`."""
-    model_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{model_dir.name}.", dir=model_dir.parent))
-    try:
+    with atomic_dir(model_dir) as tmp:
         booster.save_model(tmp / MODEL_FILE)
         write_json_atomic(tmp / "meta.json", meta)
         write_text_atomic(tmp / "config.yaml", config_yaml)
-        if model_dir.exists():
-            shutil.rmtree(model_dir)
-        os.replace(tmp, model_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return model_dir
 
 

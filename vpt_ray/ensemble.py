@@ -25,9 +25,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -40,6 +37,7 @@ from vpt_ray.config import Config
 from vpt_ray.metrics import classification
 from vpt_ray.progress import track
 from vpt_ray.resources import WORKER_BASELINE_BYTES, clamp_task_memory, quantized_bytes
+from vpt_ray.run import atomic_dir
 from vpt_ray.search import SearchResult, search_space, xgb_params
 from vpt_ray.store import Matrix
 from vpt_ray.train import final_rounds
@@ -350,10 +348,8 @@ def _diff(a: float | None, b: float | None) -> float | None:
 
 def save_ensemble(model_dir: Path, model: EnsembleModel) -> Path:
     """Write `model_dir/ensemble/` (members + ensemble.json) atomically: temp dir, then rename."""
-    model_dir = Path(model_dir)
-    model_dir.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{ENSEMBLE_DIR}.", dir=model_dir))
-    try:
+    final = Path(model_dir) / ENSEMBLE_DIR
+    with atomic_dir(final) as tmp:
         files = []
         for i, b in enumerate(model.boosters):
             name = f"member_{i}.ubj"
@@ -367,13 +363,6 @@ def save_ensemble(model_dir: Path, model: EnsembleModel) -> Path:
             "info": model.info,
         }
         (tmp / ENSEMBLE_FILE).write_text(json.dumps(spec, indent=2, default=str) + "\n")
-        final = model_dir / ENSEMBLE_DIR
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return final
 
 

@@ -28,14 +28,13 @@ import json
 import logging
 import os
 import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from vpt_ray.config import Config
-from vpt_ray.run import file_sha256, write_json_atomic
+from vpt_ray.run import atomic_dir, file_sha256, write_json_atomic
 from vpt_ray.search import SearchResult
 from vpt_ray.store import Matrix, build_store
 
@@ -198,21 +197,13 @@ def load_search(path: Path) -> SearchResult | None:
 
 def save_search(path: Path, result: SearchResult) -> None:
     """Write the search result to a temp dir, then rename it to `path`."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
-    try:
+    with atomic_dir(path) as tmp:
         result.trials.to_parquet(tmp / "trials.parquet")
         result.daily_perf.rename(columns=str).to_parquet(tmp / "daily.parquet")
         np.save(tmp / "fold_scores.npy", result.fold_scores)
         (tmp / "best.json").write_text(
             json.dumps({"best_params": result.best_params, "best": result.best}, default=_py)
         )
-        if path.exists():
-            shutil.rmtree(path)
-        os.replace(tmp, path)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 def _py(v: object) -> object:

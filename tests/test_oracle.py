@@ -29,7 +29,7 @@ from vpt_ray.data.synthetic import (
     generate_ticker,
 )
 from vpt_ray.features import build_features
-from vpt_ray.oracle import oracle_frame, oracle_proba, probability
+from vpt_ray.oracle import oracle_frame, oracle_proba, probability, summary_line
 
 HORIZON = 15
 TICKERS = ["AAA", "BBB", "CCC", "DDD"]
@@ -167,6 +167,23 @@ def test_oracle_proba_is_deterministic_and_aligned():
         oracle_proba(params, "AAA", day, day, 0)
 
 
+def test_summary_line_says_what_it_can():
+    scores = {"accuracy": 0.52, "auc": 0.53, "log_loss": 0.69, "sharpe": None}
+    section = {
+        "tickers": ["AAA"],
+        "samples": 1000,
+        "signal_strength": 0.0,
+        "model": scores,
+        "oracle": {**scores, "accuracy": 0.5},
+        "oracle_has_edge": False,
+        "edge_captured": dict.fromkeys(scores),
+    }
+    line = summary_line({"oracle": section})
+    assert "no edge" in line and "Sharpe n/a vs oracle n/a (captured n/a)" in line
+    assert summary_line({"oracle": None}) is None and summary_line({}) is None
+    assert "skipped" in summary_line({"oracle": {"skipped": "bar 5min"}})
+
+
 @pytest.mark.slow
 def test_run_reports_the_oracle(ray_session, workspace):
     from vpt_ray.phase import run_phase
@@ -178,6 +195,7 @@ def test_run_reports_the_oracle(ray_session, workspace):
     assert o["model"]["accuracy"] == pytest.approx(m["oos"]["accuracy"])
     assert o["model"]["sharpe"] == pytest.approx(m["backtest"]["sharpe"])
     assert o["oracle_has_edge"] and o["oracle"]["accuracy"] > 0.55
+    assert o["oracle"]["expected_accuracy"] > 0.55
     assert o["oracle"]["log_loss"] < np.log(2)
     cap = o["edge_captured"]
     assert cap["accuracy"] == pytest.approx(

@@ -17,13 +17,14 @@ variance adds the shocks (c^2 sum E[sig^2]) and each future flow u_m, which move
 (IMPACT) and through the future state (kappa*sqrt(1-PHI^2)*PHI^...). With E[h_{i+j}] =
 1 + (alpha+beta)^(j-1)*(h_{i+1}-1), z = mean/sd is the normal approximation. It is not quite
 enough: Student-t(4) shocks and the random GARCH path put more mass near zero than a normal with
-the same variance, so Phi(z) understates |p - 0.5| by ~6-7% (measured). The correction is
+the same variance, so Phi(z) understates |p - 0.5| by 6-8% (measured). The correction is
 simulated once per (kappa, K) on the generator's own dynamics: paths of the true model and of its
 Gaussian twin (same uniforms, t quantiles mapped to normal ones, constant sig, for which Phi(z) is
-exact) give p = Phi(z) + [P_true(z) - P_gauss(z)], a low-noise difference. The residual against
-brute-force simulation at real states (any h, any curve) is < 0.002 (tests/test_oracle.py).
+exact) give p = Phi(z) + [P_true(z) - P_gauss(z)], a low-noise difference. It is simulated on a
+reference path (h = 1, flat curve); against brute-force simulation at other states (a volatility
+burst, the open, the close, |p - 0.5| up to 0.35) the residual is < 0.003 (tests/test_oracle.py).
 
-Only 1-minute bars: the generator's native resolution (other bar sizes get no oracle section).
+Only 1-minute bars: the generator's native resolution (other bar sizes get `{"skipped": why}`).
 Nothing is stored: the bars are regenerated from their parameters (deterministic, ~0.5 s per
 ticker-year) and checked against the bars file.
 """

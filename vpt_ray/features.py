@@ -74,8 +74,9 @@ def feature_names(windows: list[int]) -> list[str]:
     """The feature columns, in model order."""
     names = ["ret_1"]
     names += [f"ret_{w}" for w in windows]
-    names += ["vwap_pos", "close_vwap_1"]
+    names += ["vwap_pos", "close_vwap_1", "vwap_loc"]
     names += [f"flow_ewm_{w}" for w in windows]
+    names += [f"vwap_loc_ewm_{w}" for w in windows]
     names += [f"close_vwap_{w}" for w in windows]
     names += [f"vol_z_{w}" for w in windows]
     names += [f"vpt_slope_{w}" for w in windows]
@@ -116,11 +117,16 @@ def build_features(
 
     vwap_pos = (c - vw) / rng  # > 0: the bar closed above where its volume traded (buy pressure)
     f["vwap_pos"] = vwap_pos
+    # Where the bar's volume traded inside its range (like Chaikin's close location value, with
+    # the vwap for the close): > 0 when trading happened low in a bar, i.e. buyers lifting it.
+    vwap_loc = ((h + lo) / 2 - vw) / rng
+    f["vwap_loc"] = vwap_loc
     f["close_vwap_1"] = np.log(c / vw) / rv_long
     log_v = np.log1p(v)
     rel_vol = v / _rolling_mean(v, max(windows)).clip(lower=EPS)
     for w in windows:
         f[f"flow_ewm_{w}"] = (vwap_pos * rel_vol).ewm(span=w, adjust=False).mean()
+        f[f"vwap_loc_ewm_{w}"] = vwap_loc.ewm(span=w, adjust=False).mean()
         roll_vwap = (vw * v).rolling(w, min_periods=1).sum() / v.rolling(w, min_periods=1).sum()
         f[f"close_vwap_{w}"] = np.log(c / roll_vwap) / rv_long
         f[f"vol_z_{w}"] = (log_v - _rolling_mean(log_v, w * 4)) / _rolling_std(log_v, w * 4)

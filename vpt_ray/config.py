@@ -196,6 +196,48 @@ class BacktestConfig(_Section):
         return self
 
 
+class UniverseConfig(_Section):
+    """Backtest universe (phase 5): candidates whose average close over `lookback_days` sessions
+    before backtest.start lies in [min_price, max_price]. Off unless enabled with candidates."""
+
+    enabled: bool = False
+    candidates: list[str] = Field(default_factory=list)
+    lookback_days: int = Field(20, ge=1)
+    min_price: float = Field(10.0, ge=0)
+    max_price: float = Field(20.0, gt=0)
+    min_tickers: int = Field(50, ge=1)
+    max_tickers: int = Field(100, ge=1)
+
+    @model_validator(mode="after")
+    def _check(self) -> UniverseConfig:
+        if self.min_price >= self.max_price:
+            raise ValueError(
+                f"universe.min_price ({self.min_price}) must be below "
+                f"universe.max_price ({self.max_price})"
+            )
+        if self.min_tickers > self.max_tickers:
+            raise ValueError(
+                f"universe.min_tickers ({self.min_tickers}) is above "
+                f"universe.max_tickers ({self.max_tickers})"
+            )
+        bad = [t for t in self.candidates if not t or not t.replace(".", "").isalnum()]
+        if bad:
+            raise ValueError(f"universe.candidates has invalid symbols {bad}")
+        if len(set(self.candidates)) != len(self.candidates):
+            raise ValueError("universe.candidates has duplicates")
+        if self.active and len(self.candidates) < self.min_tickers:
+            raise ValueError(
+                f"universe.candidates has {len(self.candidates)} tickers, fewer than "
+                f"universe.min_tickers ({self.min_tickers})"
+            )
+        return self
+
+    @property
+    def active(self) -> bool:
+        """Selection runs only when enabled and given candidates."""
+        return self.enabled and bool(self.candidates)
+
+
 class HardwareConfig(_Section):
     num_cpus: int = Field(8, ge=1)
     memory_gb: float = Field(32, gt=0)
@@ -236,6 +278,7 @@ class Config(_Section):
     search: SearchConfig = Field(default_factory=SearchConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
     backtest: BacktestConfig
+    universe: UniverseConfig = Field(default_factory=UniverseConfig)
     hardware: HardwareConfig = Field(default_factory=HardwareConfig)
     decision: DecisionConfig = Field(default_factory=DecisionConfig)
     paths: PathsConfig = Field(default_factory=PathsConfig)

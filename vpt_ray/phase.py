@@ -113,15 +113,23 @@ def run_phase(
                 ctx.publish_model()
                 ctx.mark("FINISHED")
                 return {"run_id": ctx.run_id, "model_dir": str(ctx.model_dir)}
+            bt_data, bt_store, universe = data, store, None
+            if cfg.universe.active:  # phase 5: backtest on the price-band universe instead
+                with step("universe"):
+                    universe, bt_data, bt_store = stages.backtest_universe(
+                        cfg, ctx.work_dir / "universe_features"
+                    )
             with step("backtest"):
-                backtest = stages.backtest(cfg, booster, data, store, matrix.feature_names)
+                backtest = stages.backtest(cfg, booster, bt_data, bt_store, matrix.feature_names)
             if ens is not None:
                 with step("backtest_ensemble"):
-                    ens_bt = stages.backtest(cfg, ens, data, store, matrix.feature_names)
+                    ens_bt = stages.backtest(cfg, ens, bt_data, bt_store, matrix.feature_names)
             sampler.check("the end of the backtest")
         metrics = stages.assemble_metrics(
             cfg, ctx, data, store, matrix, folds, search, backtest, sampler, ray_info
         )
+        if universe is not None:
+            metrics["universe"] = universe
         metrics["resume"] = {
             "cache": str(cache),
             "forced": force,

@@ -64,6 +64,7 @@ def num(v: float | None, d: int = 4) -> str:
 
 def summary_markdown(m: dict) -> str:
     from vpt_ray.oracle import summary_line as oracle_summary_line  # imports Ray
+    from vpt_ray.universe import summary_line as universe_line
 
     d, cv, oos, bt, res = m["data"], m["cv"], m["oos"], m["backtest"], m["resources"]
     lines = [f"# vpt-ray run {m['run_id']} (phase {m['phase']})", ""]
@@ -78,6 +79,7 @@ def summary_markdown(m: dict) -> str:
             else []
         ),
         f"- Windows: train {m['windows']['train']}, backtest {m['windows']['backtest']}",
+        *filter(None, [universe_line(m.get("universe"))]),
         f"- CV ({cv['folds_count']} purged walk-forward folds, {cv['samples']:,} samples): "
         f"accuracy {num(cv['accuracy'])}, AUC {num(cv['auc'])}, log loss {num(cv['log_loss'])}, "
         f"train accuracy {num(cv['train_accuracy'])}",

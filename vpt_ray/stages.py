@@ -37,6 +37,7 @@ from vpt_ray.run import RunContext, git_commit, package_versions
 from vpt_ray.search import SearchResult, run_search
 from vpt_ray.store import Matrix, build_store, load_matrix
 from vpt_ray.train import final_rounds, fit_final, save_model
+from vpt_ray.universe import resolve_universe
 
 log = logging.getLogger("vpt_ray.stages")
 Folds = list[tuple[np.ndarray, np.ndarray]]
@@ -183,7 +184,16 @@ def train_final(
     return booster
 
 
+def backtest_universe(cfg: Config, store_dir: Path) -> tuple[dict, Data, dict]:
+    """Phase 5: the price-band universe the model is backtested on (`vpt_ray.universe`);
+    returns metrics.json's `universe` section, its data and its feature store."""
+    selection, tickers, skipped, store = resolve_universe(cfg, store_dir)
+    section = {**selection.section(), "skipped_backtest_data": skipped}
+    return section, Data(tickers, skipped), store
+
+
 def backtest(cfg: Config, booster: xgb.Booster, data: Data, store: dict, names: list[str]) -> dict:
+    """Backtest on `data`'s tickers (the training tickers, or the universe's)."""
     bars_paths = {t: str(td.path) for t, td in data.tickers.items()}
     feature_paths = {t: s["path"] for t, s in store.items()}
     results = run_backtests(cfg, booster, bars_paths, feature_paths, names)
@@ -196,6 +206,8 @@ def backtest(cfg: Config, booster: xgb.Booster, data: Data, store: dict, names: 
         "per_ticker": {t: summarize(r["result"]) for t, r in results.items()},
         "oos": classification(y, p),
         "trades": trades_frame(results),
+        "data": data,  # what was backtested: the oracle replays these tickers
+        "store": store,
     }
 
 
@@ -276,7 +288,8 @@ def assemble_metrics(
         "overfitting": overfit,
         "oos": bt["oos"],
         "backtest": {**bt["stats"], "per_ticker": bt["per_ticker"]},
-        "oracle": oracle_section(cfg, data, store, bt),  # synthetic runs: the known-truth ruler
+        # synthetic runs: the known-truth ruler, on the tickers backtested
+        "oracle": oracle_section(cfg, bt["data"], bt["store"], bt),
         "resources": {
             "peak_memory_gb": peak,
             "wall_seconds": ctx.wall_seconds(),

@@ -71,3 +71,8 @@ def test_fingerprint_changes_with_config():
     assert (
         load_config(1).fingerprint() != load_config(1, overrides=["synthetic.seed=8"]).fingerprint()
     )
+
+
+def test_unbuilt_distributed_backend_is_refused_not_ignored():
+    with pytest.raises(ConfigError, match="is not built yet"):
+        load_config(1, overrides=["model.backend=distributed"])

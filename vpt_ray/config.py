@@ -166,6 +166,15 @@ class ModelConfig(_Section):
     backend: Literal["local", "distributed"] = "local"
     ensemble: EnsembleConfig = Field(default_factory=EnsembleConfig)
 
+    @model_validator(mode="after")
+    def _check(self) -> ModelConfig:
+        if self.backend == "distributed":
+            raise ValueError(
+                "model.backend 'distributed' (Ray Train XGBoostTrainer) is not built yet: "
+                "use 'local' (the final fit runs in the driver with every CPU Ray was given)"
+            )
+        return self
+
 
 class BacktestConfig(_Section):
     start: dt.date

@@ -383,3 +383,19 @@ def load_ensemble(model_dir: str | Path) -> EnsembleModel | None:
         features=[mb["features"] for mb in spec["members"]],
         info=spec.get("info", {}),
     )
+
+
+def print_comparison(section: dict) -> None:
+    """Console lines: the ensemble against the best single model."""
+    cv, oos, bt = section["cv"], section["oos"], section["backtest"]
+    print(f"  ensemble ({section['used']} of {section['candidates']} members weighted) vs single:")
+    print(
+        f"    CV log loss {cv['ensemble']['log_loss']:.5f} vs {cv['single']['log_loss']:.5f}; "
+        f"OOS accuracy {oos['ensemble']['accuracy']:.4f} vs {oos['single']['accuracy']:.4f}; "
+        f"Sharpe {_f(bt['ensemble']['sharpe'])} vs {_f(bt['single']['sharpe'])}"
+    )
+    print()
+
+
+def _f(v: float | None) -> str:
+    return "n/a" if v is None or v != v else f"{v:.2f}"

@@ -21,24 +21,10 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from vpt_ray import ensemble, resume, stages, tracker
+from vpt_ray import ensemble, memory_stop, resume, stages
 from vpt_ray.config import Config, ConfigError
-from vpt_ray.report import SYNTHETIC_BANNER, _clean
-from vpt_ray.resources import (
-    MemoryLimitExceeded,
-    MemorySampler,
-    init_ray,
-    is_ray_oom,
-    ray_oom_stop,
-)
-from vpt_ray.run import (
-    RunContext,
-    git_commit,
-    new_run_id,
-    setup_logging,
-    write_json_atomic,
-    write_text_atomic,
-)
+from vpt_ray.resources import MemorySampler, init_ray
+from vpt_ray.run import RunContext, new_run_id, setup_logging
 
 log = logging.getLogger("vpt_ray.phase")
 
@@ -143,129 +129,15 @@ def run_phase(
         ctx.publish_model()
         ctx.mark("FINISHED")
     except BaseException as exc:
-        stop = as_stop(exc, state["stage"], sampler)
+        stop = memory_stop.as_stop(exc, state["stage"], sampler)
         if stop is None:
             ctx.mark("FAILED", f"{type(exc).__name__}: {exc}")
             raise
-        return write_stopped(cfg, ctx, stop, state, sampler)
+        return memory_stop.write_stopped(cfg, ctx, stop, state, sampler)
     stages.print_summary(metrics)
     if ens is not None:
-        print_ensemble(metrics["ensemble"])
+        ensemble.print_comparison(metrics["ensemble"])
     return metrics
-
-
-def as_stop(exc: BaseException, stage: str, sampler: MemorySampler) -> MemoryLimitExceeded | None:
-    """The clean stop `exc` amounts to, or None for an ordinary failure.
-
-    Our own stop; Ray's OOM kill anywhere inside `exc`; or any error raised after the sampler
-    saw the limit crossed (the likely cause, named in the reason)."""
-    if isinstance(exc, MemoryLimitExceeded):
-        return exc
-    if not isinstance(exc, Exception):
-        return None  # KeyboardInterrupt, SystemExit: not a memory matter
-    if is_ray_oom(exc):
-        return ray_oom_stop(exc, stage)
-    if sampler.over_limit:
-        try:
-            sampler.check(f"stage {stage}")
-        except MemoryLimitExceeded as stop:
-            stop.args = (f"{stop.args[0]} (then {type(exc).__name__}: {exc})",)
-            return stop
-    return None
-
-
-def write_stopped(
-    cfg: Config, ctx: RunContext, stop: MemoryLimitExceeded, state: dict, sampler: MemorySampler
-) -> dict:
-    """Report, summary, tracker row and status of a run stopped for memory (verdict "stop")."""
-    stage = state["stage"]
-    data = state["data"]
-    reason = f"stop: {stop}"
-    log.error("run %s STOPPED in stage %s: %s", ctx.run_id, stage, stop)
-    synthetic = bool(data.synthetic) if data is not None else None
-    metrics = {
-        "run_id": ctx.run_id,
-        "phase": cfg.phase,
-        "status": "STOPPED",
-        "stopped": {
-            "stage": stage,
-            "cause": stop.cause,
-            "reason": str(stop),
-            "memory_gb": stop.used_gb,
-            "memory_limit_gb": cfg.hardware.memory_limit_gb,
-            "memory_warn_gb": cfg.hardware.memory_warn_gb,
-        },
-        "data": {
-            "synthetic": synthetic,
-            "tickers": list(data.tickers) if data is not None else list(cfg.data.tickers),
-            "start": str(cfg.data.start),
-            "end": str(cfg.backtest.end),
-            "bar": cfg.data.bar,
-        },
-        "cv": {"sample_days": cfg.cv.sample_days},
-        "resources": {
-            "peak_memory_gb": round(sampler.peak_gb, 3),
-            "wall_seconds": ctx.wall_seconds(),
-            "stages": dict(ctx.stages),
-            "ray": state["ray"],
-            "memory_samples": sampler.samples[:: max(1, len(sampler.samples) // 500)],
-        },
-        "decision": {"verdict": "stop", "reasons": [reason]},
-        "model_dir": None,
-        "git_commit": git_commit(),
-        "config_fingerprint": cfg.fingerprint(),
-    }
-    write_json_atomic(ctx.report_dir / "metrics.json", _clean(metrics))
-    lines = [f"# vpt-ray run {ctx.run_id} (phase {cfg.phase}): STOPPED", ""]
-    if synthetic:
-        lines += [SYNTHETIC_BANNER, ""]
-    lines += [
-        "## Decision: STOP",
-        "",
-        f"- {reason}",
-        f"- Stopped in stage `{stage}` after {ctx.wall_seconds():.0f} s; stages completed: "
-        f"{dict(ctx.stages)}",
-        f"- Peak memory (driver + Ray processes) {sampler.peak_gb:.2f} GB; "
-        f"hardware.memory_warn_gb {cfg.hardware.memory_warn_gb:g}, "
-        f"hardware.memory_limit_gb {cfg.hardware.memory_limit_gb:g}",
-        "- No model was published; the feature store and search, if they finished, are in the "
-        "resume cache and a rerun starts from them.",
-        "",
-    ]
-    write_text_atomic(ctx.report_dir / "summary.md", "\n".join(lines))
-    notes = ["SYNTHETIC data"] if synthetic else []
-    notes += ["verdict: stop", f"STOPPED in {stage}: {stop}"]
-    row = {
-        "phase": cfg.phase,
-        "run_id": ctx.run_id,
-        "synthetic": bool(synthetic),
-        **dict.fromkeys(("samples", "features", "trades"), ""),
-        **dict.fromkeys(
-            ("cv_accuracy", "cv_auc", "cv_log_loss", "accuracy", "total_return", "sharpe"), None
-        ),
-        **dict.fromkeys(("max_drawdown", "win_rate"), None),
-        "notes": "; ".join(notes).replace("|", "/"),
-    }
-    tracker.update(ctx.tracker_path, row)
-    ctx.mark("STOPPED", str(stop))
-    print(f"\n  run       {ctx.run_id}\n  decision  STOP\n            - {reason}")
-    print(f"  report    {ctx.report_dir}/summary.md\n")
-    return metrics
-
-
-def print_ensemble(section: dict) -> None:
-    cv, oos, bt = section["cv"], section["oos"], section["backtest"]
-    print(f"  ensemble ({section['used']} of {section['candidates']} members weighted) vs single:")
-    print(
-        f"    CV log loss {cv['ensemble']['log_loss']:.5f} vs {cv['single']['log_loss']:.5f}; "
-        f"OOS accuracy {oos['ensemble']['accuracy']:.4f} vs {oos['single']['accuracy']:.4f}; "
-        f"Sharpe {_f(bt['ensemble']['sharpe'])} vs {_f(bt['single']['sharpe'])}"
-    )
-    print()
-
-
-def _f(v: float | None) -> str:
-    return "n/a" if v is None or v != v else f"{v:.2f}"
 
 
 def main(argv: list[str] | None = None) -> int:

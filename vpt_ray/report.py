@@ -19,12 +19,12 @@ SYNTHETIC_BANNER = (
 )
 
 
-def _clean(obj: object) -> object:
+def json_safe(obj: object) -> object:
     """JSON-safe: NaN/inf -> None, numpy scalars -> Python."""
     if isinstance(obj, dict):
-        return {str(k): _clean(v) for k, v in obj.items()}
+        return {str(k): json_safe(v) for k, v in obj.items()}
     if isinstance(obj, list | tuple):
-        return [_clean(v) for v in obj]
+        return [json_safe(v) for v in obj]
     if hasattr(obj, "item") and not isinstance(obj, str):
         obj = obj.item()
     if isinstance(obj, float) and not math.isfinite(obj):
@@ -51,7 +51,7 @@ def write_report(
     )
     if summary:
         write_text_atomic(report_dir / "summary.md", summary_markdown(metrics))
-    write_json_atomic(report_dir / "metrics.json", _clean(metrics))
+    write_json_atomic(report_dir / "metrics.json", json_safe(metrics))
 
 
 def pct(v: float | None) -> str:

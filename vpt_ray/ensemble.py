@@ -38,7 +38,7 @@ from vpt_ray.metrics import classification
 from vpt_ray.progress import track
 from vpt_ray.resources import WORKER_BASELINE_BYTES, clamp_task_memory, quantized_bytes
 from vpt_ray.run import atomic_dir
-from vpt_ray.search import SearchResult, search_space, xgb_params
+from vpt_ray.search import SearchResult, search_space, train_early_stopped, xgb_params
 from vpt_ray.store import Matrix
 from vpt_ray.train import final_rounds
 
@@ -141,15 +141,9 @@ def fit_member(
     for tr, va in folds:
         dtrain = xgb.QuantileDMatrix(Xm[tr], y[tr], max_bin=max_bin)
         dval = xgb.QuantileDMatrix(Xm[va], y[va], ref=dtrain, max_bin=max_bin)
-        booster = xgb.train(
-            params,
-            dtrain,
-            num_boost_round=n_estimators,
-            evals=[(dval, "val")],
-            early_stopping_rounds=early_stopping_rounds,
-            verbose_eval=False,
+        booster, rounds = train_early_stopped(
+            params, dtrain, dval, n_estimators, early_stopping_rounds
         )
-        rounds = booster.best_iteration + 1
         oof.append(booster.predict(dval, iteration_range=(0, rounds)).astype(np.float32))
         fold_rounds.append(rounds)
         del dtrain, dval, booster

@@ -34,22 +34,14 @@ import yaml
 from plotly.offline import get_plotlyjs
 from plotly.subplots import make_subplots
 
+from vpt_ray.config import SEARCH_PARAMS
 from vpt_ray.data.local import write_parquet_atomic
+from vpt_ray.report import PREDICTIONS_FILE
 from vpt_ray.run import write_text_atomic
 
 log = logging.getLogger(__name__)
 
 REPORT_FILE = "report.html"
-PREDICTIONS_FILE = "predictions.parquet"
-SEARCH_PARAMS = (
-    "max_depth",
-    "learning_rate",
-    "subsample",
-    "colsample_bytree",
-    "min_child_weight",
-    "reg_alpha",
-    "reg_lambda",
-)
 TRIAL_METRICS = ("val_log_loss", "val_accuracy", "val_auc", "train_accuracy", "train_val_gap")
 GREEN, RED, BLUE, ORANGE, GREY = "#1a7f37", "#cf222e", "#0969da", "#bc4c00", "#6e7781"
 TEMPLATE = "plotly_white"
@@ -167,8 +159,9 @@ def feature_importance(model_dir: Path) -> pd.DataFrame:
 def oos_predictions(
     report_dir: Path, model_dir: Path, store_dir: Path, config: dict
 ) -> pd.DataFrame:
-    """P(up) of every labelled out-of-sample bar: the cached predictions.parquet, or recomputed
-    from the saved model and the run's feature store over the backtest window (and cached)."""
+    """P(up) of every labelled out-of-sample bar: predictions.parquet as the backtest wrote it, or,
+    for a report directory without it, recomputed from the saved model and the run's feature
+    store over the backtest window (and cached)."""
     cached = report_dir / PREDICTIONS_FILE
     if cached.exists():
         return pd.read_parquet(cached)

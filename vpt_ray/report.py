@@ -13,6 +13,7 @@ import pyarrow as pa
 from vpt_ray.data.local import write_parquet_atomic
 from vpt_ray.run import write_json_atomic, write_text_atomic
 
+PREDICTIONS_FILE = "predictions.parquet"  # labelled OOS bars: ticker, timestamp, y, p, fwd_ret
 SYNTHETIC_BANNER = (
     "**SYNTHETIC DATA**: this run used the built-in synthetic market, not real prices. "
     "Its figures measure the pipeline, not a tradable edge."
@@ -38,6 +39,7 @@ def write_report(
     trades: pd.DataFrame,
     equity: pd.Series,
     summary: bool = True,
+    predictions: pd.DataFrame | None = None,
 ) -> None:
     report_dir.mkdir(parents=True, exist_ok=True)
     if not trades.empty:
@@ -49,6 +51,10 @@ def write_report(
     write_parquet_atomic(
         pa.Table.from_pandas(eq, preserve_index=False), report_dir / "equity.parquet"
     )
+    if predictions is not None and not predictions.empty:
+        write_parquet_atomic(
+            pa.Table.from_pandas(predictions, preserve_index=False), report_dir / PREDICTIONS_FILE
+        )
     if summary:
         write_text_atomic(report_dir / "summary.md", summary_markdown(metrics))
     write_json_atomic(report_dir / "metrics.json", json_safe(metrics))

@@ -18,7 +18,7 @@ import yaml
 
 from vpt_ray import tracker
 from vpt_ray.backtest.portfolio import combine
-from vpt_ray.backtest.run import pooled_predictions, run_backtests, trades_frame
+from vpt_ray.backtest.run import pooled_predictions, predictions_frame, run_backtests, trades_frame
 from vpt_ray.backtest.stats import summarize
 from vpt_ray.config import Config
 from vpt_ray.cv import CombinatorialPurgedCV, PurgedWalkForward
@@ -309,7 +309,13 @@ def _round(v: object) -> object:
 
 
 def write_outputs(cfg: Config, ctx: RunContext, metrics: dict, bt: dict) -> None:
-    write_report(ctx.report_dir, metrics, bt["trades"], bt["equity"])
+    write_report(
+        ctx.report_dir,
+        metrics,
+        bt["trades"],
+        bt["equity"],
+        predictions=predictions_frame(bt["results"]),
+    )
     write_html_report(ctx.report_dir, ctx.staged_model_dir)
     tracker.update(ctx.tracker_path, tracker.row_from_metrics(metrics))  # last: only whole runs
     log.info("report: %s; tracker: %s", ctx.report_dir, ctx.tracker_path)

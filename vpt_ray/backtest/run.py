@@ -71,6 +71,7 @@ def backtest_ticker(
         "y": feats["y"].to_numpy()[labelled].astype(np.float32),
         "p": proba[labelled].astype(np.float32),
         "fwd_ret": feats["fwd_ret"].to_numpy()[labelled].astype(np.float32),
+        "timestamp": feats["timestamp"].to_numpy()[labelled],
     }
 
 
@@ -126,6 +127,23 @@ def pooled_predictions(results: dict[str, dict]) -> tuple[np.ndarray, np.ndarray
     ys = [r["y"] for r in results.values()]
     ps = [r["p"] for r in results.values()]
     return np.concatenate(ys), np.concatenate(ps)
+
+
+def predictions_frame(results: dict[str, dict]) -> pd.DataFrame:
+    """Every labelled out-of-sample bar's prediction, by ticker (the report's calibration data)."""
+    frames = [
+        pd.DataFrame(
+            {
+                "ticker": t,
+                "timestamp": r["timestamp"],
+                "y": r["y"],
+                "p": r["p"],
+                "fwd_ret": r["fwd_ret"],
+            }
+        )
+        for t, r in results.items()
+    ]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
 def trades_frame(results: dict[str, dict]) -> pd.DataFrame:

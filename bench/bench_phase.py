@@ -63,7 +63,7 @@ def plain_loop(work: Path, m: dict) -> tuple[float, int, int]:
     import pandas as pd
     import yaml
 
-    from vpt_ray.config import Config
+    from vpt_ray.config import SEARCH_PARAMS, Config
     from vpt_ray.search import fit_folds
     from vpt_ray.stages import make_folds
 
@@ -74,19 +74,10 @@ def plain_loop(work: Path, m: dict) -> tuple[float, int, int]:
     store = {p.stem: {"path": str(p)} for p in sorted(feats.glob("*.parquet"))}
     matrix, folds = make_folds(cfg, store)
     trials = pd.read_parquet(work / "artifacts/runs/bench/trials.parquet")
-    names = [
-        "max_depth",
-        "learning_rate",
-        "subsample",
-        "colsample_bytree",
-        "min_child_weight",
-        "reg_alpha",
-        "reg_lambda",
-    ]
     t0 = time.monotonic()
     for _, row in trials.iterrows():
         fit_folds(
-            {k: row[k] for k in names},
+            {k: row[k] for k in SEARCH_PARAMS},
             matrix.X,
             matrix.y,
             folds,

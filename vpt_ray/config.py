@@ -136,6 +136,9 @@ class SearchSpace(_Section):
         return self
 
 
+SEARCH_PARAMS = tuple(SearchSpace.model_fields)  # the searched XGBoost hyperparameters
+
+
 class SearchConfig(_Section):
     num_samples: int = Field(8, ge=1)
     time_budget_s: float = Field(900, gt=0)

@@ -33,12 +33,12 @@ import pandas as pd
 import ray
 import xgboost as xgb
 
-from vpt_ray.config import Config
+from vpt_ray.config import SEARCH_PARAMS, Config
 from vpt_ray.metrics import classification
 from vpt_ray.progress import track
 from vpt_ray.resources import WORKER_BASELINE_BYTES, clamp_task_memory, quantized_bytes
 from vpt_ray.run import atomic_dir
-from vpt_ray.search import SearchResult, search_space, train_early_stopped, xgb_params
+from vpt_ray.search import SearchResult, train_early_stopped, xgb_params
 from vpt_ray.store import Matrix
 from vpt_ray.train import final_rounds
 
@@ -99,7 +99,7 @@ class EnsembleModel:
 def candidates(cfg: Config, trials: pd.DataFrame, names: list[str]) -> list[Member]:
     """Top-k search configurations x seeds; member 0 (best config, first seed) sees all features."""
     ens = cfg.model.ensemble
-    keys = list(search_space(cfg.search.space))
+    keys = list(SEARCH_PARAMS)
     missing = [k for k in keys if k not in trials.columns]
     if missing:
         raise ValueError(f"search trials table lacks parameter columns {missing}")

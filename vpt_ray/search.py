@@ -20,7 +20,7 @@ import xgboost as xgb
 from ray import tune
 from ray.tune.search.basic_variant import BasicVariantGenerator
 
-from vpt_ray.config import Config, SearchSpace
+from vpt_ray.config import SEARCH_PARAMS, Config, SearchSpace
 from vpt_ray.metrics import VAL_LOG_LOSS, classification
 from vpt_ray.resources import check_memory, clamp_task_memory, fold_cache_bytes, memory_exceeded
 from vpt_ray.search_progress import SearchProgress
@@ -258,14 +258,14 @@ def run_search(cfg: Config, m: Matrix, folds: Folds, storage: Path, num_cpus: in
     best = ok[0]
     rows = []
     for r in ok:
-        row = {k: r.config[k] for k in search_space(cfg.search.space)}
+        row = {k: r.config[k] for k in SEARCH_PARAMS}
         row.update({k: r.metrics[k] for k in _TABLE_KEYS if k in r.metrics})
         rows.append(row)
     daily = pd.DataFrame(
         {i: dict(map(tuple, r.metrics["val_daily"])) for i, r in enumerate(ok)}
     ).sort_index()
     return SearchResult(
-        best_params={k: best.config[k] for k in search_space(cfg.search.space)},
+        best_params={k: best.config[k] for k in SEARCH_PARAMS},
         best={k: best.metrics[k] for k in best.metrics if k in _RESULT_KEYS},
         trials=pd.DataFrame(rows),
         fold_scores=np.array([[f["val_log_loss"] for f in r.metrics["folds"]] for r in ok]).T,

@@ -78,6 +78,18 @@ def _fmt(v: object, pct: bool = False, digits: int = 4) -> str:
     return str(v)
 
 
+def _table(latest: dict, title: str, columns: tuple[str, ...], cells) -> list[str]:
+    """One of the seed's tables: a row per phase (its latest run), blank for phases not run."""
+    head = ("Phase", "Run ID", *columns)
+    lines = [f"### {title}", "", "| " + " | ".join(head) + " |"]
+    lines.append("|" + "|".join("-" * (len(h) + 2) for h in head) + "|")
+    for p in PHASES:
+        r = latest.get(str(p))
+        values = (p, r["run_id"], *cells(r)) if r else (p, *[""] * (len(head) - 1))
+        lines.append("| " + " | ".join(str(v) for v in values) + " |")
+    return lines
+
+
 def render(state: dict, chart: str | None = None) -> str:
     """The tracker markdown; `chart` is the chart image's path relative to the markdown file."""
     latest = state["latest"]
@@ -90,39 +102,33 @@ def render(state: dict, chart: str | None = None) -> str:
     ]
     if chart:
         lines += [f"![Key metrics across phases]({chart})", ""]
-    lines += [
-        "### Training Metrics (CV Average)",
-        "",
-        "| Phase | Run ID | Samples | Features | Accuracy | AUC | Log Loss | Notes |",
-        "|-------|--------|---------|----------|----------|-----|----------|-------|",
-    ]
-    for p in PHASES:
-        r = latest.get(str(p))
-        if r is None:
-            lines.append(f"| {p} |  |  |  |  |  |  |  |")
-            continue
-        lines.append(
-            f"| {p} | {r['run_id']} | {r['samples']} | {r['features']} | "
-            f"{_fmt(r['cv_accuracy'])} | {_fmt(r['cv_auc'])} | {_fmt(r['cv_log_loss'])} | "
-            f"{r['notes']} |"
-        )
-    lines += [
-        "",
-        "### Backtesting Metrics",
-        "",
-        "| Phase | Run ID | Trades | Total Return | Sharpe | Max DD | Win Rate | Notes |",
-        "|-------|--------|--------|--------------|--------|--------|----------|-------|",
-    ]
-    for p in PHASES:
-        r = latest.get(str(p))
-        if r is None:
-            lines.append(f"| {p} |  |  |  |  |  |  |  |")
-            continue
-        lines.append(
-            f"| {p} | {r['run_id']} | {r['trades']} | {_fmt(r['total_return'], pct=True)} | "
-            f"{_fmt(r['sharpe'], digits=2)} | {_fmt(r['max_drawdown'], pct=True)} | "
-            f"{_fmt(r['win_rate'], pct=True)} | OOS accuracy {_fmt(r['accuracy'])}; {r['notes']} |"
-        )
+    lines += _table(
+        latest,
+        "Training Metrics (CV Average)",
+        ("Samples", "Features", "Accuracy", "AUC", "Log Loss", "Notes"),
+        lambda r: (
+            r["samples"],
+            r["features"],
+            _fmt(r["cv_accuracy"]),
+            _fmt(r["cv_auc"]),
+            _fmt(r["cv_log_loss"]),
+            r["notes"],
+        ),
+    )
+    lines += [""]
+    lines += _table(
+        latest,
+        "Backtesting Metrics",
+        ("Trades", "Total Return", "Sharpe", "Max DD", "Win Rate", "Notes"),
+        lambda r: (
+            r["trades"],
+            _fmt(r["total_return"], pct=True),
+            _fmt(r["sharpe"], digits=2),
+            _fmt(r["max_drawdown"], pct=True),
+            _fmt(r["win_rate"], pct=True),
+            f"OOS accuracy {_fmt(r['accuracy'])}; {r['notes']}",
+        ),
+    )
     lines += ["", "### History (newest first)", ""]
     lines += ["| Run ID | Phase | OOS Accuracy | Sharpe | Verdict |", "|---|---|---|---|---|"]
     for r in state["history"][:50]:

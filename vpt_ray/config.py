@@ -144,6 +144,10 @@ class SearchConfig(_Section):
     time_budget_s: float = Field(900, gt=0)
     cpus_per_trial: int = Field(1, ge=1)
     metric: Literal["val_log_loss"] = "val_log_loss"
+    scheduler: Literal["fifo", "asha"] = "fifo"
+    grace_folds: int = Field(1, ge=1)
+    reduction_factor: float = Field(2.0, gt=1)
+    sample_days: int | None = Field(None, ge=1)
     seed: int = 0
     space: SearchSpace = Field(default_factory=SearchSpace)
 
@@ -167,6 +171,7 @@ class ModelConfig(_Section):
     early_stopping_rounds: int = Field(30, ge=1)
     max_bin: int = Field(128, ge=2, le=1024)
     backend: Literal["local", "distributed"] = "local"
+    num_workers: int = Field(2, ge=1)
     ensemble: EnsembleConfig = Field(default_factory=EnsembleConfig)
 
     @model_validator(mode="after")
@@ -273,6 +278,7 @@ class PathsConfig(_Section):
     logs: str = "logs"
     tracker: str = "artifacts/SCALING_TRACKER.md"
     cache: str | None = None
+    scratch: str | None = None
 
 
 class Config(_Section):

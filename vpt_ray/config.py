@@ -280,6 +280,22 @@ class PathsConfig(_Section):
     cache: str | None = None
     scratch: str | None = None
 
+    @model_validator(mode="after")
+    def _check(self) -> PathsConfig:
+        for name in ("artifacts", "logs", "tracker", "cache", "scratch"):
+            value = getattr(self, name)
+            if value is None or "://" not in value:
+                continue
+            if name == "scratch":
+                raise ValueError(f"paths.scratch ({value!r}) must be a local directory")
+            bucket = value.removeprefix("gs://").split("/", 1)[0]
+            if not value.startswith("gs://") or not bucket:
+                raise ValueError(
+                    f"paths.{name} ({value!r}): use a local path or gs://BUCKET/PREFIX "
+                    "(the only remote storage supported)"
+                )
+        return self
+
 
 class Config(_Section):
     """The whole run's settings. Build with `load_config`."""

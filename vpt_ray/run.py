@@ -2,7 +2,8 @@
 
 Every run writes `logs/run-{run_id}.log`, marks its report directory RUNNING -> FINISHED or
 FAILED (`status.json`), and records the resolved config, data fingerprint, package versions and
-git commit, so any figure can be traced to what produced it.
+git commit, so any figure can be traced to what produced it. With `paths.artifacts` (or
+`paths.logs`, `paths.tracker`) on gs://, the same files end up in the bucket (`RunContext`).
 """
 
 from __future__ import annotations
@@ -10,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import hashlib
-import json
 import logging
 import os
 import shutil
@@ -25,52 +25,22 @@ from pathlib import Path
 
 import yaml
 
+from vpt_ray import storage
 from vpt_ray.config import Config
+from vpt_ray.storage import Location
+from vpt_ray.storage import atomic_dir as atomic_dir  # re-exported: the atomic writers' home
+from vpt_ray.storage import write_bytes_atomic as write_bytes_atomic
+from vpt_ray.storage import write_json_atomic as write_json_atomic
+from vpt_ray.storage import write_text_atomic as write_text_atomic
 
 log = logging.getLogger("vpt_ray")
+MODEL_MARKER = "meta.json"  # uploaded last: a model directory without it is incomplete
 PACKAGES = ("ray", "xgboost", "pandas", "numpy", "pyarrow", "scikit-learn", "numba", "vpt-ray")
 
 
 def new_run_id(cfg: Config) -> str:
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     return f"{stamp}-p{cfg.phase}-{cfg.fingerprint()[:6]}"
-
-
-def write_bytes_atomic(path: Path, data: bytes) -> None:
-    """Temp file + rename, so readers never see a half-written file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    write_bytes_atomic(path, text.encode())
-
-
-@contextlib.contextmanager
-def atomic_dir(final: Path) -> Iterator[Path]:
-    """Build a directory under a temp name next to `final`; on success swap it into place, on
-    failure remove it, so `final` is either the old complete directory or the new one."""
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
-    try:
-        yield tmp
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-
-
-def write_json_atomic(path: Path, obj: object) -> None:
-    write_text_atomic(path, json.dumps(obj, indent=2, default=str, allow_nan=True) + "\n")
 
 
 def git_commit() -> str | None:
@@ -105,24 +75,62 @@ def file_sha256(path: Path, chunk: int = 1 << 22) -> str:
 
 @dataclass
 class RunContext:
-    """Paths and timings of one run; use `RunContext.start(cfg)` as a context manager."""
+    """Paths and timings of one run.
+
+    Where things go: `artifacts` (`paths.artifacts`) holds `reports/{run_id}`, `models/{run_id}`
+    and `runs/{run_id}`. When it is a gs:// prefix, the run writes into a local mirror of that
+    layout (`scratch`: `paths.scratch`, else a temp dir) and `mark` / `publish_model` upload it,
+    so the report readers and writers stay plain local code; the feature store and Tune write to
+    gs:// directly (`work_location`), since their tasks run on other nodes.
+    """
 
     cfg: Config
     run_id: str
     root: Path = field(default_factory=Path.cwd)
     stages: dict[str, float] = field(default_factory=dict)
     t0: float = field(default_factory=time.monotonic)
+    _scratch: Path | None = field(default=None, repr=False)
+
+    def location(self, value: str) -> Location:
+        """A `paths.*` value as a local path (under `root`) or a GcsPath."""
+        return storage.parse(value, self.root, self.cfg.gcs)
 
     @property
-    def artifacts(self) -> Path:
-        return self.root / self.cfg.paths.artifacts
+    def artifacts(self) -> Location:
+        return self.location(self.cfg.paths.artifacts)
+
+    @property
+    def remote(self) -> bool:
+        """The artifacts live on gs:// (the run writes a local mirror and uploads it)."""
+        return storage.is_remote(self.artifacts)
+
+    @property
+    def scratch(self) -> Path:
+        """Local working dir of a run with gs:// outputs: `paths.scratch`, else a temp dir."""
+        if self._scratch is None:
+            if self.cfg.paths.scratch:
+                self._scratch = self.root / self.cfg.paths.scratch
+            else:
+                self._scratch = Path(tempfile.mkdtemp(prefix=f"vpt-ray-{self.run_id}-"))
+        return self._scratch
+
+    @property
+    def local_artifacts(self) -> Path:
+        """Where this run writes its files: `artifacts` itself, or its mirror in `scratch`."""
+        arts = self.artifacts
+        return arts if isinstance(arts, Path) else self.scratch
 
     @property
     def report_dir(self) -> Path:
+        return self.local_artifacts / "reports" / self.run_id
+
+    @property
+    def report_location(self) -> Location:
+        """Where the report ends up (`report_dir` itself for a local run)."""
         return self.artifacts / "reports" / self.run_id
 
     @property
-    def model_dir(self) -> Path:
+    def model_dir(self) -> Location:
         return self.artifacts / "models" / self.run_id
 
     @property
@@ -132,26 +140,72 @@ class RunContext:
 
     def publish_model(self) -> None:
         """Move the staged model into `artifacts/models/` once the run has succeeded, so a run
-        that fails later never leaves a model that looks like a finished run's."""
+        that fails later never leaves a model that looks like a finished run's. On gs:// the
+        files are uploaded with meta.json last: a model prefix without it is incomplete."""
         if not self.staged_model_dir.exists():
             return
-        self.model_dir.parent.mkdir(parents=True, exist_ok=True)
-        if self.model_dir.exists():
-            shutil.rmtree(self.model_dir)
-        os.replace(self.staged_model_dir, self.model_dir)
+        final = self.model_dir
+        if isinstance(final, storage.GcsPath):
+            storage.remove(final)
+            storage.upload_dir(self.staged_model_dir, final, last=(MODEL_MARKER,))
+            return
+        final.parent.mkdir(parents=True, exist_ok=True)
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(self.staged_model_dir, final)
 
     @property
     def work_dir(self) -> Path:
         """Scratch of this run (feature store, Tune results): kept for inspection and resume."""
+        return self.local_artifacts / "runs" / self.run_id
+
+    @property
+    def work_location(self) -> Location:
+        """`runs/{run_id}` where every node can reach it: Tune's storage, feature stores built
+        by tasks (`work_dir` itself for a local run)."""
         return self.artifacts / "runs" / self.run_id
 
     @property
     def log_path(self) -> Path:
-        return self.root / self.cfg.paths.logs / f"run-{self.run_id}.log"
+        """The run log on this machine (in `scratch` when `paths.logs` is on gs://)."""
+        name = f"run-{self.run_id}.log"
+        logs = self.location(self.cfg.paths.logs)
+        return logs / name if isinstance(logs, Path) else self.scratch / "logs" / name
 
     @property
-    def tracker_path(self) -> Path:
-        return self.root / self.cfg.paths.tracker
+    def log_location(self) -> Location | None:
+        """Where the run log is uploaded at every mark: `paths.logs` on gs://, else the gs://
+        report; None for a local run."""
+        name = f"run-{self.run_id}.log"
+        logs = self.location(self.cfg.paths.logs)
+        if storage.is_remote(logs):
+            return logs / name
+        return self.report_location / name if self.remote else None
+
+    @property
+    def tracker_path(self) -> Location:
+        return self.location(self.cfg.paths.tracker)
+
+    def remote_locations(self) -> list[storage.GcsPath]:
+        """The gs:// locations this run writes to (artifacts, logs, tracker, cache)."""
+        values = [self.cfg.paths.artifacts, self.cfg.paths.logs, self.cfg.paths.tracker]
+        values += [self.cfg.paths.cache] if self.cfg.paths.cache else []
+        return [loc for v in values if isinstance(loc := self.location(v), storage.GcsPath)]
+
+    def check_storage(self) -> None:
+        """Fail in seconds, with one line, when a gs:// location cannot be reached."""
+        if self.remote and not storage.is_remote(self.tracker_path):
+            log.warning(
+                "paths.artifacts is on gs:// but paths.tracker (%s) is local: on a cluster it is "
+                "lost with the node; set paths.tracker=gs://.../SCALING_TRACKER.md",
+                self.tracker_path,
+            )
+        seen = set()
+        for loc in self.remote_locations():
+            key = (loc.bucket, storage.endpoint(loc.gcs), loc.gcs.token)
+            if key not in seen:
+                seen.add(key)
+                storage.check(loc.parent)
 
     @contextlib.contextmanager
     def stage(self, name: str) -> Iterator[None]:
@@ -167,15 +221,39 @@ class RunContext:
         return round(time.monotonic() - self.t0, 2)
 
     def mark(self, status: str, error: str | None = None) -> None:
+        """Write status.json; on gs:// upload the run's files, status.json last, so a reader
+        who sees a final status sees the whole report. An upload failing while marking a
+        failed run is logged, not raised, so it never hides the run's own error."""
         write_json_atomic(
             self.report_dir / "status.json",
             {"run_id": self.run_id, "status": status, "error": error, "at": dt.datetime.now()},
         )
+        try:
+            self.upload()
+        except Exception:
+            if status in ("RUNNING", "FINISHED"):
+                raise
+            log.exception(
+                "run %s marked %s, but its files were not all uploaded", self.run_id, status
+            )
+
+    def upload(self) -> None:
+        """Mirror the run log, the run's own work files and the report to gs:// (no-op for a
+        local run); the model is uploaded by `publish_model` only."""
+        if self.log_location is not None and self.log_path.exists():
+            storage.upload_file(self.log_path, self.log_location)
+        if not self.remote:
+            return
+        if self.work_dir.is_dir():
+            for f in sorted(p for p in self.work_dir.iterdir() if p.is_file()):
+                storage.upload_file(f, self.work_location / f.name)
+        storage.upload_dir(self.report_dir, self.report_location, last=("status.json",))
 
     def snapshot_config(self) -> None:
-        write_text_atomic(
-            self.report_dir / "config.yaml", yaml.safe_dump(self.cfg.to_dict(), sort_keys=False)
-        )
+        path = self.report_dir / "config.yaml"
+        write_text_atomic(path, yaml.safe_dump(self.cfg.to_dict(), sort_keys=False))
+        if self.remote:
+            storage.upload_file(path, self.report_location / path.name)
 
 
 def setup_logging(log_path: Path | None, level: int = logging.INFO) -> None:

@@ -55,6 +55,7 @@ def run_phase(
     ctx = RunContext(cfg, run_id or new_run_id(cfg))
     setup_logging(ctx.log_path)
     log.info("run %s: phase %d, %d tickers", ctx.run_id, cfg.phase, len(cfg.data.tickers))
+    ctx.check_storage()  # gs:// outputs: fail in seconds if the bucket cannot be reached
     ctx.mark("RUNNING")
     ctx.snapshot_config()
     hw = cfg.hardware
@@ -83,8 +84,9 @@ def run_phase(
                 matrix, folds = stages.make_folds(cfg, store)
             with step("search"):
                 search, search_cached = resume.search(
-                    cfg, store, matrix, folds, ctx.work_dir, ray_info["num_cpus"], cache, force
-                )
+                    cfg, store, matrix, folds, ctx.work_dir, ray_info["num_cpus"], cache, force,
+                    tune_storage=ctx.work_location,
+                )  # fmt: skip
             with step("train"):
                 booster = stages.train_final(cfg, ctx, matrix, folds, search, data, ray_info)
             ens = None
@@ -103,7 +105,7 @@ def run_phase(
             if cfg.universe.active:  # phase 5: backtest on the price-band universe instead
                 with step("universe"):
                     universe, bt_data, bt_store = stages.backtest_universe(
-                        cfg, ctx.work_dir / "universe_features"
+                        cfg, ctx.work_location / "universe_features"
                     )
             with step("backtest"):
                 backtest = stages.backtest(cfg, booster, bt_data, bt_store, matrix.feature_names)

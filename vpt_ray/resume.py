@@ -17,7 +17,9 @@ so a ticker finished before an interruption is reused even if others were not;
 `.../search/{key}/` holds the search result. Every entry is written to a temp name and renamed,
 so a crash never leaves an entry that looks complete. `force=True` (`--force`) recomputes and
 overwrites. Cost: one sha256 pass over each bar file per process (memoized by size and mtime).
-Nothing is evicted: delete `artifacts/cache/` to reclaim the space.
+Nothing is evicted: delete `artifacts/cache/` to reclaim the space. With `paths.cache` (or
+`paths.artifacts`) on gs://, the cache is a bucket prefix that every node reads and writes: the
+feature tasks write their files there, and a cached search is uploaded with best.json last.
 """
 
 from __future__ import annotations
@@ -28,13 +30,15 @@ import json
 import logging
 import os
 import shutil
+import tempfile
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from vpt_ray import storage
 from vpt_ray.config import Config
-from vpt_ray.run import atomic_dir, file_sha256, write_json_atomic
+from vpt_ray.run import atomic_dir, file_sha256
 from vpt_ray.search import SearchResult
 from vpt_ray.store import Matrix, build_store
 
@@ -70,10 +74,15 @@ def code_digest(files: tuple[str, ...]) -> str:
     return h.hexdigest()[:20]
 
 
-def cache_dir(cfg: Config, root: Path | None = None) -> Path:
-    """`paths.cache`, else `{paths.artifacts}/cache`, absolute (Ray workers read these paths)."""
-    base = Path(cfg.paths.cache) if cfg.paths.cache else Path(cfg.paths.artifacts) / "cache"
-    return (base if base.is_absolute() else (root or Path.cwd()) / base).resolve()
+def cache_dir(cfg: Config, root: Path | None = None) -> storage.Location:
+    """`paths.cache`, else `{paths.artifacts}/cache`, absolute (Ray workers read these paths);
+    a GcsPath when that is on gs://."""
+    root = root or Path.cwd()
+    if cfg.paths.cache:
+        base = storage.parse(cfg.paths.cache, root, cfg.gcs)
+    else:
+        base = storage.parse(cfg.paths.artifacts, root, cfg.gcs) / "cache"
+    return base if storage.is_remote(base) else base.resolve()
 
 
 def feature_shape(cfg: Config) -> dict:
@@ -122,22 +131,23 @@ def search_key(cfg: Config, feature_keys: dict[str, str]) -> str:
 
 
 def build_features(
-    cfg: Config, tickers: dict, store_dir: Path, cache: Path, force: bool = False
+    cfg: Config, tickers: dict, store_dir: Path, cache: storage.Location, force: bool = False
 ) -> dict[str, dict]:
     """The feature store, built only for tickers not already in the cache.
 
     Returns per-ticker summaries (with `path` into the cache and its `cache_key`) and links the
-    files into `store_dir/{ticker}.parquet`, where the run's other readers (HTML report) look.
+    files into `store_dir/{ticker}.parquet`, where the run's other readers (HTML report) look
+    (not for a gs:// cache: its objects are the store, read where they are).
     """
     fdir = cache / "features"
-    fdir.mkdir(parents=True, exist_ok=True)
+    storage.makedirs(fdir)
     keys = {t: features_key(cfg, t, td.path) for t, td in tickers.items()}
     out: dict[str, dict] = {}
     for t, key in keys.items():
-        summary = fdir / f"{key}.json"
-        if not force and summary.exists() and (fdir / f"{key}.parquet").exists():
-            saved = json.loads(summary.read_text())
-            out[t] = {**saved, "path": str(fdir / f"{key}.parquet"), "from_cache": True}
+        summary, parquet = fdir / f"{key}.json", fdir / f"{key}.parquet"
+        if not force and storage.exists(summary) and storage.exists(parquet):
+            saved = json.loads(storage.read_text(summary))
+            out[t] = {**saved, "path": storage.portable(parquet), "from_cache": True}
     todo = {t: tickers[t] for t in tickers if t not in out}
     log.info(
         "features: %d of %d tickers from the resume cache %s, %d to build%s",
@@ -152,11 +162,12 @@ def build_features(
         built = build_store(cfg, todo, store_dir, paths=paths)
         for t, s in built.items():
             s = {**s, "cache_key": keys[t]}
-            write_json_atomic(fdir / f"{keys[t]}.json", s)
+            storage.write_json(fdir / f"{keys[t]}.json", s)
             out[t] = {**s, "from_cache": False}
     for t, s in out.items():
         out[t] = {**s, "cache_key": keys[t]}
-        _link(Path(s["path"]), store_dir / f"{t}.parquet")
+        if not storage.is_remote(s["path"]):
+            _link(Path(s["path"]), store_dir / f"{t}.parquet")
     return {t: out[t] for t in tickers}
 
 
@@ -175,8 +186,15 @@ def _link(src: Path, dst: Path) -> None:
             shutil.copy2(src, dst)
 
 
-def load_search(path: Path) -> SearchResult | None:
-    """A cached search result, or None when absent or unreadable."""
+def load_search(path: storage.Location) -> SearchResult | None:
+    """A cached search result, or None when absent or unreadable (on gs://: downloaded first;
+    a prefix without best.json, which is uploaded last, is absent)."""
+    if isinstance(path, storage.GcsPath):
+        if not storage.exists(path / "best.json"):
+            return None
+        with tempfile.TemporaryDirectory(prefix="vpt-search-") as tmp:
+            storage.download_dir(path, Path(tmp))
+            return load_search(Path(tmp))
     if not (path / "best.json").exists():
         return None
     try:
@@ -195,8 +213,15 @@ def load_search(path: Path) -> SearchResult | None:
         return None
 
 
-def save_search(path: Path, result: SearchResult) -> None:
-    """Write the search result to a temp dir, then rename it to `path`."""
+def save_search(path: storage.Location, result: SearchResult) -> None:
+    """Write the search result to a temp dir, then rename it to `path` (on gs://: replace the
+    prefix's files, best.json last)."""
+    if isinstance(path, storage.GcsPath):
+        with tempfile.TemporaryDirectory(prefix="vpt-search-") as tmp:
+            save_search(Path(tmp) / "search", result)
+            storage.remove(path)
+            storage.upload_dir(Path(tmp) / "search", path, last=("best.json",))
+        return
     with atomic_dir(path) as tmp:
         result.trials.to_parquet(tmp / "trials.parquet")
         result.daily_perf.rename(columns=str).to_parquet(tmp / "daily.parquet")
@@ -217,11 +242,12 @@ def search(
     folds: list,
     work_dir: Path,
     num_cpus: float,
-    cache: Path,
+    cache: storage.Location,
     force: bool = False,
+    tune_storage: storage.Location | None = None,
 ) -> tuple[SearchResult, bool]:
     """The search's result from the cache, else `stages.search` (then cached); and whether it
-    came from the cache."""
+    came from the cache. `tune_storage`: where Tune keeps its results (default `work_dir`)."""
     from vpt_ray import stages
 
     keys = {t: s["cache_key"] for t, s in store.items()}
@@ -233,7 +259,7 @@ def search(
         cached.trials.to_parquet(work_dir / "trials.parquet")
         cached.daily_perf.rename(columns=str).to_parquet(work_dir / "trials_daily.parquet")
         return cached, True
-    result = stages.search(cfg, m, folds, work_dir, num_cpus)
+    result = stages.search(cfg, m, folds, work_dir, num_cpus, tune_storage=tune_storage)
     with contextlib.suppress(OSError):
         save_search(path, result)
         log.info("search: cached in %s", path)

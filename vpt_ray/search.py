@@ -193,7 +193,14 @@ class SearchResult:
     daily_perf: pd.DataFrame  # (validation days, n_trials) pre-cost direction return, same order
 
 
-def run_search(cfg: Config, m: Matrix, folds: Folds, storage: Path, num_cpus: int) -> SearchResult:
+def run_search(
+    cfg: Config,
+    m: Matrix,
+    folds: Folds,
+    storage: Path | str,
+    num_cpus: int,
+    storage_filesystem: object | None = None,  # a pyarrow.fs.FileSystem: gs:// (vpt_ray.storage)
+) -> SearchResult:
     """Search `cfg.search.num_samples` configurations within the time budget; best by val loss."""
     cpus = cfg.search.cpus_per_trial
     settings = {
@@ -230,7 +237,8 @@ def run_search(cfg: Config, m: Matrix, folds: Folds, storage: Path, num_cpus: in
         ),
         run_config=tune.RunConfig(
             name="search",
-            storage_path=str(storage.resolve()),
+            storage_path=str(storage) if storage_filesystem else str(storage.resolve()),
+            storage_filesystem=storage_filesystem,
             verbose=0,
             stop=MemoryStop(),
             callbacks=[

@@ -16,7 +16,7 @@ import numpy as np
 import xgboost as xgb
 import yaml
 
-from vpt_ray import tracker
+from vpt_ray import storage, tracker
 from vpt_ray.backtest.portfolio import combine
 from vpt_ray.backtest.run import pooled_predictions, predictions_frame, run_backtests, trades_frame
 from vpt_ray.backtest.stats import summarize
@@ -120,8 +120,16 @@ def make_folds(
     return m, folds
 
 
-def search(cfg: Config, m: Matrix, folds: Folds, work_dir: Path, num_cpus: float) -> SearchResult:
-    result = run_search(cfg, m, folds, work_dir, int(num_cpus))
+def search(
+    cfg: Config,
+    m: Matrix,
+    folds: Folds,
+    work_dir: Path,
+    num_cpus: float,
+    tune_storage: storage.Location | None = None,
+) -> SearchResult:
+    path, fs = storage.tune_storage(work_dir if tune_storage is None else tune_storage)
+    result = run_search(cfg, m, folds, path, int(num_cpus), storage_filesystem=fs)
     log.info(
         "search: %d trials, best val log loss %.5f, val accuracy %.4f",
         len(result.trials),

@@ -3,6 +3,7 @@
 Why: the driver never builds the pooled feature frame; each task reads one ticker's bars, builds
 its features and labels, writes them next to the run and returns a slim summary. The training
 matrix is then read back with only the columns and rows the search needs (float32, strided).
+The files may be gs:// objects (`vpt_ray.storage`): on a cluster the tasks run on other nodes.
 """
 
 from __future__ import annotations
@@ -10,17 +11,16 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.parquet as pq
 import ray
 
+from vpt_ray import storage
 from vpt_ray.config import Config
 from vpt_ray.data.chain import TickerData
-from vpt_ray.data.local import read_bars, write_parquet_atomic
+from vpt_ray.data.local import read_bars
 from vpt_ray.data.resample import resample_bars
 from vpt_ray.features import build_features, feature_names
 from vpt_ray.progress import track
@@ -46,7 +46,7 @@ class Matrix:
         return len(self.y)
 
 
-def ticker_features(cfg: Config, td: TickerData, out_path: Path) -> dict:
+def ticker_features(cfg: Config, td: TickerData, out_path: storage.Location) -> dict:
     """Bars -> features for [data.start, backtest.end] of one ticker, written to `out_path`."""
     bars = read_bars(td.path, cfg.data.start, cfg.backtest.end, cfg.data.vwap_tolerance)
     bars = resample_bars(bars, cfg.data.bar)
@@ -58,13 +58,13 @@ def ticker_features(cfg: Config, td: TickerData, out_path: Path) -> dict:
         cfg.data.calendar,
         cfg.features.dtype,
     )
-    write_parquet_atomic(pa.Table.from_pandas(feats, preserve_index=False), out_path)
+    storage.write_parquet(pa.Table.from_pandas(feats, preserve_index=False), out_path)
     sess = feats["session"].dt.date
     train = (sess >= cfg.data.start) & (sess <= cfg.data.end)
     test = (sess >= cfg.backtest.start) & (sess <= cfg.backtest.end)
     return {
         "ticker": td.ticker,
-        "path": str(out_path),
+        "path": storage.portable(out_path),
         "bars": int(len(bars)),
         "train_bars": int(train.sum()),
         "test_bars": int(test.sum()),
@@ -73,26 +73,26 @@ def ticker_features(cfg: Config, td: TickerData, out_path: Path) -> dict:
 
 
 @ray.remote(num_cpus=1, max_retries=0)
-def _features_task(cfg: Config, td: TickerData, out_path: str) -> dict:
-    return ticker_features(cfg, td, Path(out_path))
+def _features_task(cfg: Config, td: TickerData, out_path: str | storage.GcsPath) -> dict:
+    return ticker_features(cfg, td, storage.as_location(out_path))
 
 
 def build_store(
     cfg: Config,
     tickers: dict[str, TickerData],
-    store_dir: Path,
-    paths: dict[str, Path] | None = None,
+    store_dir: storage.Location,
+    paths: dict[str, storage.Location] | None = None,
 ) -> dict[str, dict]:
     """One Ray task per ticker; returns per-ticker summaries as they finish.
 
     Files go to `store_dir/{ticker}.parquet`, or to `paths[ticker]` (the resume cache's
     content-addressed names)."""
-    store_dir.mkdir(parents=True, exist_ok=True)
+    storage.makedirs(store_dir)
     cfg_ref = ray.put(cfg)
     memory = clamp_task_memory(_task_memory(cfg), 1, "features task")
     refs = {
         _features_task.options(name=f"features:{t}", memory=memory).remote(
-            cfg_ref, td, str((paths or {}).get(t, store_dir / f"{t}.parquet"))
+            cfg_ref, td, storage.portable((paths or {}).get(t, store_dir / f"{t}.parquet"))
         ): t
         for t, td in tickers.items()
     }
@@ -115,9 +115,11 @@ def window_task_memory(cfg: Config, start: dt.date, end: dt.date) -> int:
     return int(max(64 * 2**20, days * bars_per_day * cols * 8 * 6))
 
 
-def _read_rows(path: str, columns: list[str], start: dt.date, end: dt.date) -> pd.DataFrame:
+def _read_rows(
+    path: str | storage.GcsPath, columns: list[str], start: dt.date, end: dt.date
+) -> pd.DataFrame:
     lo, hi = pd.Timestamp(start), pd.Timestamp(end)
-    table = pq.read_table(
+    table = storage.read_parquet(
         path, columns=columns, filters=[("session", ">=", lo), ("session", "<=", hi)]
     )
     return table.to_pandas()
@@ -163,6 +165,8 @@ def load_matrix(
     )
 
 
-def read_ticker_window(path: str, start: dt.date, end: dt.date, names: list[str]) -> pd.DataFrame:
+def read_ticker_window(
+    path: str | storage.GcsPath, start: dt.date, end: dt.date, names: list[str]
+) -> pd.DataFrame:
     """All bars' feature rows of one ticker in [start, end] (labelled or not), for the backtest."""
     return _read_rows(path, ["timestamp", "pos", "label_end", "y", "fwd_ret", *names], start, end)

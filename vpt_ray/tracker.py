@@ -4,7 +4,8 @@ The tracker is a markdown file a team can commit. Its rows are kept as JSON in a
 the end of the file, so a rewrite never has to parse its own tables; every rewrite is atomic.
 Next to it, a small PNG chart of the key metrics across phases (`SCALING_TRACKER.png`, about
 60 KB) is redrawn with every update and shown at the top of the markdown, so the trend reads on
-any git host without running anything.
+any git host without running anything. `paths.tracker` may be a gs:// object: the markdown and
+the chart are then read, modified and written back as whole objects (last writer wins, as locally).
 """
 
 from __future__ import annotations
@@ -14,9 +15,9 @@ import json
 import logging
 import math
 import re
-from pathlib import Path
 
-from vpt_ray.run import write_bytes_atomic, write_text_atomic
+from vpt_ray import storage
+from vpt_ray.storage import Location
 
 log = logging.getLogger(__name__)
 
@@ -24,10 +25,10 @@ STATE_RE = re.compile(r"<!-- vpt-ray-tracker (\{.*?\}) -->", re.S)
 PHASES = (1, 2, 3, 4, 5)
 
 
-def load_state(path: Path) -> dict:
-    if not path.exists():
+def load_state(path: Location) -> dict:
+    if not storage.exists(path):
         return {"latest": {}, "history": []}
-    m = STATE_RE.search(path.read_text())
+    m = STATE_RE.search(storage.read_text(path))
     if not m:
         raise ValueError(
             f"{path}: not a vpt-ray tracker (no state comment); move it away or point "
@@ -61,7 +62,7 @@ def row_from_metrics(metrics: dict) -> dict:
     }
 
 
-def previous_phase_row(path: Path, phase: int) -> dict | None:
+def previous_phase_row(path: Location, phase: int) -> dict | None:
     """The latest row of the closest earlier phase, for the "metrics degrade" rule."""
     latest = load_state(path)["latest"]
     earlier = [int(p) for p in latest if int(p) < phase]
@@ -141,12 +142,12 @@ def render(state: dict, chart: str | None = None) -> str:
     return "\n".join(lines)
 
 
-def chart_path(path: Path) -> Path:
+def chart_path(path: Location) -> Location:
     """Where the chart twin of the tracker at `path` lives: same name, .png."""
     return path.with_suffix(".png")
 
 
-def update(path: Path, row: dict) -> None:
+def update(path: Location, row: dict) -> None:
     """Put `row` as its phase's latest run, prepend it to the history, rewrite atomically
     (the chart first, then the markdown that shows it)."""
     state = load_state(path)
@@ -157,7 +158,7 @@ def update(path: Path, row: dict) -> None:
         chart = write_chart(chart_path(path), state).name
     except Exception:  # noqa: BLE001 - a chart must never cost the tracker its new row
         log.exception("tracker chart not drawn")
-    write_text_atomic(path, render(state, chart))
+    storage.write_text(path, render(state, chart))
 
 
 def _is_synthetic(row: dict) -> bool:
@@ -235,7 +236,7 @@ def chart_png(state: dict) -> bytes:
     return buf.getvalue()
 
 
-def write_chart(path: Path, state: dict) -> Path:
-    """Write the chart PNG atomically (temp file + rename)."""
-    write_bytes_atomic(path, chart_png(state))
+def write_chart(path: Location, state: dict) -> Location:
+    """Write the chart PNG atomically (temp file + rename, or one object upload)."""
+    storage.write_bytes(path, chart_png(state))
     return path

@@ -1,0 +1,216 @@
+"""Outputs on gs://: the storage helpers, the tracker and a whole tiny phase against a real GCS
+emulator (fake-gcs-server on 127.0.0.1, through real gcsfs and pyarrow).
+
+The phase test checks what a cluster user relies on: every output is an object in the bucket
+(model, report, run log, tracker, feature store, Tune's results), nothing lands in the local
+artifacts directory, a failed run publishes no model, and a rerun resumes from the gs:// cache.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import pickle
+import secrets
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+from remote_fixtures import fake_gcs
+
+from tests.conftest import tiny_overrides
+from vpt_ray import storage, tracker
+from vpt_ray.config import ConfigError, GcsConfig, load_config
+from vpt_ray.phase import run_phase
+from vpt_ray.run import RunContext
+from vpt_ray.storage import GcsPath, StorageError
+
+BUCKET = "vpt-results"
+
+
+@pytest.fixture(scope="module")
+def emulator() -> GcsConfig:
+    """The emulator's settings, as a user puts them in the `gcs` config section."""
+    with fake_gcs() as url:
+        gcs = GcsConfig(endpoint_url=url, token="anon")
+        storage.gcs_filesystem(gcs).mkdir(BUCKET)
+        yield gcs
+
+
+def _prefix(gcs: GcsConfig) -> GcsPath:
+    """A fresh prefix per test, so tests share the bucket without seeing each other's objects."""
+    return GcsPath(f"{BUCKET}/{secrets.token_hex(4)}", gcs)
+
+
+def test_locations_parse_join_and_never_show_credentials(tmp_path):
+    gcs = GcsConfig(token="/secret/sa-key.json")
+    loc = storage.parse("gs://bkt/a/b/", tmp_path, gcs)
+    assert loc == GcsPath("bkt/a/b") and str(loc) == "gs://bkt/a/b"
+    assert str(loc / "reports" / "r1") == "gs://bkt/a/b/reports/r1"
+    track = loc / "SCALING_TRACKER.md"
+    assert (track.name, str(track.parent), str(track.with_suffix(".png"))) == (
+        "SCALING_TRACKER.md",
+        "gs://bkt/a/b",
+        "gs://bkt/a/b/SCALING_TRACKER.png",
+    )
+    assert (loc / "x").gcs is gcs  # the settings travel with the location ...
+    assert "sa-key" not in repr(loc / "x") + str(loc / "x")  # ... but are never printed
+    assert pickle.loads(pickle.dumps(loc)).gcs.token == gcs.token  # and reach Ray tasks
+    assert storage.parse("rel/dir", tmp_path, gcs) == tmp_path / "rel" / "dir"
+    assert storage.portable(tmp_path) == str(tmp_path) and storage.portable(loc) is loc
+    with pytest.raises(ConfigError, match="only local paths and gs://"):
+        storage.parse("s3://bkt/x", tmp_path, gcs)
+    with pytest.raises(ConfigError, match="paths.artifacts .*gs://BUCKET/PREFIX"):
+        load_config(1, overrides=["paths.artifacts=s3://bkt/x"])
+    with pytest.raises(ConfigError, match="paths.scratch .*must be a local directory"):
+        load_config(1, overrides=["paths.scratch=gs://bkt/x"])
+
+
+def test_round_trips_on_the_emulator(emulator, tmp_path):
+    root = _prefix(emulator)
+    assert not storage.exists(root / "a.json") and storage.list_files(root) == []
+    storage.write_json(root / "a.json", {"x": 1.5, "when": dt.date(2024, 1, 2)})
+    assert json.loads(storage.read_text(root / "a.json")) == {"x": 1.5, "when": "2024-01-02"}
+    storage.write_bytes(root / "a.json", b"replaced")  # an overwrite is one whole object
+    assert storage.read_bytes(root / "a.json") == b"replaced"
+    with pytest.raises(FileNotFoundError):
+        storage.read_bytes(root / "missing.bin")
+
+    days = pa.array([dt.date(2024, 1, d) for d in (2, 3, 4, 5)], pa.date32())
+    table = pa.table({"session": pa.array(days).cast(pa.timestamp("ns")), "v": [1, 2, 3, 4]})
+    storage.write_parquet(table, root / "f.parquet")
+    got = storage.read_parquet(
+        root / "f.parquet",
+        columns=["v"],
+        filters=[("session", ">=", pa.scalar(dt.datetime(2024, 1, 3), pa.timestamp("ns")))],
+    )
+    assert got.column("v").to_pylist() == [2, 3, 4]
+
+    src = tmp_path / "model"
+    (src / "ensemble").mkdir(parents=True)
+    for name, data in {"meta.json": b"{}", "model.ubj": b"m", "ensemble/e.json": b"e"}.items():
+        (src / name).write_bytes(data)
+    order = storage.upload_dir(src, root / "model", last=("meta.json",))
+    assert order[-1] == "meta.json" and sorted(order) == [
+        "ensemble/e.json",
+        "meta.json",
+        "model.ubj",
+    ]
+    assert storage.list_files(root / "model") == sorted(order)
+    back = storage.download_dir(root / "model", tmp_path / "back")
+    assert sorted(back) == sorted(order)
+    assert (tmp_path / "back" / "ensemble" / "e.json").read_bytes() == b"e"
+    storage.remove(root / "model")
+    assert storage.list_files(root / "model") == [] and storage.exists(root / "a.json")
+
+
+def test_check_names_what_is_wrong_in_one_line(emulator):
+    storage.check(_prefix(emulator))  # an empty prefix of an existing bucket is fine
+    with pytest.raises(StorageError, match="bucket gs://no-such-bucket does not exist"):
+        storage.check(GcsPath("no-such-bucket/x", emulator))
+    dead = GcsConfig(endpoint_url="http://127.0.0.1:9", token="anon")
+    with pytest.raises(StorageError, match="not reachable"):
+        storage.check(GcsPath(f"{BUCKET}/x", dead))
+
+
+def test_tracker_is_read_modified_and_written_as_objects(emulator):
+    path = _prefix(emulator) / "SCALING_TRACKER.md"
+    row = {
+        "phase": 1, "run_id": "r1", "synthetic": True, "samples": 100, "features": 3,
+        "cv_accuracy": 0.51, "cv_auc": 0.52, "cv_log_loss": 0.69, "accuracy": 0.5, "trades": 4,
+        "total_return": 0.01, "sharpe": 0.3, "max_drawdown": -0.02, "win_rate": 0.5,
+        "notes": "verdict: hold",
+    }  # fmt: skip
+    tracker.update(path, row)
+    tracker.update(path, {**row, "phase": 2, "run_id": "r2"})
+    state = tracker.load_state(path)
+    assert set(state["latest"]) == {"1", "2"} and [h["run_id"] for h in state["history"]] == [
+        "r2",
+        "r1",
+    ]
+    assert tracker.previous_phase_row(path, 2)["run_id"] == "r1"
+    text = storage.read_text(path)
+    assert "| 2 | r2 |" in text and "![Key metrics across phases](SCALING_TRACKER.png)" in text
+    assert storage.read_bytes(tracker.chart_path(path))[:4] == b"\x89PNG"
+
+
+@pytest.mark.slow
+def test_tiny_phase_writes_everything_to_gcs_and_resumes_from_it(
+    ray_session, workspace, emulator, monkeypatch
+):
+    key = "pk-" + secrets.token_hex(12)
+    monkeypatch.setenv("POLYGON_API_KEY", key)  # present in the run's environment
+    root = _prefix(emulator)
+    overrides = tiny_overrides(
+        workspace,
+        f"paths.artifacts={root}",
+        f"paths.tracker={root}/SCALING_TRACKER.md",
+        f"paths.scratch={workspace / 'scratch'}",
+        f"gcs.endpoint_url={emulator.endpoint_url}",
+        "gcs.token=anon",
+    )
+    cfg = load_config(1, overrides=overrides)
+    first = run_phase(cfg, run_id="gcs1")
+
+    report, model, runs = root / "reports" / "gcs1", root / "models" / "gcs1", root / "runs/gcs1"
+    assert first["model_dir"] == str(model)
+    assert json.loads(storage.read_text(report / "status.json"))["status"] == "FINISHED"
+    assert json.loads(storage.read_text(report / "metrics.json"))["run_id"] == "gcs1"
+    assert {"summary.md", "report.html", "trades.parquet", "equity.parquet", "config.yaml",
+            "run-gcs1.log"} <= set(storage.list_files(report))  # fmt: skip
+    assert set(storage.list_files(model)) >= {"model.ubj", "meta.json", "config.yaml"}
+    assert tracker.load_state(root / "SCALING_TRACKER.md")["latest"]["1"]["run_id"] == "gcs1"
+    features = storage.list_files(root / "cache" / "features")
+    assert len([f for f in features if f.endswith(".parquet")]) == 2, features
+    assert "trials.parquet" in storage.list_files(runs)
+    tune = storage.list_files(runs / "search")
+    assert any(f.startswith("experiment_state") for f in tune), tune
+    assert sum(f.endswith("result.json") for f in tune) == 2  # one per trial
+    # Locally: only the scratch mirror; the artifacts dir the workspace made stays empty.
+    assert list((workspace / "artifacts").iterdir()) == []
+    assert (workspace / "scratch" / "reports" / "gcs1" / "metrics.json").is_file()
+    # No object holds a secret of the run's environment.
+    blobs = [storage.read_bytes(root / f) for f in storage.list_files(root)]
+    assert len(blobs) > 20 and not any(key.encode() in b for b in blobs)
+
+    # A second run crashes after training: the features and the search come from the gs://
+    # cache, the run is FAILED in the bucket, and no model object appears.
+    from vpt_ray import stages
+
+    def boom(*args, **kwargs):
+        raise RuntimeError("simulated crash in the backtest stage")
+
+    monkeypatch.setattr(stages, "backtest", boom)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        run_phase(cfg, run_id="gcs2")
+    status = json.loads(storage.read_text(root / "reports" / "gcs2" / "status.json"))
+    assert status["status"] == "FAILED" and "simulated crash" in status["error"]
+    assert storage.list_files(root / "models" / "gcs2") == []
+    assert not storage.exists(root / "reports" / "gcs2" / "metrics.json")
+    log = storage.read_text(root / "reports" / "gcs2" / "run-gcs2.log")
+    assert "features: 2 of 2 tickers from the resume cache" in log
+    assert "search: reused from the resume cache" in log
+    assert tracker.load_state(root / "SCALING_TRACKER.md")["latest"]["1"]["run_id"] == "gcs1"
+
+
+def test_run_context_maps_gcs_outputs_to_a_local_mirror(tmp_path):
+    cfg = load_config(
+        1,
+        overrides=[
+            "paths.artifacts=gs://bkt/arts",
+            "paths.logs=gs://bkt/logs",
+            f"paths.scratch={tmp_path / 's'}",
+        ],
+    )
+    ctx = RunContext(cfg, "r", root=tmp_path)
+    assert ctx.remote and str(ctx.model_dir) == "gs://bkt/arts/models/r"
+    assert ctx.report_dir == tmp_path / "s" / "reports" / "r"
+    assert str(ctx.report_location) == "gs://bkt/arts/reports/r"
+    assert ctx.staged_model_dir == tmp_path / "s" / "runs" / "r" / "model"
+    assert str(ctx.work_location) == "gs://bkt/arts/runs/r"
+    assert ctx.log_path == tmp_path / "s" / "logs" / "run-r.log"
+    assert str(ctx.log_location) == "gs://bkt/logs/run-r.log"
+    local = RunContext(load_config(1), "r", root=tmp_path)
+    assert not local.remote and local.log_location is None
+    assert local.report_dir == local.report_location == tmp_path / "artifacts" / "reports" / "r"
+    assert local.work_dir == local.work_location and isinstance(local.model_dir, Path)

@@ -5,11 +5,12 @@ Why: the search keeps one configuration and throws the runners-up away; averagin
 differently seeded (and optionally differently fed) models lowers variance, and the purged folds
 say whether it does before any out-of-sample bar is touched.
 
-Members are the top `model.ensemble.top_k` configurations of the search (best validation log loss
-first) x `model.ensemble.seeds`; with `feature_fraction` < 1 every member but the first sees a
-seeded random subset of the features. One Ray task per member fits it on every fold (early
-stopping on the fold's validation part, as in the search), keeps its out-of-fold probabilities,
-then fits it on the whole training set with the rounds the folds suggest (`train.final_rounds`).
+Members are the top `model.ensemble.top_k` configurations of the search that fitted every fold
+(best validation log loss first) x `model.ensemble.seeds`; with `feature_fraction` < 1 every
+member but the first sees a seeded random subset of the features. One Ray task per member fits
+it on every fold (early stopping on the fold's validation part, as in the search), keeps its
+out-of-fold probabilities, then fits it on the whole training set with the rounds the folds
+suggest (`train.final_rounds`).
 Weights: greedy forward selection with replacement (Caruana et al., 2004) on the pooled
 out-of-fold log loss, starting from the best member and stopping when no step improves it, so the
 ensemble is never worse than its best member on those folds, and weights are sparse.
@@ -224,7 +225,7 @@ def run_ensemble(
     weights and out-of-fold CV figures, and the CV of the ensemble and of the best single member.
     """
     ens = cfg.model.ensemble
-    members = candidates(cfg, result.trials, m.feature_names)
+    members = candidates(cfg, result.completed_trials, m.feature_names)
     settings = {
         "n_estimators": cfg.model.n_estimators,
         "early_stopping_rounds": cfg.model.early_stopping_rounds,

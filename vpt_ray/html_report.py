@@ -857,7 +857,7 @@ def _overfitting(over: dict | None) -> str:
             f"chosen configuration's rank per fold {stab.get('ranks')}, top in "
             f"{_fmt(stab.get('top_hit_rate'), 'pct')} of folds"
         )
-    notes = [over[k] for k in ("pbo_note", "dsr_note") if over.get(k)]
+    notes = [over[k] for k in ("trials_note", "pbo_note", "dsr_note") if over.get(k)]
     return "<h3>Overfitting</h3><p>" + html.escape("; ".join(parts + notes)) + ".</p>"
 
 
@@ -876,8 +876,9 @@ def _cv_table(cv: dict) -> str:
 
 
 def _trials_table(trials: pd.DataFrame) -> str:
-    cols = [c for c in ("trial", "trial_id", *TRIAL_METRICS, "rounds", *SEARCH_PARAMS,
-                        "time_total_s") if c in trials]  # fmt: skip
+    cols = [c for c in ("trial", "trial_id", *TRIAL_METRICS, "rounds", "status", "folds_fitted",
+                        "partial_val_log_loss", *SEARCH_PARAMS, "time_total_s")
+            if c in trials]  # fmt: skip
     return html_table(trials[cols].sort_values("val_log_loss"), cls="wide")
 
 

@@ -70,6 +70,7 @@ def num(v: float | None, d: int = 4) -> str:
 
 def summary_markdown(m: dict) -> str:
     from vpt_ray.oracle import summary_line as oracle_summary_line  # imports Ray
+    from vpt_ray.search import summary_line as search_line
     from vpt_ray.universe import summary_line as universe_line
 
     d, cv, oos, bt, res = m["data"], m["cv"], m["oos"], m["backtest"], m["resources"]
@@ -97,7 +98,7 @@ def summary_markdown(m: dict) -> str:
             if cv.get("sample_days")
             else []
         ),
-        f"- Search: {m['search']['trials']} trials; best {m['search']['best_params']}",
+        search_line(m["search"]),
         f"- Out of sample ({oos['samples']:,} labelled bars): accuracy {num(oos['accuracy'])}, "
         f"AUC {num(oos['auc'])}, log loss {num(oos['log_loss'])}",
         f"- Backtest: {bt['trades']} trades, total return {pct(bt['total_return'])}, "

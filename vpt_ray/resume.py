@@ -207,6 +207,7 @@ def load_search(path: storage.Location) -> SearchResult | None:
             trials=pd.read_parquet(path / "trials.parquet"),
             fold_scores=np.load(path / "fold_scores.npy"),
             daily_perf=daily,
+            info=best.get("info", {}),
         )
     except (OSError, ValueError, KeyError) as exc:
         log.warning("search cache %s unreadable (%s): searching again", path, exc)
@@ -227,7 +228,10 @@ def save_search(path: storage.Location, result: SearchResult) -> None:
         result.daily_perf.rename(columns=str).to_parquet(tmp / "daily.parquet")
         np.save(tmp / "fold_scores.npy", result.fold_scores)
         (tmp / "best.json").write_text(
-            json.dumps({"best_params": result.best_params, "best": result.best}, default=_py)
+            json.dumps(
+                {"best_params": result.best_params, "best": result.best, "info": result.info},
+                default=_py,
+            )
         )
 
 

@@ -1,23 +1,40 @@
-"""Hyperparameter search on Ray Tune: every trial fits all purged CV folds with plain XGBoost.
+"""Hyperparameter search on Ray Tune: each trial fits the purged CV folds with plain XGBoost.
 
 Layout follows Ray Tune's XGBoost example: fold fitting (a plain function, also used by the
 benchmark's plain loop) -> trainable -> search space -> `Tuner` -> best result. The pooled matrix
 goes to the object store once (`tune.with_parameters`); actors are reused, and each worker keeps
 its quantized fold matrices between trials, so a trial pays for boosting, not for setup.
 The objective is the mean validation log loss over the folds.
+
+`search.scheduler`: `fifo` fits every fold of every trial. `asha` races the configurations over
+the folds (successive halving, Tune's `ASHAScheduler` with the folds fitted as its time unit):
+a trial reports its running mean validation log loss after each fold and is stopped at a rung
+(after `grace_folds`, then x `reduction_factor` folds) unless it is in the best
+1/`reduction_factor` of the trials that reached that rung. Walk-forward folds grow, so the early
+folds are the cheap ones and a poor configuration costs a fraction of a full trial. Only trials
+that fitted every fold can be chosen (every trial is compared on the same folds); the stopped ones
+stay in the trials table with the number of folds they fitted, and the overfitting statistics
+count them as tried (`vpt_ray.honesty`).
+
+`search.time_budget_s` caps the search's wall time (Tune's own budget); a budget that cuts the
+search short is logged and recorded in `SearchResult.info`, and the run goes on with the trials
+that fitted every fold.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import xgboost as xgb
 from ray import tune
+from ray.tune.schedulers import ASHAScheduler
 from ray.tune.search.basic_variant import BasicVariantGenerator
 
 from vpt_ray.config import SEARCH_PARAMS, Config, SearchSpace
@@ -29,6 +46,9 @@ from vpt_ray.store import Matrix
 log = logging.getLogger(__name__)
 Folds = list[tuple[np.ndarray, np.ndarray]]
 _DMATRIX_CACHE: dict[tuple[str, int], tuple[xgb.DMatrix, xgb.DMatrix]] = {}
+FOLDS_DONE = "folds_done"  # in every trial report: folds fitted so far (the ASHA time unit)
+# A trial's status in the trials table.
+COMPLETED, STOPPED_EARLY, STOPPED_BY_BUDGET = "completed", "stopped_early", "stopped_by_budget"
 
 
 def xgb_params(hp: dict, nthread: int, max_bin: int, seed: int = 0) -> dict:
@@ -85,7 +105,7 @@ def train_early_stopped(
     return booster, booster.best_iteration + 1
 
 
-def fit_folds(
+def iter_folds(
     hp: dict,
     X: np.ndarray,
     y: np.ndarray,
@@ -98,16 +118,11 @@ def fit_folds(
     cache_token: str | None = None,
     fwd_ret: np.ndarray | None = None,
     day: np.ndarray | None = None,
-) -> dict:
-    """Fit one configuration on every fold; returns mean and per-fold train/validation metrics.
-
-    With `fwd_ret` and `day` (session of each sample) it also returns `val_daily`: per validation
-    day, the mean pre-cost return of trading each sample's predicted direction, which the
-    overfitting statistics (PBO, trial Sharpe dispersion) compare across trials.
-    """
+) -> Iterator[tuple[dict, pd.Series | None]]:
+    """Fit one configuration fold by fold, in fold order: yields each fold's record (rounds,
+    sizes, train/validation metrics) and, with `fwd_ret` and `day`, its validation days' mean
+    pre-cost return of trading the predicted direction (else None)."""
     params = xgb_params(hp, nthread, max_bin)
-    per_fold = []
-    daily: list[pd.Series] = []
     for k, (tr, va) in enumerate(folds):
         dtrain, dval = _fold_matrices(X, y, folds, k, max_bin, cache_token)
         booster, rounds = train_early_stopped(
@@ -116,20 +131,24 @@ def fit_folds(
         it = (0, rounds)
         p_val = booster.predict(dval, iteration_range=it)
         val = classification(y[va], p_val)
+        daily = None
         if fwd_ret is not None and day is not None:
             r = np.sign(p_val - 0.5) * fwd_ret[va]
-            daily.append(pd.Series(r).groupby(day[va]).mean())
+            daily = pd.Series(r).groupby(day[va]).mean()
         train = classification(y[tr], booster.predict(dtrain, iteration_range=it))
-        per_fold.append(
-            {
-                "fold": k,
-                "rounds": rounds,
-                "train_samples": int(len(tr)),
-                "val_samples": int(len(va)),
-                **{f"val_{m}": val[m] for m in ("accuracy", "auc", "log_loss")},
-                **{f"train_{m}": train[m] for m in ("accuracy", "auc", "log_loss")},
-            }
-        )
+        record = {
+            "fold": k,
+            "rounds": rounds,
+            "train_samples": int(len(tr)),
+            "val_samples": int(len(va)),
+            **{f"val_{m}": val[m] for m in ("accuracy", "auc", "log_loss")},
+            **{f"train_{m}": train[m] for m in ("accuracy", "auc", "log_loss")},
+        }
+        yield record, daily
+
+
+def summarize_folds(per_fold: list[dict], daily: list[pd.Series]) -> dict:
+    """Mean figures over the fold records of `iter_folds`, the records and the per-day returns."""
     df = pd.DataFrame(per_fold)
     return {
         VAL_LOG_LOSS: float(df["val_log_loss"].mean()),
@@ -144,6 +163,22 @@ def fit_folds(
     }
 
 
+def fit_folds(hp: dict, X: np.ndarray, y: np.ndarray, folds: Folds, **settings) -> dict:
+    """Fit one configuration on every fold; returns mean and per-fold train/validation metrics.
+
+    `settings` are `iter_folds`' keywords. With `fwd_ret` and `day` (session of each sample) it
+    also returns `val_daily`: per validation day, the mean pre-cost return of trading each
+    sample's predicted direction, which the overfitting statistics (PBO, trial Sharpe dispersion)
+    compare across trials.
+    """
+    per_fold, daily = [], []
+    for record, d in iter_folds(hp, X, y, folds, **settings):
+        per_fold.append(record)
+        if d is not None:
+            daily.append(d)
+    return summarize_folds(per_fold, daily)
+
+
 def _mean_by_day(daily: list[pd.Series]) -> list[list[float]]:
     """[[day, value], ...] averaging days validated in several folds (combinatorial CV)."""
     if not daily:
@@ -152,8 +187,22 @@ def _mean_by_day(daily: list[pd.Series]) -> list[list[float]]:
     return [[int(d), float(v)] for d, v in s.items()]
 
 
-def _trainable(config: dict, X: np.ndarray, y: np.ndarray, folds: Folds, settings: dict) -> None:
-    result = fit_folds(config, X, y, folds, **settings)
+def _trainable(
+    config: dict, X: np.ndarray, y: np.ndarray, folds: Folds, settings: dict, race: bool = False
+) -> None:
+    """One trial. Racing (ASHA) reports the running mean validation log loss after every fold
+    but the last, so the scheduler can stop it there (Tune then ends this thread inside
+    `tune.report`); the last report is the full result either way."""
+    per_fold, daily = [], []
+    for record, d in iter_folds(config, X, y, folds, **settings):
+        per_fold.append(record)
+        if d is not None:
+            daily.append(d)
+        if race and len(per_fold) < len(folds):
+            running = float(np.mean([f["val_log_loss"] for f in per_fold]))
+            tune.report({VAL_LOG_LOSS: running, FOLDS_DONE: len(per_fold)})
+    result = summarize_folds(per_fold, daily)
+    result[FOLDS_DONE] = len(per_fold)
     # Tune's loggers take scalars only: the per-fold and per-day detail travel as JSON strings.
     result["folds"] = json.dumps(result["folds"])
     result["val_daily"] = json.dumps(result["val_daily"])
@@ -186,11 +235,46 @@ class MemoryStop(tune.Stopper):
 
 @dataclass
 class SearchResult:
+    """The search's outcome. `trials` has one row per configuration that reported at least one
+    fold: first the trials that fitted every fold (`status` "completed"), best first, then those
+    stopped earlier (ASHA or the time budget; `folds_fitted` says how far they got, their
+    `val_log_loss` is NaN and `partial_val_log_loss` is the mean over the folds fitted).
+    `fold_scores` and `daily_perf` cover the completed trials only, in the table's order, so
+    column i is row i of `completed_trials`. `info`: how the search ran (`search_info`)."""
+
     best_params: dict
     best: dict  # fit_folds() output of the best trial
-    trials: pd.DataFrame  # one row per trial, best first: params and mean metrics
-    fold_scores: np.ndarray  # (n_folds, n_trials) validation log loss, same trial order
-    daily_perf: pd.DataFrame  # (validation days, n_trials) pre-cost direction return, same order
+    trials: pd.DataFrame  # one row per trial, completed best first, then the stopped ones
+    fold_scores: np.ndarray  # (n_folds, n_completed) validation log loss, same trial order
+    daily_perf: pd.DataFrame  # (validation days, n_completed) pre-cost direction return
+    info: dict = field(default_factory=dict)
+
+    @property
+    def completed_trials(self) -> pd.DataFrame:
+        """The trials that fitted every fold (the only ones that can be chosen), best first."""
+        if "status" not in self.trials:
+            return self.trials
+        return self.trials[self.trials["status"] == COMPLETED]
+
+
+def make_scheduler(cfg: Config, n_folds: int) -> ASHAScheduler | None:
+    """Tune's ASHA over the folds for `search.scheduler: asha`; None (FIFO) otherwise."""
+    s = cfg.search
+    if s.scheduler != "asha":
+        return None
+    if s.grace_folds >= n_folds:
+        log.warning(
+            "search.grace_folds = %d >= the %d folds: ASHA has no rung before the last fold "
+            "and stops no trial (every trial fits every fold)",
+            s.grace_folds,
+            n_folds,
+        )
+    return ASHAScheduler(
+        time_attr="training_iteration",  # = folds fitted: one report per fold
+        max_t=n_folds,
+        grace_period=min(s.grace_folds, n_folds),
+        reduction_factor=s.reduction_factor,
+    )
 
 
 def run_search(
@@ -201,7 +285,8 @@ def run_search(
     num_cpus: int,
     storage_filesystem: object | None = None,  # a pyarrow.fs.FileSystem: gs:// (vpt_ray.storage)
 ) -> SearchResult:
-    """Search `cfg.search.num_samples` configurations within the time budget; best by val loss."""
+    """Search `cfg.search.num_samples` configurations within the time budget; best by val loss
+    among the trials that fitted every fold."""
     cpus = cfg.search.cpus_per_trial
     settings = {
         "n_estimators": cfg.model.n_estimators,
@@ -216,10 +301,19 @@ def run_search(
     memory = fold_cache_bytes(
         [len(tr) + len(va) for tr, va in folds], m.X.shape[1], cfg.model.max_bin
     )
+    scheduler = make_scheduler(cfg, len(folds))
     trainable = tune.with_resources(
-        tune.with_parameters(_trainable, X=m.X, y=m.y, folds=folds, settings=settings),
+        tune.with_parameters(
+            _trainable,
+            X=m.X,
+            y=m.y,
+            folds=folds,
+            settings=settings,
+            race=scheduler is not None,
+        ),
         {"cpu": cpus, "memory": clamp_task_memory(memory, concurrent, "search trial")},
     )
+    budget = cfg.search.time_budget_s
     tuner = tune.Tuner(
         trainable,
         param_space=search_space(cfg.search.space),
@@ -227,8 +321,9 @@ def run_search(
             metric=VAL_LOG_LOSS,
             mode="min",
             num_samples=cfg.search.num_samples,
-            time_budget_s=cfg.search.time_budget_s,
+            time_budget_s=budget,
             reuse_actors=True,
+            scheduler=scheduler,
             search_alg=BasicVariantGenerator(
                 random_state=cfg.search.seed, max_concurrent=concurrent
             ),
@@ -243,32 +338,61 @@ def run_search(
             stop=MemoryStop(),
             callbacks=[
                 SearchProgress(
-                    cfg.search.num_samples, VAL_LOG_LOSS, "min", cfg.search.time_budget_s
+                    cfg.search.num_samples, VAL_LOG_LOSS, "min", budget, folds=len(folds)
                 )
             ],
         ),
     )
+    t0 = time.monotonic()
     grid = tuner.fit()
+    elapsed = time.monotonic() - t0
     check_memory("the search (Tune stopped)")
     errors = [r.error for r in grid if r.error is not None]
-    ok = [r for r in grid if r.error is None and r.metrics and VAL_LOG_LOSS in r.metrics]
+    reported = [r for r in grid if r.error is None and r.metrics and VAL_LOG_LOSS in r.metrics]
+    ok = [r for r in reported if r.metrics.get(FOLDS_DONE, 0) >= len(folds)]
+    cut = [r for r in reported if r.metrics.get(FOLDS_DONE, 0) < len(folds)]
     for r in ok:
         for key in ("folds", "val_daily"):
             if isinstance(r.metrics.get(key), str):
                 r.metrics[key] = json.loads(r.metrics[key])
-    if not ok:
-        raise RuntimeError(
-            f"every search trial failed; first error: {errors[0] if errors else '?'}"
-        )
     if errors:
         log.warning("%d of %d trials failed; first error: %s", len(errors), len(grid), errors[0])
+    info = search_info(cfg, m, folds, ok, cut, len(errors), elapsed)
+    if info["stopped_by_budget"]:
+        log.warning(
+            "search: the time budget (search.time_budget_s = %g s) ended the search after %.0f s: "
+            "%d of %d trials fitted every fold, %d were cut short after some folds, %d reported "
+            "no fold (queued or cut in their first); the run goes on with the %d completed trials",
+            budget,
+            elapsed,
+            info["trials_completed"],
+            cfg.search.num_samples,
+            info["trials_stopped_by_budget"],
+            info["trials_not_reported"],
+            info["trials_completed"],
+        )
+    if not ok:
+        if errors:
+            raise RuntimeError(f"every search trial failed; first error: {errors[0]}")
+        raise RuntimeError(
+            f"no search trial fitted all {len(folds)} folds within search.time_budget_s = "
+            f"{budget:g} s ({len(cut)} started, {elapsed:.0f} s elapsed): raise "
+            "search.time_budget_s, or lower search.num_samples, model.n_estimators or the data "
+            "(search.sample_days)"
+        )
+    if cut and cfg.search.scheduler == "asha":
+        log.info(
+            "search: ASHA stopped %d of %d trials early (mean %.1f of %d folds fitted)",
+            info["trials_stopped_early"],
+            len(reported),
+            float(np.mean([r.metrics[FOLDS_DONE] for r in cut])),
+            len(folds),
+        )
     ok.sort(key=lambda r: r.metrics[VAL_LOG_LOSS])  # best first: column 0 is the chosen trial
+    cut.sort(key=lambda r: (-r.metrics[FOLDS_DONE], r.metrics[VAL_LOG_LOSS]))
     best = ok[0]
-    rows = []
-    for r in ok:
-        row = {k: r.config[k] for k in SEARCH_PARAMS}
-        row.update({k: r.metrics[k] for k in _TABLE_KEYS if k in r.metrics})
-        rows.append(row)
+    rows = [_table_row(r, COMPLETED, len(folds)) for r in ok]
+    rows += [_table_row(r, _cut_status(r), len(folds)) for r in cut]
     daily = pd.DataFrame(
         {i: dict(map(tuple, r.metrics["val_daily"])) for i, r in enumerate(ok)}
     ).sort_index()
@@ -278,7 +402,100 @@ def run_search(
         trials=pd.DataFrame(rows),
         fold_scores=np.array([[f["val_log_loss"] for f in r.metrics["folds"]] for r in ok]).T,
         daily_perf=daily,
+        info=info,
     )
+
+
+def _cut_status(r: tune.Result) -> str:
+    """A trial that did not fit every fold: stopped by ASHA (Tune marks the stop `done`) or by
+    the end of the search (the time budget), which leaves it not done."""
+    return STOPPED_EARLY if r.metrics.get("done") else STOPPED_BY_BUDGET
+
+
+def _table_row(r: tune.Result, status: str, n_folds: int) -> dict:
+    row = {k: r.config[k] for k in SEARCH_PARAMS}
+    done = int(r.metrics.get(FOLDS_DONE, n_folds))
+    if status == COMPLETED:
+        row.update({k: r.metrics[k] for k in _TABLE_KEYS if k in r.metrics})
+    else:  # only the running mean is known; the full-fold figures stay NaN
+        row.update({k: r.metrics[k] for k in ("trial_id", "time_total_s") if k in r.metrics})
+        row[VAL_LOG_LOSS] = float("nan")
+    row.update(
+        status=status,
+        folds_fitted=done,
+        partial_val_log_loss=float(r.metrics[VAL_LOG_LOSS]),
+    )
+    return row
+
+
+def search_info(
+    cfg: Config,
+    m: Matrix,
+    folds: Folds,
+    completed: list,
+    cut: list,
+    failed: int,
+    elapsed: float,
+) -> dict:
+    """How the search ran, for metrics.json's `search` section and summary.md: the scheduler,
+    trial counts by outcome, whether the time budget ended it, and the data it searched on."""
+    s = cfg.search
+    early = sum(_cut_status(r) == STOPPED_EARLY for r in cut)
+    not_reported = max(0, s.num_samples - len(completed) - len(cut) - failed)
+    by_budget = len(cut) - early
+    unfinished = by_budget + not_reported
+    hit = unfinished > 0 and elapsed >= s.time_budget_s
+    if unfinished and not hit:
+        log.warning(
+            "search: %d trials did not finish although the time budget was not reached "
+            "(%.0f of %g s): the search was interrupted",
+            unfinished,
+            elapsed,
+            s.time_budget_s,
+        )
+    info = {
+        "scheduler": s.scheduler,
+        "trials_requested": s.num_samples,
+        "trials_completed": len(completed),
+        "trials_stopped_early": early,
+        "trials_stopped_by_budget": by_budget,
+        "trials_not_reported": not_reported,
+        "trials_failed": failed,
+        "stopped_by_budget": bool(hit),
+        "time_budget_s": s.time_budget_s,
+        "elapsed_s": round(elapsed, 1),
+        "folds": len(folds),
+        "sample_days": s.sample_days,  # null = every training sample
+        "samples": len(m),
+        "sessions": int(len(np.unique(m.pos // m.slots))),
+    }
+    if s.scheduler == "asha":
+        info.update(grace_folds=s.grace_folds, reduction_factor=s.reduction_factor)
+    return info
+
+
+def summary_line(section: dict) -> str:
+    """summary.md's search line from metrics.json's `search` section."""
+    parts = [f"{section['trials']} trials"]
+    if section.get("scheduler") == "asha":
+        parts.append(
+            f"ASHA over the {section['folds']} folds (grace {section['grace_folds']}, "
+            f"reduction {section['reduction_factor']:g}): {section['trials_completed']} fitted "
+            f"every fold, {section['trials_stopped_early']} stopped early"
+        )
+    if section.get("stopped_by_budget"):
+        parts.append(
+            f"time budget of {section['time_budget_s']:g} s reached: "
+            f"{section['trials_stopped_by_budget']} cut short, "
+            f"{section['trials_not_reported']} ended before reporting a fold"
+        )
+    if section.get("sample_days"):
+        parts.append(
+            f"searched on {section['sessions']} sampled sessions ({section['samples']:,} "
+            "samples, search.sample_days, seeded, one per equal stratum); the final model is fit "
+            "on the whole training set"
+        )
+    return f"- Search: {'; '.join(parts)}; best {section['best_params']}"
 
 
 # What the trials table keeps: our figures, not Tune's bookkeeping (pids, hosts, dates).

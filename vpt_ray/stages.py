@@ -131,8 +131,9 @@ def search(
     path, fs = storage.tune_storage(work_dir if tune_storage is None else tune_storage)
     result = run_search(cfg, m, folds, path, int(num_cpus), storage_filesystem=fs)
     log.info(
-        "search: %d trials, best val log loss %.5f, val accuracy %.4f",
+        "search: %d trials (%d fitted every fold), best val log loss %.5f, val accuracy %.4f",
         len(result.trials),
+        len(result.completed_trials),
         result.best["val_log_loss"],
         result.best["val_accuracy"],
     )
@@ -289,7 +290,8 @@ def assemble_metrics(
             "folds": folds_detail,
         },
         "search": {
-            "trials": len(result.trials),
+            "trials": len(result.trials),  # every configuration that reported a fold
+            **result.info,  # scheduler, trials by outcome, time budget, search.sample_days
             "best_params": {k: _round(v) for k, v in result.best_params.items()},
             "table": result.trials.head(50).to_dict(orient="records"),
         },

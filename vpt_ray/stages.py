@@ -85,6 +85,57 @@ def sample_days_mask(pos: np.ndarray, slots: int, n_days: int, seed: int) -> np.
     return np.isin(session, chosen)
 
 
+def subset_matrix(m: Matrix, keep: np.ndarray) -> Matrix:
+    """The rows of `m` where the boolean mask `keep` is true (same order)."""
+    rows = ("X", "y", "pos", "label_end", "ticker", "fwd_ret")
+    return dataclasses.replace(m, **{k: getattr(m, k)[keep] for k in rows})
+
+
+def restrict_folds(folds: Folds, keep: np.ndarray) -> Folds:
+    """`folds` restricted to the rows where `keep` is true, re-indexed into the kept rows.
+
+    Dropping rows from a purged split keeps it purged: no training row is added, so none can come
+    closer to a validation window than before. A fold left without training or validation rows
+    raises (too few sampled sessions for the folds).
+    """
+    new_index = np.cumsum(keep) - 1
+    out = []
+    for k, (tr, va) in enumerate(folds):
+        tr_s, va_s = new_index[tr[keep[tr]]], new_index[va[keep[va]]]
+        if len(tr_s) == 0 or len(va_s) == 0:
+            raise ValueError(
+                f"search.sample_days: fold {k} keeps {len(tr_s)} training and {len(va_s)} "
+                "validation samples of the sampled sessions: sample more days or use fewer "
+                "cv.n_splits"
+            )
+        out.append((tr_s, va_s))
+    return out
+
+
+def search_sample(cfg: Config, m: Matrix, folds: Folds) -> tuple[Matrix, Folds]:
+    """The matrix and folds the search runs on: with `search.sample_days` N, N sessions drawn
+    one per equal stratum of the training period (seeded by `search.seed`) and the folds
+    restricted to them; else `m` and `folds` themselves. The final fit still uses all of `m`."""
+    n_days = cfg.search.sample_days
+    if not n_days:
+        return m, folds
+    keep = sample_days_mask(m.pos, m.slots, n_days, cfg.search.seed)
+    if keep.all():
+        log.info("search.sample_days %d: no more sessions than that; the search uses all", n_days)
+        return m, folds
+    sub, sub_folds = subset_matrix(m, keep), restrict_folds(folds, keep)
+    log.info(
+        "search.sample_days %d: the search runs on %d of %d sessions (%d of %d samples); "
+        "the final fit uses them all",
+        n_days,
+        len(np.unique(sub.pos // sub.slots)),
+        len(np.unique(m.pos // m.slots)),
+        len(sub),
+        len(m),
+    )
+    return sub, sub_folds
+
+
 def make_folds(
     cfg: Config, store: dict[str, dict], sample_days: int | None = None
 ) -> tuple[Matrix, Folds]:
@@ -94,11 +145,7 @@ def make_folds(
     m = load_matrix(store, names, cfg.data.start, cfg.data.end, cfg.labels.stride, slots)
     sample_days = sample_days or cfg.cv.sample_days
     if sample_days:
-        keep = sample_days_mask(m.pos, slots, sample_days, cfg.search.seed)
-        m = dataclasses.replace(
-            m,
-            **{k: getattr(m, k)[keep] for k in ("X", "y", "pos", "label_end", "ticker", "fwd_ret")},
-        )
+        m = subset_matrix(m, sample_days_mask(m.pos, slots, sample_days, cfg.search.seed))
         log.info(
             "--sample-days %d: %d sessions, %d samples kept",
             sample_days,
@@ -128,6 +175,8 @@ def search(
     num_cpus: float,
     tune_storage: storage.Location | None = None,
 ) -> SearchResult:
+    """The search on the full training matrix, or on `search.sample_days` sampled sessions."""
+    m, folds = search_sample(cfg, m, folds)
     path, fs = storage.tune_storage(work_dir if tune_storage is None else tune_storage)
     result = run_search(cfg, m, folds, path, int(num_cpus), storage_filesystem=fs)
     log.info(

@@ -6,7 +6,8 @@ cluster through `ray dashboard cluster.yaml`. Marked `cluster` (deselect with -m
 about 2-3 minutes on the 2-core machine, most of it the tiny phase itself.
 
 The job runs in a copy of the working directory that Ray unpacks under the head's temp dir, so
-the artifacts and the tracker are pointed at absolute paths of this test's tmp dir.
+the artifacts and the tracker are pointed at absolute paths of this test's tmp dir; or, as on a
+real cluster, at a gs:// prefix (here a GCS emulator on 127.0.0.1, `gcs.endpoint_url`).
 """
 
 from __future__ import annotations
@@ -22,10 +23,14 @@ from pathlib import Path
 
 import pytest
 
+from vpt_ray import storage
+from vpt_ray.config import GcsConfig
+from vpt_ray.storage import GcsPath
 from vpt_ray.tracker import load_state
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from ray_head import LocalHead, free_ports  # noqa: E402
+from remote_fixtures import fake_gcs  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 SUBMIT = ROOT / "jobs" / "submit.sh"
@@ -173,6 +178,46 @@ def test_job_writes_artifacts_and_tracker_row(tiny_phase_job):
     assert row["run_id"] == run_id
     assert row["trades"] == metrics["backtest"]["trades"]
     assert (out / "logs" / f"run-{run_id}.log").is_file()
+
+
+@pytest.fixture(scope="module")
+def gcs_phase_job(head):
+    """The tiny phase with `--results gs://...`: every output goes to a GCS emulator's bucket,
+    whose endpoint the job gets as a config override (no credentials: token anon)."""
+    with fake_gcs() as url:
+        gcs = GcsConfig(endpoint_url=url, token="anon")
+        storage.gcs_filesystem(gcs).mkdir("vpt-results")
+        run_id = "gcsjob-" + secrets.token_hex(4)
+        proc = submit(
+            head,
+            "1",
+            *TINY,
+            "--run-id", run_id,
+            "--set", f"gcs.endpoint_url={url}",
+            "--set", "gcs.token=anon",
+            options=["--results", "gs://vpt-results/team"],
+        )  # fmt: skip
+        yield {"proc": proc, "run_id": run_id, "root": GcsPath("vpt-results/team", gcs)}
+
+
+@pytest.mark.cluster
+def test_job_with_gcs_results_writes_every_output_to_the_bucket(head, gcs_phase_job):
+    proc, run_id, root = gcs_phase_job["proc"], gcs_phase_job["run_id"], gcs_phase_job["root"]
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert job_info(head, proc.stdout.splitlines()[0]).status.value == "SUCCEEDED"
+    arts = root / "artifacts"
+    report = arts / "reports" / run_id
+    assert json.loads(storage.read_text(report / "status.json"))["status"] == "FINISHED"
+    metrics = json.loads(storage.read_text(report / "metrics.json"))
+    assert metrics["run_id"] == run_id and metrics["resources"]["ray"]["mode"] == "cluster"
+    assert metrics["model_dir"] == str(arts / "models" / run_id)
+    assert {"summary.md", "report.html", "config.yaml"} <= set(storage.list_files(report))
+    assert {"model.ubj", "meta.json"} <= set(storage.list_files(arts / "models" / run_id))
+    assert load_state(root / "SCALING_TRACKER.md")["latest"]["1"]["run_id"] == run_id
+    assert run_id in storage.read_text(root / "logs" / f"run-{run_id}.log")
+    features = storage.list_files(arts / "cache" / "features")
+    assert sum(f.endswith(".parquet") for f in features) == 2  # written by the cluster's tasks
+    assert any(f.startswith("search/") for f in storage.list_files(arts / "runs" / run_id))
 
 
 @pytest.mark.cluster

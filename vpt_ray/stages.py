@@ -377,7 +377,7 @@ def write_outputs(cfg: Config, ctx: RunContext, metrics: dict, bt: dict) -> None
     )
     write_html_report(ctx.report_dir, ctx.staged_model_dir)
     tracker.update(ctx.tracker_path, tracker.row_from_metrics(metrics))  # last: only whole runs
-    log.info("report: %s; tracker: %s", ctx.report_dir, ctx.tracker_path)
+    log.info("report: %s; tracker: %s", ctx.report_location, ctx.tracker_path)
 
 
 def print_summary(m: dict) -> None:

@@ -44,6 +44,16 @@ def tiny(ray_session, tmp_path_factory):
     return ws, data, m, folds
 
 
+@pytest.fixture(scope="module")
+def fifo(tiny, tmp_path_factory):
+    """A FIFO search of 2 trials: (config, result, Tune storage). Its wall time also measures
+    this machine's pace (actor start-up included) for the budget test."""
+    ws, _, m, folds = tiny
+    cfg = _cfg(ws, "search.num_samples=2")
+    storage = tmp_path_factory.mktemp("fifo")
+    return cfg, run_search(cfg, m, folds, storage, 2), storage
+
+
 def _cfg(ws: Path, *extra: str):
     return load_config(1, overrides=tiny_overrides(ws, *FAST, *extra))
 
@@ -77,12 +87,16 @@ def _warnings(name: str) -> tuple[logging.Logger, logging.Handler, list[str]]:
     return logger, handler, records
 
 
-def test_asha_races_the_folds_and_a_time_budget_ends_the_search_with_a_report(tiny, tmp_path):
+def test_asha_races_the_folds_and_a_time_budget_ends_the_search_with_a_report(tiny, fifo, tmp_path):
     """One ASHA search of many trials cut by its budget (a Tune run costs seconds of actor
     start-up, so one run serves both): poor trials stop early, the best fitted every fold, the
-    budget's end is reported and the search goes on with the completed trials."""
+    budget's end is reported and the search goes on with the completed trials. The budget is
+    2.5 x the 2-trial FIFO search's wall time, so a loaded machine gets a longer one."""
     ws, _, m, folds = tiny
-    cfg = _cfg(ws, "search.scheduler=asha", "search.num_samples=400", "search.time_budget_s=12")
+    budget = round(max(8.0, 2.5 * fifo[1].info["elapsed_s"]), 1)
+    cfg = _cfg(
+        ws, "search.scheduler=asha", "search.num_samples=400", f"search.time_budget_s={budget}"
+    )
     logger, handler, records = _warnings("vpt_ray.search")
     try:
         res = run_search(cfg, m, folds, tmp_path, 2)  # 400 trials take minutes here
@@ -91,7 +105,7 @@ def test_asha_races_the_folds_and_a_time_budget_ends_the_search_with_a_report(ti
     t, info, n = res.trials, res.info, len(folds)
 
     assert info["scheduler"] == "asha" and info["folds"] == n == 4
-    assert info["stopped_by_budget"] and info["elapsed_s"] >= 12
+    assert info["stopped_by_budget"] and info["elapsed_s"] >= budget
     assert any("time budget" in r and "goes on with the" in r for r in records), records
     assert info["trials_completed"] >= 1 and info["trials_stopped_early"] >= 1
     counts = t["status"].value_counts().to_dict()
@@ -125,23 +139,22 @@ def test_asha_races_the_folds_and_a_time_budget_ends_the_search_with_a_report(ti
 
 
 def test_fifo_fits_every_fold_of_every_trial_once_and_no_result_in_budget_fails_clearly(
-    tiny, tmp_path
+    tiny, fifo, tmp_path
 ):
     ws, _, m, folds = tiny
-    cfg = _cfg(ws, "search.num_samples=2")
+    cfg, res, storage = fifo
     assert cfg.search.scheduler == "fifo"
-    res = run_search(cfg, m, folds, tmp_path / "a", 2)
     t = res.trials
     assert (t["status"] == COMPLETED).all() and (t["folds_fitted"] == len(folds)).all()
     assert res.info["trials_completed"] == 2 and res.info["trials_stopped_early"] == 0
     assert not res.info["stopped_by_budget"]
-    assert all(_reports(tmp_path / "a", tid) == 1 for tid in t["trial_id"])  # one, at the end
+    assert all(_reports(storage, tid) == 1 for tid in t["trial_id"])  # one, at the end
     assert (t[VAL_LOG_LOSS] == t["partial_val_log_loss"]).all()
     plain = fit_folds(res.best_params, m.X, m.y, folds, **_settings(cfg))
     assert res.best["folds"] == plain["folds"]
     assert "trials_note" not in overfitting_section(res, _equity())
     with pytest.raises(RuntimeError, match="no search trial fitted all 4 folds within search"):
-        run_search(_cfg(ws, "search.time_budget_s=0.01"), m, folds, tmp_path / "b", 2)
+        run_search(_cfg(ws, "search.time_budget_s=0.01"), m, folds, tmp_path, 2)
 
 
 def test_search_sample_days_restricts_purged_folds_to_the_sampled_sessions(tiny):

@@ -1,7 +1,9 @@
 """The per-run feature store: one parquet file per ticker, built by one Ray task per ticker.
 
-Why: the driver never builds the pooled feature frame; each task reads one ticker's bars, builds
-its features and labels, writes them next to the run and returns a slim summary. The training
+Why: the driver never builds the pooled feature frame; a Ray Data map over the tickers reads one
+ticker's bars, builds its features and labels, writes them next to the run and returns a slim
+summary. Each file holds one row group per calendar month, so a reader asking for a window (the
+training period, the backtest) reads only that window's months. The training
 matrix is then read back with only the columns and rows the search needs (float32, strided).
 The files may be gs:// objects (`vpt_ray.storage`): on a cluster the tasks run on other nodes.
 """
@@ -9,13 +11,21 @@ The files may be gs:// objects (`vpt_ray.storage`): on a cluster the tasks run o
 from __future__ import annotations
 
 import datetime as dt
+import io
 import logging
+import pickle
+import sys
+import time
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.parquet as pq
 import ray
+import ray.data
+from ray.data import ExecutionOptions, ExecutionResources
 
 from vpt_ray import storage
 from vpt_ray.config import Config
@@ -23,10 +33,22 @@ from vpt_ray.data.chain import TickerData
 from vpt_ray.data.local import read_bars
 from vpt_ray.data.resample import resample_bars
 from vpt_ray.features import build_features, feature_names
-from vpt_ray.progress import track
-from vpt_ray.resources import clamp_task_memory
+from vpt_ray.resources import WORKER_BASELINE_BYTES, check_memory, clamp_task_memory
 
 log = logging.getLogger(__name__)
+
+
+def parquet_by_month(table: pa.Table, session: pd.Series) -> bytes:
+    """`table` (time-sorted) as parquet bytes with one row group per calendar month of `session`,
+    so filters on `session` skip whole months through the row-group statistics."""
+    month = session.dt.year.to_numpy() * 12 + session.dt.month.to_numpy()
+    bounds = [0, *(np.flatnonzero(np.diff(month)) + 1).tolist(), len(month)]
+    buf = io.BytesIO()
+    with pq.ParquetWriter(buf, table.schema, compression="zstd") as writer:
+        for lo, hi in zip(bounds[:-1], bounds[1:], strict=True):
+            if hi > lo or len(month) == 0:
+                writer.write_table(table.slice(lo, hi - lo), row_group_size=max(1, hi - lo))
+    return buf.getvalue()
 
 
 @dataclass(frozen=True)
@@ -58,7 +80,8 @@ def ticker_features(cfg: Config, td: TickerData, out_path: storage.Location) -> 
         cfg.data.calendar,
         cfg.features.dtype,
     )
-    storage.write_parquet(pa.Table.from_pandas(feats, preserve_index=False), out_path)
+    table = pa.Table.from_pandas(feats, preserve_index=False)
+    storage.write_bytes(out_path, parquet_by_month(table, feats["session"]))
     sess = feats["session"].dt.date
     train = (sess >= cfg.data.start) & (sess <= cfg.data.end)
     test = (sess >= cfg.backtest.start) & (sess <= cfg.backtest.end)
@@ -72,9 +95,14 @@ def ticker_features(cfg: Config, td: TickerData, out_path: storage.Location) -> 
     }
 
 
-@ray.remote(num_cpus=1, max_retries=0)
-def _features_task(cfg: Config, td: TickerData, out_path: str | storage.GcsPath) -> dict:
-    return ticker_features(cfg, td, storage.as_location(out_path))
+def _features_row(
+    row: dict, cfg: Config, tickers: dict[str, TickerData], paths: dict[str, str | storage.GcsPath]
+) -> dict:
+    """Ray Data map: one ticker's features written to its store file; the summary travels back
+    pickled (its path may be a `GcsPath`, which Arrow cannot hold)."""
+    t = row["ticker"]
+    summary = ticker_features(cfg, tickers[t], storage.as_location(paths[t]))
+    return {"ticker": t, "summary": pickle.dumps(summary)}
 
 
 def build_store(
@@ -83,23 +111,59 @@ def build_store(
     store_dir: storage.Location,
     paths: dict[str, storage.Location] | None = None,
 ) -> dict[str, dict]:
-    """One Ray task per ticker; returns per-ticker summaries as they finish.
+    """Features of every ticker through Ray Data (a map over the tickers, one ticker per block,
+    within `data_limits`); returns per-ticker summaries, consumed as they stream out.
 
     Files go to `store_dir/{ticker}.parquet`, or to `paths[ticker]` (the resume cache's
     content-addressed names)."""
     storage.makedirs(store_dir)
-    cfg_ref = ray.put(cfg)
-    memory = clamp_task_memory(_task_memory(cfg), 1, "features task")
-    refs = {
-        _features_task.options(name=f"features:{t}", memory=memory).remote(
-            cfg_ref, td, storage.portable((paths or {}).get(t, store_dir / f"{t}.parquet"))
-        ): t
-        for t, td in tickers.items()
+    out_paths = {
+        t: storage.portable((paths or {}).get(t, store_dir / f"{t}.parquet")) for t in tickers
     }
+    memory = clamp_task_memory(_task_memory(cfg), 1, "features task")
+    ctx = ray.data.DataContext.get_current()
+    ctx.execution_options = data_limits(cfg)
+    ctx.enable_progress_bars = sys.stderr.isatty()  # else one log line per ticker (below)
+    items = ray.data.from_items(
+        [{"ticker": t} for t in tickers], override_num_blocks=max(1, len(tickers))
+    )
+    with warnings.catch_warnings():
+        # Ray Data retries its tasks forever by default, also after Ray's memory monitor killed
+        # them; max_retries=0 makes a killed task fail, and the run stop cleanly. Ray 2.60 has
+        # no named parameter for it and warns that `ray_remote_args` goes away in 2.64.
+        warnings.filterwarnings("ignore", "`ray_remote_args` is deprecated")
+        ds = items.map(
+            _features_row,
+            fn_kwargs={"cfg": cfg, "tickers": tickers, "paths": out_paths},
+            num_cpus=1,
+            memory=memory,
+            max_retries=0,
+        )
     out: dict[str, dict] = {}
-    for summary in track(refs, "features", unit="ticker"):
+    t0 = time.monotonic()
+    for row in ds.iter_rows():
+        summary = pickle.loads(row["summary"])
         out[summary["ticker"]] = summary
+        check_memory("the features fan-out")  # raises MemoryLimitExceeded: a clean stop
+        log.info(
+            "features: %d/%d tickers done (%s), %.0fs elapsed",
+            len(out),
+            len(tickers),
+            summary["ticker"],
+            time.monotonic() - t0,
+        )
     return dict(sorted(out.items()))
+
+
+def data_limits(cfg: Config) -> ExecutionOptions:
+    """Ray Data's limits for the feature stage: every CPU Ray has (at most hardware.num_cpus)
+    and half the object store (at most hardware.object_store_gb) for blocks in flight."""
+    res = ray.cluster_resources()
+    cpus = min(float(cfg.hardware.num_cpus), res.get("CPU", 1.0))
+    store = min(cfg.hardware.object_store_gb * 2**30, res.get("object_store_memory", 2**62))
+    return ExecutionOptions(
+        resource_limits=ExecutionResources(cpu=cpus, object_store_memory=int(store / 2))
+    )
 
 
 def _task_memory(cfg: Config) -> int:
@@ -108,11 +172,13 @@ def _task_memory(cfg: Config) -> int:
 
 
 def window_task_memory(cfg: Config, start: dt.date, end: dt.date) -> int:
-    """The same estimate for one ticker's bars and features over [start, end] (backtest tasks)."""
+    """The same estimate for one ticker's bars and features over [start, end] (backtest tasks),
+    plus the worker process itself (Ray Data's memory issue detector measured ~177 MiB per
+    feature worker on a two-month ticker)."""
     days = max(1, (end - start).days) * 252 / 365
     bars_per_day = 390 // cfg.data.bar_minutes if cfg.data.bar != "1day" else 1
     cols = len(feature_names(cfg.features.windows)) + 16
-    return int(max(64 * 2**20, days * bars_per_day * cols * 8 * 6))
+    return int(WORKER_BASELINE_BYTES + days * bars_per_day * cols * 8 * 6)
 
 
 def _read_rows(

@@ -136,7 +136,7 @@ def test_tracker_is_read_modified_and_written_as_objects(emulator):
 
 @pytest.mark.slow
 def test_tiny_phase_writes_everything_to_gcs_and_resumes_from_it(
-    ray_session, workspace, emulator, monkeypatch
+    ray_session, workspace, emulator, monkeypatch, capsys
 ):
     key = "pk-" + secrets.token_hex(12)
     monkeypatch.setenv("POLYGON_API_KEY", key)  # present in the run's environment
@@ -166,6 +166,21 @@ def test_tiny_phase_writes_everything_to_gcs_and_resumes_from_it(
     tune = storage.list_files(runs / "search")
     assert any(f.startswith("experiment_state") for f in tune), tune
     assert sum(f.endswith("result.json") for f in tune) == 2  # one per trial
+    # The saved-model backtest reads a gs:// model; one whose upload never finished is refused.
+    from vpt_ray.backtest.__main__ import main as backtest_main
+    from vpt_ray.backtest.__main__ import model_files
+    from vpt_ray.train import load_model
+
+    gcs_flags = [f"gcs.endpoint_url={emulator.endpoint_url}", "gcs.token=anon"]
+    with model_files(str(model), gcs_flags) as local_model:
+        booster, meta = load_model(local_model)
+    assert meta["run_id"] == "gcs1" and booster.num_features() == len(meta["feature_names"])
+    partial = root / "models" / "partial"
+    storage.write_bytes(partial / "model.ubj", storage.read_bytes(model / "model.ubj"))
+    flags = [f for g in gcs_flags for f in ("--set", g)]
+    dates = ["--start-date", "2024-04-01", "--end-date", "2024-04-12"]
+    assert backtest_main(["--model-dir", str(partial), *dates, *flags]) == 2
+    assert f"{partial}: no meta.json, so not a complete directory" in capsys.readouterr().err
     # Locally: only the scratch mirror; the artifacts dir the workspace made stays empty.
     assert list((workspace / "artifacts").iterdir()) == []
     assert (workspace / "scratch" / "reports" / "gcs1" / "metrics.json").is_file()

@@ -307,6 +307,23 @@ def download_dir(src: Location, dst: Path) -> list[str]:
     return names
 
 
+@contextlib.contextmanager
+def local_dir(loc: Location, marker: str) -> Iterator[Path]:
+    """`loc` as a local directory: itself, or a temp download of a gs:// one, which must hold
+    `marker` (uploaded last): without it the upload was interrupted and nothing is read."""
+    if isinstance(loc, Path):
+        yield loc
+        return
+    if not exists(loc / marker):
+        raise FileNotFoundError(
+            f"{loc}: no {marker}, so not a complete directory (the run did not finish, or its "
+            "upload was interrupted)"
+        )
+    with tempfile.TemporaryDirectory(prefix="vpt-ray-") as tmp:
+        download_dir(loc, Path(tmp) / loc.name)
+        yield Path(tmp) / loc.name
+
+
 def remove(loc: Location) -> None:
     """Delete a file or a whole directory / prefix; nothing there is fine."""
     if isinstance(loc, Path):

@@ -4,11 +4,14 @@ Runs the same engine and Ray fan-out as a phase on any period outside the model'
 (plus its embargo): the model directory's config snapshot says which tickers, bars and features;
 the data chain supplies the bars; features get a warm-up of sessions before the start date so
 rolling windows are full. Results go to `artifacts/reports/{model run id}-bt-{start}-{end}/`.
+DIR may be a gs:// model directory (read with the `gcs` settings of `--set gcs.*`); one without
+meta.json, which is uploaded last, is refused as incomplete.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import logging
 import sys
@@ -56,15 +59,28 @@ def backtest_config(model_dir: Path, start: dt.date, end: dt.date, overrides: li
     return cfg
 
 
-def run(model_dir: Path, start: dt.date, end: dt.date, overrides: list[str]) -> dict:
+def model_files(model_dir: Path | str, overrides: list[str]) -> contextlib.AbstractContextManager:
+    """The model directory on this machine: a gs:// one is downloaded (complete ones only)."""
+    from vpt_ray import storage
+    from vpt_ray.config import load_config
+    from vpt_ray.run import MODEL_MARKER
+
+    if not str(model_dir).startswith(storage.SCHEME):
+        return contextlib.nullcontext(Path(model_dir))
+    gcs = load_config(1, overrides=[o for o in overrides if o.startswith("gcs.")]).gcs
+    return storage.local_dir(storage.parse(str(model_dir), Path.cwd(), gcs), MODEL_MARKER)
+
+
+def run(model_dir: Path | str, start: dt.date, end: dt.date, overrides: list[str]) -> dict:
     from vpt_ray import stages
     from vpt_ray.report import write_report
     from vpt_ray.resources import init_ray
     from vpt_ray.run import RunContext, setup_logging
     from vpt_ray.train import load_model
 
-    booster, meta = load_model(model_dir)
-    cfg = backtest_config(model_dir, start, end, overrides)
+    with model_files(model_dir, overrides) as local_model:
+        booster, meta = load_model(local_model)
+        cfg = backtest_config(local_model, start, end, overrides)
     ctx = RunContext(cfg, f"{meta['run_id']}-bt-{start}-{end}")
     setup_logging(ctx.log_path)
     ctx.mark("RUNNING")
@@ -104,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
         description="Backtest a saved model (artifacts/models/RUN_ID) out of sample on "
         "[--start-date, --end-date], which must lie outside the model's training window.",
     )
-    parser.add_argument("--model-dir", required=True, type=Path)
+    parser.add_argument("--model-dir", required=True, help="a model directory, or gs://...")
     parser.add_argument("--start-date", required=True, type=dt.date.fromisoformat)
     parser.add_argument("--end-date", required=True, type=dt.date.fromisoformat)
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="K=V")

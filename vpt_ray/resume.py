@@ -10,13 +10,16 @@ Keys are hashes of what determines the output, never of run ids or timestamps:
   backtest windows) and the source of the code that builds them (`features.py`, `store.py`,
   resampling, bar reading), so a code change invalidates the cache by itself;
 - the search: every ticker's feature key (in config order), the windows, `cv`, `search`, `model`
-  (but not `model.ensemble`), the code of the search, CV and metrics.
+  (but not `model.ensemble`), the code of the search, CV and metrics;
+- phase 5's ensemble: the search's key, `model.ensemble` and the ensemble code. The backtest
+  universe's feature files are ticker feature files like any other (keyed the same way).
 
 Layout: `{paths.cache or artifacts/cache}/features/{key}.parquet` (+ `.json` summary) per ticker,
 so a ticker finished before an interruption is reused even if others were not;
-`.../search/{key}/` holds the search result. Every entry is written to a temp name and renamed,
-so a crash never leaves an entry that looks complete. `force=True` (`--force`) recomputes and
-overwrites. Cost: one sha256 pass over each bar file per process (memoized by size and mtime).
+`.../search/{key}/` holds the search result, `.../ensemble/{key}/` the ensemble. Every entry is
+written to a temp name and renamed, so a crash never leaves an entry that looks complete.
+`force=True` (`--force`) recomputes and overwrites. Cost: one sha256 pass over each bar file per
+process (memoized by size and mtime).
 Nothing is evicted: delete `artifacts/cache/` to reclaim the space. With `paths.cache` (or
 `paths.artifacts`) on gs://, the cache is a bucket prefix that every node reads and writes: the
 feature tasks write their files there, and a cached search is uploaded with best.json last.
@@ -36,6 +39,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from vpt_ray import ensemble as ens
 from vpt_ray import storage
 from vpt_ray.config import Config
 from vpt_ray.run import atomic_dir, file_sha256
@@ -268,3 +272,57 @@ def search(
         save_search(path, result)
         log.info("search: cached in %s", path)
     return result, False
+
+
+ENSEMBLE_CODE = ("ensemble.py", *SEARCH_CODE)
+
+
+def ensemble_key(cfg: Config, feature_keys: dict[str, str]) -> str:
+    """The search's key plus `model.ensemble` and the ensemble code: what shapes the members."""
+    return digest(
+        {
+            "v": CACHE_VERSION,
+            "search": search_key(cfg, feature_keys),
+            "ensemble": cfg.to_dict()["model"]["ensemble"],
+            "code": code_digest(ENSEMBLE_CODE),
+        }
+    )
+
+
+def ensemble(
+    cfg: Config,
+    store: dict[str, dict],
+    m: Matrix,
+    folds: list,
+    result: SearchResult,
+    num_cpus: float,
+    cache: storage.Location,
+    force: bool = False,
+) -> tuple[ens.EnsembleModel, dict, bool]:
+    """Phase 5's ensemble from the cache, else `ensemble.run_ensemble` (then cached): (model,
+    its description, whether it came from the cache). The entry is the saved ensemble directory
+    (members + ensemble.json, which is written last)."""
+    keys = {t: s["cache_key"] for t, s in store.items()}
+    path = cache / "ensemble" / ensemble_key(cfg, keys)
+    if not force:
+        try:
+            with storage.local_dir(path / ens.ENSEMBLE_DIR, ens.ENSEMBLE_FILE) as d:
+                cached = ens.load_ensemble(d.parent)
+        except (OSError, ValueError, KeyError) as exc:
+            if not isinstance(exc, FileNotFoundError):
+                log.warning("ensemble cache %s unreadable (%s): fitting again", path, exc)
+            cached = None
+        if cached is not None:
+            log.info("ensemble: reused from the resume cache %s", path)
+            return cached, cached.info, True
+    model, info = ens.run_ensemble(cfg, m, folds, result, int(num_cpus))
+    with contextlib.suppress(OSError):
+        if isinstance(path, storage.GcsPath):
+            with tempfile.TemporaryDirectory(prefix="vpt-ensemble-") as tmp:
+                saved = ens.save_ensemble(Path(tmp), model)
+                storage.remove(path)
+                storage.upload_dir(saved, path / ens.ENSEMBLE_DIR, last=(ens.ENSEMBLE_FILE,))
+        else:
+            ens.save_ensemble(path, model)
+        log.info("ensemble: cached in %s", path)
+    return model, info, False

@@ -20,6 +20,7 @@ import pandas as pd
 from vpt_ray.config import Config, UniverseConfig
 from vpt_ray.data import chain, local
 from vpt_ray.data.chain import DataUnavailableError, TickerData
+from vpt_ray.storage import Location
 
 log = logging.getLogger(__name__)
 EXCHANGE_TZ = "America/New_York"
@@ -182,15 +183,17 @@ def _with_tickers(cfg: Config, tickers: list[str], start: dt.date, end: dt.date)
 
 
 def resolve_universe(
-    cfg: Config, store_dir: Path
+    cfg: Config, store_dir: Path, cache: Location | None = None, force: bool = False
 ) -> tuple[Selection, dict[str, TickerData], list[str], dict[str, dict]]:
     """Select the backtest universe and prepare its data: (selection, bars, skipped, features).
 
     The candidates are resolved through the data chain for the lookback window only; the selected
     ones then for [lookback start, backtest.end], and their features are built by the same
-    per-ticker Ray task as the training store (features warm up on the lookback sessions).
+    per-ticker feature map as the training store (features warm up on the lookback sessions),
+    through the resume cache when `cache` is given (a rerun rebuilds none of them).
     """
-    from vpt_ray.store import build_store  # Ray and the feature code: only when the stage runs
+    from vpt_ray import resume  # Ray and the feature code: only when the stage runs
+    from vpt_ray.store import build_store
 
     first, last = lookback_window(cfg)
     u = cfg.universe
@@ -215,7 +218,10 @@ def resolve_universe(
     log.info("universe: %d selected, %d rejected", len(selection.selected), len(selection.rejected))
     sel_cfg = _with_tickers(cfg, selection.selected, first, last)
     tickers, skipped = chain.resolve(sel_cfg, first, cfg.backtest.end)
-    store = build_store(sel_cfg, tickers, store_dir)
+    if cache is None:
+        store = build_store(sel_cfg, tickers, store_dir)
+    else:
+        store = resume.build_features(sel_cfg, tickers, store_dir, cache, force)
     return selection, tickers, skipped, store
 
 

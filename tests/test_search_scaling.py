@@ -23,6 +23,7 @@ from vpt_ray.config import SEARCH_PARAMS, load_config
 from vpt_ray.honesty import overfitting_section
 from vpt_ray.metrics import VAL_LOG_LOSS
 from vpt_ray.phase import run_phase
+from vpt_ray.resources import MemoryLimitExceeded, MemorySampler
 from vpt_ray.resume import search_key
 from vpt_ray.search import COMPLETED, STOPPED_BY_BUDGET, STOPPED_EARLY, fit_folds, run_search
 from vpt_ray.train import final_rounds
@@ -120,6 +121,7 @@ def test_asha_races_the_folds_and_a_time_budget_ends_the_search_with_a_report(ti
     stopped = t[~done]
     assert stopped["folds_fitted"].between(1, n - 1).all()
     assert stopped[VAL_LOG_LOSS].isna().all() and stopped["partial_val_log_loss"].notna().all()
+    assert (t["cpu_s"] > 0).all()  # every trial's CPU time, a load-robust cost measure
     # the chosen trial fitted every fold; PBO / stability inputs cover the completed trials only
     assert res.best_params == {k: t.iloc[0][k] for k in SEARCH_PARAMS}
     assert len(res.best["folds"]) == n
@@ -155,6 +157,20 @@ def test_fifo_fits_every_fold_of_every_trial_once_and_no_result_in_budget_fails_
     assert "trials_note" not in overfitting_section(res, _equity())
     with pytest.raises(RuntimeError, match="no search trial fitted all 4 folds within search"):
         run_search(_cfg(ws, "search.time_budget_s=0.01"), m, folds, tmp_path, 2)
+
+
+def test_memory_stop_ends_a_racing_search_cleanly(tiny, tmp_path):
+    """MemoryStop still ends the whole search under ASHA, and the search raises the clean stop."""
+    ws, _, m, folds = tiny
+    cfg = _cfg(ws, "search.scheduler=asha", "search.num_samples=400")
+    with (
+        MemorySampler(interval_s=0.1, warn_gb=None, limit_gb=0.05),
+        pytest.raises(MemoryLimitExceeded, match="search") as stop,
+    ):
+        run_search(cfg, m, folds, tmp_path, 2)
+    assert stop.value.cause == "memory_limit"
+    trial_dirs = [d for d in (tmp_path / "search").iterdir() if d.is_dir()]
+    assert len(trial_dirs) < 400  # the search ended instead of running every trial
 
 
 def test_search_sample_days_restricts_purged_folds_to_the_sampled_sessions(tiny):

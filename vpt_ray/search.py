@@ -192,7 +192,9 @@ def _trainable(
 ) -> None:
     """One trial. Racing (ASHA) reports the running mean validation log loss after every fold
     but the last, so the scheduler can stop it there (Tune then ends this thread inside
-    `tune.report`); the last report is the full result either way."""
+    `tune.report`); the last report is the full result either way. `cpu_s`: the trial's CPU
+    seconds so far (its worker process), a cost measure that other tenants' load does not skew."""
+    cpu0 = time.process_time()
     per_fold, daily = [], []
     for record, d in iter_folds(config, X, y, folds, **settings):
         per_fold.append(record)
@@ -200,9 +202,11 @@ def _trainable(
             daily.append(d)
         if race and len(per_fold) < len(folds):
             running = float(np.mean([f["val_log_loss"] for f in per_fold]))
-            tune.report({VAL_LOG_LOSS: running, FOLDS_DONE: len(per_fold)})
+            cpu = time.process_time() - cpu0
+            tune.report({VAL_LOG_LOSS: running, FOLDS_DONE: len(per_fold), "cpu_s": cpu})
     result = summarize_folds(per_fold, daily)
     result[FOLDS_DONE] = len(per_fold)
+    result["cpu_s"] = time.process_time() - cpu0
     # Tune's loggers take scalars only: the per-fold and per-day detail travel as JSON strings.
     result["folds"] = json.dumps(result["folds"])
     result["val_daily"] = json.dumps(result["val_daily"])
@@ -418,7 +422,7 @@ def _table_row(r: tune.Result, status: str, n_folds: int) -> dict:
     if status == COMPLETED:
         row.update({k: r.metrics[k] for k in _TABLE_KEYS if k in r.metrics})
     else:  # only the running mean is known; the full-fold figures stay NaN
-        row.update({k: r.metrics[k] for k in ("trial_id", "time_total_s") if k in r.metrics})
+        row.update({k: r.metrics[k] for k in _TABLE_KEYS[7:] if k in r.metrics})
         row[VAL_LOG_LOSS] = float("nan")
     row.update(
         status=status,
@@ -509,6 +513,7 @@ _TABLE_KEYS = (
     "rounds",
     "trial_id",
     "time_total_s",
+    "cpu_s",
 )
 # What the best trial's result keeps: the mean figures and the per-fold detail.
 _RESULT_KEYS = {*_TABLE_KEYS[:7], "folds"}

@@ -43,6 +43,7 @@ import ray
 from numba import njit
 from scipy.special import ndtr, ndtri, stdtr
 
+from vpt_ray import storage
 from vpt_ray.backtest.engine import SimSettings, simulate
 from vpt_ray.backtest.portfolio import combine
 from vpt_ray.backtest.run import _slim
@@ -254,8 +255,8 @@ def oracle_ticker(
     cfg: Config,
     params: SyntheticParams,
     ticker: str,
-    bars_path: str,
-    features_path: str,
+    bars_path: str | storage.GcsPath,
+    features_path: str | storage.GcsPath,
     capital: float,
 ) -> dict:
     """The oracle's labelled probabilities and its backtest for one synthetic ticker, on exactly
@@ -335,7 +336,7 @@ def oracle_section(cfg: Config, data, store: dict, bt: dict) -> dict | None:
     cfg_ref = ray.put(cfg)
     refs = [
         _oracle_task.options(name=f"oracle:{t}").remote(
-            cfg_ref, params, str(data.tickers[t].path), store[t]["path"], share, t
+            cfg_ref, params, storage.portable(data.tickers[t].path), store[t]["path"], share, t
         )
         for t in tickers
     ]

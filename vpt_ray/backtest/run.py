@@ -17,6 +17,7 @@ import pandas as pd
 import ray
 import xgboost as xgb
 
+from vpt_ray import storage
 from vpt_ray.backtest.engine import SimSettings, TickerResult, simulate
 from vpt_ray.config import Config
 from vpt_ray.data.local import read_bars
@@ -43,8 +44,8 @@ def predict(booster: xgb.Booster, X: np.ndarray, names: list[str]) -> np.ndarray
 def backtest_ticker(
     cfg: Config,
     booster: xgb.Booster,
-    bars_path: str,
-    features_path: str,
+    bars_path: str | storage.GcsPath,
+    features_path: str | storage.GcsPath,
     names: list[str],
     capital: float,
     start=None,
@@ -97,8 +98,8 @@ def _backtest_task(cfg, model_raw, bars_path, features_path, names, capital, sta
 def run_backtests(
     cfg: Config,
     booster: xgb.Booster,
-    bars_paths: dict[str, str],
-    feature_paths: dict[str, str],
+    bars_paths: dict[str, str | storage.GcsPath],
+    feature_paths: dict[str, str | storage.GcsPath],
     names: list[str],
     start=None,
     end=None,

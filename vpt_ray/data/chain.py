@@ -21,7 +21,6 @@ import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Protocol
 
 import numpy as np
@@ -34,6 +33,7 @@ from vpt_ray.data.calendar import exchange_dates, get_calendar, in_session_mask
 from vpt_ray.data.errors import SourceError
 from vpt_ray.data.resample import is_daily, resample_bars
 from vpt_ray.data.synthetic import SyntheticParams, generate_ticker
+from vpt_ray.storage import Location
 
 log = logging.getLogger(__name__)
 REMOTE = ("gcs", "polygon")
@@ -57,7 +57,7 @@ class TickerData:
     """Where one ticker's bars live after the chain ran, and where they came from."""
 
     ticker: str
-    path: Path
+    path: Location  # the local file; a gs:// object once staged for a cluster (resume.stage_bars)
     synthetic: bool
     origins: list[dict] = field(default_factory=list)
     missing_sessions: int = 0  # sessions no source has (known absent), e.g. halts

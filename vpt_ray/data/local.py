@@ -18,6 +18,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from vpt_ray import storage
 from vpt_ray.bars import SCHEMA, BarDataError, validate_bars
 
 META_KEY = b"vpt_ray"
@@ -68,12 +69,15 @@ def session_dates(ts: pd.Series) -> pd.Series:
 
 
 def read_bars(
-    path: Path,
+    path: str | storage.Location,
     start: dt.date | None = None,
     end: dt.date | None = None,
     vwap_tolerance: float = 0.001,
 ) -> pd.DataFrame:
-    """Read, validate and slice one ticker's bars to sessions in [start, end]."""
+    """Read, validate and slice one ticker's bars to sessions in [start, end].
+
+    `path` may be a gs:// object (`storage.GcsPath`, a bar file staged in the bucket for tasks
+    on other nodes): read with ranged requests, validated the same way, errors naming the URI."""
     filters = []
     if start is not None:
         lo = pd.Timestamp(start, tz=EXCHANGE_TZ).tz_convert("UTC")
@@ -82,7 +86,7 @@ def read_bars(
         hi = (pd.Timestamp(end, tz=EXCHANGE_TZ) + pd.Timedelta(days=1)).tz_convert("UTC")
         filters.append(("timestamp", "<", hi))
     try:
-        table = pq.read_table(path, filters=filters or None)
+        table = storage.read_parquet(path, filters=filters or None)
     except FileNotFoundError:
         raise BarDataError(str(path), "file not found") from None
     except (OSError, pa.ArrowException) as exc:

@@ -2,25 +2,32 @@
 emulator (fake-gcs-server on 127.0.0.1, through real gcsfs and pyarrow).
 
 The phase test checks what a cluster user relies on: every output is an object in the bucket
-(model, report, run log, tracker, feature store, Tune's results), nothing lands in the local
-artifacts directory, a failed run publishes no model, and a rerun resumes from the gs:// cache.
+(model, report, run log, tracker, feature store, Tune's results), the tasks read the bars from
+the bucket (the driver's bar files are hidden once staged), nothing lands in the local artifacts
+directory, a failed run publishes no model, and a rerun resumes from the gs:// cache without
+uploading the bars again.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 import pickle
 import secrets
 from pathlib import Path
 
+import pandas as pd
 import pyarrow as pa
 import pytest
-from remote_fixtures import fake_gcs
+from remote_fixtures import fake_gcs, minute_bars
 
 from tests.conftest import tiny_overrides
-from vpt_ray import storage, tracker
+from vpt_ray import resume, stages, storage, tracker
+from vpt_ray.bars import BarDataError
 from vpt_ray.config import ConfigError, GcsConfig, load_config
+from vpt_ray.data.chain import TickerData
+from vpt_ray.data.local import read_bars, write_bars
 from vpt_ray.phase import run_phase
 from vpt_ray.run import RunContext
 from vpt_ray.storage import GcsPath, StorageError
@@ -134,6 +141,53 @@ def test_tracker_is_read_modified_and_written_as_objects(emulator):
     assert storage.read_bytes(tracker.chart_path(path))[:4] == b"\x89PNG"
 
 
+def test_bar_files_are_staged_once_in_the_bucket_and_read_there(emulator, tmp_path, monkeypatch):
+    """What the feature, backtest and oracle tasks of a cluster get: a TickerData whose path is a
+    content-addressed object, read and validated like the local file, with the local file's
+    digest (so every resume key holds), uploaded once."""
+    cfg = load_config(1, overrides=[f"data.dir={tmp_path / 'data'}"])
+    bars = minute_bars(dt.date(2024, 1, 2), dt.date(2024, 1, 31), extended=False)
+    local = tmp_path / "data" / "AAA.parquet"
+    write_bars(bars, local)
+    tickers = {"AAA": TickerData("AAA", local, synthetic=False, origins=[{"source": "local"}])}
+    cache = _prefix(emulator) / "cache"
+    sha = hashlib.sha256(local.read_bytes()).hexdigest()
+
+    staged = resume.stage_bars(tickers, cache)["AAA"]
+    obj = staged.path
+    assert isinstance(obj, GcsPath) and str(obj) == f"{cache}/bars/{sha}.parquet"
+    assert (staged.ticker, staged.origins) == ("AAA", tickers["AAA"].origins)
+    assert storage.read_bytes(obj) == local.read_bytes()
+    window = (dt.date(2024, 1, 8), dt.date(2024, 1, 12))
+    pd.testing.assert_frame_equal(read_bars(obj, *window), read_bars(local, *window))
+    assert len(read_bars(obj, *window)) < len(bars)  # the window was read, not the whole file
+    assert resume.features_key(cfg, "AAA", obj) == resume.features_key(cfg, "AAA", local)
+    fingerprint = stages.data_fingerprint(stages.Data({"AAA": staged}, []))["AAA"]
+    assert (fingerprint["sha256"], fingerprint["bytes"]) == (sha, local.stat().st_size)
+    assert fingerprint["path"] == str(obj)
+    monkeypatch.setattr(resume, "_STAGED", {})  # another process: the object's bytes are hashed
+    assert resume.file_digest(obj) == {"bytes": local.stat().st_size, "sha256": sha}
+
+    fs = storage.gcs_filesystem(emulator)
+    generation = fs.info(obj.key)["generation"]
+    again = resume.stage_bars(tickers, cache)["AAA"]  # a rerun uploads nothing
+    assert again.path == obj and fs.info(obj.key)["generation"] == generation
+    assert storage.list_files(cache / "bars") == [obj.name]
+    assert resume.stage_bars(tickers, tmp_path / "cache") is tickers  # a local cache: no change
+
+    # A bad object is refused like a bad local file, naming the gs:// URI.
+    with pytest.raises(BarDataError, match=f"{cache}/bars/gone.parquet: file not found"):
+        read_bars(cache / "bars" / "gone.parquet")
+    storage.write_bytes(cache / "bars" / "junk.parquet", b"not parquet")
+    with pytest.raises(BarDataError, match=f"{cache}/bars/junk.parquet: unreadable parquet"):
+        read_bars(cache / "bars" / "junk.parquet")
+    broken = bars.assign(high=bars["low"] - 1)
+    write_bars(broken, tmp_path / "broken.parquet")
+    storage.upload_file(tmp_path / "broken.parquet", cache / "bars" / "broken.parquet")
+    with pytest.raises(BarDataError, match=f"{cache}/bars/broken.parquet: .*high"):
+        read_bars(cache / "bars" / "broken.parquet")
+
+
 @pytest.mark.slow
 def test_tiny_phase_writes_everything_to_gcs_and_resumes_from_it(
     ray_session, workspace, emulator, monkeypatch, capsys
@@ -150,7 +204,26 @@ def test_tiny_phase_writes_everything_to_gcs_and_resumes_from_it(
         "gcs.token=anon",
     )
     cfg = load_config(1, overrides=overrides)
+    staged: list[stages.Data] = []
+    stage_bars = stages.stage_bars
+
+    def stage_then_hide_local_bars(data, cache):
+        """As on a cluster's other nodes: once staged, the driver's bar files are not there."""
+        staged.append(stage_bars(data, cache))
+        (workspace / "data").rename(workspace / "data-hidden")
+        return staged[-1]
+
+    monkeypatch.setattr(stages, "stage_bars", stage_then_hide_local_bars)
     first = run_phase(cfg, run_id="gcs1")
+    (workspace / "data-hidden").rename(workspace / "data")
+    # The feature, backtest and oracle tasks read the bars from the bucket.
+    bars_dir = root / "cache" / "bars"
+    paths = [td.path for td in staged[0].tickers.values()]
+    assert all(isinstance(p, GcsPath) and p.parent == bars_dir for p in paths), paths
+    assert sorted(p.name for p in paths) == storage.list_files(bars_dir)
+    assert first["oracle"]["tickers"] == ["AAA", "BBB"]  # the synthetic bars' oracle ran
+    fs = storage.gcs_filesystem(emulator)
+    generations = {p.key: fs.info(p.key)["generation"] for p in paths}
 
     report, model, runs = root / "reports" / "gcs1", root / "models" / "gcs1", root / "runs/gcs1"
     assert first["model_dir"] == str(model)
@@ -190,7 +263,6 @@ def test_tiny_phase_writes_everything_to_gcs_and_resumes_from_it(
 
     # A second run crashes after training: the features and the search come from the gs://
     # cache, the run is FAILED in the bucket, and no model object appears.
-    from vpt_ray import stages
 
     def boom(*args, **kwargs):
         raise RuntimeError("simulated crash in the backtest stage")
@@ -205,6 +277,9 @@ def test_tiny_phase_writes_everything_to_gcs_and_resumes_from_it(
     log = storage.read_text(root / "reports" / "gcs2" / "run-gcs2.log")
     assert "features: 2 of 2 tickers from the resume cache" in log
     assert "search: reused from the resume cache" in log
+    assert "bars: 2 tickers read from" in log and "(0 files uploaded, 2 already there)" in log
+    assert {k: fs.info(k)["generation"] for k in generations} == generations  # not re-uploaded
+    assert len(storage.list_files(bars_dir)) == 2
     assert tracker.load_state(root / "SCALING_TRACKER.md")["latest"]["1"]["run_id"] == "gcs1"
 
 

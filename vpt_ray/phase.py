@@ -75,7 +75,7 @@ def run_phase(
         with sampler:
             ray_info = state["ray"] = init_ray(hw)
             with step("data"):
-                data = state["data"] = stages.load_data(cfg)
+                data = state["data"] = stages.stage_bars(stages.load_data(cfg), cache)
             with step("features"):
                 store = resume.build_features(
                     cfg, data.tickers, ctx.work_dir / "features", cache, force

@@ -23,11 +23,14 @@ process (memoized by size and mtime).
 Nothing is evicted: delete `artifacts/cache/` to reclaim the space. With `paths.cache` (or
 `paths.artifacts`) on gs://, the cache is a bucket prefix that every node reads and writes: the
 feature tasks write their files there, and a cached search is uploaded with best.json last.
+The bar files are staged there too (`stage_bars`: `.../bars/{sha256}.parquet`), so the tasks
+read them on any node; their digests, hence every key, are those of the local files.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 import logging
@@ -42,6 +45,7 @@ import pandas as pd
 from vpt_ray import ensemble as ens
 from vpt_ray import storage
 from vpt_ray.config import Config
+from vpt_ray.data.chain import TickerData
 from vpt_ray.run import atomic_dir, file_sha256
 from vpt_ray.search import SearchResult
 from vpt_ray.store import Matrix, build_store
@@ -52,6 +56,7 @@ PACKAGE = Path(__file__).resolve().parent
 FEATURE_CODE = ("features.py", "store.py", "data/resample.py", "data/local.py", "bars.py")
 SEARCH_CODE = ("search.py", "cv.py", "metrics.py", "stages.py")
 _DIGESTS: dict[tuple[str, int, int], str] = {}
+_STAGED: dict[str, dict] = {}  # gs:// URI of a bar object staged by this process -> its digest
 
 
 def digest(obj: object) -> str:
@@ -60,13 +65,58 @@ def digest(obj: object) -> str:
     return hashlib.sha256(blob).hexdigest()[:20]
 
 
-def file_digest(path: str | Path) -> dict:
-    """Size and sha256 of a file, memoized per process by (path, size, mtime)."""
+def file_digest(path: str | storage.Location) -> dict:
+    """Size and sha256 of a file, memoized per process by (path, size, mtime). A gs:// bar
+    object staged by `stage_bars` has its local file's digest (its name); another object is
+    read and hashed."""
+    if isinstance(path, storage.GcsPath):
+        if str(path) in _STAGED:
+            return _STAGED[str(path)]
+        data = storage.read_bytes(path)
+        return {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
     st = os.stat(path)
     key = (str(Path(path).resolve()), st.st_size, st.st_mtime_ns)
     if key not in _DIGESTS:
         _DIGESTS[key] = file_sha256(Path(path))
     return {"bytes": st.st_size, "sha256": _DIGESTS[key]}
+
+
+def stage_bars(tickers: dict[str, TickerData], cache: storage.Location) -> dict[str, TickerData]:
+    """With a gs:// cache: each ticker's bar file as the object `{cache}/bars/{sha256}.parquet`,
+    and TickerData pointing at it, so the feature, backtest and oracle tasks read the bars on
+    any node of a cluster. A local cache changes nothing.
+
+    Content-addressed: uploaded only when absent (a rerun on the same bars uploads nothing), and
+    the digest, so the resume keys and the data fingerprint, stay the local file's. Cost: one
+    listing of `bars/` per call and one upload per new file."""
+    if not storage.is_remote(cache):
+        return tickers
+    where = cache / "bars"
+    present = set(storage.list_files(where))
+    out, uploaded = {}, 0
+    for t, td in tickers.items():
+        if storage.is_remote(td.path):
+            out[t] = td
+            continue
+        d = file_digest(td.path)
+        obj = where / f"{d['sha256']}.parquet"
+        if obj.name not in present:
+            data = Path(td.path).read_bytes()
+            if hashlib.sha256(data).hexdigest() != d["sha256"]:
+                raise ValueError(f"{td.path} changed while it was staged to {where}: run again")
+            storage.write_bytes(obj, data)
+            present.add(obj.name)
+            uploaded += 1
+        _STAGED[str(obj)] = d
+        out[t] = dataclasses.replace(td, path=obj)
+    log.info(
+        "bars: %d tickers read from %s by the tasks (%d files uploaded, %d already there)",
+        len(out),
+        where,
+        uploaded,
+        len(out) - uploaded,
+    )
+    return out
 
 
 def code_digest(files: tuple[str, ...]) -> str:

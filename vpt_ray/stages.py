@@ -33,6 +33,7 @@ from vpt_ray.oracle import oracle_section
 from vpt_ray.report import num, pct, write_report
 from vpt_ray.resources import MemorySampler
 from vpt_ray.resume import file_digest
+from vpt_ray.resume import stage_bars as stage_ticker_bars
 from vpt_ray.run import RunContext, git_commit, package_versions
 from vpt_ray.search import SearchResult, run_search
 from vpt_ray.store import Matrix, build_store, load_matrix
@@ -67,6 +68,12 @@ def load_data(cfg: Config) -> Data:
         )
         log.warning(banner)
     return Data(tickers, skipped)
+
+
+def stage_bars(data: Data, cache: storage.Location) -> Data:
+    """`data` with its bar files staged in the resume cache when that is on gs://, so the tasks
+    that read bars run on any node of a cluster (`resume.stage_bars`); else `data` itself."""
+    return Data(stage_ticker_bars(data.tickers, cache), data.skipped)
 
 
 def build_features(cfg: Config, data: Data, store_dir: Path) -> dict[str, dict]:
@@ -194,10 +201,11 @@ def search(
 def data_fingerprint(data: Data) -> dict:
     out = {}
     for t, td in data.tickers.items():
+        digest = file_digest(td.path)  # memoized: the resume keys hashed it
         out[t] = {
             "path": str(td.path),
-            "bytes": td.path.stat().st_size,
-            "sha256": file_digest(td.path)["sha256"],  # memoized: the resume keys hashed it
+            "bytes": digest["bytes"],
+            "sha256": digest["sha256"],
             "synthetic": td.synthetic,
             "origins": td.origins,
         }
@@ -252,7 +260,7 @@ def backtest_universe(cfg: Config, store_dir: Path) -> tuple[dict, Data, dict]:
 
 def backtest(cfg: Config, booster: xgb.Booster, data: Data, store: dict, names: list[str]) -> dict:
     """Backtest on `data`'s tickers (the training tickers, or the universe's)."""
-    bars_paths = {t: str(td.path) for t, td in data.tickers.items()}
+    bars_paths = {t: storage.portable(td.path) for t, td in data.tickers.items()}
     feature_paths = {t: s["path"] for t, s in store.items()}
     results = run_backtests(cfg, booster, bars_paths, feature_paths, names)
     equity, stats = combine({t: r["result"] for t, r in results.items()}, cfg.backtest.capital)

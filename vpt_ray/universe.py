@@ -220,7 +220,8 @@ def resolve_universe(
     tickers, skipped = chain.resolve(sel_cfg, first, cfg.backtest.end)
     if cache is None:
         store = build_store(sel_cfg, tickers, store_dir)
-    else:
+    else:  # with a gs:// cache, the tasks read the bars from the bucket
+        tickers = resume.stage_bars(tickers, cache)
         store = resume.build_features(sel_cfg, tickers, store_dir, cache, force)
     return selection, tickers, skipped, store
 

@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/bench_scaling.py [--sizes 5,20,50] [--years 1] [--trials 4]
                                             [--phase 4] [--set k=v ...] [--out results.json]
+                                            [--variant "search.scheduler=asha" ...]
 
 Each size runs `python -m vpt_ray.phase N --force` in its own scratch directory (own data, own
 resume cache: nothing is reused between sizes) on the first N tickers of the phase's universe over
@@ -18,6 +19,15 @@ here); the search is multiplied by phase 4's trial count / `--trials`. Peak memo
 c + d * training samples. Targets (issue 6), printed next to the figures: cost per row flat or
 falling as rows grow; memory growth per training sample at most 2x its quantized size; projected
 phase 4 under 2 hours on 8 cores and under 16 GB (the seed's limits: 4 hours, 32 GB).
+
+Search variants (`--variant "search.scheduler=asha search.sample_days=40"`, repeatable): each size
+then runs with `search.scheduler=fifo` first (the baseline, whatever the phase config says), and
+once per variant on the same data in the same scratch directory (feature store from its resume
+cache, search recomputed: its key differs). Printed per size and variant: the search stage's wall
+time and its trials' CPU time against FIFO's (CPU time is the fairer measure on a shared machine),
+the folds fitted, the trials that fitted every fold, the best CV log loss (on the searched data: a
+variant with `search.sample_days` validates on its sample) and the out-of-sample accuracy and log
+loss on the same backtest bars; then the projection for each variant.
 """
 
 from __future__ import annotations
@@ -59,20 +69,33 @@ def load_avg() -> float:
     return round(os.getloadavg()[0], 2)
 
 
-def run_size(n: int, args: argparse.Namespace, tickers: list[str]) -> dict:
-    work = Path(tempfile.mkdtemp(prefix=f"vpt-scaling-{n}-"))
-    (work / "config").symlink_to(REPO / "config")
+def run_size(
+    n: int,
+    args: argparse.Namespace,
+    tickers: list[str],
+    variant: list[str] | None = None,
+    work: Path | None = None,
+    tag: str = "",
+) -> dict:
+    """One phase run on the first `n` tickers. `variant`: extra overrides, applied last; `work`:
+    an earlier run's scratch directory to reuse (its data and feature cache; no --force)."""
+    fresh = work is None
+    if work is None:
+        work = Path(tempfile.mkdtemp(prefix=f"vpt-scaling-{n}-"))
+        (work / "config").symlink_to(REPO / "config")
+    run_id = f"scale{n}{tag}"
     sets = {
         "data.tickers": "[" + ",".join(tickers[:n]) + "]",
         "data.sources": "[synthetic]",
         "search.num_samples": str(args.trials),
         **window(args.years),
     }
-    cmd = [sys.executable, "-m", "vpt_ray.phase", str(args.phase), "--run-id", f"scale{n}"]
-    cmd += ["--force"]
+    cmd = [sys.executable, "-m", "vpt_ray.phase", str(args.phase), "--run-id", run_id]
+    if fresh:
+        cmd += ["--force"]
     for k, v in sets.items():
         cmd += ["--set", f"{k}={v}"]
-    for o in args.overrides:
+    for o in [*args.overrides, *(variant or [])]:
         cmd += ["--set", o]
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     load0, t0 = load_avg(), time.monotonic()
@@ -82,7 +105,7 @@ def run_size(n: int, args: argparse.Namespace, tickers: list[str]) -> dict:
     if proc.returncode not in (0, 3):
         sys.stderr.write(proc.stderr[-4000:])
         raise SystemExit(f"size {n}: phase exited {proc.returncode}; scratch kept in {work}")
-    m = json.loads((work / "artifacts/reports" / f"scale{n}" / "metrics.json").read_text())
+    m = json.loads((work / "artifacts/reports" / run_id / "metrics.json").read_text())
     res = m["resources"]
     out = {
         "tickers": n,
@@ -98,19 +121,40 @@ def run_size(n: int, args: argparse.Namespace, tickers: list[str]) -> dict:
         "num_cpus": res["ray"].get("num_cpus"),
         "load_before": load0,
         "load_after": load1,
-        "max_bin": m.get("model_dir") and _max_bin(work, n),
+        "max_bin": m.get("model_dir") and _max_bin(work, run_id),
         "verdict": m["decision"]["verdict"],
         "scratch": str(work),
+        "variant": variant or [],
+        "search": {k: v for k, v in m.get("search", {}).items() if k != "table"},
+        **search_work(work, run_id, m),
+        "cv_log_loss": m["cv"].get("log_loss"),
+        "oos": {k: m.get("oos", {}).get(k) for k in ("accuracy", "log_loss", "samples")},
     }
     if out["status"] == "STOPPED":
         out["stopped"] = m["stopped"]["reason"]
     return out
 
 
-def _max_bin(work: Path, n: int) -> int:
+def search_work(work: Path, run_id: str, m: dict) -> dict:
+    """The search's work from its trials table: the trials' CPU seconds (`cpu_s`, measured in each
+    trial's process: unlike wall time, barely moved by other tenants' load) and folds fitted."""
+    import pandas as pd
+
+    path = work / "artifacts/runs" / run_id / "trials.parquet"
+    trials = pd.read_parquet(path) if path.exists() else pd.DataFrame(m["search"].get("table"))
+    if "cpu_s" not in trials:
+        return {"search_cpu_s": None, "fold_fits": None}
+    if "folds_fitted" in trials:
+        fits = int(trials["folds_fitted"].sum())
+    else:
+        fits = len(trials) * len(m["cv"]["folds"])
+    return {"search_cpu_s": round(float(trials["cpu_s"].sum()), 1), "fold_fits": fits}
+
+
+def _max_bin(work: Path, run_id: str) -> int:
     import yaml
 
-    cfg = yaml.safe_load((work / "artifacts/reports" / f"scale{n}" / "config.yaml").read_text())
+    cfg = yaml.safe_load((work / "artifacts/reports" / run_id / "config.yaml").read_text())
     return int(cfg["model"]["max_bin"])
 
 
@@ -128,12 +172,12 @@ def fit_line(x: list[float], y: list[float]) -> tuple[float, float]:
     return float(a), float(b)
 
 
-def report(results: list[dict], args: argparse.Namespace, p4_trials: int) -> dict:
+def report(results: list[dict], args: argparse.Namespace, p4_trials: int, label: str = "") -> dict:
     ok = [r for r in results if r["status"] != "STOPPED"]
     stages = [s for s in ok[0]["stages"] if s != "report"] if ok else []
     cores = ok[0]["num_cpus"] if ok else 0
     print(
-        f"\nscaling: phase {args.phase} on synthetic tickers, {args.years:g} year(s), "
+        f"\nscaling{label}: phase {args.phase} on synthetic tickers, {args.years:g} year(s), "
         f"{args.trials} trials, {cores} CPUs for Ray"
     )
     head = f"{'tickers':>7} {'bars':>11} {'samples':>9} {'wall s':>8} {'s/M bars':>9} "
@@ -240,6 +284,15 @@ def main() -> int:
     ap.add_argument("--phase", type=int, default=4, help="phase config the runs start from")
     ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="K=V")
     ap.add_argument("--out", type=Path, default=None, help="also write the figures as JSON")
+    ap.add_argument(
+        "--variant",
+        dest="variants",
+        action="append",
+        default=[],
+        metavar="'K=V K=V'",
+        help="search variant compared with fifo on the same data, e.g. 'search.scheduler=asha' "
+        "or 'search.scheduler=asha search.sample_days=40' (repeatable)",
+    )
     args = ap.parse_args()
     from vpt_ray.config import load_config
 
@@ -250,22 +303,74 @@ def main() -> int:
             f"--sizes {max(sizes)} > the {len(cfg.data.tickers)} tickers of phase {args.phase}"
         )
     p4_trials = load_config(4).search.num_samples
-    results = []
+    variants = [v.split() for v in args.variants]
+    baseline = ["search.scheduler=fifo"] if variants else None
+    results: list[dict] = []
+    by_variant: list[list[dict]] = [[] for _ in variants]
     for n in sizes:
         print(f"size {n}: running (load average {load_avg()}) ...", flush=True)
-        r = run_size(n, args, list(cfg.data.tickers))
+        r = run_size(n, args, list(cfg.data.tickers), variant=baseline)
         results.append(r)
-        print(
-            f"size {n}: {r['status']}, {r['wall_pipeline_s']:.0f} s pipeline, "
-            f"peak {r['peak_memory_gb']:.2f} GB, load {r['load_before']} -> {r['load_after']}",
-            flush=True,
-        )
-    projection = report(results, args, p4_trials)
+        _progress(n, r)
+        for i, v in enumerate(variants):
+            print(f"size {n}, variant {' '.join(v)}: running ...", flush=True)
+            vr = run_size(n, args, list(cfg.data.tickers), v, Path(r["scratch"]), f"v{i}")
+            by_variant[i].append(vr)
+            _progress(n, vr)
+    projection = report(results, args, p4_trials, " (fifo)" if variants else "")
+    projections = [
+        report(rs, args, p4_trials, f" ({' '.join(v)})")
+        for v, rs in zip(variants, by_variant, strict=True)
+    ]
+    if variants:
+        compare_search(results, variants, by_variant)
     if args.out:
-        args.out.write_text(
-            json.dumps({"sizes": results, "projection": projection}, indent=2, default=str) + "\n"
-        )
+        out = {"sizes": results, "projection": projection}
+        if variants:
+            out["variants"] = [
+                {"overrides": v, "sizes": rs, "projection": p}
+                for v, rs, p in zip(variants, by_variant, projections, strict=True)
+            ]
+        args.out.write_text(json.dumps(out, indent=2, default=str) + "\n")
     return 0
+
+
+def _progress(n: int, r: dict) -> None:
+    print(
+        f"size {n}: {r['status']}, {r['wall_pipeline_s']:.0f} s pipeline, "
+        f"search {r['stages'].get('search', 0):.0f} s, peak {r['peak_memory_gb']:.2f} GB, "
+        f"load {r['load_before']} -> {r['load_after']}",
+        flush=True,
+    )
+
+
+def compare_search(base: list[dict], variants: list[list[str]], runs: list[list[dict]]) -> None:
+    """Search stage of each variant against FIFO's on the same data, per size: wall time and the
+    trials' CPU time (the fairer measure when the machine is shared), folds fitted, quality."""
+    print("\nsearch stage against fifo (same data, same benchmark run):")
+    print(
+        f"{'tickers':>7} {'variant':<44} {'wall s':>7} {'x fifo':>6} {'CPU s':>7} {'x fifo':>6} "
+        f"{'folds':>5} {'complete':>8} {'stopped':>7} {'searched':>9} {'CV logloss':>10} "
+        f"{'OOS acc':>7} {'OOS logloss':>11}"
+    )
+    for i, b in enumerate(base):
+        rows = [("fifo", b)] + [(" ".join(v), rs[i]) for v, rs in zip(variants, runs, strict=True)]
+        fifo_s = b["stages"].get("search", float("nan"))
+        fifo_cpu = b.get("search_cpu_s") or float("nan")
+        for name, r in rows:
+            if r["status"] == "STOPPED":
+                print(f"{r['tickers']:>7} {name:<44} STOPPED: {r.get('stopped')}")
+                continue
+            s, oos = r["search"], r["oos"]
+            t = r["stages"].get("search", float("nan"))
+            cpu = r.get("search_cpu_s") or float("nan")
+            print(
+                f"{r['tickers']:>7} {name:<44} {t:>7.1f} {t / fifo_s:>6.2f} {cpu:>7.1f} "
+                f"{cpu / fifo_cpu:>6.2f} {r.get('fold_fits') or 0:>5} "
+                f"{s.get('trials_completed', s.get('trials', 0)):>8} "
+                f"{s.get('trials_stopped_early', 0):>7} {s.get('samples', r['samples']):>9,} "
+                f"{r['cv_log_loss']:>10.5f} {oos['accuracy']:>7.4f} {oos['log_loss']:>11.5f}"
+            )
 
 
 if __name__ == "__main__":

@@ -65,29 +65,32 @@ def plain_loop(work: Path, m: dict) -> tuple[float, int, int]:
 
     from vpt_ray.config import SEARCH_PARAMS, Config
     from vpt_ray.search import fit_folds
-    from vpt_ray.stages import make_folds
+    from vpt_ray.stages import make_folds, search_sample
 
     cfg = Config.model_validate(
         yaml.safe_load((work / "artifacts/reports/bench/config.yaml").read_text())
     )
     feats = work / "artifacts/runs/bench/features"
     store = {p.stem: {"path": str(p)} for p in sorted(feats.glob("*.parquet"))}
-    matrix, folds = make_folds(cfg, store)
+    matrix, folds = search_sample(cfg, *make_folds(cfg, store))  # the data the search saw
     trials = pd.read_parquet(work / "artifacts/runs/bench/trials.parquet")
+    n_fits = 0
     t0 = time.monotonic()
     for _, row in trials.iterrows():
+        done = int(row.get("folds_fitted", len(folds)))  # ASHA: the folds the trial fitted
+        n_fits += done
         fit_folds(
             {k: row[k] for k in SEARCH_PARAMS},
             matrix.X,
             matrix.y,
-            folds,
+            folds[:done],
             n_estimators=cfg.model.n_estimators,
             early_stopping_rounds=cfg.model.early_stopping_rounds,
             max_bin=cfg.model.max_bin,
             nthread=cfg.search.cpus_per_trial,
         )
     cpus = int(m["resources"]["ray"]["num_cpus"]) // cfg.search.cpus_per_trial
-    return time.monotonic() - t0, len(trials) * len(folds), max(1, cpus)
+    return time.monotonic() - t0, n_fits, max(1, cpus)
 
 
 if __name__ == "__main__":

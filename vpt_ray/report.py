@@ -87,7 +87,8 @@ def summary_markdown(m: dict) -> str:
         ),
         f"- Windows: train {m['windows']['train']}, backtest {m['windows']['backtest']}",
         *filter(None, [universe_line(m.get("universe"))]),
-        f"- CV ({cv['folds_count']} purged walk-forward folds, {cv['samples']:,} samples): "
+        f"- CV ({cv['folds_count']} purged walk-forward folds, "
+        f"{m['search'].get('samples', cv['samples']):,} samples searched): "
         f"accuracy {num(cv['accuracy'])}, AUC {num(cv['auc'])}, log loss {num(cv['log_loss'])}, "
         f"train accuracy {num(cv['train_accuracy'])}",
         *(

@@ -88,7 +88,7 @@ def run_phase(
                     tune_storage=ctx.work_location,
                 )  # fmt: skip
             with step("train"):
-                booster = stages.train_final(cfg, ctx, matrix, folds, search, data, ray_info)
+                booster = stages.train_final(cfg, ctx, store, search, data, ray_info)
             ens = None
             if cfg.model.ensemble.enabled:
                 with step("ensemble"):

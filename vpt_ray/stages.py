@@ -37,7 +37,7 @@ from vpt_ray.resume import stage_bars as stage_ticker_bars
 from vpt_ray.run import RunContext, git_commit, package_versions
 from vpt_ray.search import SearchResult, run_search
 from vpt_ray.store import Matrix, build_store, load_matrix
-from vpt_ray.train import final_rounds, fit_final, save_model
+from vpt_ray.train import final_rounds, fit_final, save_model, training_rows
 from vpt_ray.universe import resolve_universe
 
 log = logging.getLogger("vpt_ray.stages")
@@ -215,24 +215,28 @@ def data_fingerprint(data: Data) -> dict:
 def train_final(
     cfg: Config,
     ctx: RunContext,
-    m: Matrix,
-    folds: Folds,
+    store: dict[str, dict],
     result: SearchResult,
     data: Data,
     ray_info: dict,
 ) -> xgb.Booster:
+    """The final fit on the whole training set, streamed from the feature store (`train`)."""
+    rows = training_rows(cfg, store)
     rounds = final_rounds(
         [f["rounds"] for f in result.best["folds"]],
         [f["train_samples"] for f in result.best["folds"]],
-        len(m),
+        rows.n_rows,
     )
-    booster = fit_final(cfg, m, result.best_params, rounds, nthread=int(ray_info["num_cpus"]))
+    fit_info: dict = {"backend": cfg.model.backend, "samples": rows.n_rows}
+    nthread = int(ray_info["num_cpus"])
+    booster = fit_final(cfg, rows, result.best_params, rounds, nthread, ctx.work_dir)
     meta = {
         "run_id": ctx.run_id,
         "phase": cfg.phase,
-        "feature_names": m.feature_names,
+        "feature_names": list(rows.names),
         "params": result.best_params,
         "rounds": rounds,
+        "final_fit": fit_info,
         "train_window": [str(cfg.data.start), str(cfg.data.end)],
         "embargo_bars": cfg.embargo_bars,
         "label_horizon": cfg.labels.horizon,
@@ -246,7 +250,13 @@ def train_final(
     }
     config_yaml = yaml.safe_dump(cfg.to_dict(), sort_keys=False)
     save_model(ctx.staged_model_dir, booster, meta, config_yaml)
-    log.info("final model (%d rounds) staged; published to %s at the end", rounds, ctx.model_dir)
+    log.info(
+        "final model (%d rounds, %d samples, %s backend) staged; published to %s at the end",
+        rounds,
+        rows.n_rows,
+        cfg.model.backend,
+        ctx.model_dir,
+    )
     return booster
 
 

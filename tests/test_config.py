@@ -73,6 +73,8 @@ def test_fingerprint_changes_with_config():
     )
 
 
-def test_unbuilt_distributed_backend_is_refused_not_ignored():
-    with pytest.raises(ConfigError, match="is not built yet"):
-        load_config(1, overrides=["model.backend=distributed"])
+def test_distributed_backend_is_accepted_and_unknown_backends_are_not():
+    cfg = load_config(1, overrides=["model.backend=distributed", "model.num_workers=3"])
+    assert (cfg.model.backend, cfg.model.num_workers) == ("distributed", 3)
+    with pytest.raises(ConfigError, match="model.backend"):
+        load_config(1, overrides=["model.backend=dask"])

@@ -174,15 +174,6 @@ class ModelConfig(_Section):
     num_workers: int = Field(2, ge=1)
     ensemble: EnsembleConfig = Field(default_factory=EnsembleConfig)
 
-    @model_validator(mode="after")
-    def _check(self) -> ModelConfig:
-        if self.backend == "distributed":
-            raise ValueError(
-                "model.backend 'distributed' (Ray Train XGBoostTrainer) is not built yet: "
-                "use 'local' (the final fit runs in the driver with every CPU Ray was given)"
-            )
-        return self
-
 
 class BacktestConfig(_Section):
     start: dt.date

@@ -220,7 +220,8 @@ def train_final(
     data: Data,
     ray_info: dict,
 ) -> xgb.Booster:
-    """The final fit on the whole training set, streamed from the feature store (`train`)."""
+    """The final fit on the whole training set, streamed from the feature store (`train`), in
+    this process (`model.backend: local`) or on Ray Train workers (`distributed`)."""
     rows = training_rows(cfg, store)
     rounds = final_rounds(
         [f["rounds"] for f in result.best["folds"]],
@@ -228,8 +229,16 @@ def train_final(
         rows.n_rows,
     )
     fit_info: dict = {"backend": cfg.model.backend, "samples": rows.n_rows}
-    nthread = int(ray_info["num_cpus"])
-    booster = fit_final(cfg, rows, result.best_params, rounds, nthread, ctx.work_dir)
+    if cfg.model.backend == "distributed":
+        from vpt_ray.distributed import fit_distributed  # Ray Train: only when configured
+
+        booster, used = fit_distributed(
+            cfg, rows, result.best_params, rounds, ctx.work_location, f"final_fit-{ctx.run_id}"
+        )
+        fit_info.update(used)
+    else:
+        nthread = int(ray_info["num_cpus"])
+        booster = fit_final(cfg, rows, result.best_params, rounds, nthread, ctx.work_dir)
     meta = {
         "run_id": ctx.run_id,
         "phase": cfg.phase,

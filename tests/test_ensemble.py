@@ -157,3 +157,10 @@ def test_phase_reports_the_ensemble_against_the_best_single_model(ray_session, w
     res = run_backtests(cfg, model, bars, feats, m["features"]["names"])
     y, p = pooled_predictions(res)
     assert classification(y, p)["accuracy"] == pytest.approx(e["oos"]["ensemble"]["accuracy"])
+
+    # a rerun (any run id) takes the ensemble from the resume cache: same members, same figures
+    assert m["resume"]["ensemble_from_cache"] is False
+    again = run_phase(cfg, run_id="ens-again")
+    assert again["resume"]["ensemble_from_cache"] is True
+    assert again["ensemble"]["cv"] == e["cv"] and again["ensemble"]["oos"] == e["oos"]
+    assert again["ensemble"]["members"] == e["members"]

@@ -89,11 +89,11 @@ def run_phase(
                 )  # fmt: skip
             with step("train"):
                 booster = stages.train_final(cfg, ctx, store, search, data, ray_info)
-            ens = None
+            ens, ens_cached = None, False
             if cfg.model.ensemble.enabled:
                 with step("ensemble"):
-                    ens, ens_info = ensemble.run_ensemble(
-                        cfg, matrix, folds, search, ray_info["num_cpus"]
+                    ens, ens_info, ens_cached = resume.ensemble(
+                        cfg, store, matrix, folds, search, ray_info["num_cpus"], cache, force
                     )
                     ensemble.save_ensemble(ctx.staged_model_dir, ens)
             if stop_after == "train":
@@ -105,7 +105,7 @@ def run_phase(
             if cfg.universe.active:  # phase 5: backtest on the price-band universe instead
                 with step("universe"):
                     universe, bt_data, bt_store = stages.backtest_universe(
-                        cfg, ctx.work_location / "universe_features"
+                        cfg, ctx.work_location / "universe_features", cache, force
                     )
             with step("backtest"):
                 backtest = stages.backtest(cfg, booster, bt_data, bt_store, matrix.feature_names)
@@ -123,6 +123,7 @@ def run_phase(
             "forced": force,
             "features_from_cache": sum(bool(s.get("from_cache")) for s in store.values()),
             "search_from_cache": search_cached,
+            "ensemble_from_cache": ens_cached,
         }
         if ens is not None:
             metrics["ensemble"] = ensemble.comparison(ens_info, backtest, ens_bt)

@@ -269,10 +269,13 @@ def train_final(
     return booster
 
 
-def backtest_universe(cfg: Config, store_dir: Path) -> tuple[dict, Data, dict]:
+def backtest_universe(
+    cfg: Config, store_dir: Path, cache: storage.Location | None = None, force: bool = False
+) -> tuple[dict, Data, dict]:
     """Phase 5: the price-band universe the model is backtested on (`vpt_ray.universe`);
-    returns metrics.json's `universe` section, its data and its feature store."""
-    selection, tickers, skipped, store = resolve_universe(cfg, store_dir)
+    returns metrics.json's `universe` section, its data and its feature store (from the resume
+    `cache` when given)."""
+    selection, tickers, skipped, store = resolve_universe(cfg, store_dir, cache, force)
     section = {**selection.section(), "skipped_backtest_data": skipped}
     return section, Data(tickers, skipped), store
 

@@ -136,19 +136,20 @@ def run_size(
 
 
 def search_work(work: Path, run_id: str, m: dict) -> dict:
-    """The search's work from its trials table: the trials' CPU seconds (`cpu_s`, measured in each
-    trial's process: unlike wall time, barely moved by other tenants' load) and folds fitted."""
+    """The search's work from its trials table: the trials' CPU seconds (`cpu_time_s`, measured
+    in each trial's process: unlike wall time, barely moved by other tenants' load) and the folds
+    fitted."""
     import pandas as pd
 
     path = work / "artifacts/runs" / run_id / "trials.parquet"
     trials = pd.read_parquet(path) if path.exists() else pd.DataFrame(m["search"].get("table"))
-    if "cpu_s" not in trials:
+    if "cpu_time_s" not in trials:
         return {"search_cpu_s": None, "fold_fits": None}
     if "folds_fitted" in trials:
         fits = int(trials["folds_fitted"].sum())
     else:
         fits = len(trials) * len(m["cv"]["folds"])
-    return {"search_cpu_s": round(float(trials["cpu_s"].sum()), 1), "fold_fits": fits}
+    return {"search_cpu_s": round(float(trials["cpu_time_s"].sum()), 1), "fold_fits": fits}
 
 
 def _max_bin(work: Path, run_id: str) -> int:

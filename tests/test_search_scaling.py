@@ -121,7 +121,7 @@ def test_asha_races_the_folds_and_a_time_budget_ends_the_search_with_a_report(ti
     stopped = t[~done]
     assert stopped["folds_fitted"].between(1, n - 1).all()
     assert stopped[VAL_LOG_LOSS].isna().all() and stopped["partial_val_log_loss"].notna().all()
-    assert (t["cpu_s"] > 0).all()  # every trial's CPU time, a load-robust cost measure
+    assert (t["cpu_time_s"] > 0).all()  # every trial's CPU time, a load-robust cost measure
     # the chosen trial fitted every fold; PBO / stability inputs cover the completed trials only
     assert res.best_params == {k: t.iloc[0][k] for k in SEARCH_PARAMS}
     assert len(res.best["folds"]) == n

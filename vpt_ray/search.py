@@ -192,7 +192,7 @@ def _trainable(
 ) -> None:
     """One trial. Racing (ASHA) reports the running mean validation log loss after every fold
     but the last, so the scheduler can stop it there (Tune then ends this thread inside
-    `tune.report`); the last report is the full result either way. `cpu_s`: the trial's CPU
+    `tune.report`); the last report is the full result either way. `cpu_time_s`: the trial's CPU
     seconds so far (its worker process), a cost measure that other tenants' load does not skew."""
     cpu0 = time.process_time()
     per_fold, daily = [], []
@@ -203,10 +203,10 @@ def _trainable(
         if race and len(per_fold) < len(folds):
             running = float(np.mean([f["val_log_loss"] for f in per_fold]))
             cpu = time.process_time() - cpu0
-            tune.report({VAL_LOG_LOSS: running, FOLDS_DONE: len(per_fold), "cpu_s": cpu})
+            tune.report({VAL_LOG_LOSS: running, FOLDS_DONE: len(per_fold), "cpu_time_s": cpu})
     result = summarize_folds(per_fold, daily)
     result[FOLDS_DONE] = len(per_fold)
-    result["cpu_s"] = time.process_time() - cpu0
+    result["cpu_time_s"] = time.process_time() - cpu0
     # Tune's loggers take scalars only: the per-fold and per-day detail travel as JSON strings.
     result["folds"] = json.dumps(result["folds"])
     result["val_daily"] = json.dumps(result["val_daily"])
@@ -513,7 +513,7 @@ _TABLE_KEYS = (
     "rounds",
     "trial_id",
     "time_total_s",
-    "cpu_s",
+    "cpu_time_s",
 )
 # What the best trial's result keeps: the mean figures and the per-fold detail.
 _RESULT_KEYS = {*_TABLE_KEYS[:7], "folds"}

@@ -42,7 +42,7 @@ from ray.train.xgboost import XGBoostTrainer
 
 from vpt_ray import storage
 from vpt_ray.config import Config
-from vpt_ray.resources import GB, MB, clamp_task_memory, fold_cache_bytes
+from vpt_ray.resources import GB, MB, WORKER_BASELINE_BYTES, clamp_task_memory
 from vpt_ray.search import xgb_params
 from vpt_ray.train import MODEL_FILE, SpilledBatches, TrainingRows
 
@@ -102,6 +102,7 @@ def training_dataset(rows: TrainingRows, block_bytes: int) -> ray.data.Dataset:
         )
     )
     ds.context.target_max_block_size = block_bytes
+    ds.set_name("final_fit")  # the dashboard's Ray Data view
     return ds
 
 
@@ -191,9 +192,7 @@ def fit_distributed(
     float_bytes = rows.n_rows * (n_feat + 1) * 4
     block_bytes = int(min(128 * MB, max(64 * 1024, float_bytes // (4 * plan.workers))))
     memory = clamp_task_memory(
-        fold_cache_bytes([shard_rows], n_feat, cfg.model.max_bin) + 2 * block_bytes,
-        plan.workers,
-        "final-fit worker",
+        worker_bytes(shard_rows, n_feat, block_bytes), plan.workers, "final-fit worker"
     )
     limits = data_limits(cfg, plan)
     log.info(
@@ -251,6 +250,16 @@ def fit_distributed(
         "clamped": list(plan.notes),
     }
     return booster, info
+
+
+def worker_bytes(rows: int, features: int, block_bytes: int) -> int:
+    """Memory a worker declares for `rows` samples: ~6 bytes a cell for XGBoost's hist matrices
+    (not `resources.quantized_bytes`' 1: with missing values, which the features have at the
+    start of a ticker's history, bin ids take 4 bytes, plus the column index) and ~32 bytes a
+    row for gradients and predictions; this matches the local streaming fit's measured peak
+    (468 MB for 1.9 M samples x 36 features, bench/bench_final_fit.py --stride 1). Plus two
+    blocks in flight and the process itself."""
+    return rows * (6 * features + 32) + 2 * block_bytes + WORKER_BASELINE_BYTES
 
 
 def data_limits(cfg: Config, plan: WorkerPlan) -> ExecutionOptions:

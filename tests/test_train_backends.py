@@ -21,7 +21,14 @@ from vpt_ray.distributed import plan_workers
 from vpt_ray.phase import run_phase
 from vpt_ray.stages import make_folds
 from vpt_ray.store import ticker_features
-from vpt_ray.train import MODEL_FILE, fit_final, fit_matrix, load_model, training_rows
+from vpt_ray.train import (
+    MODEL_FILE,
+    SpilledBatches,
+    fit_final,
+    fit_matrix,
+    load_model,
+    training_rows,
+)
 
 HP = {
     "max_depth": 4,
@@ -83,6 +90,23 @@ def test_streaming_fit_equals_the_in_memory_fit_on_the_same_row_order(tiny_store
     acc_s, acc_t = (_accuracy(b, m.X, m.y, m.feature_names) for b in (streamed, time_sorted))
     assert abs(acc_s - acc_t) < 0.015
     assert streamed.feature_names == m.feature_names
+
+
+def test_spilled_batches_read_the_source_once(tmp_path):
+    rng = np.random.default_rng(0)
+    parts = [(rng.normal(size=(50, 3)).astype(np.float32), np.ones(50, np.float32)) for _ in "ab"]
+    calls = []
+
+    def source():
+        calls.append(1)
+        return iter(parts)
+
+    it = SpilledBatches(source, ["a", "b", "c"], tmp_path)
+    d = xgb.QuantileDMatrix(it, max_bin=16)
+    assert len(calls) == 1 and it.rows == d.num_row() == 100  # XGBoost made 4 passes
+    (tmp_path / "e").mkdir()
+    empty = xgb.QuantileDMatrix(SpilledBatches(lambda: iter([]), ["a", "b", "c"], tmp_path / "e"))
+    assert (empty.num_row(), empty.num_col()) == (0, 3)  # an empty shard still joins
 
 
 def test_worker_plan_clamps_to_cpus_and_files():

@@ -10,7 +10,8 @@ import pytest
 from tests.conftest import tiny_overrides
 from vpt_ray import stages
 from vpt_ray.config import load_config
-from vpt_ray.store import build_store, data_limits, read_ticker_window, ticker_features
+from vpt_ray.resources import ray_data_limits
+from vpt_ray.store import build_store, read_ticker_window, ticker_features
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +59,7 @@ def test_data_limits_follow_the_config_clamped_to_the_cluster(ray_session, works
     cfg = load_config(
         1, overrides=tiny_overrides(workspace, "hardware.num_cpus=1", "hardware.object_store_gb=8")
     )
-    limits = data_limits(cfg).resource_limits
+    limits = ray_data_limits(cfg.hardware).resource_limits
     assert limits.cpu == 1
     store = ray_session.cluster_resources()["object_store_memory"]
     assert limits.object_store_memory == int(min(8 * 2**30, store) / 2)

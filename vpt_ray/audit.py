@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -207,7 +206,7 @@ def print_table(checks: list[Check]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from vpt_ray.cli import EXIT_USER_ERROR, add_config_args, unwrap, user_errors
+    from vpt_ray.cli import add_config_args, user_error_exit
     from vpt_ray.run import setup_logging
 
     parser = argparse.ArgumentParser(
@@ -227,10 +226,8 @@ def main(argv: list[str] | None = None) -> int:
         )
         checks = run_audit(cfg)
     except BaseException as exc:  # noqa: BLE001 - translated to an exit code
-        inner = unwrap(exc)
-        if isinstance(inner, user_errors()):
-            print(f"error: {inner}", file=sys.stderr)
-            return EXIT_USER_ERROR
+        if (code := user_error_exit(exc)) is not None:
+            return code
         raise
     print_table(checks)
     return 0 if all(c.passed for c in checks) else 1

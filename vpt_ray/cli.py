@@ -58,6 +58,17 @@ def unwrap(exc: BaseException) -> BaseException:
     return cause if isinstance(cause, BaseException) else exc
 
 
+def user_error_exit(exc: BaseException) -> int | None:
+    """EXIT_USER_ERROR after printing the error's one line, when `exc` is (or wraps, through a Ray
+    task) a user error: bad config, bad data; None for anything else, which the caller re-raises
+    or reports."""
+    inner = unwrap(exc)
+    if not isinstance(inner, user_errors()):
+        return None
+    print(f"error: {inner}", file=sys.stderr)
+    return EXIT_USER_ERROR
+
+
 def run_cli(args: argparse.Namespace, stop_after: str | None = None) -> int:
     from vpt_ray.phase import run_phase
 
@@ -79,10 +90,9 @@ def run_cli(args: argparse.Namespace, stop_after: str | None = None) -> int:
             force=getattr(args, "force", False),
         )
     except BaseException as exc:  # noqa: BLE001 - translated to an exit code below
+        if (code := user_error_exit(exc)) is not None:
+            return code
         inner = unwrap(exc)
-        if isinstance(inner, user_errors()):
-            print(f"error: {inner}", file=sys.stderr)
-            return EXIT_USER_ERROR
         if isinstance(exc, KeyboardInterrupt):
             print("interrupted", file=sys.stderr)
             return 130

@@ -36,13 +36,18 @@ import ray
 import ray.data
 import ray.train
 import xgboost as xgb
-from ray.data import ExecutionOptions, ExecutionResources
 from ray.data.expressions import col, lit
 from ray.train.xgboost import XGBoostTrainer
 
 from vpt_ray import storage
 from vpt_ray.config import Config
-from vpt_ray.resources import GB, MB, WORKER_BASELINE_BYTES, clamp_task_memory
+from vpt_ray.resources import (
+    GB,
+    MB,
+    WORKER_BASELINE_BYTES,
+    clamp_task_memory,
+    ray_data_limits,
+)
 from vpt_ray.search import xgb_params
 from vpt_ray.train import MODEL_FILE, SpilledBatches, TrainingRows
 
@@ -194,7 +199,8 @@ def fit_distributed(
     memory = clamp_task_memory(
         worker_bytes(shard_rows, n_feat, block_bytes), plan.workers, "final-fit worker"
     )
-    limits = data_limits(cfg, plan)
+    # the CPUs the workers leave; order preserved so the shards are the same on every run
+    limits = ray_data_limits(cfg.hardware, plan.data_cpus, preserve_order=True)
     log.info(
         "distributed final fit: %d Ray Train workers x %.2f CPUs (%d XGBoost threads each, "
         "%.2f GB declared), %d samples in %d files; Ray Data limited to %.2f CPUs and %.2f GB "
@@ -260,15 +266,3 @@ def worker_bytes(rows: int, features: int, block_bytes: int) -> int:
     (468 MB for 1.9 M samples x 36 features, bench/bench_final_fit.py --stride 1). Plus two
     blocks in flight and the process itself."""
     return rows * (6 * features + 32) + 2 * block_bytes + WORKER_BASELINE_BYTES
-
-
-def data_limits(cfg: Config, plan: WorkerPlan) -> ExecutionOptions:
-    """Ray Data's limits for the fit: the CPUs the workers leave, and half of the object store
-    (`hardware.object_store_gb`, or what Ray has if less) for blocks in flight; order preserved
-    so the shards are the same on every run."""
-    store = ray.cluster_resources().get("object_store_memory", cfg.hardware.object_store_gb * GB)
-    store_bytes = int(0.5 * min(cfg.hardware.object_store_gb * GB, store))
-    return ExecutionOptions(
-        resource_limits=ExecutionResources(cpu=plan.data_cpus, object_store_memory=store_bytes),
-        preserve_order=True,
-    )

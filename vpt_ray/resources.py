@@ -309,3 +309,21 @@ def check_memory(where: str) -> None:
 
 def memory_exceeded() -> bool:
     return any(s.over_limit for s in _ACTIVE)
+
+
+def ray_data_limits(
+    hw: HardwareConfig, cpus: float | None = None, preserve_order: bool = False
+) -> ray.data.ExecutionOptions:
+    """Ray Data's limits for a stage: `cpus` (default: every CPU Ray has, at most
+    hardware.num_cpus) and half the object store (at most hardware.object_store_gb) for blocks
+    in flight, so the stage leaves room for the objects the rest of the run holds."""
+    import ray.data  # Ray Data's import costs ~1 s: only for the stages that use it
+
+    res = ray.cluster_resources()
+    if cpus is None:
+        cpus = min(float(hw.num_cpus), res.get("CPU", 1.0))
+    store = min(hw.object_store_gb * GB, res.get("object_store_memory", float("inf")))
+    return ray.data.ExecutionOptions(
+        resource_limits=ray.data.ExecutionResources(cpu=cpus, object_store_memory=int(store / 2)),
+        preserve_order=preserve_order,
+    )

@@ -25,7 +25,6 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import ray
 import ray.data
-from ray.data import ExecutionOptions, ExecutionResources
 
 from vpt_ray import storage
 from vpt_ray.config import Config
@@ -33,7 +32,12 @@ from vpt_ray.data.chain import TickerData
 from vpt_ray.data.local import read_bars
 from vpt_ray.data.resample import resample_bars
 from vpt_ray.features import build_features, feature_names
-from vpt_ray.resources import WORKER_BASELINE_BYTES, check_memory, clamp_task_memory
+from vpt_ray.resources import (
+    WORKER_BASELINE_BYTES,
+    check_memory,
+    clamp_task_memory,
+    ray_data_limits,
+)
 
 log = logging.getLogger(__name__)
 
@@ -112,7 +116,7 @@ def build_store(
     paths: dict[str, storage.Location] | None = None,
 ) -> dict[str, dict]:
     """Features of every ticker through Ray Data (a map over the tickers, one ticker per block,
-    within `data_limits`); returns per-ticker summaries, consumed as they stream out.
+    within `resources.ray_data_limits`); returns per-ticker summaries, consumed as they stream out.
 
     Files go to `store_dir/{ticker}.parquet`, or to `paths[ticker]` (the resume cache's
     content-addressed names)."""
@@ -122,7 +126,7 @@ def build_store(
     }
     memory = clamp_task_memory(_task_memory(cfg), 1, "features task")
     ctx = ray.data.DataContext.get_current()
-    ctx.execution_options = data_limits(cfg)
+    ctx.execution_options = ray_data_limits(cfg.hardware)
     ctx.enable_progress_bars = sys.stderr.isatty()  # else one log line per ticker (below)
     items = ray.data.from_items(
         [{"ticker": t} for t in tickers], override_num_blocks=max(1, len(tickers))
@@ -153,17 +157,6 @@ def build_store(
             time.monotonic() - t0,
         )
     return dict(sorted(out.items()))
-
-
-def data_limits(cfg: Config) -> ExecutionOptions:
-    """Ray Data's limits for the feature stage: every CPU Ray has (at most hardware.num_cpus)
-    and half the object store (at most hardware.object_store_gb) for blocks in flight."""
-    res = ray.cluster_resources()
-    cpus = min(float(cfg.hardware.num_cpus), res.get("CPU", 1.0))
-    store = min(cfg.hardware.object_store_gb * 2**30, res.get("object_store_memory", 2**62))
-    return ExecutionOptions(
-        resource_limits=ExecutionResources(cpu=cpus, object_store_memory=int(store / 2))
-    )
 
 
 def _task_memory(cfg: Config) -> int:

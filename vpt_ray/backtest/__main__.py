@@ -14,7 +14,6 @@ import argparse
 import contextlib
 import datetime as dt
 import logging
-import sys
 from pathlib import Path
 
 import yaml
@@ -113,7 +112,7 @@ def run(model_dir: Path | str, start: dt.date, end: dt.date, overrides: list[str
 
 
 def main(argv: list[str] | None = None) -> int:
-    from vpt_ray.cli import EXIT_USER_ERROR, unwrap, user_errors
+    from vpt_ray.cli import user_error_exit
 
     parser = argparse.ArgumentParser(
         prog="python -m vpt_ray.backtest",
@@ -128,10 +127,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         run(args.model_dir, args.start_date, args.end_date, args.overrides)
     except BaseException as exc:  # noqa: BLE001 - translated to an exit code
-        inner = unwrap(exc)
-        if isinstance(inner, user_errors()):
-            print(f"error: {inner}", file=sys.stderr)
-            return EXIT_USER_ERROR
+        if (code := user_error_exit(exc)) is not None:
+            return code
         raise
     return 0
 

@@ -17,14 +17,16 @@ from vpt_ray.config import load_config
 from vpt_ray.phase import run_phase
 from vpt_ray.resources import (
     GB,
+    XGB_TRAIN_BYTES_PER_ROW,
     MemoryLimitExceeded,
     MemorySampler,
     check_memory,
     clamp_task_memory,
-    fold_cache_bytes,
     is_ray_oom,
     node_memory_bytes,
     quantized_bytes,
+    trial_bytes,
+    xgb_matrix_bytes,
 )
 
 
@@ -151,5 +153,6 @@ def test_memory_declarations_stay_schedulable(ray_session):
 
     assert ray_session.get(one.options(memory=huge).remote(), timeout=120) == 1
     assert quantized_bytes(1000, 30, 128) == 30_000 and quantized_bytes(1000, 30, 512) == 60_000
-    small, big = fold_cache_bytes([1000], 30, 128), fold_cache_bytes([1000, 2000], 30, 128)
-    assert big - small == quantized_bytes(2000, 30, 128) + 32 * 2000
+    small, big = trial_bytes(1000, 30, 5000), trial_bytes(3000, 30, 5000)
+    assert big - small == xgb_matrix_bytes(2000, 30) + XGB_TRAIN_BYTES_PER_ROW * 2000
+    assert trial_bytes(1000, 30, 6000) - small == 12 * 1000

@@ -41,7 +41,7 @@ def tiny(ray_session, tmp_path_factory):
     cfg = load_config(1, overrides=tiny_overrides(ws, *FAST))
     data = stages.load_data(cfg)
     store = stages.build_features(cfg, data, ws / "features")
-    m, folds = stages.make_folds(cfg, store)
+    m, folds = stages.make_folds(cfg, store, samples_dir=ws / "samples")
     return ws, data, m, folds
 
 
@@ -131,7 +131,7 @@ def test_asha_races_the_folds_and_a_time_budget_ends_the_search_with_a_report(ti
     for _, row in t.iterrows():
         assert _reports(tmp_path, row["trial_id"]) == row["folds_fitted"]
     # the final figures of a completed trial are those of fitting its folds outright
-    plain = fit_folds(res.best_params, m.X, m.y, folds, **_settings(cfg))
+    plain = fit_folds(res.best_params, m.features(), m.y, folds, **_settings(cfg))
     assert res.best[VAL_LOG_LOSS] == pytest.approx(plain[VAL_LOG_LOSS], rel=1e-9)
     assert [f["rounds"] for f in res.best["folds"]] == [f["rounds"] for f in plain["folds"]]
     # honesty: every configuration tried counts in the DSR; PBO uses the completed ones
@@ -152,7 +152,7 @@ def test_fifo_fits_every_fold_of_every_trial_once_and_no_result_in_budget_fails_
     assert not res.info["stopped_by_budget"]
     assert all(_reports(storage, tid) == 1 for tid in t["trial_id"])  # one, at the end
     assert (t[VAL_LOG_LOSS] == t["partial_val_log_loss"]).all()
-    plain = fit_folds(res.best_params, m.X, m.y, folds, **_settings(cfg))
+    plain = fit_folds(res.best_params, m.features(), m.y, folds, **_settings(cfg))
     assert res.best["folds"] == plain["folds"]
     assert "trials_note" not in overfitting_section(res, _equity())
     with pytest.raises(RuntimeError, match="no search trial fitted all 4 folds within search"):

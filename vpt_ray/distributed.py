@@ -41,6 +41,7 @@ from ray.train.xgboost import XGBoostTrainer
 
 from vpt_ray import storage
 from vpt_ray.config import Config
+from vpt_ray.features import complete_rows
 from vpt_ray.resources import (
     GB,
     MB,
@@ -137,7 +138,8 @@ def select_training_rows(
     X = np.empty((int(keep.sum()), len(rows.names)), dtype=np.float32)
     for j, name in enumerate(rows.names):
         X[:, j] = batch[name][keep]
-    return {"X": X, "y": batch["y"][keep].astype(np.float32)}
+    ok = complete_rows(X)
+    return {"X": X[ok], "y": batch["y"][keep][ok].astype(np.float32)}
 
 
 def final_fit_worker(config: dict) -> None:

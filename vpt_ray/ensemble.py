@@ -205,7 +205,7 @@ def cv_summary(y: np.ndarray, folds: Folds, oof: list[np.ndarray]) -> dict:
 
 
 def _member_memory(m: Matrix, folds: Folds, max_bin: int) -> int:
-    rows, feats = m.X.shape
+    rows, feats = len(m), len(m.feature_names)
     largest = max(len(tr) + len(va) for tr, va in folds)
     return int(
         rows * feats * 4  # a feature-subset copy
@@ -232,7 +232,7 @@ def run_ensemble(
         "max_bin": cfg.model.max_bin,
         "nthread": 1,
     }
-    x_ref, y_ref, folds_ref = ray.put(m.X), ray.put(m.y), ray.put(folds)
+    x_ref, y_ref, folds_ref = ray.put(m.features()), ray.put(m.y), ray.put(folds)
     memory = clamp_task_memory(
         _member_memory(m, folds, cfg.model.max_bin), max(1, int(num_cpus)), "ensemble member"
     )

@@ -66,7 +66,7 @@ def run_phase(
     @contextlib.contextmanager
     def step(name: str) -> Iterator[None]:
         """A stage, preceded by a safe point of the memory stop."""
-        state["stage"] = name
+        state["stage"] = sampler.stage = name
         sampler.check(f"the start of stage {name}")
         with ctx.stage(name):
             yield
@@ -81,7 +81,7 @@ def run_phase(
                     cfg, data.tickers, ctx.work_dir / "features", cache, force
                 )
             with step("cv"):
-                matrix, folds = stages.make_folds(cfg, store)
+                matrix, folds = stages.make_folds(cfg, store, samples_dir=ctx.work_dir / "samples")
             with step("search"):
                 search, search_cached = resume.search(
                     cfg, store, matrix, folds, ctx.work_dir, ray_info["num_cpus"], cache, force,

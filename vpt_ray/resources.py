@@ -82,11 +82,26 @@ def quantized_bytes(rows: int, features: int, max_bin: int = 256) -> int:
     return int(rows * features * (1 if max_bin <= 256 else 2))
 
 
-def fold_cache_bytes(fold_rows: list[int], features: int, max_bin: int) -> int:
-    """Memory of one search worker keeping every fold's quantized train and validation matrices,
-    plus per-row gradients and predictions (~32 bytes a row) and the worker's own baseline."""
-    rows = int(sum(fold_rows))
-    return quantized_bytes(rows, features, max_bin) + 32 * rows + WORKER_BASELINE_BYTES
+# What XGBoost (3.2, `hist`, CPU) really holds, measured on a dense float32 matrix: its
+# QuantileDMatrix keeps a row-major bin index and a column index, ~3.2 bytes a cell (6.2 with
+# missing cells: the sparse layout), and training adds ~34 bytes a row (gradients, prediction
+# caches, row partitions). bench/bench_scaling.py measures both again on every run.
+XGB_BYTES_PER_CELL = 3.25
+XGB_TRAIN_BYTES_PER_ROW = 36
+
+
+def xgb_matrix_bytes(rows: int, features: int) -> int:
+    """XGBoost's own footprint for a dense quantized matrix (`XGB_BYTES_PER_CELL`)."""
+    return int(rows * features * XGB_BYTES_PER_CELL)
+
+
+def trial_bytes(fold_rows: int, features: int, sample_rows: int) -> int:
+    """Memory of one search worker (`search._trainable`): the largest fold's quantized matrices
+    and training buffers, one chunk of float rows, the sample file's label, return and session
+    columns (12 bytes a sample) and the worker process itself."""
+    chunk = 2 * 65_536 * features * 4
+    fold = xgb_matrix_bytes(fold_rows, features) + XGB_TRAIN_BYTES_PER_ROW * fold_rows
+    return int(fold + chunk + 12 * sample_rows + WORKER_BASELINE_BYTES)
 
 
 def node_memory_bytes() -> int:
@@ -233,6 +248,8 @@ class MemorySampler:
     over_bytes: int = 0  # the first sample past the limit
     _stop: threading.Event = field(default_factory=threading.Event, repr=False)
     _thread: threading.Thread | None = field(default=None, repr=False)
+    stage: str = "start"  # the pipeline stage running now (set by the phase)
+    stage_peaks: dict[str, float] = field(default_factory=dict)  # GB, per stage
     _warned: bool = False
     _t0: float = field(default_factory=time.monotonic, repr=False)
 
@@ -240,6 +257,8 @@ class MemorySampler:
         """Measure once, update the peak, warn once past the warning level, flag the limit."""
         used = tree_memory_bytes(psutil.Process())
         self.peak_bytes = max(self.peak_bytes, used)
+        gb = round(used / GB, 3)
+        self.stage_peaks[self.stage] = max(self.stage_peaks.get(self.stage, 0.0), gb)
         self.samples.append((round(time.monotonic() - self._t0, 2), round(used / GB, 3)))
         if self.warn_gb and used > self.warn_gb * GB and not self._warned:
             self._warned = True

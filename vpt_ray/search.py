@@ -1,10 +1,12 @@
 """Hyperparameter search on Ray Tune: each trial fits the purged CV folds with plain XGBoost.
 
 Layout follows Ray Tune's XGBoost example: fold fitting (a plain function, also used by the
-benchmark's plain loop) -> trainable -> search space -> `Tuner` -> best result. The pooled matrix
-goes to the object store once (`tune.with_parameters`); actors are reused, and each worker keeps
-its quantized fold matrices between trials, so a trial pays for boosting, not for setup.
-The objective is the mean validation log loss over the folds.
+benchmark's plain loop) -> trainable -> search space -> `Tuner` -> best result. No float matrix
+travels: the trials get the sample file (`vpt_ray.samples`: the features on local disk) and the
+folds as row ids, and each builds one fold's quantized matrices at a time from the file, so a
+worker's memory is one fold's quantized matrix, not the pooled floats plus every fold's matrices
+(issue 6; rebuilding a fold costs a fraction of boosting it). The objective is the mean
+validation log loss over the folds.
 
 `search.scheduler`: `fifo` fits every fold of every trial. `asha` races the configurations over
 the folds (successive halving, Tune's `ASHAScheduler` with the folds fitted as its time unit):
@@ -39,13 +41,14 @@ from ray.tune.search.basic_variant import BasicVariantGenerator
 
 from vpt_ray.config import SEARCH_PARAMS, Config, SearchSpace
 from vpt_ray.metrics import VAL_LOG_LOSS, classification
-from vpt_ray.resources import check_memory, clamp_task_memory, fold_cache_bytes, memory_exceeded
+from vpt_ray.resources import check_memory, clamp_task_memory, memory_exceeded, trial_bytes
+from vpt_ray.samples import SampleFile, fold_dmatrix
 from vpt_ray.search_progress import SearchProgress
 from vpt_ray.store import Matrix
 
 log = logging.getLogger(__name__)
 Folds = list[tuple[np.ndarray, np.ndarray]]
-_DMATRIX_CACHE: dict[tuple[str, int], tuple[xgb.DMatrix, xgb.DMatrix]] = {}
+_WORKER_SAMPLES: dict[tuple[str, int], tuple] = {}
 FOLDS_DONE = "folds_done"  # in every trial report: folds fitted so far (the ASHA time unit)
 # A trial's status in the trials table.
 COMPLETED, STOPPED_EARLY, STOPPED_BY_BUDGET = "completed", "stopped_early", "stopped_by_budget"
@@ -71,19 +74,16 @@ def xgb_params(hp: dict, nthread: int, max_bin: int, seed: int = 0) -> dict:
 
 
 def _fold_matrices(
-    X: np.ndarray, y: np.ndarray, folds: Folds, k: int, max_bin: int, token: str | None
+    X: np.ndarray | SampleFile, y: np.ndarray, tr: np.ndarray, va: np.ndarray, max_bin: int
 ) -> tuple[xgb.DMatrix, xgb.DMatrix]:
-    key = (token or "", k)
-    if token and key in _DMATRIX_CACHE:
-        return _DMATRIX_CACHE[key]
-    tr, va = folds[k]
+    """One fold's quantized train and validation matrices, from an in-memory matrix or a chunk
+    at a time from the sample file (`samples.fold_dmatrix`). Built per fold and dropped after
+    it: a worker holds one fold's matrices, never every fold's."""
+    if isinstance(X, SampleFile):
+        dtrain = fold_dmatrix(X, tr, y, max_bin)
+        return dtrain, fold_dmatrix(X, va, y, max_bin, ref=dtrain)
     dtrain = xgb.QuantileDMatrix(X[tr], y[tr], max_bin=max_bin)
-    dval = xgb.QuantileDMatrix(X[va], y[va], ref=dtrain, max_bin=max_bin)
-    if token:
-        if len(_DMATRIX_CACHE) > 4 * len(folds):  # another run's matrices: drop them
-            _DMATRIX_CACHE.clear()
-        _DMATRIX_CACHE[key] = (dtrain, dval)
-    return dtrain, dval
+    return dtrain, xgb.QuantileDMatrix(X[va], y[va], ref=dtrain, max_bin=max_bin)
 
 
 def train_early_stopped(
@@ -107,7 +107,7 @@ def train_early_stopped(
 
 def iter_folds(
     hp: dict,
-    X: np.ndarray,
+    X: np.ndarray | SampleFile,
     y: np.ndarray,
     folds: Folds,
     *,
@@ -115,16 +115,17 @@ def iter_folds(
     early_stopping_rounds: int,
     max_bin: int,
     nthread: int,
-    cache_token: str | None = None,
     fwd_ret: np.ndarray | None = None,
     day: np.ndarray | None = None,
 ) -> Iterator[tuple[dict, pd.Series | None]]:
     """Fit one configuration fold by fold, in fold order: yields each fold's record (rounds,
     sizes, train/validation metrics) and, with `fwd_ret` and `day`, its validation days' mean
-    pre-cost return of trading the predicted direction (else None)."""
+    pre-cost return of trading the predicted direction (else None). `X` is the feature matrix
+    or the sample file the fold indices point into (`y`, `fwd_ret`, `day` are indexed alike)."""
     params = xgb_params(hp, nthread, max_bin)
-    for k, (tr, va) in enumerate(folds):
-        dtrain, dval = _fold_matrices(X, y, folds, k, max_bin, cache_token)
+    for k, (tr_k, va_k) in enumerate(folds):
+        tr, va = np.sort(tr_k), np.sort(va_k)  # the sample file's (time) order
+        dtrain, dval = _fold_matrices(X, y, tr, va, max_bin)
         booster, rounds = train_early_stopped(
             params, dtrain, dval, n_estimators, early_stopping_rounds
         )
@@ -188,15 +189,19 @@ def _mean_by_day(daily: list[pd.Series]) -> list[list[float]]:
 
 
 def _trainable(
-    config: dict, X: np.ndarray, y: np.ndarray, folds: Folds, settings: dict, race: bool = False
+    config: dict, samples: SampleFile, folds: Folds, settings: dict, race: bool = False
 ) -> None:
     """One trial. Racing (ASHA) reports the running mean validation log loss after every fold
     but the last, so the scheduler can stop it there (Tune then ends this thread inside
     `tune.report`); the last report is the full result either way. `cpu_time_s`: the trial's CPU
-    seconds so far (its worker process), a cost measure that other tenants' load does not skew."""
+    seconds so far (its worker process), a cost measure that other tenants' load does not skew.
+
+    The fold indices point into `samples`, read from this node's disk (`SampleFile.local`)."""
     cpu0 = time.process_time()
+    settings = dict(settings)
+    X, y, fwd_ret, day = _worker_samples(samples, settings.pop("slots"))
     per_fold, daily = [], []
-    for record, d in iter_folds(config, X, y, folds, **settings):
+    for record, d in iter_folds(config, X, y, folds, fwd_ret=fwd_ret, day=day, **settings):
         per_fold.append(record)
         if d is not None:
             daily.append(d)
@@ -211,6 +216,20 @@ def _trainable(
     result["folds"] = json.dumps(result["folds"])
     result["val_daily"] = json.dumps(result["val_daily"])
     tune.report(result)
+
+
+def _worker_samples(
+    samples: SampleFile, slots: int
+) -> tuple[SampleFile, np.ndarray, np.ndarray, np.ndarray]:
+    """The sample file on this node and its label, forward-return and session columns, kept
+    per worker process between trials (~12 bytes a sample; the features stay on disk)."""
+    key = (samples.rule.key(), samples.rows)
+    if key not in _WORKER_SAMPLES:
+        _WORKER_SAMPLES.clear()  # another run's
+        local = samples.local()
+        day = (local.column("pos") // slots).astype(np.int32)
+        _WORKER_SAMPLES[key] = (local, local.column("y"), local.column("fwd_ret"), day)
+    return _WORKER_SAMPLES[key]
 
 
 def search_space(space: SearchSpace) -> dict:
@@ -297,21 +316,22 @@ def run_search(
         "early_stopping_rounds": cfg.model.early_stopping_rounds,
         "max_bin": cfg.model.max_bin,
         "nthread": cpus,
-        "cache_token": f"{storage}:{len(m)}",
-        "fwd_ret": m.fwd_ret,
-        "day": m.pos // m.slots,
+        "slots": m.slots,
     }
+    if m.samples is None:
+        raise ValueError("run_search needs the samples on disk (store.load_samples)")
+    rows = m.sample_rows()  # fold indices -> rows of the sample file, int32 in the object store
+    file_folds = [(rows[tr].astype(np.int32), rows[va].astype(np.int32)) for tr, va in folds]
     concurrent = max(1, num_cpus // cpus)
-    memory = fold_cache_bytes(
-        [len(tr) + len(va) for tr, va in folds], m.X.shape[1], cfg.model.max_bin
+    memory = trial_bytes(
+        max(len(tr) + len(va) for tr, va in folds), len(m.feature_names), m.samples.rows
     )
     scheduler = make_scheduler(cfg, len(folds))
     trainable = tune.with_resources(
         tune.with_parameters(
             _trainable,
-            X=m.X,
-            y=m.y,
-            folds=folds,
+            samples=m.samples,
+            folds=file_folds,
             settings=settings,
             race=scheduler is not None,
         ),

@@ -36,7 +36,7 @@ from vpt_ray.resume import file_digest
 from vpt_ray.resume import stage_bars as stage_ticker_bars
 from vpt_ray.run import RunContext, git_commit, package_versions
 from vpt_ray.search import SearchResult, run_search
-from vpt_ray.store import Matrix, build_store, load_matrix
+from vpt_ray.store import Matrix, build_store, load_matrix, load_samples
 from vpt_ray.train import final_rounds, fit_final, save_model, training_rows
 from vpt_ray.universe import resolve_universe
 
@@ -93,9 +93,15 @@ def sample_days_mask(pos: np.ndarray, slots: int, n_days: int, seed: int) -> np.
 
 
 def subset_matrix(m: Matrix, keep: np.ndarray) -> Matrix:
-    """The rows of `m` where the boolean mask `keep` is true (same order)."""
-    rows = ("X", "y", "pos", "label_end", "ticker", "fwd_ret")
-    return dataclasses.replace(m, **{k: getattr(m, k)[keep] for k in rows})
+    """The rows of `m` where the boolean mask `keep` is true (same order); features on disk
+    stay there (`rows` then says which of the sample file's rows these are)."""
+    cols = ("y", "pos", "label_end", "ticker", "fwd_ret")
+    out = {k: getattr(m, k)[keep] for k in cols}
+    if m.X is not None:
+        out["X"] = m.X[keep]
+    if m.samples is not None:
+        out["rows"] = m.sample_rows()[keep]
+    return dataclasses.replace(m, **out)
 
 
 def restrict_folds(folds: Folds, keep: np.ndarray) -> Folds:
@@ -144,12 +150,18 @@ def search_sample(cfg: Config, m: Matrix, folds: Folds) -> tuple[Matrix, Folds]:
 
 
 def make_folds(
-    cfg: Config, store: dict[str, dict], sample_days: int | None = None
+    cfg: Config,
+    store: dict[str, dict],
+    sample_days: int | None = None,
+    samples_dir: Path | None = None,
 ) -> tuple[Matrix, Folds]:
-    """Pooled training matrix and purged walk-forward folds over the training period."""
+    """Pooled training samples and purged walk-forward folds over the training period. With
+    `samples_dir` the features go to a sample file there and the driver keeps the per-sample
+    index only (`store.load_samples`); else they are loaded into memory."""
     names = feature_names(cfg.features.windows)
     slots = clock_slots(cfg.data.bar_minutes)
-    m = load_matrix(store, names, cfg.data.start, cfg.data.end, cfg.labels.stride, slots)
+    window = (store, names, cfg.data.start, cfg.data.end, cfg.labels.stride, slots)
+    m = load_samples(*window, samples_dir) if samples_dir else load_matrix(*window)
     sample_days = sample_days or cfg.cv.sample_days
     if sample_days:
         m = subset_matrix(m, sample_days_mask(m.pos, slots, sample_days, cfg.search.seed))
@@ -381,6 +393,7 @@ def assemble_metrics(
         "oracle": oracle_section(cfg, bt["data"], bt["store"], bt),
         "resources": {
             "peak_memory_gb": peak,
+            "stage_peak_gb": dict(sampler.stage_peaks),  # which stage the peak belongs to
             "wall_seconds": ctx.wall_seconds(),
             "stages": dict(ctx.stages),
             "ray": ray_info,

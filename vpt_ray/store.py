@@ -18,6 +18,7 @@ import sys
 import time
 import warnings
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -38,6 +39,7 @@ from vpt_ray.resources import (
     clamp_task_memory,
     ray_data_limits,
 )
+from vpt_ray.samples import INDEX, SampleFile, SampleRule, write_samples
 
 log = logging.getLogger(__name__)
 
@@ -57,9 +59,13 @@ def parquet_by_month(table: pa.Table, session: pd.Series) -> bytes:
 
 @dataclass(frozen=True)
 class Matrix:
-    """Pooled samples: features, labels and where each sample sits on the shared clock."""
+    """Pooled samples: features, labels and where each sample sits on the shared clock.
 
-    X: np.ndarray
+    `X` is None when the features stay on disk (`load_samples`): `samples` holds them in this
+    order, `rows` says which of its rows these are (None: all of them, e.g. before
+    `cv.sample_days`), and `features()` reads them when a consumer needs the floats."""
+
+    X: np.ndarray | None
     y: np.ndarray
     pos: np.ndarray
     label_end: np.ndarray
@@ -67,9 +73,24 @@ class Matrix:
     feature_names: list[str]
     fwd_ret: np.ndarray
     slots: int  # bars per session on the shared clock: pos // slots is the session ordinal
+    samples: SampleFile | None = None
+    rows: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.y)
+
+    def sample_rows(self) -> np.ndarray:
+        """Row ids of these samples in `samples`."""
+        return self.rows if self.rows is not None else np.arange(len(self))
+
+    def features(self) -> np.ndarray:
+        """The float32 feature matrix (read from `samples` when it is not in memory)."""
+        if self.X is not None:
+            return self.X
+        if self.samples is None:
+            raise ValueError("this Matrix has neither features in memory nor a sample file")
+        X = self.samples.read(0, self.samples.rows)
+        return X if self.rows is None else X[self.rows]
 
 
 def ticker_features(cfg: Config, td: TickerData, out_path: storage.Location) -> dict:
@@ -184,6 +205,24 @@ def _read_rows(
     return table.to_pandas()
 
 
+def sample_rule(
+    summaries: dict[str, dict],
+    names: list[str],
+    start: dt.date,
+    end: dt.date,
+    stride: int = 1,
+    slots: int = 390,
+) -> SampleRule:
+    return SampleRule(
+        paths=tuple(s["path"] for s in summaries.values()),
+        names=tuple(names),
+        start=start,
+        end=end,
+        stride=stride,
+        slots=slots,
+    )
+
+
 def load_matrix(
     summaries: dict[str, dict],
     names: list[str],
@@ -192,35 +231,54 @@ def load_matrix(
     stride: int = 1,
     slots: int = 390,
 ) -> Matrix:
-    """Labelled samples of every ticker in [start, end], every `stride`-th bar, time-sorted.
+    """Labelled samples of every ticker in [start, end], every `stride`-th bar, time-sorted,
+    with their features in memory (`samples.SampleRule` says which rows).
 
     A sample whose label ends after the last session of the window is dropped, so a training
     label can never reach into what comes after the training period (daily bars' labels span days).
     """
-    parts = []
-    cols = ["pos", "label_end", "y", "fwd_ret", *names]
-    for code, (_, s) in enumerate(summaries.items()):
-        df = _read_rows(s["path"], cols, start, end)
-        df = df[df["y"].notna()]
-        if len(df):
-            last_session = df["pos"].max() // slots
-            df = df[df["label_end"] // slots <= last_session]
-        if stride > 1:
-            df = df[(df["pos"] % stride) == 0]
-        df["_ticker"] = np.int32(code)
-        parts.append(df)
-    df = pd.concat(parts, ignore_index=True).sort_values(["pos", "_ticker"], kind="stable")
-    if df.empty:
+    rule = sample_rule(summaries, names, start, end, stride, slots)
+    parts = list(rule.month_batches())
+    index = {k: np.concatenate([p[0][k] for p in parts]) if parts else np.empty(0) for k in INDEX}
+    X = np.concatenate([p[1] for p in parts]) if parts else np.empty((0, len(names)), np.float32)
+    return _matrix(index, names, slots, start, end, X=X)
+
+
+def load_samples(
+    summaries: dict[str, dict],
+    names: list[str],
+    start: dt.date,
+    end: dt.date,
+    stride: int,
+    slots: int,
+    out_dir: Path,
+) -> Matrix:
+    """`load_matrix`'s samples with the features written to `out_dir` instead of kept
+    (`samples.SampleFile`): the driver holds the per-sample index only."""
+    rule = sample_rule(summaries, names, start, end, stride, slots)
+    index, samples, _ = write_samples(rule, out_dir)
+    return _matrix(index, names, slots, start, end, samples=samples)
+
+
+def _matrix(
+    index: dict[str, np.ndarray],
+    names: list[str],
+    slots: int,
+    start: dt.date,
+    end: dt.date,
+    **features: object,
+) -> Matrix:
+    if not len(index["y"]):
         raise ValueError(f"no labelled samples between {start} and {end}: check the data period")
     return Matrix(
-        X=df[names].to_numpy(np.float32),
-        y=df["y"].to_numpy(np.float32),
-        pos=df["pos"].to_numpy(np.int64),
-        label_end=df["label_end"].to_numpy(np.int64),
-        ticker=df["_ticker"].to_numpy(np.int32),
+        y=index["y"],
+        pos=index["pos"],
+        label_end=index["label_end"],
+        ticker=index["ticker"],
         feature_names=list(names),
-        fwd_ret=df["fwd_ret"].to_numpy(np.float32),
+        fwd_ret=index["fwd_ret"],
         slots=slots,
+        **{"X": None, **features},
     )
 
 

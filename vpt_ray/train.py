@@ -35,11 +35,12 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import xgboost as xgb
 
 from vpt_ray import storage
 from vpt_ray.config import Config
-from vpt_ray.features import clock_slots, feature_names
+from vpt_ray.features import clock_slots, complete_rows, feature_names
 from vpt_ray.run import atomic_dir, write_json_atomic, write_text_atomic
 from vpt_ray.search import xgb_params
 from vpt_ray.store import Matrix
@@ -52,7 +53,8 @@ class TrainingRows:
     """Which feature-store rows the final fit trains on, per ticker file.
 
     The rule is `store.load_matrix`'s: labelled samples with a session in [start, end] whose
-    label ends by the ticker's last labelled session, every `stride`-th bar; then, with
+    label ends by the ticker's last labelled session, every `stride`-th bar, every feature
+    defined (`features.complete_rows`, applied by `read`); then, with
     `cv.sample_days`, only the sampled `sessions` (what `stages.make_folds` keeps). Kept as
     per-file numbers so it applies to one ticker month (local stream) or one Ray Data block at
     a time.
@@ -106,14 +108,22 @@ class TrainingRows:
         )
         col = {c: table.column(c).to_numpy() for c in ("pos", "label_end", "y")}
         keep = self.mask(col["pos"], col["label_end"], col["y"], self.last_session[i])
-        X = np.empty((int(keep.sum()), len(self.names)), dtype=np.float32)
-        for j, name in enumerate(self.names):
-            X[:, j] = table.column(name).to_numpy()[keep]
-        return X, col["y"][keep].astype(np.float32)
+        X, y = _features(table, self.names, keep), col["y"][keep].astype(np.float32)
+        ok = complete_rows(X)
+        return (X, y) if ok.all() else (X[ok], y[ok])
+
+
+def _features(table: pa.Table, names: tuple[str, ...] | list[str], keep: np.ndarray) -> np.ndarray:
+    """The rows `keep` of `table`'s feature columns as one float32 array (no pandas copy)."""
+    X = np.empty((int(keep.sum()), len(names)), dtype=np.float32)
+    for j, name in enumerate(names):
+        X[:, j] = table.column(name).to_numpy()[keep]
+    return X
 
 
 def training_rows(cfg: Config, store: dict[str, dict]) -> TrainingRows:
-    """The final fit's rows, found from each ticker's pos/label_end/y columns only (no features)."""
+    """The final fit's rows per store file (one ticker's window at a time: features are read
+    to apply `features.complete_rows`, then dropped)."""
     from vpt_ray.stages import sample_days_mask  # stages imports this module
 
     names = feature_names(cfg.features.windows)
@@ -133,7 +143,7 @@ def training_rows(cfg: Config, store: dict[str, dict]) -> TrainingRows:
     for path in rows.paths:
         table = storage.read_parquet(
             path,
-            columns=["pos", "label_end", "y"],
+            columns=["pos", "label_end", "y", *names],
             filters=[
                 ("session", ">=", pd.Timestamp(rows.start)),
                 ("session", "<=", pd.Timestamp(rows.end)),
@@ -143,6 +153,7 @@ def training_rows(cfg: Config, store: dict[str, dict]) -> TrainingRows:
         labelled = ~np.isnan(y)
         last.append(int(pos[labelled].max() // slots) if labelled.any() else -1)
         keep = rows.mask(pos, label_end, y, last[-1])
+        keep[keep] = complete_rows(_features(table, names, keep))
         per_file.append(np.unique(pos[keep] // slots, return_counts=True))
     sessions = None
     if cfg.cv.sample_days and per_file:

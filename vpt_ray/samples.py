@@ -1,0 +1,239 @@
+"""The pooled training samples without a float matrix in memory: index on the driver, features on
+local disk.
+
+Why: the search fits every fold of every trial, on a worker per CPU. Handing each worker the
+pooled float32 matrix (through the object store) costs ~4 bytes a cell per copy, and caching
+every fold's quantized matrices in each worker ~3x more; both grow with the data and together
+were 35x the quantized size of the training matrix (issue 6). Here the driver keeps only the
+per-sample index (position, label end, label, ticker, forward return) and writes the features
+once, time-sorted like `store.load_matrix`, to a raw float32 file (`SampleFile`). A worker builds
+one fold's `QuantileDMatrix` at a time from that file through a `DataIter` (`fold_dmatrix`):
+memory is the fold's quantized matrix plus one chunk of rows; the page cache, which the kernel
+can reclaim, holds the file.
+
+The file is written month by month across the tickers (one row group of each store file at a
+time), so the driver never holds more than a month of features either. A worker on another node
+of a cluster, where the driver's disk is not mounted, rebuilds the same file from the feature
+store into its own temp dir (`SampleFile.local`): same rule, same bytes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import xgboost as xgb
+
+from vpt_ray import storage
+from vpt_ray.features import complete_rows
+
+INDEX = ("pos", "label_end", "y", "fwd_ret", "ticker")  # per-sample columns kept on the driver
+CHUNK_ROWS = 65_536  # rows per DataIter batch: ~9 MB of float32 at 36 features
+COLUMNS = {"y": np.float32, "fwd_ret": np.float32, "pos": np.int64}  # kept next to the features
+
+
+@dataclasses.dataclass(frozen=True)
+class SampleRule:
+    """Which store rows are training samples (`store.load_matrix`'s rule): labelled, in
+    [start, end], the label ending by the ticker's last labelled session, every `stride`-th bar,
+    every feature defined (a ticker's first bars have no history for their rolling windows)."""
+
+    paths: tuple[str | storage.GcsPath, ...]  # ticker code i = paths[i]
+    names: tuple[str, ...]
+    start: dt.date
+    end: dt.date
+    stride: int
+    slots: int
+
+    def key(self) -> str:
+        blob = json.dumps(dataclasses.asdict(self), sort_keys=True, default=str).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
+
+    def months(self) -> list[tuple[dt.date, dt.date]]:
+        """[start, end] cut at calendar months: the store's row groups."""
+        out, lo = [], self.start
+        while lo <= self.end:
+            nxt = dt.date(lo.year + lo.month // 12, lo.month % 12 + 1, 1)
+            out.append((lo, min(self.end, nxt - dt.timedelta(days=1))))
+            lo = nxt
+        return out
+
+    def _read(self, i: int, lo: dt.date, hi: dt.date, columns: list[str]) -> pd.DataFrame:
+        return storage.read_parquet(
+            self.paths[i],
+            columns=columns,
+            filters=[("session", ">=", pd.Timestamp(lo)), ("session", "<=", pd.Timestamp(hi))],
+        ).to_pandas()
+
+    def last_sessions(self) -> list[int]:
+        """Per file: the session ordinal of its last labelled bar in [start, end] (-1: none)."""
+        out = []
+        for i in range(len(self.paths)):
+            df = self._read(i, self.start, self.end, ["pos", "y"])
+            pos = df["pos"].to_numpy()[df["y"].notna().to_numpy()]
+            out.append(int(pos.max() // self.slots) if len(pos) else -1)
+        return out
+
+    def month_batches(self) -> Iterator[tuple[dict[str, np.ndarray], np.ndarray]]:
+        """(index columns, float32 features) of the samples, one calendar month at a time,
+        time-sorted by (position, ticker): concatenated they are `store.load_matrix`'s rows."""
+        last = self.last_sessions()
+        cols = ["pos", "label_end", "y", "fwd_ret", *self.names]
+        for lo, hi in self.months():
+            parts = []
+            for i in range(len(self.paths)):
+                if last[i] < 0:
+                    continue
+                df = self._read(i, lo, hi, cols)
+                keep = df["y"].notna().to_numpy() & (
+                    df["label_end"].to_numpy() // self.slots <= last[i]
+                )
+                if self.stride > 1:
+                    keep &= df["pos"].to_numpy() % self.stride == 0
+                df = df[keep]
+                df = df[complete_rows(df[list(self.names)].to_numpy(np.float32))]
+                parts.append(df.assign(ticker=np.int32(i)))
+            if not parts:
+                continue
+            df = pd.concat(parts, ignore_index=True).sort_values(["pos", "ticker"], kind="stable")
+            if len(df):
+                index = {
+                    "pos": df["pos"].to_numpy(np.int64),
+                    "label_end": df["label_end"].to_numpy(np.int64),
+                    "y": df["y"].to_numpy(np.float32),
+                    "fwd_ret": df["fwd_ret"].to_numpy(np.float32),
+                    "ticker": df["ticker"].to_numpy(np.int32),
+                }
+                yield index, df[list(self.names)].to_numpy(np.float32)
+
+
+@dataclasses.dataclass(frozen=True)
+class SampleFile:
+    """The samples' features (float32, row-major) and labels on local disk, in the pooled
+    matrix's row order. Small and picklable: it travels to the search workers, who read it
+    a chunk at a time (`read`) or rebuild it where the driver's disk is not visible (`local`)."""
+
+    dir: Path
+    rows: int
+    rule: SampleRule
+
+    @property
+    def n_features(self) -> int:
+        return len(self.rule.names)
+
+    def _complete(self) -> bool:
+        meta = self.dir / "meta.json"
+        return meta.exists() and json.loads(meta.read_text()).get("rows") == self.rows
+
+    def local(self) -> SampleFile:
+        """This file if it is on this node's disk, else the same samples rebuilt from the
+        feature store under this node's temp dir (once per node: the name is the rule's key)."""
+        if self._complete():
+            return self
+        other = dataclasses.replace(
+            self, dir=Path(tempfile.gettempdir()) / f"vpt-samples-{self.rule.key()}"
+        )
+        if not other._complete():
+            written = write_samples(self.rule, other.dir)[1]
+            if written.rows != self.rows:
+                raise RuntimeError(
+                    f"{other.dir}: rebuilt {written.rows} samples from the feature store, the "
+                    f"driver has {self.rows}: was the store rewritten during the search?"
+                )
+        return other
+
+    def read(self, lo: int, hi: int) -> np.ndarray:
+        """Features of rows [lo, hi): a plain read (no memory map), so nothing stays resident."""
+        f = self.n_features
+        X = np.fromfile(self.dir / "X.f32", np.float32, count=(hi - lo) * f, offset=lo * f * 4)
+        return X.reshape(hi - lo, f)
+
+    def column(self, name: str) -> np.ndarray:
+        """A per-sample column of the file (`COLUMNS`: label, forward return, position)."""
+        return np.fromfile(self.dir / f"{name}.bin", COLUMNS[name])
+
+
+def write_samples(
+    rule: SampleRule, out_dir: Path, keep_features: bool = False
+) -> tuple[dict[str, np.ndarray], SampleFile, np.ndarray | None]:
+    """Write the samples' features to `out_dir` (temp names, `meta.json` last: a reader never
+    takes a half-written file for complete). Returns the index columns, the file and, with
+    `keep_features`, the float32 feature matrix as well (tests and the in-memory fit)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    index: dict[str, list[np.ndarray]] = {k: [] for k in INDEX}
+    kept: list[np.ndarray] = []
+    names = ["X.f32", *(f"{c}.bin" for c in COLUMNS)]
+    tmp = {name: out_dir / f".{name}.{os.getpid()}.tmp" for name in names}
+    files = {name: open(path, "wb") for name, path in tmp.items()}  # noqa: SIM115 - closed below
+    try:
+        for cols, X in rule.month_batches():
+            for k in INDEX:
+                index[k].append(cols[k])
+            files["X.f32"].write(X.tobytes())
+            for c, dtype in COLUMNS.items():
+                files[f"{c}.bin"].write(cols[c].astype(dtype).tobytes())
+            if keep_features:
+                kept.append(X)
+    finally:
+        for fh in files.values():
+            fh.close()
+    for name, path in tmp.items():
+        path.replace(out_dir / name)
+    joined = {
+        k: np.concatenate(v) if v else np.empty(0, np.float32 if k in ("y", "fwd_ret") else int)
+        for k, v in index.items()
+    }
+    rows = len(joined["y"])
+    meta = {"rows": rows, "features": list(rule.names), "key": rule.key()}
+    meta_tmp = out_dir / f".meta.{os.getpid()}.tmp"
+    meta_tmp.write_text(json.dumps(meta))
+    meta_tmp.replace(out_dir / "meta.json")
+    X = np.concatenate(kept) if kept else np.empty((0, len(rule.names)), np.float32)
+    return joined, SampleFile(out_dir, rows, rule), (X if keep_features else None)
+
+
+class RowBatches(xgb.DataIter):
+    """Batches of the sample file's rows `rows` (sorted ids) for `QuantileDMatrix`, one chunk of
+    the file at a time; XGBoost reads the iterator several times, every pass the same batches."""
+
+    def __init__(self, samples: SampleFile, rows: np.ndarray, labels: np.ndarray):
+        super().__init__(release_data=True)
+        self._s, self._rows, self._y = samples, rows, labels
+        first, last = (int(rows[0]), int(rows[-1]) + 1) if len(rows) else (0, 0)
+        self._chunks = [(lo, min(last, lo + CHUNK_ROWS)) for lo in range(first, last, CHUNK_ROWS)]
+        self._i = 0
+
+    def next(self, input_data: Callable) -> bool:
+        while self._i < len(self._chunks):
+            lo, hi = self._chunks[self._i]
+            self._i += 1
+            a, b = np.searchsorted(self._rows, [lo, hi])
+            if b > a:
+                ids = self._rows[a:b]
+                X = self._s.read(lo, hi)[ids - lo]
+                input_data(data=X, label=self._y[ids], feature_names=list(self._s.rule.names))
+                return True
+        return False
+
+    def reset(self) -> None:
+        self._i = 0
+
+
+def fold_dmatrix(
+    samples: SampleFile,
+    rows: np.ndarray,
+    labels: np.ndarray,
+    max_bin: int,
+    ref: xgb.QuantileDMatrix | None = None,
+) -> xgb.QuantileDMatrix:
+    """A `QuantileDMatrix` of the sample rows `rows` (any order: they are sorted, which is the
+    pooled matrix's time order), built a chunk at a time; with `ref`, binned on its cuts."""
+    return xgb.QuantileDMatrix(RowBatches(samples, np.sort(rows), labels), max_bin=max_bin, ref=ref)

@@ -143,6 +143,7 @@ class SearchConfig(_Section):
     num_samples: int = Field(8, ge=1)
     time_budget_s: float = Field(900, gt=0)
     cpus_per_trial: int = Field(1, ge=1)
+    fold_cache_mb: int = Field(256, ge=0)
     metric: Literal["val_log_loss"] = "val_log_loss"
     scheduler: Literal["fifo", "asha"] = "fifo"
     grace_folds: int = Field(1, ge=1)

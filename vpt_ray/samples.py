@@ -233,6 +233,7 @@ def fold_dmatrix(
     labels: np.ndarray,
     max_bin: int,
     ref: xgb.QuantileDMatrix | None = None,
+    nthread: int | None = None,
 ) -> xgb.QuantileDMatrix:
     """A `QuantileDMatrix` of the sample rows `rows` (any order: they are sorted, which is the
     pooled matrix's time order), built a chunk at a time; with `ref`, binned on its cuts."""

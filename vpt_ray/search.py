@@ -41,7 +41,14 @@ from ray.tune.search.basic_variant import BasicVariantGenerator
 
 from vpt_ray.config import SEARCH_PARAMS, Config, SearchSpace
 from vpt_ray.metrics import VAL_LOG_LOSS, classification
-from vpt_ray.resources import check_memory, clamp_task_memory, memory_exceeded, trial_bytes
+from vpt_ray.resources import (
+    MB,
+    check_memory,
+    clamp_task_memory,
+    memory_exceeded,
+    trial_bytes,
+    xgb_matrix_bytes,
+)
 from vpt_ray.samples import SampleFile, fold_dmatrix
 from vpt_ray.search_progress import SearchProgress
 from vpt_ray.store import Matrix
@@ -73,17 +80,46 @@ def xgb_params(hp: dict, nthread: int, max_bin: int, seed: int = 0) -> dict:
     }
 
 
+class FoldCache:
+    """A search worker's fold matrices kept between its trials, up to `budget` bytes (XGBoost's
+    measured footprint): the early, small folds first, the rest rebuilt per fit. Small phases
+    then build each fold once per worker; large ones hold one fold at a time plus the budget."""
+
+    def __init__(self) -> None:
+        self.token: str | None = None
+        self.held: dict[int, tuple[xgb.DMatrix, xgb.DMatrix]] = {}
+        self.bytes = 0
+
+    def get(self, token: str, k: int) -> tuple[xgb.DMatrix, xgb.DMatrix] | None:
+        if token != self.token:  # another search: drop its matrices
+            self.token, self.held, self.bytes = token, {}, 0
+        return self.held.get(k)
+
+    def offer(self, k: int, pair: tuple[xgb.DMatrix, xgb.DMatrix], budget: int) -> None:
+        size = sum(xgb_matrix_bytes(d.num_row(), d.num_col()) for d in pair)
+        if self.bytes + size <= budget:
+            self.held[k] = pair
+            self.bytes += size
+
+
+_FOLD_CACHE = FoldCache()
+
+
 def _fold_matrices(
-    X: np.ndarray | SampleFile, y: np.ndarray, tr: np.ndarray, va: np.ndarray, max_bin: int
+    X: np.ndarray | SampleFile,
+    y: np.ndarray,
+    tr: np.ndarray,
+    va: np.ndarray,
+    max_bin: int,
+    nthread: int,
 ) -> tuple[xgb.DMatrix, xgb.DMatrix]:
     """One fold's quantized train and validation matrices, from an in-memory matrix or a chunk
-    at a time from the sample file (`samples.fold_dmatrix`). Built per fold and dropped after
-    it: a worker holds one fold's matrices, never every fold's."""
+    at a time from the sample file (`samples.fold_dmatrix`)."""
     if isinstance(X, SampleFile):
-        dtrain = fold_dmatrix(X, tr, y, max_bin)
-        return dtrain, fold_dmatrix(X, va, y, max_bin, ref=dtrain)
-    dtrain = xgb.QuantileDMatrix(X[tr], y[tr], max_bin=max_bin)
-    return dtrain, xgb.QuantileDMatrix(X[va], y[va], ref=dtrain, max_bin=max_bin)
+        dtrain = fold_dmatrix(X, tr, y, max_bin, nthread=nthread)
+        return dtrain, fold_dmatrix(X, va, y, max_bin, ref=dtrain, nthread=nthread)
+    dtrain = xgb.QuantileDMatrix(X[tr], y[tr], max_bin=max_bin, nthread=nthread)
+    return dtrain, xgb.QuantileDMatrix(X[va], y[va], ref=dtrain, max_bin=max_bin, nthread=nthread)
 
 
 def train_early_stopped(
@@ -117,15 +153,23 @@ def iter_folds(
     nthread: int,
     fwd_ret: np.ndarray | None = None,
     day: np.ndarray | None = None,
+    cache_token: str | None = None,
+    cache_bytes: int = 0,
 ) -> Iterator[tuple[dict, pd.Series | None]]:
     """Fit one configuration fold by fold, in fold order: yields each fold's record (rounds,
     sizes, train/validation metrics) and, with `fwd_ret` and `day`, its validation days' mean
     pre-cost return of trading the predicted direction (else None). `X` is the feature matrix
-    or the sample file the fold indices point into (`y`, `fwd_ret`, `day` are indexed alike)."""
+    or the sample file the fold indices point into (`y`, `fwd_ret`, `day` are indexed alike).
+    With `cache_token`, this process's `FoldCache` keeps fold matrices up to `cache_bytes`."""
     params = xgb_params(hp, nthread, max_bin)
     for k, (tr_k, va_k) in enumerate(folds):
         tr, va = np.sort(tr_k), np.sort(va_k)  # the sample file's (time) order
-        dtrain, dval = _fold_matrices(X, y, tr, va, max_bin)
+        pair = _FOLD_CACHE.get(cache_token, k) if cache_token else None
+        if pair is None:
+            pair = _fold_matrices(X, y, tr, va, max_bin, nthread)
+            if cache_token:
+                _FOLD_CACHE.offer(k, pair, cache_bytes)
+        dtrain, dval = pair
         booster, rounds = train_early_stopped(
             params, dtrain, dval, n_estimators, early_stopping_rounds
         )
@@ -317,6 +361,8 @@ def run_search(
         "max_bin": cfg.model.max_bin,
         "nthread": cpus,
         "slots": m.slots,
+        "cache_token": f"{storage}:{m.samples.rule.key()}:{len(m)}:{time.time_ns()}",
+        "cache_bytes": cfg.search.fold_cache_mb * MB,
     }
     if m.samples is None:
         raise ValueError("run_search needs the samples on disk (store.load_samples)")
@@ -325,6 +371,9 @@ def run_search(
     concurrent = max(1, num_cpus // cpus)
     memory = trial_bytes(
         max(len(tr) + len(va) for tr, va in folds), len(m.feature_names), m.samples.rows
+    ) + min(
+        settings["cache_bytes"],
+        xgb_matrix_bytes(sum(map(len, sum(folds, ()))), 1) * len(m.feature_names),
     )
     scheduler = make_scheduler(cfg, len(folds))
     trainable = tune.with_resources(

@@ -16,9 +16,16 @@ Projection to phase 4 (120 tickers x 4 years, 1-minute bars) on 8 cores / 32 GB:
 is fitted as a + b * bars over the sizes (least squares); stages that fan out over Ray or use
 XGBoost threads (features, search, train, backtest, ensemble) are divided by 8 / (cores used
 here); the search is multiplied by phase 4's trial count / `--trials`. Peak memory is fitted as
-c + d * training samples. Targets (issue 6), printed next to the figures: cost per row flat or
-falling as rows grow; memory growth per training sample at most 2x its quantized size; projected
-phase 4 under 2 hours on 8 cores and under 16 GB (the seed's limits: 4 hours, 32 GB).
+c + d * training samples, for the whole run and for each stage's own peak (the sampler records
+which stage it was in). The search's growth is scaled from the trials that ran at once here to
+those phase 4 runs at once on 8 cores (8 // its `search.cpus_per_trial`), each with a full
+`search.fold_cache_mb`. The growth per sample is compared with the 1-byte-a-cell quantized size
+and with what XGBoost's QuantileDMatrix really takes for a dense matrix of the same width,
+measured in this process (~3.2 bytes a cell: it keeps a row-major and a column bin index).
+Targets (issue 6), printed next to the figures: cost per row flat or falling as rows grow; memory
+growth per training sample at most 2x the quantized matrix; projected phase 4 under 2 hours on 8
+cores and under 16 GB (the seed's limits: 4 hours, 32 GB). `--replay results.json` prints the
+report of an earlier `--out` file again without running anything.
 
 Search variants (`--variant "search.scheduler=asha search.sample_days=40"`, repeatable): each size
 then runs with `search.scheduler=fifo` first (the baseline, whatever the phase config says), and
@@ -122,7 +129,7 @@ def run_size(
         "num_cpus": res["ray"].get("num_cpus"),
         "load_before": load0,
         "load_after": load1,
-        "max_bin": m.get("model_dir") and _max_bin(work, run_id),
+        **_run_settings(work, run_id),
         "verdict": m["decision"]["verdict"],
         "scratch": str(work),
         "variant": variant or [],
@@ -153,11 +160,16 @@ def search_work(work: Path, run_id: str, m: dict) -> dict:
     return {"search_cpu_s": round(float(trials["cpu_time_s"].sum()), 1), "fold_fits": fits}
 
 
-def _max_bin(work: Path, run_id: str) -> int:
+def _run_settings(work: Path, run_id: str) -> dict:
+    """The run's resolved settings the memory projection depends on."""
     import yaml
 
     cfg = yaml.safe_load((work / "artifacts/reports" / run_id / "config.yaml").read_text())
-    return int(cfg["model"]["max_bin"])
+    return {
+        "max_bin": int(cfg["model"]["max_bin"]),
+        "cpus_per_trial": int(cfg["search"]["cpus_per_trial"]),
+        "fold_cache_mb": int(cfg["search"].get("fold_cache_mb", 0)),
+    }
 
 
 def quantized_mb(r: dict) -> float:
@@ -166,28 +178,36 @@ def quantized_mb(r: dict) -> float:
     return quantized_bytes(r["samples"], r["features"], r["max_bin"] or 256) / MB
 
 
+_FOOTPRINT = """
+import gc, json, sys
+import numpy as np, psutil, xgboost as xgb
+rows, features = int(sys.argv[1]), int(sys.argv[2])
+proc = psutil.Process()
+X = np.random.default_rng(0).standard_normal((rows, features), dtype=np.float32)
+y = (X[:, 0] > 0).astype(np.float32)
+gc.collect(); base = proc.memory_full_info().uss
+d = xgb.QuantileDMatrix(X, y, max_bin=256)
+gc.collect(); built = proc.memory_full_info().uss
+xgb.train({"tree_method": "hist", "nthread": 1, "objective": "binary:logistic"}, d, 10)
+gc.collect(); trained = proc.memory_full_info().uss
+print(json.dumps([(built - base) / rows, (trained - built) / rows]))
+"""
+
+
 def xgb_footprint(features: int, rows: int = 400_000) -> tuple[float, float]:
-    """XGBoost's own memory per sample, measured in this process on dense random float32 data
-    of the runs' width: (its QuantileDMatrix, bytes a sample; training buffers after 10 rounds,
+    """XGBoost's own memory per sample, measured in a fresh process (a process that already
+    freed such matrices reuses that memory and under-reports) on dense random float32 data of
+    the runs' width: (its QuantileDMatrix, bytes a sample; training buffers after 10 rounds,
     bytes a row). The 1-byte-a-cell quantized size is a floor XGBoost does not reach: it keeps
-    a row-major bin index and a column index."""
-    import gc
-
-    import psutil
-    import xgboost as xgb
-
-    proc = psutil.Process()
-    X = np.random.default_rng(0).standard_normal((rows, features), dtype=np.float32)
-    y = (X[:, 0] > 0).astype(np.float32)
-    gc.collect()
-    base = proc.memory_full_info().uss
-    d = xgb.QuantileDMatrix(X, y, max_bin=256)
-    gc.collect()
-    built = proc.memory_full_info().uss
-    xgb.train({"tree_method": "hist", "nthread": 1, "objective": "binary:logistic"}, d, 10)
-    gc.collect()
-    trained = proc.memory_full_info().uss
-    return (built - base) / rows, (trained - built) / rows
+    a row-major and a column bin index."""
+    out = subprocess.run(
+        [sys.executable, "-c", _FOOTPRINT, str(rows), str(features)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    q, train = json.loads(out.stdout)
+    return float(q), float(train)
 
 
 def fit_line(x: list[float], y: list[float]) -> tuple[float, float]:
@@ -275,15 +295,31 @@ def report(results: list[dict], args: argparse.Namespace, p4_trials: int, label:
     samples = [r["samples"] for r in ok]
     c, d = fit_line(samples, [r["peak_memory_gb"] for r in ok])
     xgb_q, xgb_train = xgb_footprint(first["features"])
-    p4_peak = max(0.0, c) + max(0.0, d) * p4_samples
+    # The search holds one fold per concurrent trial: on 8 cores phase 4 runs
+    # 8 // its cpus_per_trial trials at once, here num_cpus // min(cpus_per_trial, num_cpus).
+    conc_here = max(1, cores // min(first["cpus_per_trial"], max(1, cores)))
+    conc_p4 = max(1, TARGET_CORES // args.p4_cpus_per_trial)
+    stage_fit, p4_stage = {}, {}
+    for k in stages:
+        cs, ds = fit_line(samples, [r.get("stage_peak_gb", {}).get(k, 0.0) for r in ok])
+        grow = max(0.0, ds) * p4_samples
+        if k in ("search", "ensemble"):
+            grow *= conc_p4 / conc_here
+            cs += conc_p4 * first["fold_cache_mb"] / 1024  # each worker's fold cache, full
+        stage_fit[k], p4_stage[k] = (cs, ds), max(0.0, cs) + grow
+    p4_peak = max([max(0.0, c) + max(0.0, d) * p4_samples, *p4_stage.values()])
     q_per_sample_gb = first["features"] * 1 / 1024**3
     growth_ratio = d / q_per_sample_gb if q_per_sample_gb else float("nan")
     p4_quant_gb = p4_samples * q_per_sample_gb
+    xgb_ratio = d * 1024**3 / xgb_q
     print(
         f"  peak memory        {p4_peak:8.2f} GB   target < 16 GB "
-        f"({'OK' if p4_peak < 16 else 'OVER'}; seed limit {TARGET_GB} GB); fixed part {c:.2f} GB"
+        f"({'OK' if p4_peak < 16 else 'OVER'}; seed limit {TARGET_GB} GB); fixed part {c:.2f} GB; "
+        f"largest stage of: "
+        + ", ".join(f"{k} {v:.1f}" for k, v in sorted(p4_stage.items(), key=lambda kv: -kv[1])[:3])
+        + f" GB (search: {conc_p4} trials at once on {TARGET_CORES} cores, {conc_here} here, "
+        f"each with a full {first['fold_cache_mb']} MB fold cache)"
     )
-    xgb_ratio = d * 1024**3 / xgb_q
     print(
         f"  memory per sample  {d * 1024**3:8.0f} B    = {growth_ratio:.1f}x the 1-byte-a-cell "
         f"floor ({first['features']} B; {'OK' if growth_ratio <= 2 else 'OVER'} against 2x)"
@@ -291,13 +327,13 @@ def report(results: list[dict], args: argparse.Namespace, p4_trials: int, label:
     print(
         f"                                   = {xgb_ratio:.1f}x XGBoost's own quantized matrix "
         f"({xgb_q:.0f} B a sample, measured here; training adds {xgb_train:.0f} B a row); target "
-        f"<= 2x ({'OK' if xgb_ratio <= 2 else 'OVER'})"
+        f"<= 2x ({'OK' if xgb_ratio <= 2 else 'OVER'}); {conc_here} search trial(s) at once"
     )
-    per_stage = []
+    lines = []
     for k in stages:
         peaks = " -> ".join(f"{r.get('stage_peak_gb', {}).get(k, 0):.2f}" for r in ok)
-        per_stage.append(f"{k} {peaks}")
-    print("  peak by stage (GB, over the sizes): " + "; ".join(per_stage))
+        lines.append(f"{k} {peaks} GB ({stage_fit[k][1] * 1024**3:.0f} B a sample)")
+    print("  peak by stage      " + "; ".join(lines))
     print(
         f"  quantized matrix   {p4_quant_gb:8.2f} GB   peak / quantized = "
         f"{p4_peak / p4_quant_gb:.1f}x (the fixed Ray overhead dominates at small sizes)"
@@ -313,6 +349,11 @@ def report(results: list[dict], args: argparse.Namespace, p4_trials: int, label:
         "xgb_quantized_bytes_per_sample": xgb_q,
         "xgb_train_bytes_per_row": xgb_train,
         "memory_x_xgb_quantized": xgb_ratio,
+        "stage_memory_fit": {
+            k: {"fixed_gb": a, "bytes_per_sample": b * 1024**3} for k, (a, b) in stage_fit.items()
+        },
+        "p4_stage_peak_gb": p4_stage,
+        "search_concurrency": {"here": conc_here, "p4": conc_p4},
         "cost_per_million_bars_s": cost,
     }
 
@@ -334,6 +375,12 @@ def main() -> int:
         help="search variant compared with fifo on the same data, e.g. 'search.scheduler=asha' "
         "or 'search.scheduler=asha search.sample_days=40' (repeatable)",
     )
+    ap.add_argument(
+        "--replay",
+        type=Path,
+        default=None,
+        help="print the report of an earlier --out file again (no runs; same --trials)",
+    )
     args = ap.parse_args()
     from vpt_ray.config import load_config
 
@@ -344,10 +391,20 @@ def main() -> int:
             f"--sizes {max(sizes)} > the {len(cfg.data.tickers)} tickers of phase {args.phase}"
         )
     p4_trials = load_config(4).search.num_samples
+    args.p4_cpus_per_trial = load_config(4).search.cpus_per_trial
     variants = [v.split() for v in args.variants]
     baseline = ["search.scheduler=fifo"] if variants else None
     results: list[dict] = []
     by_variant: list[list[dict]] = [[] for _ in variants]
+    if args.replay:
+        saved = json.loads(args.replay.read_text())
+        results, sizes = saved["sizes"], []
+        variants = [v["overrides"] for v in saved.get("variants", [])]
+        by_variant = [v["sizes"] for v in saved.get("variants", [])]
+        args.years = results[0]["years"]
+        for r in [*results, *sum(by_variant, [])]:  # files written before these fields
+            r.setdefault("cpus_per_trial", 1)
+            r.setdefault("fold_cache_mb", 0)
     for n in sizes:
         print(f"size {n}: running (load average {load_avg()}) ...", flush=True)
         r = run_size(n, args, list(cfg.data.tickers), variant=baseline)
@@ -365,7 +422,7 @@ def main() -> int:
     ]
     if variants:
         compare_search(results, variants, by_variant)
-    if args.out:
+    if args.out and not args.replay:
         out = {"sizes": results, "projection": projection}
         if variants:
             out["variants"] = [

@@ -169,18 +169,22 @@ def iter_folds(
             pair = _fold_matrices(X, y, tr, va, max_bin, nthread)
             if cache_token:
                 _FOLD_CACHE.offer(k, pair, cache_bytes)
-        dtrain, dval = pair
         booster, rounds = train_early_stopped(
-            params, dtrain, dval, n_estimators, early_stopping_rounds
+            params, pair[0], pair[1], n_estimators, early_stopping_rounds
         )
         it = (0, rounds)
-        p_val = booster.predict(dval, iteration_range=it)
+        p_val = booster.predict(pair[1], iteration_range=it)
+        p_train = booster.predict(pair[0], iteration_range=it)
+        # the fold's matrices and booster go before the metrics' float64 copies are made, and
+        # before the next fold is built (unless the fold cache keeps them)
+        del booster, pair
         val = classification(y[va], p_val)
         daily = None
         if fwd_ret is not None and day is not None:
             r = np.sign(p_val - 0.5) * fwd_ret[va]
             daily = pd.Series(r).groupby(day[va]).mean()
-        train = classification(y[tr], booster.predict(dtrain, iteration_range=it))
+        train = classification(y[tr], p_train)
+        del p_train
         record = {
             "fold": k,
             "rounds": rounds,
@@ -354,7 +358,13 @@ def run_search(
 ) -> SearchResult:
     """Search `cfg.search.num_samples` configurations within the time budget; best by val loss
     among the trials that fitted every fold."""
-    cpus = cfg.search.cpus_per_trial
+    cpus = min(cfg.search.cpus_per_trial, max(1, num_cpus))
+    if cpus < cfg.search.cpus_per_trial:  # a trial asking for more CPUs than Ray has never runs
+        log.info(
+            "search.cpus_per_trial = %d clamped to the %d CPUs Ray has: one trial at a time",
+            cfg.search.cpus_per_trial,
+            cpus,
+        )
     settings = {
         "n_estimators": cfg.model.n_estimators,
         "early_stopping_rounds": cfg.model.early_stopping_rounds,

@@ -134,3 +134,29 @@ def test_an_interrupted_write_never_looks_complete(built, tmp_path, monkeypatch)
     assert not (tmp_path / "s" / "X.f32").exists()  # only the temp names were written
     partial = SampleFile(tmp_path / "s", m.samples.rows, rule)
     assert not partial._complete()
+
+
+def test_fold_cache_keeps_folds_within_its_budget_and_forgets_another_search(built):
+    *_, m, _ = built
+    from vpt_ray.resources import xgb_matrix_bytes
+    from vpt_ray.search import FoldCache
+
+    y = m.y
+    small = (
+        fold_dmatrix(m.samples, np.arange(100), y, 64),
+        fold_dmatrix(m.samples, np.arange(100, 120), y, 64),
+    )
+    big = (
+        fold_dmatrix(m.samples, np.arange(2000), y, 64),
+        fold_dmatrix(m.samples, np.arange(2000, 2400), y, 64),
+    )
+    size = sum(xgb_matrix_bytes(d.num_row(), d.num_col()) for d in small)
+    cache = FoldCache()
+    assert cache.get("search-a", 0) is None
+    cache.offer(0, small, budget=size)  # fits exactly
+    cache.offer(1, big, budget=size)  # would pass the budget: rebuilt per fit instead
+    assert cache.get("search-a", 0) is small and cache.get("search-a", 1) is None
+    assert cache.bytes == size
+    assert cache.get("search-b", 0) is None and cache.bytes == 0  # another search's token
+    cache.offer(0, small, budget=0)  # fold_cache_mb = 0: nothing is kept
+    assert cache.get("search-b", 0) is None

@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
+import shutil
 from collections.abc import Iterator
 
 import numpy as np
@@ -137,6 +138,8 @@ def run_phase(
             ctx.mark("FAILED", f"{type(exc).__name__}: {exc}")
             raise
         return memory_stop.write_stopped(cfg, ctx, stop, state, sampler)
+    finally:  # the sample file is scratch: the features again, time-sorted (vpt_ray.samples)
+        shutil.rmtree(ctx.work_dir / "samples", ignore_errors=True)
     stages.print_summary(metrics)
     if ens is not None:
         ensemble.print_comparison(metrics["ensemble"])

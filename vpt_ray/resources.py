@@ -16,6 +16,8 @@ Ray's admission control: `clamp_task_memory` keeps them schedulable on the node 
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import functools
 import logging
 import os
 import threading
@@ -75,6 +77,26 @@ def ray_oom_stop(exc: BaseException, stage: str) -> MemoryLimitExceeded:
         stage=stage,
         cause="ray_oom",
     )
+
+
+def release_freed_memory() -> None:
+    """Hand memory that Python and XGBoost freed back to the OS (glibc's `malloc_trim`).
+
+    glibc keeps freed heap pages for reuse, so a long-lived Ray worker that fitted folds or
+    backtested tickers keeps its largest footprint and adds to it: a search worker grew
+    367 -> 631 MB over four trials of 814k samples, and stays flat with a trim after each
+    fold (/tmp experiment, recorded in issue 6's note). A no-op where there is no glibc."""
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
+
+
+@functools.cache
+def _malloc_trim():  # noqa: ANN202 - a ctypes function or None
+    try:
+        return ctypes.CDLL("libc.so.6").malloc_trim
+    except (OSError, AttributeError):
+        return None
 
 
 def quantized_bytes(rows: int, features: int, max_bin: int = 256) -> int:

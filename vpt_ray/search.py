@@ -46,6 +46,7 @@ from vpt_ray.resources import (
     check_memory,
     clamp_task_memory,
     memory_exceeded,
+    release_freed_memory,
     trial_bytes,
     xgb_matrix_bytes,
 )
@@ -185,6 +186,7 @@ def iter_folds(
             daily = pd.Series(r).groupby(day[va]).mean()
         train = classification(y[tr], p_train)
         del p_train
+        release_freed_memory()  # else the worker's heap keeps every fold's high-water mark
         record = {
             "fold": k,
             "rounds": rounds,

@@ -31,7 +31,7 @@ from vpt_ray.html_report import write_html_report
 from vpt_ray.metrics import classification
 from vpt_ray.oracle import oracle_section
 from vpt_ray.report import num, pct, write_report
-from vpt_ray.resources import MemorySampler
+from vpt_ray.resources import MemorySampler, release_freed_memory
 from vpt_ray.resume import file_digest
 from vpt_ray.resume import stage_bars as stage_ticker_bars
 from vpt_ray.run import RunContext, git_commit, package_versions
@@ -162,6 +162,7 @@ def make_folds(
     slots = clock_slots(cfg.data.bar_minutes)
     window = (store, names, cfg.data.start, cfg.data.end, cfg.labels.stride, slots)
     m = load_samples(*window, samples_dir) if samples_dir else load_matrix(*window)
+    release_freed_memory()  # the month frames the samples were merged from
     sample_days = sample_days or cfg.cv.sample_days
     if sample_days:
         m = subset_matrix(m, sample_days_mask(m.pos, slots, sample_days, cfg.search.seed))
@@ -251,6 +252,7 @@ def train_final(
     else:
         nthread = int(ray_info["num_cpus"])
         booster = fit_final(cfg, rows, result.best_params, rounds, nthread, ctx.work_dir)
+        release_freed_memory()  # the quantized matrix is gone; the backtest comes next
     meta = {
         "run_id": ctx.run_id,
         "phase": cfg.phase,

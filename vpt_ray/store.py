@@ -3,8 +3,10 @@
 Why: the driver never builds the pooled feature frame; a Ray Data map over the tickers reads one
 ticker's bars, builds its features and labels, writes them next to the run and returns a slim
 summary. Each file holds one row group per calendar month, so a reader asking for a window (the
-training period, the backtest) reads only that window's months. The training
-matrix is then read back with only the columns and rows the search needs (float32, strided).
+training period, the backtest) reads only that window's months. The training samples are
+read back a month at a time across the tickers, with only the columns and rows training needs
+(float32, strided, every feature defined): into memory (`load_matrix`) or, for the pipeline,
+into a sample file on local disk with only the per-sample index in memory (`load_samples`).
 The files may be gs:// objects (`vpt_ray.storage`): on a cluster the tasks run on other nodes.
 """
 
@@ -38,6 +40,7 @@ from vpt_ray.resources import (
     check_memory,
     clamp_task_memory,
     ray_data_limits,
+    release_freed_memory,
 )
 from vpt_ray.samples import INDEX, SampleFile, SampleRule, write_samples
 
@@ -127,6 +130,7 @@ def _features_row(
     pickled (its path may be a `GcsPath`, which Arrow cannot hold)."""
     t = row["ticker"]
     summary = ticker_features(cfg, tickers[t], storage.as_location(paths[t]))
+    release_freed_memory()  # the worker maps the next ticker: give back this one's frames
     return {"ticker": t, "summary": pickle.dumps(summary)}
 
 

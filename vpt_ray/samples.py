@@ -40,6 +40,16 @@ CHUNK_ROWS = 65_536  # rows per DataIter batch: ~9 MB of float32 at 36 features
 COLUMNS = {"y": np.float32, "fwd_ret": np.float32, "pos": np.int64}  # kept next to the features
 
 
+def calendar_months(start: dt.date, end: dt.date) -> list[tuple[dt.date, dt.date]]:
+    """[start, end] cut at calendar months: the feature store's row groups."""
+    out, lo = [], start
+    while lo <= end:
+        nxt = dt.date(lo.year + lo.month // 12, lo.month % 12 + 1, 1)
+        out.append((lo, min(end, nxt - dt.timedelta(days=1))))
+        lo = nxt
+    return out
+
+
 @dataclasses.dataclass(frozen=True)
 class SampleRule:
     """Which store rows are training samples (`store.load_matrix`'s rule): labelled, in
@@ -58,13 +68,7 @@ class SampleRule:
         return hashlib.sha256(blob).hexdigest()[:16]
 
     def months(self) -> list[tuple[dt.date, dt.date]]:
-        """[start, end] cut at calendar months: the store's row groups."""
-        out, lo = [], self.start
-        while lo <= self.end:
-            nxt = dt.date(lo.year + lo.month // 12, lo.month % 12 + 1, 1)
-            out.append((lo, min(self.end, nxt - dt.timedelta(days=1))))
-            lo = nxt
-        return out
+        return calendar_months(self.start, self.end)
 
     def _read(self, i: int, lo: dt.date, hi: dt.date, columns: list[str]) -> pd.DataFrame:
         return storage.read_parquet(

@@ -42,6 +42,7 @@ from vpt_ray import storage
 from vpt_ray.config import Config
 from vpt_ray.features import clock_slots, complete_rows, feature_names
 from vpt_ray.run import atomic_dir, write_json_atomic, write_text_atomic
+from vpt_ray.samples import calendar_months
 from vpt_ray.search import xgb_params
 from vpt_ray.store import Matrix
 
@@ -87,12 +88,7 @@ class TrainingRows:
 
     def months(self) -> list[tuple[dt.date, dt.date]]:
         """[start, end] cut at calendar months: the store's row groups, the stream's batches."""
-        out, lo = [], self.start
-        while lo <= self.end:
-            nxt = dt.date(lo.year + lo.month // 12, lo.month % 12 + 1, 1)
-            out.append((lo, min(self.end, nxt - dt.timedelta(days=1))))
-            lo = nxt
-        return out
+        return calendar_months(self.start, self.end)
 
     def read(
         self, i: int, window: tuple[dt.date, dt.date] | None = None

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import json
 import logging
+import subprocess
+import sys
 import time
 
 import pytest
@@ -26,6 +28,7 @@ from vpt_ray.resources import (
     node_memory_bytes,
     quantized_bytes,
     trial_bytes,
+    wait_for_exit,
     xgb_matrix_bytes,
 )
 
@@ -156,3 +159,19 @@ def test_memory_declarations_stay_schedulable(ray_session):
     small, big = trial_bytes(1000, 30, 5000), trial_bytes(3000, 30, 5000)
     assert big - small == xgb_matrix_bytes(2000, 30) + XGB_TRAIN_BYTES_PER_ROW * 2000
     assert trial_bytes(1000, 30, 6000) - small == 12 * 1000
+
+
+def test_wait_for_exit_waits_for_the_titled_children_only():
+    """The search waits for its trial actors to end before the final fit: the wait lasts while a
+    child with the title lives, and not at all for a title no child has."""
+    # argv[0] is the title, as Ray's setproctitle makes it for its workers
+    sleep = ["vpt-test-sleeper", "-c", "import time; time.sleep(1.0)"]
+    child = subprocess.Popen(sleep, executable=sys.executable)
+    try:
+        assert wait_for_exit("no-such-title", timeout_s=5) < 0.5
+        waited = wait_for_exit("vpt-test-sleeper", timeout_s=10)
+        assert child.poll() is not None, "returned while the child still ran"
+        assert 0.5 < waited < 10
+    finally:
+        child.kill()
+        child.wait()

@@ -257,6 +257,25 @@ def tree_memory_bytes(root: psutil.Process) -> int:
     return total
 
 
+def wait_for_exit(title: str, timeout_s: float = 10.0) -> float:
+    """Wait until no process under this one has a title starting with `title` (Ray titles a
+    worker after the actor it hosts: Tune's trials are `ray::ImplicitFunc`). Ray ends actors
+    asynchronously; waiting keeps a finished stage's workers out of the next stage's memory.
+    Returns the seconds waited; gives up after `timeout_s` (remote nodes are not seen)."""
+    t0 = time.monotonic()
+    me = psutil.Process()
+    while time.monotonic() - t0 < timeout_s:
+        alive = False
+        with contextlib.suppress(psutil.Error):
+            for p in me.children(recursive=True):
+                with contextlib.suppress(psutil.Error):
+                    alive = alive or any(a.startswith(title) for a in p.cmdline()[:1])
+        if not alive:
+            break
+        time.sleep(0.1)
+    return time.monotonic() - t0
+
+
 @dataclass(eq=False)  # identity semantics: samplers are registered and removed by identity
 class MemorySampler:
     """Background thread recording the memory of the driver and its Ray processes."""

@@ -165,15 +165,11 @@ class SampleFile:
         return np.fromfile(self.dir / f"{name}.bin", COLUMNS[name])
 
 
-def write_samples(
-    rule: SampleRule, out_dir: Path, keep_features: bool = False
-) -> tuple[dict[str, np.ndarray], SampleFile, np.ndarray | None]:
+def write_samples(rule: SampleRule, out_dir: Path) -> tuple[dict[str, np.ndarray], SampleFile]:
     """Write the samples' features to `out_dir` (temp names, `meta.json` last: a reader never
-    takes a half-written file for complete). Returns the index columns, the file and, with
-    `keep_features`, the float32 feature matrix as well (tests and the in-memory fit)."""
+    takes a half-written file for complete). Returns the index columns and the file."""
     out_dir.mkdir(parents=True, exist_ok=True)
     index: dict[str, list[np.ndarray]] = {k: [] for k in INDEX}
-    kept: list[np.ndarray] = []
     names = ["X.f32", *(f"{c}.bin" for c in COLUMNS)]
     tmp = {name: out_dir / f".{name}.{os.getpid()}.tmp" for name in names}
     files = {name: open(path, "wb") for name, path in tmp.items()}  # noqa: SIM115 - closed below
@@ -184,8 +180,6 @@ def write_samples(
             files["X.f32"].write(X.tobytes())
             for c, dtype in COLUMNS.items():
                 files[f"{c}.bin"].write(cols[c].astype(dtype).tobytes())
-            if keep_features:
-                kept.append(X)
     finally:
         for fh in files.values():
             fh.close()
@@ -200,8 +194,7 @@ def write_samples(
     meta_tmp = out_dir / f".meta.{os.getpid()}.tmp"
     meta_tmp.write_text(json.dumps(meta))
     meta_tmp.replace(out_dir / "meta.json")
-    X = np.concatenate(kept) if kept else np.empty((0, len(rule.names)), np.float32)
-    return joined, SampleFile(out_dir, rows, rule), (X if keep_features else None)
+    return joined, SampleFile(out_dir, rows, rule)
 
 
 class RowBatches(xgb.DataIter):

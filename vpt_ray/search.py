@@ -48,6 +48,7 @@ from vpt_ray.resources import (
     memory_exceeded,
     release_freed_memory,
     trial_bytes,
+    wait_for_exit,
     xgb_matrix_bytes,
 )
 from vpt_ray.samples import SampleFile, fold_dmatrix
@@ -104,6 +105,7 @@ class FoldCache:
 
 
 _FOLD_CACHE = FoldCache()
+TRIAL_TITLE = "ray::ImplicitFunc"  # Tune's function-trainable actors, as ps shows them
 
 
 def _fold_matrices(
@@ -431,6 +433,9 @@ def run_search(
     t0 = time.monotonic()
     grid = tuner.fit()
     elapsed = time.monotonic() - t0
+    # the trial actors (each with its fold cache) end asynchronously: let them go before the
+    # final fit starts, so the two never add up
+    log.debug("search: trial workers gone %.1f s after Tune returned", wait_for_exit(TRIAL_TITLE))
     check_memory("the search (Tune stopped)")
     errors = [r.error for r in grid if r.error is not None]
     reported = [r for r in grid if r.error is None and r.metrics and VAL_LOG_LOSS in r.metrics]

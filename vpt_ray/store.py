@@ -260,7 +260,7 @@ def load_samples(
     """`load_matrix`'s samples with the features written to `out_dir` instead of kept
     (`samples.SampleFile`): the driver holds the per-sample index only."""
     rule = sample_rule(summaries, names, start, end, stride, slots)
-    index, samples, _ = write_samples(rule, out_dir)
+    index, samples = write_samples(rule, out_dir)
     return _matrix(index, names, slots, start, end, samples=samples)
 
 

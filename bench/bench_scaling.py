@@ -213,7 +213,7 @@ def xgb_footprint(features: int, rows: int = 400_000) -> tuple[float, float]:
 
 
 _TRIAL = """
-import datetime as dt, json, sys, tempfile, threading, time
+import datetime as dt, json, resource, sys, tempfile
 from pathlib import Path
 import numpy as np, psutil
 from vpt_ray.cv import PurgedWalkForward
@@ -234,15 +234,7 @@ pos.astype(COLUMNS["pos"]).tofile(d / "pos.bin")
 names = tuple(f"f{i}" for i in range(features))
 sf = SampleFile(d, rows, SampleRule((), names, dt.date(2024, 1, 1), dt.date(2024, 1, 1), 5, 390))
 folds = list(PurgedWalkForward(4, 15, 0.3).split(pos, pos + 15))
-proc = psutil.Process()
-peak = [0]
-def watch():
-    while True:
-        peak[0] = max(peak[0], proc.memory_info().rss)
-        time.sleep(0.02)
-time.sleep(0.2)
-base = proc.memory_info().rss
-threading.Thread(target=watch, daemon=True).start()
+base = psutil.Process().memory_info().rss
 y, fwd = sf.column("y"), sf.column("fwd_ret")
 day = (sf.column("pos") // 390).astype(np.int32)
 hp = dict(max_depth=6, learning_rate=0.1, subsample=0.8, colsample_bytree=0.8,
@@ -250,11 +242,11 @@ hp = dict(max_depth=6, learning_rate=0.1, subsample=0.8, colsample_bytree=0.8,
 for _ in iter_folds(hp, sf, y, folds, n_estimators=40, early_stopping_rounds=1000,
                     max_bin=max_bin, nthread=2, fwd_ret=fwd, day=day):
     pass
-time.sleep(0.1)
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # the kernel's high-water mark
 for f in d.iterdir():
     f.unlink()
 d.rmdir()
-print(json.dumps(peak[0] - base))
+print(json.dumps(peak - base))
 """
 
 

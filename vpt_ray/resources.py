@@ -263,17 +263,19 @@ def wait_for_exit(title: str, timeout_s: float = 10.0) -> float:
     asynchronously; waiting keeps a finished stage's workers out of the next stage's memory.
     Returns the seconds waited; gives up after `timeout_s` (remote nodes are not seen)."""
     t0 = time.monotonic()
-    me = psutil.Process()
-    while time.monotonic() - t0 < timeout_s:
-        alive = False
-        with contextlib.suppress(psutil.Error):
-            for p in me.children(recursive=True):
-                with contextlib.suppress(psutil.Error):
-                    alive = alive or any(a.startswith(title) for a in p.cmdline()[:1])
-        if not alive:
-            break
+    while time.monotonic() - t0 < timeout_s and any(
+        _title(p).startswith(title) for p in psutil.Process().children(recursive=True)
+    ):
         time.sleep(0.1)
     return time.monotonic() - t0
+
+
+def _title(p: psutil.Process) -> str:
+    """A process's title (argv[0], which Ray's workers set); "" once it has gone."""
+    try:
+        return (p.cmdline() or [""])[0]
+    except psutil.Error:
+        return ""
 
 
 @dataclass(eq=False)  # identity semantics: samplers are registered and removed by identity

@@ -64,6 +64,7 @@ def plain_loop(work: Path, m: dict) -> tuple[float, int, int]:
     import yaml
 
     from vpt_ray.config import SEARCH_PARAMS, Config
+    from vpt_ray.cv import early_stopping_folds
     from vpt_ray.search import fit_folds
     from vpt_ray.stages import make_folds, search_sample
 
@@ -73,6 +74,14 @@ def plain_loop(work: Path, m: dict) -> tuple[float, int, int]:
     feats = work / "artifacts/runs/bench/features"
     store = {p.stem: {"path": str(p)} for p in sorted(feats.glob("*.parquet"))}
     matrix, folds = search_sample(cfg, *make_folds(cfg, store))  # the data the search saw
+    folds = early_stopping_folds(
+        folds,
+        matrix.pos,
+        matrix.label_end,
+        matrix.slots,
+        cfg.cv.early_stopping_fraction,
+        cfg.embargo_bars,
+    )
     trials = pd.read_parquet(work / "artifacts/runs/bench/trials.parquet")
     n_fits = 0
     t0 = time.monotonic()

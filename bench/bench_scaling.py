@@ -216,7 +216,7 @@ _TRIAL = """
 import datetime as dt, json, resource, sys, tempfile
 from pathlib import Path
 import numpy as np, psutil
-from vpt_ray.cv import PurgedWalkForward
+from vpt_ray.cv import PurgedWalkForward, early_stopping_folds
 from vpt_ray.samples import COLUMNS, SampleFile, SampleRule
 from vpt_ray.search import iter_folds
 rows, features, max_bin = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
@@ -233,7 +233,9 @@ pos.astype(COLUMNS["pos"]).tofile(d / "pos.bin")
 (d / "meta.json").write_text(json.dumps({"rows": rows}))
 names = tuple(f"f{i}" for i in range(features))
 sf = SampleFile(d, rows, SampleRule((), names, dt.date(2024, 1, 1), dt.date(2024, 1, 1), 5, 390))
-folds = list(PurgedWalkForward(4, 15, 0.3).split(pos, pos + 15))
+folds = early_stopping_folds(
+    list(PurgedWalkForward(4, 15, 0.3).split(pos, pos + 15)), pos, pos + 15, 390, 0.2, 15
+)
 base = psutil.Process().memory_info().rss
 y, fwd = sf.column("y"), sf.column("fwd_ret")
 day = (sf.column("pos") // 390).astype(np.int32)

@@ -280,3 +280,46 @@ def test_cpcv_rejects_bad_parameters():
                 np.arange(12), np.arange(12)
             )
         )
+
+
+# ------------------------------------------------------------- early stopping inside a fold
+
+
+def test_early_stopping_split_holds_out_the_last_sessions_purged_and_embargoed():
+    """10 sessions x 4 bars of two tickers, labels 2 bars long within a session: the slice is
+    the last 2 sessions, every earlier row fits (no label crosses a session), embargo 1 drops
+    the last bar before the slice."""
+    from vpt_ray.cv import early_stopping_split
+
+    slots = 4
+    pos = np.tile(np.arange(40), 2)
+    label_end = np.minimum(pos + 2, (pos // slots) * slots + slots - 1)
+    train = np.flatnonzero(pos < 40)
+    fit, stop = early_stopping_split(train, pos, label_end, slots, 0.2, embargo=0)
+    assert set(pos[stop]) == set(range(32, 40)) and len(stop) == 16
+    assert pos[fit].max() == 31 and len(fit) == 64  # labels end in their session: none purged
+    assert not set(fit) & set(stop)
+    fit_e, _ = early_stopping_split(train, pos, label_end, slots, 0.2, embargo=1)
+    assert pos[fit_e].max() == 30  # the embargo bar before the slice is dropped
+    # daily bars: a 3-day label reaching into the slice is purged
+    days = np.arange(20)
+    fit_d, stop_d = early_stopping_split(days, days, days + 3, 1, 0.25, embargo=0)
+    assert days[stop_d].tolist() == [15, 16, 17, 18, 19]
+    assert days[fit_d].max() == 11 and (days[fit_d] + 3 < 15).all()
+
+
+def test_early_stopping_split_refuses_what_it_cannot_split():
+    from vpt_ray.cv import early_stopping_folds, early_stopping_split
+
+    pos = np.arange(8)
+    with pytest.raises(ValueError, match="spans 1 session"):
+        early_stopping_split(pos, pos, pos, 390, 0.2)
+    with pytest.raises(ValueError, match="cv.early_stopping_fraction = 1.5"):
+        early_stopping_split(pos, pos, pos, 1, 1.5)
+    # the walk-forward folds, split: the stop slice sits between fit and validation in time
+    pos = np.arange(200)
+    folds = list(PurgedWalkForward(3, 2, 0.4).split(pos, pos + 2))
+    for f in early_stopping_folds(folds, pos, pos + 2, 1, 0.2, embargo=2):
+        assert pos[f.fit].max() + 2 < pos[f.stop].min()  # purged and embargoed
+        assert pos[f.stop].max() < pos[f.val].min()
+        assert len(f.fit) + len(f.stop) + 2 + 2 >= len(np.unique(np.r_[f.fit, f.stop]))

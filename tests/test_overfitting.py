@@ -413,3 +413,78 @@ def test_config_stability_hand_example_and_lower_is_better():
         config_stability(loss, chosen=4)
     with pytest.raises(ValueError, match="n_trials"):
         config_stability(np.zeros((3, 1)))
+
+
+# ------------------------------------------------------- the run's section (vpt_ray.honesty)
+
+
+def _search_result(daily: pd.DataFrame, folds: list[dict]):
+    from vpt_ray.search import SearchResult
+
+    n = daily.shape[1]
+    return SearchResult(
+        best_params={},
+        best={"folds": folds},
+        trials=pd.DataFrame({"status": ["completed"] * n}),
+        fold_scores=np.tile(np.arange(n, dtype=float), (len(folds), 1)),
+        daily_perf=daily,
+    )
+
+
+def test_daily_returns_keep_the_first_session():
+    from vpt_ray.honesty import daily_returns
+
+    eq = pd.Series([101.0, 102.01, 100.9899])  # +1%, +1%, -1% from a capital of 100
+    assert daily_returns(eq, 100.0) == pytest.approx([0.01, 0.01, -0.01])
+    assert daily_returns(eq, None) == pytest.approx([0.01, -0.01])  # what the DSR used to see
+
+
+def test_dsr_sees_every_backtest_day_and_the_trials_after_cost_spread():
+    from vpt_ray.honesty import overfitting_section
+
+    rng = np.random.default_rng(3)
+    daily = pd.DataFrame(rng.normal(0.001, 0.01, (64, 4)))  # 4 trials' validation days
+    folds = [
+        {"train_accuracy": 0.60, "val_accuracy": 0.55, "train_samples": 30_000,
+         "val_samples": 9_000},
+        {"train_accuracy": 0.58, "val_accuracy": 0.54, "train_samples": 40_000,
+         "val_samples": 9_000},
+    ]  # fmt: skip
+    r = rng.normal(0.002, 0.01, 40)
+    r[0] = 0.05  # a big first day: dropping it would change the Sharpe
+    equity = pd.Series(100_000 * np.cumprod(1 + r))
+    out = overfitting_section(
+        _search_result(daily, folds), equity, capital=100_000, cv_overlap=1 / 3
+    )
+    assert out["dsr_days"] == 40
+    assert out["sharpe_annual"] == pytest.approx(r.mean() / r.std(ddof=1) * math.sqrt(252))
+    trial_sr = daily.mean() / daily.std(ddof=1)
+    assert out["dsr_trials_sr_variance"] == pytest.approx(float(np.var(trial_sr, ddof=1)))
+    ref = deflated_sharpe_ratio(r, trial_sr.to_numpy(), n_trials=4)
+    assert out["dsr"] == pytest.approx(ref["dsr"])
+    # the gap and its SE: binomial on each fold's effective samples (a third: overlapping labels)
+    assert out["train_val_gap"] == pytest.approx(0.045)
+    se = [
+        math.sqrt(0.6 * 0.4 / 10_000 + 0.55 * 0.45 / 3_000),
+        math.sqrt(0.58 * 0.42 / (40_000 / 3) + 0.54 * 0.46 / 3_000),
+    ]
+    assert out["train_val_gap_se"] == pytest.approx(math.sqrt(se[0] ** 2 + se[1] ** 2) / 2)
+    # trials told apart from noise? spread of their Sharpe vs the SE of one over 64 days
+    assert out["trial_sharpe_se"] == pytest.approx(
+        math.sqrt((1 + float(np.median(trial_sr)) ** 2 / 2) / 63)
+    )
+    assert out["trials_distinct"] == (out["trial_sharpe_spread"] >= out["trial_sharpe_se"])
+
+
+def test_pbo_reports_how_the_selected_configuration_fared_out_of_sample():
+    """Trial 0 (the search's choice) is a loser in every out-of-sample half; trial 2 wins."""
+    rng = np.random.default_rng(0)
+    base = rng.normal(0, 0.01, (64, 1))
+    perf = np.hstack([base - 0.004, base + 0.0, base + 0.004]) + rng.normal(0, 0.001, (64, 3))
+    out = probability_of_backtest_overfitting(perf, n_partitions=8, chosen=0)
+    assert out["chosen_oos_rank"] == pytest.approx(0.25)  # rank 1 of 3: 1 / (3 + 1)
+    assert out["chosen_below_median"] == 1.0
+    assert out["chosen_prob_oos_loss"] > 0.5
+    assert out["pbo"] == 0.0  # the in-sample winner (trial 2) also wins out of sample
+    with pytest.raises(ValueError, match="chosen must be a trial column"):
+        probability_of_backtest_overfitting(perf, n_partitions=8, chosen=3)

@@ -20,6 +20,7 @@ from tests.conftest import tiny_overrides
 from vpt_ray import stages
 from vpt_ray.audit import split_audit
 from vpt_ray.config import SEARCH_PARAMS, load_config
+from vpt_ray.cv import early_stopping_folds
 from vpt_ray.honesty import overfitting_section
 from vpt_ray.metrics import VAL_LOG_LOSS
 from vpt_ray.phase import run_phase
@@ -57,6 +58,13 @@ def fifo(tiny, tmp_path_factory):
 
 def _cfg(ws: Path, *extra: str):
     return load_config(1, overrides=tiny_overrides(ws, *FAST, *extra))
+
+
+def _es_folds(cfg, m, folds):
+    """The folds as the search fits them: each training part split for early stopping."""
+    return early_stopping_folds(
+        folds, m.pos, m.label_end, m.slots, cfg.cv.early_stopping_fraction, cfg.embargo_bars
+    )
 
 
 def _settings(cfg) -> dict:
@@ -131,7 +139,9 @@ def test_asha_races_the_folds_and_a_time_budget_ends_the_search_with_a_report(ti
     for _, row in t.iterrows():
         assert _reports(tmp_path, row["trial_id"]) == row["folds_fitted"]
     # the final figures of a completed trial are those of fitting its folds outright
-    plain = fit_folds(res.best_params, m.features(), m.y, folds, **_settings(cfg))
+    plain = fit_folds(
+        res.best_params, m.features(), m.y, _es_folds(cfg, m, folds), **_settings(cfg)
+    )
     assert res.best[VAL_LOG_LOSS] == pytest.approx(plain[VAL_LOG_LOSS], rel=1e-9)
     assert [f["rounds"] for f in res.best["folds"]] == [f["rounds"] for f in plain["folds"]]
     # honesty: every configuration tried counts in the DSR; PBO uses the completed ones
@@ -152,7 +162,9 @@ def test_fifo_fits_every_fold_of_every_trial_once_and_no_result_in_budget_fails_
     assert not res.info["stopped_by_budget"]
     assert all(_reports(storage, tid) == 1 for tid in t["trial_id"])  # one, at the end
     assert (t[VAL_LOG_LOSS] == t["partial_val_log_loss"]).all()
-    plain = fit_folds(res.best_params, m.features(), m.y, folds, **_settings(cfg))
+    plain = fit_folds(
+        res.best_params, m.features(), m.y, _es_folds(cfg, m, folds), **_settings(cfg)
+    )
     assert res.best["folds"] == plain["folds"]
     assert "trials_note" not in overfitting_section(res, _equity())
     with pytest.raises(RuntimeError, match="no search trial fitted all 4 folds within search"):

@@ -78,6 +78,7 @@ def null_market(cfg: Config, workdir: Path) -> list[Check]:
 
 
 def shuffled_labels(cfg: Config, matrix, folds) -> Check:
+    from vpt_ray.cv import early_stopping_folds
     from vpt_ray.search import fit_folds
 
     rng = np.random.default_rng(cfg.search.seed)
@@ -92,11 +93,19 @@ def shuffled_labels(cfg: Config, matrix, folds) -> Check:
         "reg_alpha": 1e-3,
         "reg_lambda": 1.0,
     }
+    es_folds = early_stopping_folds(
+        folds,
+        matrix.pos,
+        matrix.label_end,
+        matrix.slots,
+        cfg.cv.early_stopping_fraction,
+        cfg.embargo_bars,
+    )
     out = fit_folds(
         hp,
         matrix.X,
         y,
-        folds,
+        es_folds,
         n_estimators=cfg.model.n_estimators,
         early_stopping_rounds=cfg.model.early_stopping_rounds,
         max_bin=cfg.model.max_bin,

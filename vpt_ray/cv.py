@@ -19,6 +19,7 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Iterator
+from typing import NamedTuple
 
 import numpy as np
 
@@ -198,3 +199,74 @@ class CombinatorialPurgedCV:
                     f"({self.embargo} bars): raise cv.n_splits or lower the embargo"
                 )
             yield train, np.flatnonzero(in_test)
+
+
+class EarlyStopFold(NamedTuple):
+    """One CV fold with its training part split for early stopping: the booster is fit on `fit`,
+    its rounds are chosen on `stop` (the last sessions of the training window, purged and
+    embargoed from `fit`), and `val` is scored untouched."""
+
+    fit: np.ndarray
+    stop: np.ndarray
+    val: np.ndarray
+
+
+def early_stopping_split(
+    train: np.ndarray,
+    pos: np.ndarray,
+    label_end: np.ndarray,
+    slots: int,
+    fraction: float,
+    embargo: int = 0,
+) -> tuple[np.ndarray, np.ndarray]:
+    """(fit, stop): the last `fraction` of the training rows' sessions (at least one) become the
+    early-stopping slice; a training row is kept for fitting only if its label ends before the
+    slice starts and it lies more than `embargo` bars before it (the split's own purge and
+    embargo). Both are subsets of `train`, in its order.
+
+    Why: choosing the rounds on the validation fold and then scoring that fold flatters the CV
+    figures (and the train-validation gap and PBO built on them).
+
+    >>> pos = np.arange(10); tr = np.arange(8)  # one bar a session (slots=1)
+    >>> [a.tolist() for a in early_stopping_split(tr, pos, pos + 1, 1, 0.25, embargo=1)]
+    [[0, 1, 2, 3, 4], [6, 7]]
+    """
+    if not 0 < fraction < 1:
+        raise ValueError(
+            f"cv.early_stopping_fraction = {fraction}: must be in (0, 1) (share of each "
+            "training fold's last sessions held out to choose the boosting rounds)"
+        )
+    train = np.asarray(train)
+    p, le = np.asarray(pos, dtype=np.int64)[train], np.asarray(label_end, dtype=np.int64)[train]
+    sessions = np.unique(p // slots)
+    if len(sessions) < 2:
+        raise ValueError(
+            f"a training fold spans {len(sessions)} session(s): early stopping needs >= 2 (one "
+            "to fit on, one to stop on); use more data or fewer cv.n_splits"
+        )
+    n_stop = min(len(sessions) - 1, max(1, int(round(fraction * len(sessions)))))
+    lo = int(sessions[-n_stop]) * slots  # first bar of the slice's first session
+    stop = train[p >= lo]
+    fit = train[(le < lo) & (p < lo - embargo)]
+    if len(fit) == 0:
+        raise ValueError(
+            f"the early-stopping slice (last {n_stop} of {len(sessions)} sessions) leaves no "
+            f"training row after purge and embargo ({embargo} bars): lower "
+            "cv.early_stopping_fraction or use more data"
+        )
+    return fit, stop
+
+
+def early_stopping_folds(
+    folds: list[tuple[np.ndarray, np.ndarray]],
+    pos: np.ndarray,
+    label_end: np.ndarray,
+    slots: int,
+    fraction: float,
+    embargo: int = 0,
+) -> list[EarlyStopFold]:
+    """`folds` with each training part split by `early_stopping_split`."""
+    return [
+        EarlyStopFold(*early_stopping_split(tr, pos, label_end, slots, fraction, embargo), va)
+        for tr, va in folds
+    ]

@@ -8,7 +8,8 @@ say whether it does before any out-of-sample bar is touched.
 Members are the top `model.ensemble.top_k` configurations of the search that fitted every fold
 (best validation log loss first) x `model.ensemble.seeds`; with `feature_fraction` < 1 every
 member but the first sees a seeded random subset of the features. One Ray task per member fits
-it on every fold (early stopping on the fold's validation part, as in the search), keeps its
+it on every fold (early stopping on the last sessions of the fold's training part, never on its
+validation part, as in the search: `cv.early_stopping_folds`), keeps its
 out-of-fold probabilities, then fits it on the whole training set with the rounds the folds
 suggest (`train.final_rounds`).
 Weights: greedy forward selection with replacement (Caruana et al., 2004) on the pooled
@@ -35,6 +36,7 @@ import ray
 import xgboost as xgb
 
 from vpt_ray.config import SEARCH_PARAMS, Config
+from vpt_ray.cv import EarlyStopFold, early_stopping_folds
 from vpt_ray.metrics import classification
 from vpt_ray.progress import track
 from vpt_ray.resources import WORKER_BASELINE_BYTES, clamp_task_memory, quantized_bytes
@@ -126,7 +128,7 @@ def fit_member(
     member: Member,
     X: np.ndarray,
     y: np.ndarray,
-    folds: Folds,
+    folds: list[EarlyStopFold],
     names: list[str],
     *,
     n_estimators: int,
@@ -134,21 +136,23 @@ def fit_member(
     max_bin: int,
     nthread: int,
 ) -> dict:
-    """Out-of-fold probabilities of `member` on every fold, then its fit on all of (X, y)."""
+    """Out-of-fold probabilities of `member` on every fold (fit on `fit`, stopped on `stop`,
+    predicted on `val`), then its fit on all of (X, y)."""
     feats = list(member.features)
     Xm = X if feats == list(names) else X[:, [names.index(f) for f in feats]]
     params = xgb_params(member.params, nthread, max_bin, seed=member.seed)
     oof, fold_rounds = [], []
-    for tr, va in folds:
-        dtrain = xgb.QuantileDMatrix(Xm[tr], y[tr], max_bin=max_bin)
+    for fit, stop, va in folds:
+        dtrain = xgb.QuantileDMatrix(Xm[fit], y[fit], max_bin=max_bin)
+        dstop = xgb.QuantileDMatrix(Xm[stop], y[stop], ref=dtrain, max_bin=max_bin)
         dval = xgb.QuantileDMatrix(Xm[va], y[va], ref=dtrain, max_bin=max_bin)
         booster, rounds = train_early_stopped(
-            params, dtrain, dval, n_estimators, early_stopping_rounds
+            params, dtrain, dstop, n_estimators, early_stopping_rounds
         )
         oof.append(booster.predict(dval, iteration_range=(0, rounds)).astype(np.float32))
         fold_rounds.append(rounds)
-        del dtrain, dval, booster
-    rounds = final_rounds(fold_rounds, [len(tr) for tr, _ in folds], len(y))
+        del dtrain, dstop, dval, booster
+    rounds = final_rounds(fold_rounds, [len(f.fit) for f in folds], len(y))
     dfull = xgb.QuantileDMatrix(Xm, y, max_bin=max_bin, feature_names=feats)
     final = xgb.train(params, dfull, num_boost_round=max(1, rounds), verbose_eval=False)
     return {
@@ -232,7 +236,10 @@ def run_ensemble(
         "max_bin": cfg.model.max_bin,
         "nthread": 1,
     }
-    x_ref, y_ref, folds_ref = ray.put(m.features()), ray.put(m.y), ray.put(folds)
+    es_folds = early_stopping_folds(
+        folds, m.pos, m.label_end, m.slots, cfg.cv.early_stopping_fraction, cfg.embargo_bars
+    )
+    x_ref, y_ref, folds_ref = ray.put(m.features()), ray.put(m.y), ray.put(es_folds)
     memory = clamp_task_memory(
         _member_memory(m, folds, cfg.model.max_bin), max(1, int(num_cpus)), "ensemble member"
     )

@@ -227,6 +227,7 @@ def probability_of_backtest_overfitting(
     n_partitions: int = 16,
     metric: str | Metric = "sharpe",
     threshold: float = 0.0,
+    chosen: int | None = None,
 ) -> dict:
     """Probability of backtest overfitting by combinatorially symmetric cross-validation (CSCV).
 
@@ -247,6 +248,12 @@ def probability_of_backtest_overfitting(
     `mean_oos` (the winner's average metric IS and OOS); `n_splits`, `n_partitions`,
     `n_rows_used`, `n_rows_dropped`, `n_trials`. Arrays, one entry per split (for plots and
     summaries): `logits`, `is_perf`, `oos_perf`.
+
+    With `chosen` (a column: the configuration a search actually selected, on its own criterion),
+    also that configuration's record in the OOS halves: `chosen_oos_rank`, its mean relative rank
+    w (0..1, 1 = best; 0.5 = no better than the median trial), `chosen_below_median` (share of
+    splits with w <= 0.5) and `chosen_prob_oos_loss` (share of splits with its OOS metric <
+    `threshold`).
     """
     m = np.asarray(perf, dtype=np.float64)
     if m.ndim != 2:
@@ -291,7 +298,8 @@ def probability_of_backtest_overfitting(
 
     rows = np.arange(len(combos))
     n_star = np.argmax(r_is, axis=1)
-    oos_rank = stats.rankdata(r_oos, axis=1)[rows, n_star]
+    oos_ranks = stats.rankdata(r_oos, axis=1)
+    oos_rank = oos_ranks[rows, n_star]
     w = oos_rank / (n_trials + 1)
     logits = np.log(w / (1 - w))
     is_perf, oos_perf = r_is[rows, n_star], r_oos[rows, n_star]
@@ -300,7 +308,19 @@ def probability_of_backtest_overfitting(
         slope, intercept, r2 = float(fit.slope), float(fit.intercept), float(fit.rvalue**2)
     else:
         slope = intercept = r2 = float("nan")
+    extra = {}
+    if chosen is not None:
+        if not 0 <= chosen < n_trials:
+            raise ValueError(f"chosen must be a trial column in [0, {n_trials}), got {chosen}")
+        w_chosen = oos_ranks[:, chosen] / (n_trials + 1)
+        extra = {
+            "chosen": int(chosen),
+            "chosen_oos_rank": float(w_chosen.mean()),
+            "chosen_below_median": float(np.mean(w_chosen <= 0.5)),
+            "chosen_prob_oos_loss": float(np.mean(r_oos[:, chosen] < threshold)),
+        }
     return {
+        **extra,
         "pbo": float(np.mean(logits <= 0)),
         "logits": logits,
         "is_perf": is_perf,

@@ -8,6 +8,14 @@ worker's memory is one fold's quantized matrix, not the pooled floats plus every
 (issue 6; rebuilding a fold costs a fraction of boosting it). The objective is the mean
 validation log loss over the folds.
 
+Early stopping never sees the validation fold: each fold's training part is split
+(`cv.early_stopping_folds`) into the rows the booster is fit on and its last sessions
+(`cv.early_stopping_fraction`, purged and embargoed from the fit rows), on which the rounds are
+chosen; the validation fold is then scored untouched, so `cv.accuracy`, the train-validation gap
+and PBO's inputs are not flattered by the choice of rounds. Each trial also trades its
+validation predictions like the backtest (`backtest.proxy`): its per-day returns after costs
+feed PBO and the deflated Sharpe's spread of trial Sharpe ratios.
+
 `search.scheduler`: `fifo` fits every fold of every trial. `asha` races the configurations over
 the folds (successive halving, Tune's `ASHAScheduler` with the folds fitted as its time unit):
 a trial reports its running mean validation log loss after each fold and is stopped at a rung
@@ -39,7 +47,9 @@ from ray import tune
 from ray.tune.schedulers import ASHAScheduler
 from ray.tune.search.basic_variant import BasicVariantGenerator
 
+from vpt_ray.backtest.proxy import TradeProxy, trade_proxy
 from vpt_ray.config import SEARCH_PARAMS, Config, SearchSpace
+from vpt_ray.cv import EarlyStopFold, early_stopping_folds
 from vpt_ray.metrics import VAL_LOG_LOSS, classification
 from vpt_ray.resources import (
     MB,
@@ -89,18 +99,18 @@ class FoldCache:
 
     def __init__(self) -> None:
         self.token: str | None = None
-        self.held: dict[int, tuple[xgb.DMatrix, xgb.DMatrix]] = {}
+        self.held: dict[int, tuple[xgb.DMatrix, ...]] = {}
         self.bytes = 0
 
-    def get(self, token: str, k: int) -> tuple[xgb.DMatrix, xgb.DMatrix] | None:
+    def get(self, token: str, k: int) -> tuple[xgb.DMatrix, ...] | None:
         if token != self.token:  # another search: drop its matrices
             self.token, self.held, self.bytes = token, {}, 0
         return self.held.get(k)
 
-    def offer(self, k: int, pair: tuple[xgb.DMatrix, xgb.DMatrix], budget: int) -> None:
-        size = sum(xgb_matrix_bytes(d.num_row(), d.num_col()) for d in pair)
+    def offer(self, k: int, mats: tuple[xgb.DMatrix, ...], budget: int) -> None:
+        size = sum(xgb_matrix_bytes(d.num_row(), d.num_col()) for d in mats)
         if self.bytes + size <= budget:
-            self.held[k] = pair
+            self.held[k] = mats
             self.bytes += size
 
 
@@ -111,44 +121,62 @@ TRIAL_TITLE = "ray::ImplicitFunc"  # Tune's function-trainable actors, as ps sho
 def _fold_matrices(
     X: np.ndarray | SampleFile,
     y: np.ndarray,
-    tr: np.ndarray,
-    va: np.ndarray,
+    fold: EarlyStopFold,
     max_bin: int,
     nthread: int,
-) -> tuple[xgb.DMatrix, xgb.DMatrix]:
-    """One fold's quantized train and validation matrices, from an in-memory matrix or a chunk
-    at a time from the sample file (`samples.fold_dmatrix`)."""
+) -> tuple[xgb.DMatrix, xgb.DMatrix, xgb.DMatrix]:
+    """One fold's quantized fit, early-stopping and validation matrices (the last two binned on
+    the fit part's cuts), from an in-memory matrix or a chunk at a time from the sample file
+    (`samples.fold_dmatrix`)."""
     if isinstance(X, SampleFile):
-        dtrain = fold_dmatrix(X, tr, y, max_bin, nthread=nthread)
-        return dtrain, fold_dmatrix(X, va, y, max_bin, ref=dtrain, nthread=nthread)
-    dtrain = xgb.QuantileDMatrix(X[tr], y[tr], max_bin=max_bin, nthread=nthread)
-    return dtrain, xgb.QuantileDMatrix(X[va], y[va], ref=dtrain, max_bin=max_bin, nthread=nthread)
+        dfit = fold_dmatrix(X, fold.fit, y, max_bin, nthread=nthread)
+        return dfit, *(
+            fold_dmatrix(X, rows, y, max_bin, ref=dfit, nthread=nthread)
+            for rows in (fold.stop, fold.val)
+        )
+    dfit = xgb.QuantileDMatrix(X[fold.fit], y[fold.fit], max_bin=max_bin, nthread=nthread)
+    return dfit, *(
+        xgb.QuantileDMatrix(X[rows], y[rows], ref=dfit, max_bin=max_bin, nthread=nthread)
+        for rows in (fold.stop, fold.val)
+    )
 
 
 def train_early_stopped(
     params: dict,
     dtrain: xgb.DMatrix,
-    dval: xgb.DMatrix,
+    dstop: xgb.DMatrix,
     n_estimators: int,
     early_stopping_rounds: int,
 ) -> tuple[xgb.Booster, int]:
-    """Boost on `dtrain` until the validation log loss stops improving; (booster, best rounds)."""
+    """Boost on `dtrain` until the log loss on `dstop` (the early-stopping slice, never the
+    fold's validation part) stops improving; (booster, best rounds)."""
     booster = xgb.train(
         params,
         dtrain,
         num_boost_round=n_estimators,
-        evals=[(dval, "val")],
+        evals=[(dstop, "stop")],
         early_stopping_rounds=early_stopping_rounds,
         verbose_eval=False,
     )
     return booster, booster.best_iteration + 1
 
 
+def _sorted_fold(fold: EarlyStopFold | tuple) -> EarlyStopFold:
+    """The fold's row ids in the sample file's (time) order; a clear error for a plain
+    (train, validation) pair, which would early-stop on the validation part."""
+    if not isinstance(fold, EarlyStopFold):
+        raise TypeError(
+            "folds must be cv.EarlyStopFold(fit, stop, val) (see cv.early_stopping_folds), got "
+            f"{type(fold).__name__}: early stopping on the validation fold would flatter its score"
+        )
+    return EarlyStopFold(*(np.sort(part) for part in fold))
+
+
 def iter_folds(
     hp: dict,
     X: np.ndarray | SampleFile,
     y: np.ndarray,
-    folds: Folds,
+    folds: list[EarlyStopFold],
     *,
     n_estimators: int,
     early_stopping_rounds: int,
@@ -156,43 +184,50 @@ def iter_folds(
     nthread: int,
     fwd_ret: np.ndarray | None = None,
     day: np.ndarray | None = None,
+    pos: np.ndarray | None = None,
+    proxy: TradeProxy | None = None,
     cache_token: str | None = None,
     cache_bytes: int = 0,
 ) -> Iterator[tuple[dict, pd.Series | None]]:
-    """Fit one configuration fold by fold, in fold order: yields each fold's record (rounds,
-    sizes, train/validation metrics) and, with `fwd_ret` and `day`, its validation days' mean
-    pre-cost return of trading the predicted direction (else None). `X` is the feature matrix
-    or the sample file the fold indices point into (`y`, `fwd_ret`, `day` are indexed alike).
-    With `cache_token`, this process's `FoldCache` keeps fold matrices up to `cache_bytes`."""
+    """Fit one configuration fold by fold, in fold order: each booster is fit on the fold's
+    `fit` rows with its rounds chosen on the `stop` slice, then scored on `val`, which nothing
+    in the fit has seen. Yields each fold's record (rounds, sizes, fit and validation metrics)
+    and, with `proxy`, `fwd_ret`, `day` and `pos`, its validation days' portfolio return after
+    costs of trading the predictions like the backtest (`backtest.proxy`), else None. `X` is
+    the feature matrix or the sample file the fold indices point into (`y`, `fwd_ret`, `day`,
+    `pos` are indexed alike). With `cache_token`, this process's `FoldCache` keeps fold
+    matrices up to `cache_bytes`."""
     params = xgb_params(hp, nthread, max_bin)
-    for k, (tr_k, va_k) in enumerate(folds):
-        tr, va = np.sort(tr_k), np.sort(va_k)  # the sample file's (time) order
-        pair = _FOLD_CACHE.get(cache_token, k) if cache_token else None
-        if pair is None:
-            pair = _fold_matrices(X, y, tr, va, max_bin, nthread)
+    for k, fold in enumerate(folds):
+        fold = _sorted_fold(fold)  # the sample file's (time) order
+        mats = _FOLD_CACHE.get(cache_token, k) if cache_token else None
+        if mats is None:
+            mats = _fold_matrices(X, y, fold, max_bin, nthread)
             if cache_token:
-                _FOLD_CACHE.offer(k, pair, cache_bytes)
+                _FOLD_CACHE.offer(k, mats, cache_bytes)
         booster, rounds = train_early_stopped(
-            params, pair[0], pair[1], n_estimators, early_stopping_rounds
+            params, mats[0], mats[1], n_estimators, early_stopping_rounds
         )
         it = (0, rounds)
-        p_val = booster.predict(pair[1], iteration_range=it)
-        p_train = booster.predict(pair[0], iteration_range=it)
+        p_val = booster.predict(mats[2], iteration_range=it)
+        p_fit = booster.predict(mats[0], iteration_range=it)
         # the fold's matrices and booster go before the metrics' float64 copies are made, and
         # before the next fold is built (unless the fold cache keeps them)
-        del booster, pair
+        del booster, mats
+        va = fold.val
         val = classification(y[va], p_val)
         daily = None
-        if fwd_ret is not None and day is not None:
-            r = np.sign(p_val - 0.5) * fwd_ret[va]
-            daily = pd.Series(r).groupby(day[va]).mean()
-        train = classification(y[tr], p_train)
-        del p_train
+        if proxy is not None and fwd_ret is not None and day is not None and pos is not None:
+            days, ret = proxy.daily_returns(va, p_val, pos[va], fwd_ret[va], day[va])
+            daily = pd.Series(ret, index=days)
+        train = classification(y[fold.fit], p_fit)
+        del p_fit
         release_freed_memory()  # else the worker's heap keeps every fold's high-water mark
         record = {
             "fold": k,
             "rounds": rounds,
-            "train_samples": int(len(tr)),
+            "train_samples": int(len(fold.fit)),  # the rows the booster was fit on
+            "stop_samples": int(len(fold.stop)),  # the early-stopping slice
             "val_samples": int(len(va)),
             **{f"val_{m}": val[m] for m in ("accuracy", "auc", "log_loss")},
             **{f"train_{m}": train[m] for m in ("accuracy", "auc", "log_loss")},
@@ -216,13 +251,15 @@ def summarize_folds(per_fold: list[dict], daily: list[pd.Series]) -> dict:
     }
 
 
-def fit_folds(hp: dict, X: np.ndarray, y: np.ndarray, folds: Folds, **settings) -> dict:
+def fit_folds(
+    hp: dict, X: np.ndarray, y: np.ndarray, folds: list[EarlyStopFold], **settings
+) -> dict:
     """Fit one configuration on every fold; returns mean and per-fold train/validation metrics.
 
-    `settings` are `iter_folds`' keywords. With `fwd_ret` and `day` (session of each sample) it
-    also returns `val_daily`: per validation day, the mean pre-cost return of trading each
-    sample's predicted direction, which the overfitting statistics (PBO, trial Sharpe dispersion)
-    compare across trials.
+    `settings` are `iter_folds`' keywords. With `proxy`, `fwd_ret`, `day` (session of each
+    sample) and `pos` it also returns `val_daily`: per validation day, the portfolio return after
+    costs of trading the predictions like the backtest, which the overfitting statistics (PBO,
+    the trials' Sharpe spread in the deflated Sharpe) compare across trials.
     """
     per_fold, daily = [], []
     for record, d in iter_folds(hp, X, y, folds, **settings):
@@ -241,7 +278,11 @@ def _mean_by_day(daily: list[pd.Series]) -> list[list[float]]:
 
 
 def _trainable(
-    config: dict, samples: SampleFile, folds: Folds, settings: dict, race: bool = False
+    config: dict,
+    samples: SampleFile,
+    folds: list[EarlyStopFold],
+    settings: dict,
+    race: bool = False,
 ) -> None:
     """One trial. Racing (ASHA) reports the running mean validation log loss after every fold
     but the last, so the scheduler can stop it there (Tune then ends this thread inside
@@ -251,9 +292,9 @@ def _trainable(
     The fold indices point into `samples`, read from this node's disk (`SampleFile.local`)."""
     cpu0 = time.process_time()
     settings = dict(settings)
-    X, y, fwd_ret, day = _worker_samples(samples, settings.pop("slots"))
+    X, y, fwd_ret, day, pos = _worker_samples(samples, settings.pop("slots"))
     per_fold, daily = [], []
-    for record, d in iter_folds(config, X, y, folds, fwd_ret=fwd_ret, day=day, **settings):
+    for record, d in iter_folds(config, X, y, folds, fwd_ret=fwd_ret, day=day, pos=pos, **settings):
         per_fold.append(record)
         if d is not None:
             daily.append(d)
@@ -272,15 +313,17 @@ def _trainable(
 
 def _worker_samples(
     samples: SampleFile, slots: int
-) -> tuple[SampleFile, np.ndarray, np.ndarray, np.ndarray]:
-    """The sample file on this node and its label, forward-return and session columns, kept
-    per worker process between trials (~12 bytes a sample; the features stay on disk)."""
+) -> tuple[SampleFile, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The sample file on this node and its label, forward-return, session and clock-position
+    columns, kept per worker process between trials (~20 bytes a sample; the features stay on
+    disk)."""
     key = (samples.rule.key(), samples.rows)
     if key not in _WORKER_SAMPLES:
         _WORKER_SAMPLES.clear()  # another run's
         local = samples.local()
-        day = (local.column("pos") // slots).astype(np.int32)
-        _WORKER_SAMPLES[key] = (local, local.column("y"), local.column("fwd_ret"), day)
+        pos = local.column("pos")
+        day = (pos // slots).astype(np.int32)
+        _WORKER_SAMPLES[key] = (local, local.column("y"), local.column("fwd_ret"), day, pos)
     return _WORKER_SAMPLES[key]
 
 
@@ -321,7 +364,7 @@ class SearchResult:
     best: dict  # fit_folds() output of the best trial
     trials: pd.DataFrame  # one row per trial, completed best first, then the stopped ones
     fold_scores: np.ndarray  # (n_folds, n_completed) validation log loss, same trial order
-    daily_perf: pd.DataFrame  # (validation days, n_completed) pre-cost direction return
+    daily_perf: pd.DataFrame  # (validation days, n_completed) after-cost return (backtest.proxy)
     info: dict = field(default_factory=dict)
 
     @property
@@ -359,9 +402,12 @@ def run_search(
     storage: Path | str,
     num_cpus: int,
     storage_filesystem: object | None = None,  # a pyarrow.fs.FileSystem: gs:// (vpt_ray.storage)
+    prices: list[float | None] | None = None,
 ) -> SearchResult:
     """Search `cfg.search.num_samples` configurations within the time budget; best by val loss
-    among the trials that fitted every fold."""
+    among the trials that fitted every fold. Each fold's training part is split for early
+    stopping (`cv.early_stopping_folds`); `prices` (each ticker code's median training close)
+    set the commissions of the trials' after-cost validation returns (`backtest.proxy`)."""
     cpus = min(cfg.search.cpus_per_trial, max(1, num_cpus))
     if cpus < cfg.search.cpus_per_trial:  # a trial asking for more CPUs than Ray has never runs
         log.info(
@@ -381,10 +427,17 @@ def run_search(
     if m.samples is None:
         raise ValueError("run_search needs the samples on disk (store.load_samples)")
     rows = m.sample_rows()  # fold indices -> rows of the sample file, int32 in the object store
-    file_folds = [(rows[tr].astype(np.int32), rows[va].astype(np.int32)) for tr, va in folds]
+    es_folds = early_stopping_folds(
+        folds, m.pos, m.label_end, m.slots, cfg.cv.early_stopping_fraction, cfg.embargo_bars
+    )
+    file_folds = [EarlyStopFold(*(rows[part].astype(np.int32) for part in f)) for f in es_folds]
+    ticker_by_row = np.zeros(m.samples.rows, dtype=np.int16)
+    ticker_by_row[rows] = m.ticker
+    n_codes = int(m.ticker.max()) + 1 if len(m) else 1
+    settings["proxy"] = trade_proxy(cfg, ticker_by_row, list(prices or [None] * n_codes))
     concurrent = max(1, num_cpus // cpus)
     memory = trial_bytes(
-        max(len(tr) + len(va) for tr, va in folds), len(m.feature_names), m.samples.rows
+        max(sum(map(len, f)) for f in es_folds), len(m.feature_names), m.samples.rows
     ) + min(
         settings["cache_bytes"],
         xgb_matrix_bytes(sum(map(len, sum(folds, ()))), 1) * len(m.feature_names),

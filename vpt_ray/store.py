@@ -120,6 +120,10 @@ def ticker_features(cfg: Config, td: TickerData, out_path: storage.Location) -> 
         "train_bars": int(train.sum()),
         "test_bars": int(test.sum()),
         "synthetic": td.synthetic,
+        # the price level the search's after-cost validation returns charge commissions at
+        "median_close": float(np.median(bars["close"].to_numpy()[train.to_numpy()]))
+        if train.any()
+        else None,
     }
 
 

@@ -15,11 +15,24 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "config"
 BAR_SIZES = ("1min", "5min", "15min", "30min", "60min", "1day")
 SOURCES = ("local", "gcs", "polygon", "synthetic")
+
+
+def get_close(word: str, options: list[str]) -> list[str]:
+    """At most one close match of `word` among `options` (for "did you mean" hints)."""
+    return difflib.get_close_matches(word, options, n=1)
 
 
 class ConfigError(ValueError):
@@ -85,12 +98,45 @@ class SyntheticConfig(_Section):
 class FeaturesConfig(_Section):
     windows: list[int] = Field(default_factory=lambda: [5, 15, 60], min_length=1)
     dtype: Literal["float32", "float64"] = "float32"
+    include: list[str] | None = None  # the model's features (None: every feature built)
 
     @model_validator(mode="after")
     def _check(self) -> FeaturesConfig:
         if any(w < 2 for w in self.windows):
             raise ValueError("features.windows must all be >= 2 bars")
         return self
+
+    @field_validator("include")
+    @classmethod
+    def _check_include(cls, include: list[str] | None, info: ValidationInfo) -> list[str] | None:
+        if include is None:
+            return None
+        from vpt_ray.features import feature_names  # pure; imported late (pandas, calendars)
+
+        windows = info.data.get("windows") or [5, 15, 60]
+        known = feature_names(windows)
+        if not include:
+            raise ValueError("empty: list at least one feature, or null for all")
+        bad = [f for f in include if f not in known]
+        if bad:
+            said = ", ".join(
+                repr(f) + "".join(f" (did you mean {h!r}?)" for h in get_close(f, known))
+                for f in bad
+            )
+            raise ValueError(
+                f"unknown feature(s) {said}; the features built with windows {windows} are: "
+                + ", ".join(known)
+            )
+        if len(set(include)) != len(include):
+            raise ValueError(f"has duplicates: {include}")
+        return include
+
+    def model_features(self) -> list[str]:
+        """The features the model trains and predicts on, in the feature store's order."""
+        from vpt_ray.features import feature_names
+
+        names = feature_names(self.windows)
+        return names if self.include is None else [f for f in names if f in set(self.include)]
 
 
 class LabelsConfig(_Section):
@@ -105,6 +151,7 @@ class CvConfig(_Section):
     min_train_fraction: float = Field(0.3, gt=0, lt=1)
     n_test_groups: int = Field(2, ge=1, le=19)
     sample_days: int | None = Field(None, ge=1)
+    early_stopping_fraction: float = Field(0.2, gt=0, lt=1)
 
     @model_validator(mode="after")
     def _check(self) -> CvConfig:
@@ -263,6 +310,10 @@ class DecisionConfig(_Section):
     max_train_val_gap: float = Field(0.05, ge=0)
     max_pbo: float = Field(0.5, ge=0, le=1)
     min_dsr: float = Field(0.95, ge=0, le=1)
+    min_trials_for_pbo: int = Field(8, ge=2)
+    max_prob_oos_loss: float = Field(0.5, ge=0, le=1)
+    stop_se: float = Field(2.0, ge=0)
+    optimize_se: float = Field(1.0, ge=0)
 
 
 class PathsConfig(_Section):

@@ -254,8 +254,42 @@ def stage_spans(stages: dict[str, float], end_s: float) -> list[tuple[str, float
     return list(reversed(spans))
 
 
+_IF_FAILS = {
+    "stop": "stop",
+    "optimize": "optimize",
+    "advance": "advance",
+    "info": "sign of overfitting (stops only if confirmed out of sample)",
+}
+
+
+def _rules_from_checks(checks: list[dict]) -> pd.DataFrame:
+    """The decision's own checks (`vpt_ray.decision`): figure, SE, threshold, outcome."""
+    out = []
+    for c in checks:
+        if c["rule"] == "overfitting":
+            out.append({"rule": "overfitting (a sign confirmed out of sample)", "needs": "none",
+                        "value": None, "SE": None, "passed": not c["fired"],
+                        "if it fails": "stop (overfitting)"})  # fmt: skip
+            continue
+        passed = c["fired"] if c["effect"] == "advance" else not c["fired"]
+        threshold = c.get("threshold")
+        op = ">" if c["effect"] == "advance" else "<="
+        op = ">=" if c["rule"].startswith("deflated") else op
+        out.append(
+            {"rule": c["rule"], "needs": "n/a" if threshold is None else f"{op} {threshold:g}",
+             "value": c.get("figure"), "SE": c.get("se"),
+             "passed": passed if c.get("decisive", True) else None,
+             "if it fails": _IF_FAILS[c["effect"]]}
+        )  # fmt: skip
+    return pd.DataFrame(out)
+
+
 def decision_rules(metrics: dict, config: dict) -> pd.DataFrame:
-    """The decision rules with their threshold, this run's figure and whether it passed."""
+    """The decision rules with their threshold, this run's figure and whether it passed (from
+    the decision's own checks when the run recorded them)."""
+    checks = (metrics.get("decision") or {}).get("checks")
+    if checks:
+        return _rules_from_checks(checks)
     rules = config.get("decision", {})
     hw = config.get("hardware", {})
     oos, bt, cv = metrics.get("oos", {}), metrics.get("backtest", {}), metrics.get("cv", {})

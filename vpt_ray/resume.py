@@ -151,7 +151,8 @@ def feature_shape(cfg: Config) -> dict:
         "start": data["start"],
         "end": data["end"],
         "backtest": [d["backtest"]["start"], d["backtest"]["end"]],
-        "features": d["features"],
+        # the store builds every feature whatever the model uses (`features.include`)
+        "features": {k: v for k, v in d["features"].items() if k != "include"},
         "labels": d["labels"],
     }
 
@@ -176,6 +177,7 @@ def search_key(cfg: Config, feature_keys: dict[str, str]) -> str:
             "v": CACHE_VERSION,
             "features": [feature_keys[t] for t in feature_keys],
             "shape": feature_shape(cfg),
+            "include": d["features"]["include"],
             "cv": d["cv"],
             "search": d["search"],
             "model": model,
@@ -317,7 +319,9 @@ def search(
         cached.trials.to_parquet(work_dir / "trials.parquet")
         cached.daily_perf.rename(columns=str).to_parquet(work_dir / "trials_daily.parquet")
         return cached, True
-    result = stages.search(cfg, m, folds, work_dir, num_cpus, tune_storage=tune_storage)
+    result = stages.search(
+        cfg, m, folds, work_dir, num_cpus, tune_storage=tune_storage, store=store
+    )
     with contextlib.suppress(OSError):
         save_search(path, result)
         log.info("search: cached in %s", path)

@@ -25,7 +25,7 @@ from vpt_ray.cv import CombinatorialPurgedCV, PurgedWalkForward
 from vpt_ray.data import chain
 from vpt_ray.data.chain import TickerData
 from vpt_ray.decision import decide
-from vpt_ray.features import clock_slots, feature_names, session_of
+from vpt_ray.features import clock_slots, session_of
 from vpt_ray.honesty import overfitting_section
 from vpt_ray.html_report import write_html_report
 from vpt_ray.metrics import classification
@@ -38,6 +38,7 @@ from vpt_ray.run import RunContext, git_commit, package_versions
 from vpt_ray.search import SearchResult, run_search
 from vpt_ray.store import Matrix, build_store, load_matrix, load_samples
 from vpt_ray.train import final_rounds, fit_final, save_model, training_rows
+from vpt_ray.uncertainty import accuracy_se, effective_samples, mean_accuracy_se
 from vpt_ray.universe import resolve_universe
 
 log = logging.getLogger("vpt_ray.stages")
@@ -158,7 +159,7 @@ def make_folds(
     """Pooled training samples and purged walk-forward folds over the training period. With
     `samples_dir` the features go to a sample file there and the driver keeps the per-sample
     index only (`store.load_samples`); else they are loaded into memory."""
-    names = feature_names(cfg.features.windows)
+    names = cfg.features.model_features()
     slots = clock_slots(cfg.data.bar_minutes)
     window = (store, names, cfg.data.start, cfg.data.end, cfg.labels.stride, slots)
     m = load_samples(*window, samples_dir) if samples_dir else load_matrix(*window)
@@ -194,11 +195,15 @@ def search(
     work_dir: Path,
     num_cpus: float,
     tune_storage: storage.Location | None = None,
+    store: dict[str, dict] | None = None,
 ) -> SearchResult:
-    """The search on the full training matrix, or on `search.sample_days` sampled sessions."""
+    """The search on the full training matrix, or on `search.sample_days` sampled sessions.
+    `store` (the feature store's summaries) gives each ticker's price level for the trials'
+    after-cost validation returns."""
     m, folds = search_sample(cfg, m, folds)
     path, fs = storage.tune_storage(work_dir if tune_storage is None else tune_storage)
-    result = run_search(cfg, m, folds, path, int(num_cpus), storage_filesystem=fs)
+    prices = [s.get("median_close") for s in store.values()] if store else None
+    result = run_search(cfg, m, folds, path, int(num_cpus), storage_filesystem=fs, prices=prices)
     log.info(
         "search: %d trials (%d fitted every fold), best val log loss %.5f, val accuracy %.4f",
         len(result.trials),
@@ -330,7 +335,12 @@ def assemble_metrics(
     folds_detail = best["folds"]
     peak = round(sampler.peak_gb, 3)
     previous = tracker.previous_phase_row(ctx.tracker_path, cfg.phase)
-    overfit = overfitting_section(result, bt["equity"])
+    se = standard_errors(cfg, best, bt["oos"])
+    overfit = overfitting_section(
+        result, bt["equity"], capital=cfg.backtest.capital, cv_overlap=se["cv_overlap"]
+    )
+    se["sharpe_se"] = overfit["sharpe_se"]
+    se["train_val_gap_se"] = overfit["train_val_gap_se"]
     decision = decide(
         cfg.decision,
         cfg.hardware,
@@ -338,9 +348,14 @@ def assemble_metrics(
         sharpe=bt["stats"]["sharpe"],
         train_val_gap=best["train_val_gap"],
         peak_memory_gb=peak,
-        pbo=overfit["pbo"],
         dsr=overfit["dsr"],
         previous=previous,
+        oos_accuracy_se=se["oos_accuracy_se"],
+        sharpe_se=se["sharpe_se"],
+        train_val_gap_se=se["train_val_gap_se"],
+        cv_accuracy=best["val_accuracy"],
+        cv_accuracy_se=se["cv_accuracy_se"],
+        overfitting=overfit,
     )
     sources = {o["source"] for td in data.tickers.values() for o in td.origins}
     return {
@@ -376,6 +391,13 @@ def assemble_metrics(
             "log_loss": best["val_log_loss"],
             "train_accuracy": best["train_accuracy"],
             "train_val_gap": best["train_val_gap"],
+            "accuracy_se": se["cv_accuracy_se"],
+            "train_val_gap_se": se["train_val_gap_se"],
+            "early_stopping": (
+                f"rounds chosen on the last {cfg.cv.early_stopping_fraction:.0%} of each training "
+                "fold's sessions (purged and embargoed from the rows fitted); validation folds "
+                "scored untouched; train accuracy is on the rows fitted"
+            ),
             "samples": len(m),
             "sample_days": cfg.cv.sample_days,  # null = every session of the training period
             "sessions": int(len(np.unique(m.pos // m.slots))),
@@ -389,8 +411,9 @@ def assemble_metrics(
             "table": result.trials.head(50).to_dict(orient="records"),
         },
         "overfitting": overfit,
-        "oos": bt["oos"],
-        "backtest": {**bt["stats"], "per_ticker": bt["per_ticker"]},
+        "oos": {**bt["oos"], "accuracy_se": se["oos_accuracy_se"]},
+        "backtest": {**bt["stats"], "sharpe_se": se["sharpe_se"], "per_ticker": bt["per_ticker"]},
+        "standard_errors": se,
         # synthetic runs: the known-truth ruler, on the tickers backtested
         "oracle": oracle_section(cfg, bt["data"], bt["store"], bt),
         "resources": {
@@ -405,6 +428,27 @@ def assemble_metrics(
         "model_dir": str(ctx.model_dir),
         "git_commit": git_commit(),
         "config_fingerprint": cfg.fingerprint(),
+    }
+
+
+def standard_errors(cfg: Config, best: dict, oos: dict) -> dict:
+    """The SEs of CV and OOS accuracy (binomial on effective samples: labels overlap, see
+    `vpt_ray.uncertainty`); the Sharpe and gap SEs are added from the overfitting section."""
+    cv_overlap = effective_samples(1, cfg.labels.stride, cfg.labels.horizon)
+    oos_eff = effective_samples(int(oos["samples"]), 1, cfg.labels.horizon)
+    folds = best["folds"]
+    return {
+        "method": (
+            "accuracy: binomial on effective samples (one per labels.horizon bars of a ticker); "
+            "Sharpe: Mertens (2002) on daily returns, annualized; gap: binomial SEs of its two "
+            "accuracies per fold"
+        ),
+        "cv_overlap": cv_overlap,
+        "oos_effective_samples": oos_eff,
+        "oos_accuracy_se": accuracy_se(oos["accuracy"], oos_eff),
+        "cv_accuracy_se": mean_accuracy_se(
+            [f["val_accuracy"] for f in folds], [f["val_samples"] * cv_overlap for f in folds]
+        ),
     }
 
 
@@ -459,5 +503,12 @@ def print_summary(m: dict) -> None:
         print(f"  {k:<{width}}  {v}")
     for r in m["decision"]["reasons"]:
         print(f"  {'':<{width}}  - {r}")
+    if m.get("optimized_from"):
+        print(f"  {'optimized':<{width}}  {m['optimized_from']['summary']}")
+    opt = m.get("optimize") or {}
+    if opt.get("file"):
+        print(f"  {'optimize':<{width}}  reduced config {opt['file']}: {opt['command']}")
+    elif opt.get("error"):
+        print(f"  {'optimize':<{width}}  no reduced config: {opt['error']}")
     print(f"  {'report':<{width}}  {m['model_dir'].replace('models', 'reports')}/summary.md")
     print()

@@ -43,6 +43,14 @@ def row_from_metrics(metrics: dict) -> dict:
     notes = [f"verdict: {metrics['decision']['verdict']}"]
     if metrics["data"]["synthetic"]:
         notes.insert(0, "SYNTHETIC data")
+    if metrics.get("optimized_from"):
+        o = metrics["optimized_from"]
+        notes.append(
+            f"optimized from {o['run_id']}: "
+            + ("recovered" if o["recovered"] else "did not recover")
+        )
+    if (metrics.get("optimize") or {}).get("file"):
+        notes.append(f"reduced config: {metrics['optimize']['file']}")
     return {
         "phase": metrics["phase"],
         "run_id": metrics["run_id"],
@@ -53,9 +61,11 @@ def row_from_metrics(metrics: dict) -> dict:
         "cv_auc": cv["auc"],
         "cv_log_loss": cv["log_loss"],
         "accuracy": metrics["oos"]["accuracy"],
+        "accuracy_se": metrics["oos"].get("accuracy_se"),  # the next phase's "optimize" rule
         "trades": bt["trades"],
         "total_return": bt["total_return"],
         "sharpe": bt["sharpe"],
+        "sharpe_se": bt.get("sharpe_se"),
         "max_drawdown": bt["max_drawdown"],
         "win_rate": bt["win_rate"],
         "notes": "; ".join(notes + metrics["decision"]["reasons"][:1]),

@@ -40,7 +40,7 @@ import xgboost as xgb
 
 from vpt_ray import storage
 from vpt_ray.config import Config
-from vpt_ray.features import clock_slots, complete_rows, feature_names
+from vpt_ray.features import clock_slots, complete_rows
 from vpt_ray.run import atomic_dir, write_json_atomic, write_text_atomic
 from vpt_ray.samples import calendar_months
 from vpt_ray.search import xgb_params
@@ -122,7 +122,7 @@ def training_rows(cfg: Config, store: dict[str, dict]) -> TrainingRows:
     to apply `features.complete_rows`, then dropped)."""
     from vpt_ray.stages import sample_days_mask  # stages imports this module
 
-    names = feature_names(cfg.features.windows)
+    names = cfg.features.model_features()
     slots = clock_slots(cfg.data.bar_minutes)
     rows = TrainingRows(
         paths=tuple(s["path"] for s in store.values()),

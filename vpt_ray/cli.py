@@ -82,12 +82,18 @@ def run_cli(args: argparse.Namespace, stop_after: str | None = None) -> int:
         )
         if phase is not None and config is not None:
             cfg = cfg.model_copy(update={"phase": phase})
+        origin = None
+        if getattr(args, "optimize", None):
+            from vpt_ray.optimize import optimized_config
+
+            cfg, origin = optimized_config(cfg, args.optimize, args.overrides)
         out = run_phase(
             cfg,
             run_id=args.run_id,
             stop_after=stop_after,
             sample_days=getattr(args, "sample_days", None),
             force=getattr(args, "force", False),
+            optimized_from=origin,
         )
     except BaseException as exc:  # noqa: BLE001 - translated to an exit code below
         if (code := user_error_exit(exc)) is not None:

@@ -22,7 +22,7 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from vpt_ray import ensemble, memory_stop, resume, stages
+from vpt_ray import ensemble, memory_stop, optimize, resume, stages
 from vpt_ray.config import Config, ConfigError
 from vpt_ray.resources import MemorySampler, init_ray
 from vpt_ray.run import RunContext, new_run_id, setup_logging
@@ -46,11 +46,15 @@ def run_phase(
     stop_after: str | None = None,
     sample_days: int | None = None,
     force: bool = False,
+    optimized_from: dict | None = None,
 ) -> dict:
     """Run the pipeline; returns metrics.json's content (or the model summary if stop_after).
 
     A memory stop returns the stop's metrics (verdict "stop", `status` "STOPPED") instead of
-    raising; any other failure marks the run FAILED and raises.
+    raising; any other failure marks the run FAILED and raises. An "optimize" or "stop:
+    overfitting" verdict writes a reduced configuration next to the report (`vpt_ray.optimize`);
+    `optimized_from` (`optimize.optimized_config`) is the run this one applies it to, which the
+    report compares it with.
     """
     cfg = with_sample_days(cfg, sample_days)
     ctx = RunContext(cfg, run_id or new_run_id(cfg))
@@ -128,6 +132,16 @@ def run_phase(
         }
         if ens is not None:
             metrics["ensemble"] = ensemble.comparison(ens_info, backtest, ens_bt)
+        if optimized_from is not None:
+            metrics["optimized_from"] = optimize.comparison(
+                optimized_from, metrics, cfg.decision.optimize_se
+            )
+        if optimize.wanted(metrics["decision"]):  # the verdict acted on: a reduced config
+            with ctx.stage("optimize"):
+                metrics["optimize"] = optimize.run_reduction_safely(
+                    cfg, ctx, store, matrix, folds, search, int(ray_info["num_cpus"]),
+                    metrics["decision"],
+                )  # fmt: skip
         with ctx.stage("report"):
             stages.write_outputs(cfg, ctx, metrics, backtest)
         ctx.publish_model()
@@ -171,6 +185,14 @@ def main(argv: list[str] | None = None) -> int:
         "--force",
         action="store_true",
         help="recompute the feature store and the search even if the resume cache holds them",
+    )
+    parser.add_argument(
+        "--optimize",
+        default=None,
+        metavar="RUN_ID",
+        help="run the phase with the reduced configuration that RUN_ID's 'optimize' or 'stop: "
+        "overfitting' verdict wrote (its config + optimized.yaml, then --set); the report and "
+        "the tracker compare the two runs and say whether it recovered",
     )
     args = parser.parse_args(argv)
     return run_cli(args)

@@ -110,11 +110,13 @@ def summary_markdown(m: dict) -> str:
         f"- Resources: peak memory {res['peak_memory_gb']:.2f} GB, "
         f"wall {res['wall_seconds']:.0f} s; stages {res['stages']}",
         *_ensemble_lines(m.get("ensemble")),
+        *([f"- {m['optimized_from']['summary']}"] if m.get("optimized_from") else []),
         "",
         f"## Decision: {m['decision']['verdict'].upper()}",
         "",
         *[f"- {r}" for r in m["decision"]["reasons"]],
         "",
+        *_optimize_lines(m.get("optimize")),
         "## Per ticker",
         "",
         "| Ticker | Trades | Total Return | Sharpe | Max DD | Win Rate |",
@@ -126,6 +128,31 @@ def summary_markdown(m: dict) -> str:
             f"{pct(s['max_drawdown'])} | {pct(s['win_rate'])} |"
         )
     return "\n".join(lines) + "\n"
+
+
+def _optimize_lines(o: dict | None) -> list[str]:
+    """The reduced configuration an optimize / overfitting-stop verdict wrote."""
+    if not o:
+        return []
+    if "error" in o:
+        return ["## Optimize: no reduced configuration", "", f"- failed: {o['error']}", ""]
+    top = ", ".join(
+        f"{r['feature']} {r['importance']:+.5f}"
+        for r in o["importance"][: min(8, len(o["features"]))]
+    )
+    return [
+        "## Optimize: reduced configuration",
+        "",
+        f"- {o['rule']}.",
+        f"- Full feature set: CV log loss {num(o['reference_log_loss'], 5)} (SE "
+        f"{num(o['reference_se'], 5)}); chosen: {num(o['chosen_log_loss'], 5)}",
+        f"- Features {len(o['features_before'])} -> {len(o['features'])}, max_depth "
+        f"{o['max_depth_before']} -> {o['max_depth']}, n_estimators {o['n_estimators_before']} "
+        f"-> {o['n_estimators']}; most important (permutation, rise in log loss): {top}",
+        f"- Written to {o['file']}: `{o['command']}`"
+        + (f" ({o['note']})" if o.get("note") else ""),
+        "",
+    ]
 
 
 def _ensemble_lines(e: dict | None) -> list[str]:

@@ -197,31 +197,60 @@ def write_samples(rule: SampleRule, out_dir: Path) -> tuple[dict[str, np.ndarray
     return joined, SampleFile(out_dir, rows, rule)
 
 
+def row_chunks(
+    samples: SampleFile, rows: np.ndarray, columns: list[int] | None = None
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """(row ids, float32 features) of the sorted sample rows `rows`, one chunk of the file at a
+    time (only `columns` when given)."""
+    first, last = (int(rows[0]), int(rows[-1]) + 1) if len(rows) else (0, 0)
+    for lo in range(first, last, CHUNK_ROWS):
+        hi = min(last, lo + CHUNK_ROWS)
+        a, b = np.searchsorted(rows, [lo, hi])
+        if b > a:
+            ids = rows[a:b]
+            X = samples.read(lo, hi)[ids - lo]
+            yield ids, (X if columns is None else X[:, columns])
+
+
+def read_rows(
+    samples: SampleFile, rows: np.ndarray, columns: list[int] | None = None
+) -> np.ndarray:
+    """The features of the sorted sample rows `rows` (only `columns` when given), in memory."""
+    parts = [X for _, X in row_chunks(samples, rows, columns)]
+    width = samples.n_features if columns is None else len(columns)
+    return np.concatenate(parts) if parts else np.empty((0, width), np.float32)
+
+
 class RowBatches(xgb.DataIter):
     """Batches of the sample file's rows `rows` (sorted ids) for `QuantileDMatrix`, one chunk of
-    the file at a time; XGBoost reads the iterator several times, every pass the same batches."""
+    the file at a time (only `columns` when given); XGBoost reads the iterator several times,
+    every pass the same batches."""
 
-    def __init__(self, samples: SampleFile, rows: np.ndarray, labels: np.ndarray):
+    def __init__(
+        self,
+        samples: SampleFile,
+        rows: np.ndarray,
+        labels: np.ndarray,
+        columns: list[int] | None = None,
+    ):
         super().__init__(release_data=True)
-        self._s, self._rows, self._y = samples, rows, labels
-        first, last = (int(rows[0]), int(rows[-1]) + 1) if len(rows) else (0, 0)
-        self._chunks = [(lo, min(last, lo + CHUNK_ROWS)) for lo in range(first, last, CHUNK_ROWS)]
-        self._i = 0
+        self._s, self._rows, self._y, self._cols = samples, rows, labels, columns
+        names = list(samples.rule.names)
+        self._names = names if columns is None else [names[j] for j in columns]
+        self._it: Iterator[tuple[np.ndarray, np.ndarray]] | None = None
 
     def next(self, input_data: Callable) -> bool:
-        while self._i < len(self._chunks):
-            lo, hi = self._chunks[self._i]
-            self._i += 1
-            a, b = np.searchsorted(self._rows, [lo, hi])
-            if b > a:
-                ids = self._rows[a:b]
-                X = self._s.read(lo, hi)[ids - lo]
-                input_data(data=X, label=self._y[ids], feature_names=list(self._s.rule.names))
-                return True
-        return False
+        if self._it is None:
+            self._it = row_chunks(self._s, self._rows, self._cols)
+        batch = next(self._it, None)
+        if batch is None:
+            return False
+        ids, X = batch
+        input_data(data=X, label=self._y[ids], feature_names=self._names)
+        return True
 
     def reset(self) -> None:
-        self._i = 0
+        self._it = None
 
 
 def fold_dmatrix(
@@ -231,7 +260,10 @@ def fold_dmatrix(
     max_bin: int,
     ref: xgb.QuantileDMatrix | None = None,
     nthread: int | None = None,
+    columns: list[int] | None = None,
 ) -> xgb.QuantileDMatrix:
     """A `QuantileDMatrix` of the sample rows `rows` (any order: they are sorted, which is the
-    pooled matrix's time order), built a chunk at a time; with `ref`, binned on its cuts."""
-    return xgb.QuantileDMatrix(RowBatches(samples, np.sort(rows), labels), max_bin=max_bin, ref=ref)
+    pooled matrix's time order), built a chunk at a time (only `columns` when given); with
+    `ref`, binned on its cuts."""
+    batches = RowBatches(samples, np.sort(rows), labels, columns)
+    return xgb.QuantileDMatrix(batches, max_bin=max_bin, ref=ref)

@@ -79,19 +79,6 @@ def test_planted_signal_is_found(planted):
     assert m["oos"]["auc"] > 0.54, m["oos"]
 
 
-def test_null_market_shows_no_edge(ray_session, tmp_path):
-    m = _run(
-        tmp_path,
-        "data.start=2023-09-01",
-        "data.end=2024-02-29",
-        "synthetic.signal_strength=0",
-        run_id="null",
-    )
-    assert m["oos"]["samples"] > 10_000
-    assert abs(m["oos"]["accuracy"] - 0.5) < 0.02, m["oos"]
-    assert m["decision"]["verdict"] != "advance"
-
-
 def test_tracker_keeps_one_row_per_phase(planted, tmp_path):
     _, m = planted
     path = tmp_path / "T.md"

@@ -36,6 +36,7 @@ import dataclasses
 import json
 import logging
 import math
+import shutil
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -287,8 +288,11 @@ def run_reduction(
     decision: dict,
 ) -> dict:  # fmt: skip
     """Reduce, write `optimized.yaml` into the run's report dir; metrics.json's `optimize`."""
-    data = fold_data(cfg, store, m, folds, ctx.work_dir)
-    overlay, section = reduce(cfg, data, result, nthread)
+    try:
+        data = fold_data(cfg, store, m, folds, ctx.work_dir)
+        overlay, section = reduce(cfg, data, result, nthread)
+    finally:  # the every-feature sample file, when the run used a subset: scratch
+        shutil.rmtree(ctx.work_dir / "samples_all", ignore_errors=True)
     path = write_optimized(ctx.report_dir, ctx.run_id, cfg.phase, decision["verdict"], section)
     section["file"] = str(ctx.report_location / path.name)
     section["command"] = f"python -m vpt_ray.phase {cfg.phase} --optimize {ctx.run_id}"
@@ -318,21 +322,24 @@ def optimized_config(base: Config, run_id: str, overrides: list[str]) -> tuple[C
     what the run is compared with (`origin`)."""
     root = Path.cwd()
     report = storage.parse(base.paths.artifacts, root, base.gcs) / "reports" / run_id
-    files = {n: report / n for n in ("config.yaml", OPTIMIZED_FILE, "metrics.json")}
-    missing = [n for n, p in files.items() if not storage.exists(p)]
+    files = {n: report / n for n in ("config.yaml", "metrics.json", OPTIMIZED_FILE)}
+    missing = [n for n in ("config.yaml", "metrics.json") if not storage.exists(files[n])]
     if missing:
-        hint = (
-            "its verdict was not optimize or stop: overfitting, so no reduced configuration "
-            "was written"
-            if missing == [OPTIMIZED_FILE]
-            else "is it a finished run under paths.artifacts?"
+        raise ConfigError(
+            f"--optimize {run_id}: {report} has no {', '.join(missing)}: is it a finished run "
+            "under paths.artifacts?"
         )
-        raise ConfigError(f"--optimize {run_id}: {report} has no {', '.join(missing)}: {hint}")
     metrics = json.loads(storage.read_text(files["metrics.json"]))
     if metrics.get("phase") != base.phase:
         raise ConfigError(
             f"--optimize {run_id}: that run is phase {metrics.get('phase')}, not {base.phase}: "
             f"run `python -m vpt_ray.phase {metrics.get('phase')} --optimize {run_id}`"
+        )
+    if not storage.exists(files[OPTIMIZED_FILE]):
+        raise ConfigError(
+            f"--optimize {run_id}: {report} has no {OPTIMIZED_FILE}: its verdict was "
+            f"{metrics['decision']['verdict']}, not optimize or stop: overfitting, so no reduced "
+            "configuration was written"
         )
     resolved = yaml.safe_load(storage.read_text(files["config.yaml"])) or {}
     overlay = yaml.safe_load(storage.read_text(files[OPTIMIZED_FILE])) or {}

@@ -78,3 +78,18 @@ def test_distributed_backend_is_accepted_and_unknown_backends_are_not():
     assert (cfg.model.backend, cfg.model.num_workers) == ("distributed", 3)
     with pytest.raises(ConfigError, match="model.backend"):
         load_config(1, overrides=["model.backend=dask"])
+
+
+def test_features_include_is_checked_against_the_features_built():
+    cfg = load_config(1, overrides=["features.include=[vol_z_5,ret_1]"])
+    assert cfg.features.model_features() == ["ret_1", "vol_z_5"]  # the store's order
+    assert len(load_config(1).features.model_features()) == 36
+    with pytest.raises(ConfigError, match=r"features.include .*'vol_z_7' \(did you mean 'vol_z_5'"):
+        load_config(1, overrides=["features.include=[vol_z_7]"])
+    with pytest.raises(ConfigError, match="features.include .*empty"):
+        load_config(1, overrides=["features.include=[]"])
+    # a feature of another window set is unknown with these windows
+    with pytest.raises(ConfigError, match="'ret_30'"):
+        load_config(1, overrides=["features.include=[ret_30]"])
+    ok = load_config(1, overrides=["features.windows=[10,30]", "features.include=[ret_30]"])
+    assert ok.features.model_features() == ["ret_30"]

@@ -89,14 +89,17 @@ def test_keys_follow_what_shapes_the_output(tmp_path, workspace):
     for change in ("features.windows=[5,30]", "labels.horizon=10", "data.bar=5min"):
         assert resume.features_key(with_(change), "AAA", bars) != key, change
     # ... what only shapes the search does not
-    for change in ("search.num_samples=5", "cv.n_splits=3", "model.max_bin=64"):
+    # (the store builds every feature, whichever the model uses: features.include)
+    for change in ("search.num_samples=5", "cv.n_splits=3", "model.max_bin=64",
+                   "features.include=[ret_1]"):  # fmt: skip
         assert resume.features_key(with_(change), "AAA", bars) == key, change
     other = _bars(tmp_path, "AAA2", b"bars v2")
     assert resume.features_key(base, "AAA", other) != key  # other bytes, other key
 
     fkeys = {"AAA": key}
     skey = resume.search_key(base, fkeys)
-    for change in ("search.num_samples=5", "cv.n_splits=3", "model.max_bin=64", "cv.sample_days=9"):
+    for change in ("search.num_samples=5", "cv.n_splits=3", "model.max_bin=64", "cv.sample_days=9",
+                   "features.include=[ret_1]", "cv.early_stopping_fraction=0.3"):  # fmt: skip
         assert resume.search_key(with_(change), fkeys) != skey, change
     for change in ("model.ensemble.enabled=true", "hardware.num_cpus=1", "decision.min_sharpe=2"):
         assert resume.search_key(with_(change), fkeys) == skey, change

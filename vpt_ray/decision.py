@@ -108,33 +108,28 @@ def memory_rule(rules: DecisionConfig, hw: HardwareConfig, ev: Evidence) -> list
     ]
 
 
-def overfitting_rule(rules: DecisionConfig, hw: HardwareConfig, ev: Evidence) -> list[Check]:
-    """Signs (gap, decisive PBO) and their out-of-sample confirmation (selection costs, CV ->
-    OOS degradation); one stop check that fires when a sign is confirmed."""
-    z, o = rules.stop_se, ev.overfitting
-    checks: list[Check] = []
-
-    # (A) the gap, noise-aware
-    gap, gap_se = ev.train_val_gap, ev.train_val_gap_se
-    bar = rules.max_train_val_gap + z * (0.0 if _bad(gap_se) else gap_se)
-    sign_gap = not _bad(gap) and gap > bar
-    checks.append(
-        Check(
-            "train - validation accuracy gap",
-            "info",
-            sign_gap,
-            f"train-validation accuracy gap {_f(gap)} ({_se(gap_se)}) "
-            f"{'>' if sign_gap else '<='} {rules.max_train_val_gap:g} + {z:g} SE = {_f(bar)}: "
-            + ("a sign of overfitting" if sign_gap else "no sign of overfitting"),
-            gap,
-            gap_se,
-            rules.max_train_val_gap,
-        )
+def gap_sign(rules: DecisionConfig, ev: Evidence) -> Check:
+    """Sign A: the train-validation gap beyond its threshold by more than `stop_se` SEs."""
+    z, gap, se = rules.stop_se, ev.train_val_gap, ev.train_val_gap_se
+    bar = rules.max_train_val_gap + z * (0.0 if _bad(se) else se)
+    sign = not _bad(gap) and gap > bar
+    return Check(
+        "train - validation accuracy gap",
+        "info",
+        sign,
+        f"train-validation accuracy gap {_f(gap)} ({_se(se)}) {'>' if sign else '<='} "
+        f"{rules.max_train_val_gap:g} + {z:g} SE = {_f(bar)}: "
+        + ("a sign of overfitting" if sign else "no sign of overfitting"),
+        gap,
+        se,
+        rules.max_train_val_gap,
     )
 
-    # (B) PBO, counted only when decisive
-    pbo = o.get("pbo")
-    n_done = int(o.get("n_trials_completed") or 0)
+
+def pbo_sign(rules: DecisionConfig, o: dict) -> Check:
+    """Sign B: PBO above its threshold, counted only when decisive (enough trials that differ by
+    more than one Sharpe's noise); `decisive` says whether it was."""
+    pbo, n_done = o.get("pbo"), int(o.get("n_trials_completed") or 0)
     distinct = o.get("trials_distinct")
     why_not = []
     if n_done < rules.min_trials_for_pbo:
@@ -149,96 +144,98 @@ def overfitting_rule(rules: DecisionConfig, hw: HardwareConfig, ev: Evidence) ->
             "coin flip)"
         )
     decisive = not _bad(pbo) and not why_not and distinct is not None
-    sign_pbo = decisive and pbo > rules.max_pbo
+    sign = decisive and pbo > rules.max_pbo
     if _bad(pbo):
-        pbo_line = f"probability of backtest overfitting n/a ({o.get('pbo_note', 'not computed')})"
+        line = f"probability of backtest overfitting n/a ({o.get('pbo_note', 'not computed')})"
     else:
-        pbo_line = (
+        line = (
             f"probability of backtest overfitting {pbo:.3f} "
             f"{'>' if pbo > rules.max_pbo else '<='} {rules.max_pbo:g} (from {n_done} trials "
             "fitted every fold; no SE: a share of CSCV splits)"
-        )
-        pbo_line += (
-            (": a sign of overfitting" if sign_pbo else ": decisive, no sign of overfitting")
+        ) + (
+            (": a sign of overfitting" if sign else ": decisive, no sign of overfitting")
             if decisive
             else ": not decisive, " + "; ".join(why_not or ["trials' spread not measured"])
         )
-    checks.append(
-        Check(
-            "probability of backtest overfitting",
-            "info",
-            sign_pbo,
-            pbo_line,
-            pbo,
-            None,
-            rules.max_pbo,
-            decisive,
-        )
+    return Check(
+        "probability of backtest overfitting", "info", sign, line, pbo, None, rules.max_pbo,
+        decisive,
+    )  # fmt: skip
+
+
+def selection_cost(rules: DecisionConfig, o: dict, decisive: bool) -> Check | None:
+    """Confirmation C1: with a decisive PBO, the selected configuration ranks below the median
+    trial out of sample and the in-sample winners lose money there more often than not."""
+    rank, loss = o.get("selected_oos_rank"), o.get("prob_oos_loss")
+    if _bad(rank) or _bad(loss):
+        return None
+    costs = decisive and rank < 0.5 and loss > rules.max_prob_oos_loss
+    return Check(
+        "selection out of sample",
+        "info",
+        costs,
+        f"selected configuration's mean CSCV out-of-sample rank {rank:.2f} "
+        f"({'<' if rank < 0.5 else '>='} 0.5 = the median trial); in-sample winners lose out "
+        f"of sample in {loss:.0%} of splits ({'>' if loss > rules.max_prob_oos_loss else '<='} "
+        f"{rules.max_prob_oos_loss:.0%})"
+        + ("" if decisive else ": not decisive (PBO not decisive)"),
+        rank,
+        None,
+        0.5,
+        decisive,
     )
 
-    # (C1) does the selection cost out of sample? (meaningful only with a decisive PBO)
-    rank, loss = o.get("selected_oos_rank"), o.get("prob_oos_loss")
-    costs = decisive and not _bad(rank) and not _bad(loss)
-    costs = costs and rank < 0.5 and loss > rules.max_prob_oos_loss
-    if not _bad(rank) and not _bad(loss):
-        checks.append(
-            Check(
-                "selection out of sample",
-                "info",
-                costs,
-                f"selected configuration's mean CSCV out-of-sample rank {rank:.2f} "
-                f"({'<' if rank < 0.5 else '>='} 0.5 = the median trial); in-sample winners "
-                f"lose out of sample in {loss:.0%} of splits "
-                f"({'>' if loss > rules.max_prob_oos_loss else '<='} "
-                f"{rules.max_prob_oos_loss:.0%})"
-                + ("" if decisive else ": not decisive (PBO not decisive)"),
-                rank,
-                None,
-                0.5,
-                decisive,
-            )
-        )
 
-    # (C2) performance degradation of the final model, CV -> out of sample
-    drop = se_drop = None
-    degraded = False
-    if not _bad(ev.cv_accuracy):
-        drop = ev.cv_accuracy - ev.oos_accuracy
-        se_drop = difference_se(ev.cv_accuracy_se, ev.oos_accuracy_se)
-        degraded = not _bad(se_drop) and drop > z * se_drop
-        checks.append(
-            Check(
-                "CV -> OOS accuracy degradation",
-                "info",
-                degraded,
-                f"CV accuracy {_f(ev.cv_accuracy)} ({_se(ev.cv_accuracy_se)}) -> OOS accuracy "
-                f"{_f(ev.oos_accuracy)} ({_se(ev.oos_accuracy_se)}): drop {_f(drop)} "
-                f"{'>' if degraded else '<='} {z:g} SE of the difference "
-                f"({_f(None if _bad(se_drop) else z * se_drop)})",
-                drop,
-                se_drop,
-                None if _bad(se_drop) else z * se_drop,
-            )
-        )
+def degradation(rules: DecisionConfig, ev: Evidence) -> Check | None:
+    """Confirmation C2: the final model's OOS accuracy below its CV accuracy by more than
+    `stop_se` SEs of the difference."""
+    if _bad(ev.cv_accuracy):
+        return None
+    z = rules.stop_se
+    drop = ev.cv_accuracy - ev.oos_accuracy
+    se = difference_se(ev.cv_accuracy_se, ev.oos_accuracy_se)
+    bar = None if _bad(se) else z * se
+    fired = bar is not None and drop > bar
+    return Check(
+        "CV -> OOS accuracy degradation",
+        "info",
+        fired,
+        f"CV accuracy {_f(ev.cv_accuracy)} ({_se(ev.cv_accuracy_se)}) -> OOS accuracy "
+        f"{_f(ev.oos_accuracy)} ({_se(ev.oos_accuracy_se)}): drop {_f(drop)} "
+        f"{'>' if fired else '<='} {z:g} SE of the difference ({_f(bar)})",
+        drop,
+        se,
+        bar,
+    )
 
-    signs = [c for c, on in ((checks[0], sign_gap), (checks[1], sign_pbo)) if on]
-    confirm = [c for c in checks[2:] if c.fired]
-    stop = bool(signs and confirm)
+
+def overfitting_rule(rules: DecisionConfig, hw: HardwareConfig, ev: Evidence) -> list[Check]:
+    """Stop when a sign of overfitting (A: gap, B: decisive PBO) is confirmed out of sample
+    (C1: the selection costs, C2: CV -> OOS degradation): one stop check, then its parts."""
+    signs = [gap_sign(rules, ev), pbo_sign(rules, ev.overfitting)]
+    confirms = [
+        c
+        for c in (selection_cost(rules, ev.overfitting, signs[1].decisive), degradation(rules, ev))
+        if c is not None
+    ]
+    fired_signs = [c for c in signs if c.fired]
+    fired_confirms = [c for c in confirms if c.fired]
+    stop = bool(fired_signs and fired_confirms)
     if stop:
         line = (
             "stop: overfitting: "
-            + "; ".join(c.line for c in signs)
+            + "; ".join(c.line for c in fired_signs)
             + "; confirmed out of sample: "
-            + "; ".join(c.line for c in confirm)
+            + "; ".join(c.line for c in fired_confirms)
         )
-    elif signs:
+    elif fired_signs:
         line = (
-            f"overfitting: a sign ({', '.join(c.rule for c in signs)}) not confirmed out of "
-            "sample: no stop"
+            f"overfitting: a sign ({', '.join(c.rule for c in fired_signs)}) not confirmed out "
+            "of sample: no stop"
         )
     else:
         line = "overfitting: no decisive sign"
-    return [Check("overfitting", "stop", stop, line), *checks]
+    return [Check("overfitting", "stop", stop, line), *signs, *confirms]
 
 
 def degradation_rule(rules: DecisionConfig, hw: HardwareConfig, ev: Evidence) -> list[Check]:

@@ -861,7 +861,8 @@ def _decision(run: RunFiles) -> str:
     prev = dec.get("previous_phase_run")
     prev_txt = (
         f"<p>Compared with the previous phase's latest run <code>{html.escape(prev)}</code> "
-        "(a drop in OOS accuracy or Sharpe sends the verdict to optimize).</p>"
+        "(a drop in OOS accuracy or Sharpe beyond one SE of the difference sends the verdict "
+        "to optimize).</p>"
         if prev
         else "<p>No earlier phase in the tracker to compare with.</p>"
     )

@@ -142,6 +142,10 @@ def test_optimize_only_on_a_drop_beyond_noise():
     # an old tracker row without its SE: this run's SE stands in for it, and the line says so
     d = _decide(oos_accuracy=0.53, previous={**prev, "accuracy_se": None})
     assert "taken equal to this run's" in d["reasons"][0]
+    # no trade in this run: no Sharpe SE of its own, the previous run's stands in
+    d = _decide(sharpe=0.0, sharpe_se=None, previous={**prev, "accuracy": 0.55, "sharpe_se": 0.5})
+    assert d["verdict"] == "optimize" and "taken equal to the previous run's" in d["reasons"][0]
+    assert "drop 2.00 > 1 SE of the difference (0.71)" in d["reasons"][0]
     # the Sharpe: its own SE
     d = _decide(sharpe=1.2, sharpe_se=0.5, previous={**prev, "accuracy": 0.55, "sharpe_se": 0.5})
     assert d["verdict"] == "optimize" and "Sharpe 1.20 (SE 0.50)" in d["reasons"][0]

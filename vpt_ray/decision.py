@@ -240,7 +240,7 @@ def overfitting_rule(rules: DecisionConfig, hw: HardwareConfig, ev: Evidence) ->
 
 def degradation_rule(rules: DecisionConfig, hw: HardwareConfig, ev: Evidence) -> list[Check]:
     """Optimize when a metric fell below the previous phase's by more than `optimize_se` SEs of
-    the difference (the previous row's own SE; the current one when an old row has none)."""
+    the difference (each run's own SE; when one side has none, the other's stands in)."""
     prev = ev.previous
     if not prev:
         return []
@@ -253,12 +253,17 @@ def degradation_rule(rules: DecisionConfig, hw: HardwareConfig, ev: Evidence) ->
         if _bad(before) or _bad(now):
             continue
         se_before = prev.get(f"{key}_se")
-        assumed = _bad(se_before)
-        se = difference_se(se_now, se_now if assumed else se_before)
+        note = ""
+        if _bad(se_before) and not _bad(se_now):  # an older tracker row
+            se_before, note = se_now, " (the previous run's SE taken equal to this run's)"
+        elif _bad(se_now) and not _bad(se_before):  # e.g. no trade: no Sharpe dispersion
+            se_now, note = se_before, " (this run's SE taken equal to the previous run's)"
+        se = difference_se(se_now, se_before)
         drop = float(before) - now
         bar = rules.optimize_se * (0.0 if _bad(se) else se)
         fired = drop > bar
-        note = " (the previous run's SE taken equal to this run's)" if assumed else ""
+        if _bad(se):
+            note = " (no SE on either side: any drop counts)"
         out.append(
             Check(
                 f"{label} vs previous phase",

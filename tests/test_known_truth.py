@@ -114,10 +114,11 @@ def test_planted_edge_never_stops_for_overfitting_where_the_oracle_shows_capture
     assert runs["p5"]["resume"]["search_from_cache"] and "ensemble" in runs["p5"]
     for n in (2, 3, 4, 5):
         assert runs[f"p{n}"]["decision"]["previous_phase_run"] == f"p{n - 1}"
-    # PBO from these few trials is reported, and said not to be decisive
+    # PBO from these few trials (or none: ASHA may leave one) is said not to be decisive
     for m in runs.values():
         line = next(r for r in m["decision"]["reasons"] if "probability of backtest" in r)
-        assert "not decisive" in line and "decision.min_trials_for_pbo 8" in line
+        assert "not decisive" in line, line
+        assert "decision.min_trials_for_pbo 8" in line or "n/a" in line, line
 
 
 def test_forced_degradation_optimizes_and_the_reduced_config_recovers(planted):

@@ -146,7 +146,10 @@ def pbo_sign(rules: DecisionConfig, o: dict) -> Check:
     decisive = not _bad(pbo) and not why_not and distinct is not None
     sign = decisive and pbo > rules.max_pbo
     if _bad(pbo):
-        line = f"probability of backtest overfitting n/a ({o.get('pbo_note', 'not computed')})"
+        line = (
+            f"probability of backtest overfitting n/a ({o.get('pbo_note', 'not computed')}): "
+            "not decisive"
+        )
     else:
         line = (
             f"probability of backtest overfitting {pbo:.3f} "

@@ -61,15 +61,20 @@ def row_from_metrics(metrics: dict) -> dict:
         "cv_auc": cv["auc"],
         "cv_log_loss": cv["log_loss"],
         "accuracy": metrics["oos"]["accuracy"],
-        "accuracy_se": metrics["oos"].get("accuracy_se"),  # the next phase's "optimize" rule
+        "accuracy_se": _finite(metrics["oos"].get("accuracy_se")),  # the next phase's "optimize"
         "trades": bt["trades"],
         "total_return": bt["total_return"],
         "sharpe": bt["sharpe"],
-        "sharpe_se": bt.get("sharpe_se"),
+        "sharpe_se": _finite(bt.get("sharpe_se")),
         "max_drawdown": bt["max_drawdown"],
         "win_rate": bt["win_rate"],
         "notes": "; ".join(notes + metrics["decision"]["reasons"][:1]),
     }
+
+
+def _finite(v: object) -> float | None:
+    """A float for the state's JSON, None when missing or not finite (no NaN in the file)."""
+    return float(v) if isinstance(v, int | float) and math.isfinite(v) else None
 
 
 def previous_phase_row(path: Location, phase: int) -> dict | None:

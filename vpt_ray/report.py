@@ -89,8 +89,10 @@ def summary_markdown(m: dict) -> str:
         *filter(None, [universe_line(m.get("universe"))]),
         f"- CV ({cv['folds_count']} purged walk-forward folds, "
         f"{m['search'].get('samples', cv['samples']):,} samples searched): "
-        f"accuracy {num(cv['accuracy'])}, AUC {num(cv['auc'])}, log loss {num(cv['log_loss'])}, "
-        f"train accuracy {num(cv['train_accuracy'])}",
+        f"accuracy {num(cv['accuracy'])}{_se(cv.get('accuracy_se'))}, AUC {num(cv['auc'])}, "
+        f"log loss {num(cv['log_loss'])}, train accuracy {num(cv['train_accuracy'])}, "
+        f"train-validation gap {num(cv['train_val_gap'])}{_se(cv.get('train_val_gap_se'))}"
+        + (f"; {cv['early_stopping']}" if cv.get("early_stopping") else ""),
         *(
             [
                 f"- Sampling: --sample-days {cv['sample_days']}: trained and searched on "
@@ -100,7 +102,8 @@ def summary_markdown(m: dict) -> str:
             else []
         ),
         search_line(m["search"]),
-        f"- Out of sample ({oos['samples']:,} labelled bars): accuracy {num(oos['accuracy'])}, "
+        f"- Out of sample ({oos['samples']:,} labelled bars): accuracy {num(oos['accuracy'])}"
+        f"{_se(oos.get('accuracy_se'))}, "
         f"AUC {num(oos['auc'])}, log loss {num(oos['log_loss'])}",
         f"- Backtest: {bt['trades']} trades, total return {pct(bt['total_return'])}, "
         f"Sharpe {num(bt['sharpe'], 2)}, max drawdown {pct(bt['max_drawdown'])}, "
@@ -128,6 +131,10 @@ def summary_markdown(m: dict) -> str:
             f"{pct(s['max_drawdown'])} | {pct(s['win_rate'])} |"
         )
     return "\n".join(lines) + "\n"
+
+
+def _se(v: float | None) -> str:
+    return "" if v is None or v != v else f" (SE {v:.4f})"
 
 
 def _optimize_lines(o: dict | None) -> list[str]:

@@ -243,8 +243,10 @@ def fit_final(
     streaming the store into a `QuantileDMatrix` (memory: the quantized matrix + one batch;
     local disk: the float samples under `spill_root`, default the temp dir, during the build).
 
-    The folds trained on less data than this fit; their median early-stopping round count is
-    scaled by the square root of the size ratio (`final_rounds`).
+    The folds trained on less data than this fit; their median early-stopping round count
+    (chosen on each fold's early-stopping slice, never on its validation part: the validation
+    data has no say in the final model either) is scaled by the square root of the ratio of
+    this fit's rows to the rows the folds were fit on (`final_rounds`).
     """
     if spill_root is not None:
         spill_root.mkdir(parents=True, exist_ok=True)

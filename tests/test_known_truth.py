@@ -6,13 +6,17 @@ a forced degradation through the optimize path end to end: phase 2 with crippled
 whether it recovered.
 
 Scaled down: two tickers, two months of training and three weeks out of sample, a few trials and
-estimators; each phase keeps its own decision-relevant settings (phases 3-5 race the trials with
-ASHA, phase 5 fits an ensemble; its $10-20 universe is off: tests/test_universe.py covers it).
+estimators. On the planted edge each phase keeps its own decision-relevant settings (phases 3-5
+race the trials with ASHA, which leaves few completed trials for PBO: the case the overfitting
+stop used to get wrong; phase 5 fits an ensemble; its $10-20 universe is off:
+tests/test_universe.py covers it). On the null market every phase searches with the least
+protective settings, FIFO over 2 trials: the fewest trials the deflated Sharpe deflates for, so a
+phase that could advance by luck is likeliest to here (phase 5 still fits its ensemble).
 One workspace per market, so the phases share the bars, the feature store, the resume cache (a
-phase whose search settings equal the previous one's reuses its search) and the tracker (each
-phase is compared with the one before, as in a real scaling plan). The full-size phase 3 is in
-bench/bench_known_truth.py. The null chain's phase 1 also carries what test_phase.py's null-market
-test checked (no edge on >10k out-of-sample bars), which it replaces.
+phase whose search settings equal an earlier one's reuses its search: the null phases share one)
+and the tracker (each phase is compared with the one before, as in a real scaling plan). The
+full-size phase 3 is in bench/bench_known_truth.py. The null chain's phase 1 also carries what
+test_phase.py's null-market test checked (no edge on >10k out-of-sample bars), which it replaces.
 """
 
 from __future__ import annotations
@@ -47,6 +51,13 @@ PHASE_SETTINGS = {
         "universe.enabled=false",
     ],
 }
+# the null market: FIFO over 2 trials at every phase (one CPU a trial, phase 3's grace), one search
+NULL_SEARCH = [
+    "search.scheduler=fifo",
+    "search.num_samples=2",
+    "search.cpus_per_trial=1",
+    "search.grace_folds=1",
+]
 CRIPPLED = "features.include=[time_of_day,gap_minutes]"  # no order-flow feature left
 CAPTURED = 0.5  # the model captured at least half the oracle's accuracy edge
 
@@ -82,7 +93,7 @@ def planted(ray_session, tmp_path_factory) -> tuple[Path, dict[str, dict]]:
 @pytest.fixture(scope="module")
 def null(ray_session, tmp_path_factory) -> dict[str, dict]:
     ws = _workspace(tmp_path_factory, "null")
-    return {f"n{n}": _run(ws, n, NULL, run_id=f"n{n}") for n in (1, 2, 3, 4, 5)}
+    return {f"n{n}": _run(ws, n, NULL, *NULL_SEARCH, run_id=f"n{n}") for n in (1, 2, 3, 4, 5)}
 
 
 def _read(ws: Path, run_id: str) -> dict:
@@ -170,6 +181,9 @@ def test_null_market_never_advances_at_any_phase(null):
         assert m["decision"]["verdict"] != "advance", (name, m["decision"]["reasons"])
         acc, se = m["oos"]["accuracy"], m["oos"]["accuracy_se"]
         assert abs(acc - 0.5) < 3 * se, (name, acc, se)  # no edge beyond noise
+        assert m["search"]["scheduler"] == "fifo" and m["overfitting"]["n_trials"] == 2
+    assert all(null[f"n{n}"]["resume"]["search_from_cache"] for n in (2, 3, 4, 5))
+    assert "ensemble" in null["n5"]
 
 
 def test_optimize_refuses_a_run_without_a_reduced_config(planted, capsys):

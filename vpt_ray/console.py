@@ -46,8 +46,18 @@ def quiet_libraries() -> None:
     ctx.enable_progress_bars = False
     ctx.print_on_execution_start = False
     for handler in logging.getLogger("ray.data").handlers:
-        if handler.name == "console":  # Ray Data's own console handler (its logging config)
+        if handler.name == "console" and not any(  # Ray Data's own console handler
+            isinstance(f, _NoBarNotice) for f in handler.filters
+        ):
             handler.setLevel(logging.WARNING)
+            handler.addFilter(_NoBarNotice())
+
+
+class _NoBarNotice(logging.Filter):
+    """Drops Ray Data's notice that its progress bars are off (we turned them off)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "progress bars" not in str(record.msg).lower()
 
 
 def tune_loggers() -> list:

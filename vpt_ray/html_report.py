@@ -627,7 +627,7 @@ def fig_prices(prices: dict[str, pd.DataFrame], trades: pd.DataFrame) -> go.Figu
         updatemenus=[
             {
                 "buttons": buttons,
-                "x": 0,
+                "x": 0.42,
                 "xanchor": "left",
                 "y": 1.18,
                 "yanchor": "top",
@@ -1352,13 +1352,14 @@ def _drawdowns_table(run: RunFiles) -> str:
     dd = tearsheet.worst_drawdowns(run.equity, run.capital, 5)
     if dd.empty:
         return "<h3>Worst drawdowns</h3><p>The equity never fell below a previous high.</p>"
-    day = lambda v: "n/a" if v is None or v is pd.NaT else str(pd.Timestamp(v).date())  # noqa: E731
+    day = lambda v: "start" if pd.isna(v) else str(pd.Timestamp(v).date())  # noqa: E731
     formats = {"depth": lambda v: _fmt(v, "pct"), "peak": day, "trough": day,
-               "recovery": lambda v: "not recovered" if v is None else day(v)}  # fmt: skip
+               "recovery": lambda v: "not recovered" if pd.isna(v) else day(v),
+               "recovery_sessions": lambda v: "" if pd.isna(v) else f"{int(v)}"}  # fmt: skip
     return (
         '<h3>Five worst drawdowns</h3><div id="worst-drawdowns">'
         + html_table(dd, formats)
-        + "</div><p class=note>peak: last session at the high before the fall (n/a: the "
+        + "</div><p class=note>peak: last session at the high before the fall (start: the "
         "starting capital); sessions: peak to trough; recovery: first session back at the "
         "peak's level.</p>"
     )

@@ -153,9 +153,19 @@ def start_run(cfg: Config, run_id: str, root: Path, tags: dict[str, object]) -> 
     from mlflow.entities import Param
 
     uri = tracking_uri(cfg, root)
+    if uri.startswith("file:") or "://" not in uri:
+        # MLflow 3.7+ keeps its file store in "maintenance mode" and refuses it unless asked:
+        # a local, server-less store is the point of the default here
+        os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
     client = MlflowClient(tracking_uri=uri)
-    exp = client.get_experiment_by_name(cfg.tracking.experiment)
-    exp_id = exp.experiment_id if exp else client.create_experiment(cfg.tracking.experiment)
+    try:
+        exp = client.get_experiment_by_name(cfg.tracking.experiment)
+        exp_id = exp.experiment_id if exp else client.create_experiment(cfg.tracking.experiment)
+    except Exception as exc:  # noqa: BLE001 - any store error: one line naming the store
+        raise ConfigError(
+            f"tracking.mlflow: cannot use the MLflow store at {uri} ({type(exc).__name__}: "
+            f"{str(exc).splitlines()[0][:300]}); set tracking.uri or MLFLOW_TRACKING_URI"
+        ) from None
     all_tags = {"vpt.run_id": run_id, **{k: str(v) for k, v in tags.items() if v is not None}}
     created = client.create_run(exp_id, run_name=run_id, tags=all_tags)
     run = MlflowRun(uri, cfg.tracking.experiment, created.info.run_id)

@@ -333,7 +333,7 @@ def test_report_renders_in_headless_chromium(run, tmp_path):
             k => document.querySelector('#fig-' + k + ' .main-svg')),
         equityAxes: document.getElementById('fig-equity')._fullLayout._subplots.cartesian.length,
         priceMarkers: document.querySelectorAll('#fig-prices .scatterlayer .point').length,
-        priceMenu: document.querySelectorAll('#fig-prices .updatemenu-button').length,
+        priceMenu: document.querySelectorAll('#fig-prices .updatemenu-header-group').length,
         drawdownRows: document.querySelectorAll('#worst-drawdowns tbody tr').length,
         benchmark: (document.getElementById('benchmark') || {}).innerText || '',
         parTitle: document.querySelector('#fig-search_parallel .gtitle').textContent,

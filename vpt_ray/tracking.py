@@ -65,15 +65,17 @@ class MlflowRun:
         return len(items)
 
     def log_artifacts(self, **dirs: Path | None) -> None:
-        """Copy each existing local directory or file under the artifact path named by its key."""
+        """Copy each existing local directory or file under the artifact path named by its key
+        (up to an underscore: `tracker_chart` goes under `tracker/`)."""
         client = self.client
         for name, path in dirs.items():
             if path is None or not Path(path).exists():
                 continue
+            where = name.split("_")[0]
             if Path(path).is_dir():
-                client.log_artifacts(self.run_id, str(path), artifact_path=name)
+                client.log_artifacts(self.run_id, str(path), artifact_path=where)
             else:
-                client.log_artifact(self.run_id, str(path), artifact_path=name)
+                client.log_artifact(self.run_id, str(path), artifact_path=where)
 
     def set_tags(self, tags: dict[str, object]) -> None:
         for k, v in tags.items():

@@ -134,7 +134,10 @@ def run(
                 store = stages.build_features(cfg, data, ctx.work_dir / "features")
             with ctx.stage("backtest"):
                 bt = stages.backtest(cfg, booster, data, store, meta["feature_names"])
-        metrics = backtest_metrics(cfg, ctx, meta, str(model_dir), data, store, bt, sampler)
+        where = (
+            str(model_dir) if str(model_dir).startswith("gs://") else str(Path(model_dir).resolve())
+        )
+        metrics = backtest_metrics(cfg, ctx, meta, where, data, store, bt, sampler)
         metrics["resources"]["ray"] = ray_info
         with ctx.stage("report"):
             from vpt_ray.backtest.run import predictions_frame

@@ -14,6 +14,7 @@ from vpt_ray.data.local import write_parquet_atomic
 from vpt_ray.run import write_json_atomic, write_text_atomic
 
 PREDICTIONS_FILE = "predictions.parquet"  # labelled OOS bars: ticker, timestamp, y, p, fwd_ret
+BENCHMARK_FILE = "benchmark.parquet"  # date, benchmark: equal-weight buy-and-hold equity
 SYNTHETIC_BANNER = (
     "**SYNTHETIC DATA**: this run used the built-in synthetic market, not real prices. "
     "Its figures measure the pipeline, not a tradable edge."
@@ -40,6 +41,7 @@ def write_report(
     equity: pd.Series,
     summary: bool = True,
     predictions: pd.DataFrame | None = None,
+    benchmark: pd.Series | None = None,
 ) -> None:
     report_dir.mkdir(parents=True, exist_ok=True)
     if not trades.empty:
@@ -55,8 +57,15 @@ def write_report(
         write_parquet_atomic(
             pa.Table.from_pandas(predictions, preserve_index=False), report_dir / PREDICTIONS_FILE
         )
+    if benchmark is not None and len(benchmark):
+        b = benchmark.rename("benchmark").rename_axis("date").reset_index()
+        b["date"] = pd.to_datetime(b["date"])
+        write_parquet_atomic(
+            pa.Table.from_pandas(b, preserve_index=False), report_dir / BENCHMARK_FILE
+        )
     if summary:
-        write_text_atomic(report_dir / "summary.md", summary_markdown(metrics))
+        summary_fn = backtest_summary_markdown if metrics.get("kind") == "backtest" else None
+        write_text_atomic(report_dir / "summary.md", (summary_fn or summary_markdown)(metrics))
     write_json_atomic(report_dir / "metrics.json", json_safe(metrics))
 
 
@@ -109,6 +118,7 @@ def summary_markdown(m: dict) -> str:
         f"Sharpe {num(bt['sharpe'], 2)}, max drawdown {pct(bt['max_drawdown'])}, "
         f"win rate {pct(bt['win_rate'])}, profit factor {num(bt.get('profit_factor'), 2)}, "
         f"exposure {pct(bt.get('exposure'))}",
+        *filter(None, [benchmark_line(m)]),
         *filter(None, [oracle_summary_line(m)]),
         f"- Resources: peak memory {res['peak_memory_gb']:.2f} GB, "
         f"wall {res['wall_seconds']:.0f} s; stages {res['stages']}",
@@ -122,14 +132,64 @@ def summary_markdown(m: dict) -> str:
         *_optimize_lines(m.get("optimize")),
         "## Per ticker",
         "",
+        *per_ticker_lines(bt),
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def benchmark_line(m: dict) -> str | None:
+    """The strategy against equal-weight buy-and-hold of the same tickers, when measured."""
+    b = m.get("benchmark") or {}
+    if b.get("total_return") is None:
+        return None
+    return (
+        f"- Benchmark (equal-weight buy-and-hold, no costs): total return "
+        f"{pct(b['total_return'])}, Sharpe {num(b.get('sharpe'), 2)}, max drawdown "
+        f"{pct(b.get('max_drawdown'))}; excess return of the strategy {pct(b.get('excess_return'))}"
+    )
+
+
+def per_ticker_lines(bt: dict) -> list[str]:
+    lines = [
         "| Ticker | Trades | Total Return | Sharpe | Max DD | Win Rate |",
         "|---|---|---|---|---|---|",
     ]
-    for t, s in bt["per_ticker"].items():
+    for t, s in bt.get("per_ticker", {}).items():
         lines.append(
             f"| {t} | {s['trades']} | {pct(s['total_return'])} | {num(s['sharpe'], 2)} | "
             f"{pct(s['max_drawdown'])} | {pct(s['win_rate'])} |"
         )
+    return lines
+
+
+def backtest_summary_markdown(m: dict) -> str:
+    """summary.md of a standalone backtest: a saved model re-tested on another window."""
+    d, oos, bt, res = m["data"], m["oos"], m["backtest"], m.get("resources", {})
+    lines = [f"# vpt-ray backtest {m['run_id']} (backtest of {m['model_run_id']})", ""]
+    if d.get("synthetic"):
+        lines += [SYNTHETIC_BANNER, ""]
+    lines += [
+        f"- Model: run {m['model_run_id']} (phase {m['phase']}), {m['model_dir']}; trained on "
+        f"{m['windows']['train']}",
+        f"- Data: {len(d['tickers'])} tickers, {d.get('bars', 0):,} bars ({d.get('bar')}); "
+        f"sources: {', '.join(sorted(d.get('sources_used', [])))}",
+        f"- Window: backtest {m['windows']['backtest']} (features warm up from {d.get('start')})",
+        f"- Out of sample ({oos['samples']:,} labelled bars): accuracy {num(oos['accuracy'])}, "
+        f"AUC {num(oos['auc'])}, log loss {num(oos['log_loss'])}",
+        f"- Backtest: {bt['trades']} trades, total return {pct(bt['total_return'])}, "
+        f"Sharpe {num(bt['sharpe'], 2)}, max drawdown {pct(bt['max_drawdown'])}, "
+        f"win rate {pct(bt['win_rate'])}, profit factor {num(bt.get('profit_factor'), 2)}, "
+        f"exposure {pct(bt.get('exposure'))}",
+        *filter(None, [benchmark_line(m)]),
+        f"- Resources: peak memory {res.get('peak_memory_gb', 0):.2f} GB, "
+        f"wall {res.get('wall_seconds', 0):.0f} s",
+        "",
+        "No decision: a backtest re-tests a model; the phase run that trained it decides.",
+        "",
+        "## Per ticker",
+        "",
+        *per_ticker_lines(bt),
+    ]
     return "\n".join(lines) + "\n"
 
 

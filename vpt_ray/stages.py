@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import xgboost as xgb
 import yaml
 
@@ -20,6 +21,7 @@ from vpt_ray import storage, tracker
 from vpt_ray.backtest.portfolio import combine
 from vpt_ray.backtest.run import pooled_predictions, predictions_frame, run_backtests, trades_frame
 from vpt_ray.backtest.stats import summarize
+from vpt_ray.backtest.tearsheet import benchmark_section, buy_and_hold
 from vpt_ray.config import Config
 from vpt_ray.cv import CombinatorialPurgedCV, PurgedWalkForward
 from vpt_ray.data import chain
@@ -306,10 +308,18 @@ def backtest(cfg: Config, booster: xgb.Booster, data: Data, store: dict, names: 
     results = run_backtests(cfg, booster, bars_paths, feature_paths, names)
     equity, stats = combine({t: r["result"] for t, r in results.items()}, cfg.backtest.capital)
     y, p = pooled_predictions(results)
+    bench = buy_and_hold(
+        pd.DataFrame({t: r["daily_close"] for t, r in results.items() if "daily_close" in r}),
+        pd.Series({t: r["first_open"] for t, r in results.items() if "first_open" in r}),
+        cfg.backtest.capital,
+    )
     return {
         "results": results,
         "equity": equity,
         "stats": stats,
+        "benchmark": bench,
+        "benchmark_stats": benchmark_section(equity, bench, cfg.backtest.capital, stats),
+        "bars_paths": {t: str(p) for t, p in bars_paths.items()},
         "per_ticker": {t: summarize(r["result"]) for t, r in results.items()},
         "oos": classification(y, p),
         "trades": trades_frame(results),
@@ -414,6 +424,8 @@ def assemble_metrics(
         "oos": {**bt["oos"], "accuracy_se": se["oos_accuracy_se"]},
         "backtest": {**bt["stats"], "sharpe_se": se["sharpe_se"], "per_ticker": bt["per_ticker"]},
         "standard_errors": se,
+        "benchmark": bt["benchmark_stats"],
+        "backtest_bars": bt["bars_paths"],  # the report's price panel reads its window from these
         # synthetic runs: the known-truth ruler, on the tickers backtested
         "oracle": oracle_section(cfg, bt["data"], bt["store"], bt),
         "resources": {
@@ -463,6 +475,7 @@ def write_outputs(cfg: Config, ctx: RunContext, metrics: dict, bt: dict) -> None
         bt["trades"],
         bt["equity"],
         predictions=predictions_frame(bt["results"]),
+        benchmark=bt.get("benchmark"),
     )
     write_html_report(ctx.report_dir, ctx.staged_model_dir)
     tracker.update(ctx.tracker_path, tracker.row_from_metrics(metrics))  # last: only whole runs
@@ -491,6 +504,11 @@ def print_summary(m: dict) -> None:
             f"{bt['trades']} trades, return {pct(bt['total_return'])}, Sharpe "
             f"{num(bt['sharpe'], 2)}, max DD {pct(bt['max_drawdown'])}",
         ),
+        *(
+            [("buy-and-hold", benchmark_row(m["benchmark"]))]
+            if (m.get("benchmark") or {}).get("total_return") is not None
+            else []
+        ),
         (
             "peak memory / wall",
             f"{m['resources']['peak_memory_gb']:.2f} GB / {m['resources']['wall_seconds']:.0f} s",
@@ -510,5 +528,21 @@ def print_summary(m: dict) -> None:
         print(f"  {'optimize':<{width}}  reduced config {opt['file']}: {opt['command']}")
     elif opt.get("error"):
         print(f"  {'optimize':<{width}}  no reduced config: {opt['error']}")
-    print(f"  {'report':<{width}}  {m['model_dir'].replace('models', 'reports')}/summary.md")
-    print()
+    if m.get("ensemble"):
+        from vpt_ray.ensemble import print_comparison
+
+        print_comparison(m["ensemble"])
+    print(f"  {'report':<{width}}  {report_html(m)}")
+
+
+def benchmark_row(b: dict) -> str:
+    return (
+        f"return {pct(b['total_return'])}, Sharpe {num(b.get('sharpe'), 2)}; strategy excess "
+        f"{pct(b.get('excess_return'))}"
+    )
+
+
+def report_html(m: dict) -> str:
+    """Where the run's report.html is: the report directory next to its model directory."""
+    head, sep, tail = m["model_dir"].rpartition("/models/")
+    return f"{head}/reports/{tail}/report.html" if sep else f"reports/{m['run_id']}/report.html"

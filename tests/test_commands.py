@@ -69,8 +69,8 @@ README_COMMANDS = {
     "vpt report RUN_ID --window 2024-07-08..2024-07-12": "run",
     "vpt compare": "run",
     "vpt compare RUN_A RUN_B RUN_C": "run",
-    "vpt optimize RUN_ID": "needs a run whose verdict wrote optimized.yaml (tests/test_known_truth.py"
-    " runs a forced degradation through --optimize)",
+    "vpt optimize RUN_ID": "needs a run whose verdict wrote optimized.yaml "
+    "(tests/test_known_truth.py runs a forced degradation through --optimize)",
     "python -m vpt_ray.phase 1 --set data.tickers=[AAPL,MSFT] --set search.num_samples=16":
         "a whole phase 1",
     "python -m vpt_ray.phase 2 --config my_overrides.yaml --run-id time-scaling-try2":

@@ -141,7 +141,7 @@ SEARCH_PARAMS = tuple(SearchSpace.model_fields)  # the searched XGBoost hyperpar
 
 class SearchConfig(_Section):
     num_samples: int = Field(8, ge=1)
-    time_budget_s: float = Field(900, gt=0)
+    time_budget_s: float | None = Field(None, gt=0)  # None = derived (vpt_ray.budget)
     cpus_per_trial: int = Field(1, ge=1)
     fold_cache_mb: int = Field(256, ge=0)
     metric: Literal["val_log_loss"] = "val_log_loss"
@@ -192,6 +192,9 @@ class BacktestConfig(_Section):
     position_fraction: float = Field(1.0, gt=0, le=1)
     max_volume_fraction: float = Field(0.05, gt=0, le=1)
     flat_at_close: bool = True
+    max_ticker_weight: float = Field(0.2, gt=0, le=1)
+    max_gross_exposure: float = Field(1.0, gt=0, le=10)
+    max_cost_bps: float = Field(2.0, gt=0)
 
     @model_validator(mode="after")
     def _check(self) -> BacktestConfig:
@@ -255,6 +258,7 @@ class HardwareConfig(_Section):
     memory_limit_gb: float = Field(32, gt=0)
     sample_interval_s: float = Field(0.5, gt=0)
     ray_address: str | None = None
+    max_hours: float = Field(4.0, gt=0)
 
 
 class DecisionConfig(_Section):
@@ -263,6 +267,7 @@ class DecisionConfig(_Section):
     max_train_val_gap: float = Field(0.05, ge=0)
     max_pbo: float = Field(0.5, ge=0, le=1)
     min_dsr: float = Field(0.95, ge=0, le=1)
+    max_top_ticker_share: float = Field(0.5, gt=0)
 
 
 class PathsConfig(_Section):

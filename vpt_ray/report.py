@@ -14,6 +14,9 @@ from vpt_ray.data.local import write_parquet_atomic
 from vpt_ray.run import write_json_atomic, write_text_atomic
 
 PREDICTIONS_FILE = "predictions.parquet"  # labelled OOS bars: ticker, timestamp, y, p, fwd_ret
+BAR_EQUITY_FILE = (
+    "equity_bars.parquet"  # the portfolio at every bar: timestamp, equity, gross_exposure
+)
 SYNTHETIC_BANNER = (
     "**SYNTHETIC DATA**: this run used the built-in synthetic market, not real prices. "
     "Its figures measure the pipeline, not a tradable edge."
@@ -40,7 +43,11 @@ def write_report(
     equity: pd.Series,
     summary: bool = True,
     predictions: pd.DataFrame | None = None,
+    bar_equity: pd.DataFrame | None = None,
 ) -> None:
+    """The run's files. equity.parquet: the portfolio at each session's close (date, equity);
+    equity_bars.parquet (with `bar_equity`): at every bar of its clock, where the intraday
+    drawdown is measured (timestamp UTC, equity, gross_exposure)."""
     report_dir.mkdir(parents=True, exist_ok=True)
     if not trades.empty:
         write_parquet_atomic(
@@ -51,6 +58,10 @@ def write_report(
     write_parquet_atomic(
         pa.Table.from_pandas(eq, preserve_index=False), report_dir / "equity.parquet"
     )
+    if bar_equity is not None and not bar_equity.empty:
+        write_parquet_atomic(
+            pa.Table.from_pandas(bar_equity, preserve_index=False), report_dir / BAR_EQUITY_FILE
+        )
     if predictions is not None and not predictions.empty:
         write_parquet_atomic(
             pa.Table.from_pandas(predictions, preserve_index=False), report_dir / PREDICTIONS_FILE
@@ -102,10 +113,14 @@ def summary_markdown(m: dict) -> str:
         search_line(m["search"]),
         f"- Out of sample ({oos['samples']:,} labelled bars): accuracy {num(oos['accuracy'])}, "
         f"AUC {num(oos['auc'])}, log loss {num(oos['log_loss'])}",
-        f"- Backtest: {bt['trades']} trades, total return {pct(bt['total_return'])}, "
-        f"Sharpe {num(bt['sharpe'], 2)}, max drawdown {pct(bt['max_drawdown'])}, "
+        f"- Backtest (one pool of {_money(bt.get('capital'))}, every ticker on one "
+        f"clock): {bt['trades']} trades, total return {pct(bt['total_return'])}, "
+        f"Sharpe {num(bt['sharpe'], 2)} (daily returns x sqrt(252)), max drawdown "
+        f"{pct(bt['max_drawdown'])} (intraday, bar closes; close to close "
+        f"{pct(bt.get('max_drawdown_daily'))}), "
         f"win rate {pct(bt['win_rate'])}, profit factor {num(bt.get('profit_factor'), 2)}, "
-        f"exposure {pct(bt.get('exposure'))}",
+        f"mean gross exposure {pct(bt.get('exposure'))}",
+        *_portfolio_lines(bt),
         *filter(None, [oracle_summary_line(m)]),
         f"- Resources: peak memory {res['peak_memory_gb']:.2f} GB, "
         f"wall {res['wall_seconds']:.0f} s; stages {res['stages']}",
@@ -117,15 +132,50 @@ def summary_markdown(m: dict) -> str:
         "",
         "## Per ticker",
         "",
-        "| Ticker | Trades | Total Return | Sharpe | Max DD | Win Rate |",
-        "|---|---|---|---|---|---|",
+        "Each ticker's contribution to the portfolio: its net PnL, share of the net PnL, return on "
+        "the portfolio's capital and the Sharpe of its daily contributions.",
+        "",
+        "| Ticker | Trades | PnL | Share of PnL | Return on capital | Sharpe | Max DD | Win Rate |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for t, s in bt["per_ticker"].items():
+        pnl = s.get("pnl")
         lines.append(
-            f"| {t} | {s['trades']} | {pct(s['total_return'])} | {num(s['sharpe'], 2)} | "
+            f"| {t} | {s['trades']} | {'n/a' if pnl is None else f'{pnl:,.0f}'} | "
+            f"{pct(s.get('pnl_share'))} | {pct(s['total_return'])} | {num(s['sharpe'], 2)} | "
             f"{pct(s['max_drawdown'])} | {pct(s['win_rate'])} |"
         )
     return "\n".join(lines) + "\n"
+
+
+def _money(v: float | None) -> str:
+    return "the capital" if v is None else f"${v:,.0f}"
+
+
+def _portfolio_lines(bt: dict) -> list[str]:
+    """Concentration and costs of the portfolio (runs before issue 21 have neither)."""
+    from vpt_ray.stages import concentration_line
+
+    lines = []
+    if bt.get("concentration"):
+        lines.append(f"- Concentration: {concentration_line(bt['concentration'])}")
+    c = bt.get("costs")
+    if c:
+        share = c.get("cost_share_of_gross")
+        lines.append(
+            f"- Costs: commissions ${c['commissions']:,.0f} + slippage ${c['slippage']:,.0f} = "
+            + (f"{share:.0%} of the gross PnL (${c['gross_pnl']:,.0f})" if share is not None
+               else f"more than the gross PnL (${c['gross_pnl']:,.0f})")
+            + f"; {num(c.get('commission_bps_per_fill'), 2)} bps commission per fill; "
+            f"{bt.get('trades_skipped', 0)} of {bt.get('trades_planned', 0)} planned trades "
+            "skipped (no room or under one share)"
+        )  # fmt: skip
+        from vpt_ray.backtest.portfolio import cost_warning
+
+        warning = cost_warning(c["check"], bt.get("capital") or 0.0) if c.get("check") else None
+        if warning:
+            lines.append(f"- **Warning**: {warning}")
+    return lines
 
 
 def _ensemble_lines(e: dict | None) -> list[str]:

@@ -43,6 +43,12 @@ def row_from_metrics(metrics: dict) -> dict:
     notes = [f"verdict: {metrics['decision']['verdict']}"]
     if metrics["data"]["synthetic"]:
         notes.insert(0, "SYNTHETIC data")
+    conc = bt.get("concentration") or {}
+    if conc.get("top_ticker_share") is not None:
+        notes.append(
+            f"top ticker {conc['top_ticker']} {conc['top_ticker_share']:.0%} of PnL, "
+            f"{conc['tickers_profitable_share']:.0%} of tickers profitable"
+        )
     return {
         "phase": metrics["phase"],
         "run_id": metrics["run_id"],
@@ -57,6 +63,8 @@ def row_from_metrics(metrics: dict) -> dict:
         "total_return": bt["total_return"],
         "sharpe": bt["sharpe"],
         "max_drawdown": bt["max_drawdown"],
+        "max_drawdown_daily": bt.get("max_drawdown_daily"),
+        "top_ticker_share": conc.get("top_ticker_share"),
         "win_rate": bt["win_rate"],
         "notes": "; ".join(notes + metrics["decision"]["reasons"][:1]),
     }

@@ -95,9 +95,16 @@ def run(model_dir: Path | str, start: dt.date, end: dt.date, overrides: list[str
             "data": {"synthetic": data.synthetic, "tickers": list(data.tickers)},
             "windows": {"backtest": f"{start}..{end}", "train": meta["train_window"]},
             "oos": bt["oos"],
-            "backtest": {**bt["stats"], "per_ticker": bt["per_ticker"]},
+            "backtest": stages.backtest_section(bt),
         }
-        write_report(ctx.report_dir, metrics, bt["trades"], bt["equity"], summary=False)
+        write_report(
+            ctx.report_dir,
+            metrics,
+            bt["trades"],
+            bt["equity"],
+            summary=False,
+            bar_equity=stages.bar_equity_frame(bt),
+        )
         ctx.mark("FINISHED")
     except BaseException as exc:
         ctx.mark("FAILED", f"{type(exc).__name__}: {exc}")

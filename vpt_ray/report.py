@@ -111,6 +111,7 @@ def summary_markdown(m: dict) -> str:
             else []
         ),
         search_line(m["search"]),
+        *_budget_lines(m["search"]),
         f"- Out of sample ({oos['samples']:,} labelled bars): accuracy {num(oos['accuracy'])}, "
         f"AUC {num(oos['auc'])}, log loss {num(oos['log_loss'])}",
         f"- Backtest (one pool of {_money(bt.get('capital'))}, every ticker on one "
@@ -146,6 +147,25 @@ def summary_markdown(m: dict) -> str:
             f"{pct(s['max_drawdown'])} | {pct(s['win_rate'])} |"
         )
     return "\n".join(lines) + "\n"
+
+
+def _budget_lines(search: dict) -> list[str]:
+    """Where the search's time budget came from and how many trials it completed."""
+    b = search.get("budget")
+    if not b:
+        return []
+    origin = (
+        f"hardware.max_hours {b['max_hours']:g} h less the other stages' expected "
+        f"{b['other_stages_expected_s']:.0f} s on {b['bars'] / 1e6:.1f} M bars (x2 margin)"
+        if b["source"] == "hardware.max_hours"
+        else "search.time_budget_s"
+    )
+    return [
+        f"- Search budget: {b['time_budget_s']:.0f} s ({origin}); {b['trials_planned']} of "
+        f"{b['trials_requested']} trials planned to fit it (expected {b['search_expected_s']:.0f}"
+        f" s), {search.get('trials_completed', '?')} completed every fold in "
+        f"{search.get('elapsed_s', 0):.0f} s"
+    ]
 
 
 def _money(v: float | None) -> str:

@@ -317,7 +317,8 @@ def search(
         cached.trials.to_parquet(work_dir / "trials.parquet")
         cached.daily_perf.rename(columns=str).to_parquet(work_dir / "trials_daily.parquet")
         return cached, True
-    result = stages.search(cfg, m, folds, work_dir, num_cpus, tune_storage=tune_storage)
+    bars = int(sum(s.get("bars", 0) for s in store.values()))  # the data size the budget needs
+    result = stages.search(cfg, m, folds, work_dir, num_cpus, tune_storage=tune_storage, bars=bars)
     with contextlib.suppress(OSError):
         save_search(path, result)
         log.info("search: cached in %s", path)

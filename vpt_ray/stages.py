@@ -18,7 +18,7 @@ import pandas as pd
 import xgboost as xgb
 import yaml
 
-from vpt_ray import storage, tracker
+from vpt_ray import budget, storage, tracker
 from vpt_ray.backtest.portfolio import (
     PortfolioSettings,
     concentration,
@@ -205,11 +205,19 @@ def search(
     work_dir: Path,
     num_cpus: float,
     tune_storage: storage.Location | None = None,
+    bars: int | None = None,
 ) -> SearchResult:
-    """The search on the full training matrix, or on `search.sample_days` sampled sessions."""
+    """The search on the full training matrix, or on `search.sample_days` sampled sessions,
+    within the budget and trial count `budget.resolve` derives from the phase's time limit and
+    the data size (`bars` in the feature store; the training samples when not given)."""
     m, folds = search_sample(cfg, m, folds)
+    fold_sizes = [len(tr) + len(va) for tr, va in folds]
+    bars = bars if bars is not None else len(m) * cfg.labels.stride
+    cfg, plan = budget.resolve(cfg, bars, fold_sizes, int(num_cpus))
     path, fs = storage.tune_storage(work_dir if tune_storage is None else tune_storage)
     result = run_search(cfg, m, folds, path, int(num_cpus), storage_filesystem=fs)
+    result.info["budget"] = plan
+    result.info["cpu_us_per_sample_fold"] = budget.cpu_us_per_sample_fold(result.trials, fold_sizes)
     log.info(
         "search: %d trials (%d fitted every fold), best val log loss %.5f, val accuracy %.4f",
         len(result.trials),

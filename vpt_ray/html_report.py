@@ -1071,6 +1071,7 @@ def render_html(run: RunFiles, figs: dict[str, go.Figure]) -> str:
             f"profit factor {_fmt(bt.get('profit_factor'), digits=2)}, exposure "
             f"{_fmt(bt.get('exposure'), 'pct')}, commissions "
             f"${_fmt(bt.get('commissions'), digits=2)}.</p>"
+            + _portfolio_text(bt)
             + fig("equity")
             + fig("monthly")
             + fig("per_ticker")
@@ -1106,18 +1107,35 @@ def render_html(run: RunFiles, figs: dict[str, go.Figure]) -> str:
     )
 
 
+def _portfolio_text(bt: dict) -> str:
+    """How the book was run and who made its PnL: the portfolio's definitions (one pool, Sharpe
+    on daily returns, intraday drawdown), the concentration and the costs (summary.md's lines)."""
+    from vpt_ray.report import _portfolio_lines
+
+    head = (
+        "<p>One pool of capital, every ticker on one clock; Sharpe from daily returns x "
+        f"sqrt(252); max drawdown intraday on the bar closes (close to close: "
+        f"{_fmt(bt.get('max_drawdown_daily'), 'pct')}). Per-ticker figures are each ticker's "
+        "contribution to the portfolio.</p>"
+    )
+    lines = [html.escape(x.removeprefix("- ").replace("**", "")) for x in _portfolio_lines(bt)]
+    return head + ("<ul>" + "".join(f"<li>{x}</li>" for x in lines) + "</ul>" if lines else "")
+
+
 def _wrap(table: str) -> str:
     return f'<div class="tablewrap">{table}</div>'
 
 
 def _per_ticker_table(per_ticker: dict) -> str:
-    cols = ["trades", "total_return", "sharpe", "max_drawdown", "win_rate", "profit_factor",
-            "exposure"]  # fmt: skip
+    cols = ["trades", "pnl", "pnl_share", "total_return", "sharpe", "max_drawdown", "win_rate",
+            "profit_factor", "exposure"]  # fmt: skip
     df = pd.DataFrame.from_dict(per_ticker, orient="index").reindex(columns=cols)
     df = df.rename_axis("ticker").reset_index()
-    pct = {c: (lambda v: _fmt(v, "pct")) for c in ("total_return", "max_drawdown", "win_rate",
-                                                    "exposure")}  # fmt: skip
-    return html_table(df, {**pct, "sharpe": lambda v: _fmt(v, digits=2)})
+    pct = {c: (lambda v: _fmt(v, "pct")) for c in ("pnl_share", "total_return", "max_drawdown",
+                                                    "win_rate", "exposure")}  # fmt: skip
+    return html_table(
+        df, {**pct, "sharpe": lambda v: _fmt(v, digits=2), "pnl": lambda v: _fmt(v, digits=0)}
+    )
 
 
 def write_html_report(report_dir: Path, model_dir: Path | None = None) -> Path:

@@ -27,6 +27,7 @@ from vpt_ray.backtest.portfolio import (
     plan_trades,
     portfolio_stats,
     simulate_portfolio,
+    trailing_vol,
 )
 from vpt_ray.backtest.stats import trading_stats
 from vpt_ray.config import DecisionConfig, HardwareConfig
@@ -62,7 +63,8 @@ def plan(closes: list[float], trades: list[tuple], minutes: list[int] | None = N
 
 
 def pool(**kw) -> PortfolioSettings:
-    return PortfolioSettings(**{"capital": 10_000.0, "max_ticker_weight": 0.5, **FREE, **kw})
+    base = {"capital": 10_000.0, "max_ticker_weight": 0.5, "sizing": "equal", **FREE}
+    return PortfolioSettings(**{**base, **kw})
 
 
 # --- sizing rules, worked out by hand -------------------------------------------------------
@@ -103,6 +105,33 @@ def test_entries_of_one_step_share_the_room_left_under_the_gross_cap_and_open_on
     # B and C: weight 1/3 each ($3333) but only $5000 of room under gross 1.0: $2500 each
     assert t.loc["B", "shares"] == 250 and t.loc["C", "shares"] == 250
     assert r.gross.max() == pytest.approx(1.0)
+
+
+def test_volatility_sizing_gives_equal_risk_around_the_tickers_reference_vol():
+    a = plan([10] * 3, [(1, 2, 1, 10.0, 10.0, True)])
+    b = plan([20] * 3, [(1, 2, 1, 20.0, 20.0, True)])
+    a.vol, b.vol = np.array([0.01]), np.array([0.04])  # reference: geometric mean 0.02
+    r = simulate_portfolio({"A": a, "B": b}, pool(max_ticker_weight=0.8, sizing="volatility"))
+    t = r.trades.set_index("ticker")
+    # equal weight 0.5 each, scaled by 0.02 / vol: A 1.0 -> capped at 0.8, B 0.25; together
+    # 1.05 of the equity for 1.0 of room: both scaled by 1 / 1.05
+    assert t.loc["A", "shares"] == int(8000 / 1.05 / 10)
+    assert t.loc["B", "shares"] == int(2500 / 1.05 / 20)
+    # an unknown volatility (too few bars yet) keeps the equal weight
+    a.vol = np.array([np.nan])
+    r = simulate_portfolio({"A": a, "B": b}, pool(max_ticker_weight=0.8, sizing="volatility"))
+    assert list(r.trades["shares"]) == [500, 250]  # B alone sets the reference: factor 1
+
+
+def test_trailing_vol_uses_only_returns_up_to_each_bar():
+    close = 100 * np.exp(np.cumsum(np.random.default_rng(0).normal(0, 0.001, 200)))
+    v = trailing_vol(close, 50)
+    assert np.isnan(v[:30]).all() and np.isfinite(v[30:]).all()
+    r = np.diff(np.log(close))
+    assert v[120] == pytest.approx(np.std(r[70:120], ddof=1))  # returns into bars 71..120
+    changed = close.copy()
+    changed[121:] *= 3.0
+    assert trailing_vol(changed, 50)[120] == v[120]
 
 
 def test_position_fraction_and_the_ticker_cap_scale_the_target_weight():

@@ -289,7 +289,9 @@ def oracle_ticker(
         cfg.backtest, capital=cfg.backtest.capital, hold_bars=cfg.hold_bars
     )
     return {
-        "plan": plan_trades(bars, truth["p_trade"].to_numpy(), settings),  # as the model's tasks
+        "plan": plan_trades(  # as the model's tasks
+            bars, truth["p_trade"].to_numpy(), settings, cfg.backtest.vol_lookback_bars
+        ),
         "y": feats["y"].to_numpy()[labelled].astype(np.float32),
         "p": truth["p"].to_numpy()[labelled],
     }

@@ -66,6 +66,8 @@ if TYPE_CHECKING:  # pragma: no cover
 
 # The plan's cash budget: large enough that only the volume cap ever limits a planned entry.
 PLAN_CAPITAL = 1e15
+VOL_MIN_BARS = 30  # trailing returns needed before a ticker's volatility counts in the sizing
+SIZINGS = ("volatility", "equal")
 PORTFOLIO_TRADE_COLUMNS = (
     "ticker",
     "entry_time",
@@ -111,6 +113,7 @@ class TradePlan:
     exit_at_close: np.ndarray
     exit_reason: np.ndarray
     max_shares: np.ndarray
+    vol: np.ndarray | None = None  # trailing volatility at each entry's signal bar (sizing)
 
     @property
     def n_trades(self) -> int:
@@ -121,9 +124,19 @@ class TradePlan:
         return len(self.timestamp)
 
 
-def plan_trades(bars: pd.DataFrame, proba: np.ndarray, settings: SimSettings) -> TradePlan:
+def trailing_vol(close: np.ndarray, lookback: int) -> np.ndarray:
+    """Std of the 1-bar log returns over the last `lookback` returns ending at each bar (NaN
+    until VOL_MIN_BARS are known): what a trader knows at that bar's close."""
+    r = pd.Series(np.diff(np.log(close), prepend=np.nan))
+    return r.rolling(lookback, min_periods=VOL_MIN_BARS).std().to_numpy()
+
+
+def plan_trades(
+    bars: pd.DataFrame, proba: np.ndarray, settings: SimSettings, vol_lookback: int = 390
+) -> TradePlan:
     """The round trips the engine's rules make of `proba` on `bars`, sized by nothing but the
-    volume cap (pure; `settings.capital` and `position_fraction` play no part)."""
+    volume cap (pure; `settings.capital` and `position_fraction` play no part), with each
+    entry's trailing volatility (`vol_lookback` bars up to the signal bar) for the sizing."""
     unlimited = settings.replace(capital=PLAN_CAPITAL, position_fraction=1.0)
     res = simulate(bars, proba, unlimited)
     t = res.trades
@@ -148,6 +161,7 @@ def plan_trades(bars: pd.DataFrame, proba: np.ndarray, settings: SimSettings) ->
         exit_at_close=at_close,
         exit_reason=reason,
         max_shares=cap,
+        vol=trailing_vol(close, vol_lookback)[np.maximum(entry - 1, 0)],
     )
 
 
@@ -164,8 +178,13 @@ class PortfolioSettings:
     position_fraction: float = 1.0  # scales every target weight
     commission_per_share: float = 0.0035
     min_commission: float = 0.35
+    sizing: str = "volatility"  # or "equal" (module docstring)
 
     def __post_init__(self) -> None:
+        if self.sizing not in SIZINGS:
+            raise ValueError(
+                f"PortfolioSettings.sizing = {self.sizing!r}: must be one of {', '.join(SIZINGS)}"
+            )
         for name in ("capital", "max_ticker_weight", "max_gross_exposure", "position_fraction",
                      "commission_per_share", "min_commission"):  # fmt: skip
             v = getattr(self, name)
@@ -191,6 +210,7 @@ class PortfolioSettings:
             position_fraction=bt.position_fraction,
             commission_per_share=bt.commission_per_share,
             min_commission=bt.min_commission,
+            sizing=bt.sizing,
         )
 
     def weight(self, n_active: int) -> float:
@@ -249,8 +269,8 @@ def _clock_steps(ts, boff):
 @njit(cache=True)
 def _pool_kernel(
     ts, close, session, boff, n_steps, day0, n_days,
-    t_entry, t_exit, t_side, t_entry_px, t_exit_px, t_at_close, t_max_sh, toff,
-    capital, fraction, max_w, max_gross, cps, min_comm,
+    t_entry, t_exit, t_side, t_entry_px, t_exit_px, t_at_close, t_max_sh, t_vol, toff,
+    capital, fraction, max_w, max_gross, cps, min_comm, by_vol,
 ):  # fmt: skip
     """The clock loop. Bars and planned trades of all tickers are concatenated (ticker i's bars
     are boff[i]..boff[i+1]-1, its trades toff[i]..toff[i+1]-1, bar indices local to the ticker).
@@ -279,6 +299,10 @@ def _pool_kernel(
     realized = np.zeros(n_tk)
     here = np.empty(n_tk, np.int64)
     entr = np.empty(n_tk, np.int64)
+    want_i = np.empty(n_tk)
+    last_vol = np.full(n_tk, np.nan)  # each ticker's volatility at its latest planned entry
+    log_vol_sum = 0.0
+    n_vol = 0
     cash = capital
     mtm = 0.0  # sum of side * shares * mark
     gross = 0.0  # sum of shares * mark
@@ -319,16 +343,36 @@ def _pool_kernel(
                         e += 1
                 if e > 0:
                     eq_now = cash + mtm
-                    want = fraction * min(max_w, max_gross / (n_open + e)) * eq_now
+                    base = fraction * min(max_w, max_gross / (n_open + e))
+                    if by_vol:  # the reference: geometric mean of the tickers' latest vols
+                        for q in range(e):
+                            i = entr[q]
+                            v = t_vol[nxt[i]]
+                            if v > 0.0:
+                                if last_vol[i] > 0.0:
+                                    log_vol_sum -= np.log(last_vol[i])
+                                else:
+                                    n_vol += 1
+                                last_vol[i] = v
+                                log_vol_sum += np.log(v)
+                    total = 0.0
+                    for q in range(e):
+                        i = entr[q]
+                        w = base
+                        v = t_vol[nxt[i]]
+                        if by_vol and v > 0.0 and n_vol > 0:
+                            w = min(fraction * max_w, base * np.exp(log_vol_sum / n_vol) / v)
+                        want_i[q] = w * eq_now
+                        total += want_i[q]
                     room = max_gross * eq_now - gross
                     scale = 1.0
-                    if want * e > room:
-                        scale = max(room, 0.0) / (want * e)
-                    budget = want * scale
+                    if total > room:
+                        scale = max(room, 0.0) / total
                     for q in range(e):
                         i = entr[q]
                         k = nxt[i]
                         nxt[i] += 1
+                        budget = want_i[q] * scale
                         px = t_entry_px[k]
                         n = 0.0
                         if eq_now > 0.0 and budget > 0.0 and px > 0.0:
@@ -415,6 +459,11 @@ def _concat(plans: dict[str, TradePlan]) -> dict[str, np.ndarray]:
         "t_exit_px": cat("exit_price", np.float64),
         "t_at_close": cat("exit_at_close", np.bool_),
         "t_max_sh": cat("max_shares", np.float64),
+        "t_vol": np.concatenate(
+            [np.full(p.n_trades, np.nan) if p.vol is None else np.asarray(p.vol, float) for p in ps]
+        )
+        if ps
+        else np.zeros(0),  # fmt: skip
         "toff": toff,
     }
 
@@ -458,9 +507,10 @@ def simulate_portfolio(plans: dict[str, TradePlan], settings: PortfolioSettings)
     out = _pool_kernel(
         a["ts"], a["close"], sess, a["boff"], n_steps, day0, n_days,
         a["t_entry"], a["t_exit"], a["t_side"], a["t_entry_px"], a["t_exit_px"],
-        a["t_at_close"], a["t_max_sh"], a["toff"],
+        a["t_at_close"], a["t_max_sh"], a["t_vol"], a["toff"],
         float(s.capital), float(s.position_fraction), float(s.max_ticker_weight),
         float(s.max_gross_exposure), float(s.commission_per_share), float(s.min_commission),
+        s.sizing == "volatility",
     )  # fmt: skip
     clock, equity, gross, shares, comm, pnl, eq_entry, day_session, day_pnl, n_rec = out
     index = pd.DatetimeIndex(clock.view("datetime64[ns]")).tz_localize("UTC")

@@ -69,7 +69,7 @@ def backtest_ticker(
     proba = predict(booster, feats[names].to_numpy(np.float32), names)
     settings = SimSettings.from_config(cfg.backtest, capital=cfg.backtest.capital,
                                        hold_bars=cfg.hold_bars)  # fmt: skip
-    plan = plan_trades(bars, proba, settings)
+    plan = plan_trades(bars, proba, settings, cfg.backtest.vol_lookback_bars)
     labelled = feats["y"].notna().to_numpy()
     return {
         "plan": plan,

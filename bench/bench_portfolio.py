@@ -143,7 +143,7 @@ def main() -> None:
     print(
         f"\nknown truth (oracle probabilities, signal_strength {args.signal}): phase 3 -> 4 shapes"
     )
-    head = f"  {'book':<34} {'Sharpe':>7} {'return':>8} {'max DD':>8} {'DD daily':>9} {'top-1':>7}"
+    head = f"  {'book':<40} {'Sharpe':>7} {'return':>8} {'max DD':>8} {'DD daily':>9} {'top-1':>7}"
     print(head)
 
     def row(label: str, stats: dict, top: float | None) -> None:
@@ -151,7 +151,7 @@ def main() -> None:
             return "n/a" if v is None else (f"{v:.2%}" if p else f"{v:.2f}")
 
         print(
-            f"  {label:<34} {f(stats['sharpe']):>7} {f(stats['total_return'], True):>8} "
+            f"  {label:<40} {f(stats['sharpe']):>7} {f(stats['total_return'], True):>8} "
             f"{f(stats['max_drawdown'], True):>8} {f(stats.get('max_drawdown_daily'), True):>9} "
             f"{f(top, True):>7}"
         )
@@ -159,12 +159,12 @@ def main() -> None:
     for n in (args.small, len(names)):
         sub = names[:n]
         for cap in (20_000.0 * n, 100_000.0):
-            r = simulate_portfolio(
-                {t: ticker_plans[t] for t in sub}, PortfolioSettings(capital=cap)
-            )
-            st = portfolio_stats(r)
-            c = concentration(per_ticker_stats(r))
-            row(f"pool {n} tickers, ${cap:,.0f}", st, c["top_ticker_share"])
+            for sizing in ("volatility", "equal"):
+                pool = PortfolioSettings(capital=cap, sizing=sizing)
+                r = simulate_portfolio({t: ticker_plans[t] for t in sub}, pool)
+                c = concentration(per_ticker_stats(r))
+                row(f"pool ({sizing}) {n} tickers, ${cap:,.0f}", portfolio_stats(r),
+                    c["top_ticker_share"])  # fmt: skip
             sl = sleeves(sub, cap)
             _, sst = combine(sl, cap)
             pnl = pd.Series({t: x.trades["pnl"].sum() for t, x in sl.items()})
@@ -172,7 +172,8 @@ def main() -> None:
             row(f"sleeves {n} tickers, ${cap:,.0f}", sst, top)
     print(
         "\nthe pool sizes each entry from the equity at that moment (equal weight over the open "
-        "positions, <= backtest.max_ticker_weight, gross <= 1); sleeves split the capital once"
+        "positions, scaled by reference vol / the ticker's vol with sizing volatility, <= "
+        "backtest.max_ticker_weight, gross <= 1); sleeves split the capital once"
     )
 
 

@@ -19,11 +19,17 @@ The split of work (each part where it is cheapest):
    position is marked at its ticker's close and the portfolio equity is recorded (bar-level
    equity: the intraday drawdown is measured on it).
 
-Sizing (the documented scheme, equal weight across the tickers that signal): an entry at a clock
-step gets the target weight w = position_fraction * min(max_ticker_weight,
+Sizing (equal weight across the tickers that signal, volatility-scaled by default): an entry at
+a clock step gets the target weight w = position_fraction * min(max_ticker_weight,
 max_gross_exposure / n_active) of the current equity (cash + open positions marked at their
-last close), where n_active counts the positions open after this step's entries. The entries of
-one step share the room left under `max_gross_exposure` pro rata. Shares are whole, at most
+last close), where n_active counts the positions open after this step's entries. With
+`sizing="volatility"` w is scaled by reference vol / the ticker's trailing vol (capped at
+position_fraction * max_ticker_weight), so every position carries about the same risk; the
+reference is the geometric mean of each ticker's vol at its latest planned entry (known at that
+time). Why: with equal notional a ticker's PnL grows with its volatility, and on 30 synthetic
+tickers at the same edge the most volatile one made a third of the PnL (bench_portfolio.py). A
+vol not yet known (fewer than VOL_MIN_BARS returns) keeps the equal weight. The entries of one
+step share the room left under `max_gross_exposure` pro rata. Shares are whole, at most
 floor((budget - min_commission) / fill) and budget / (fill + commission_per_share) (the engine's
 rule), capped by the volume limit; fewer than one share skips the planned trade (the ticker stays
 idle until its next planned trade: the plan is the signals', only the size is the portfolio's).

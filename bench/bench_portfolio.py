@@ -14,7 +14,7 @@ the same by construction):
    Sharpe, return, intraday and daily max drawdown, top-ticker share. The sleeves are shown for
    the same inputs. Adding tickers at the same edge must not lower the portfolio's Sharpe.
 
-    .venv/bin/python bench/bench_portfolio.py [--tickers 120] [--small 30] [--signal 0.6]
+    .venv/bin/python bench/bench_portfolio.py [--tickers 120] [--small 30] [--signal 0.75]
                                               [--repeat 3] [--cache DIR]
 
 Bars and oracle probabilities are generated once (~1-3 s a ticker on a shared core) and cached
@@ -88,7 +88,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--tickers", type=int, default=120)
     ap.add_argument("--small", type=int, default=30)
-    ap.add_argument("--signal", type=float, default=0.6)
+    ap.add_argument("--signal", type=float, default=0.75)  # the demo default
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "vpt_bench_pool")
     args = ap.parse_args()

@@ -298,7 +298,7 @@ class DecisionConfig(_Section):
     max_train_val_gap: float = Field(0.05, ge=0)
     max_pbo: float = Field(0.5, ge=0, le=1)
     min_dsr: float = Field(0.95, ge=0, le=1)
-    max_top_ticker_share: float = Field(0.5, gt=0)
+    max_top_ticker_share: float = Field(1.0, gt=0)
 
 
 class PathsConfig(_Section):

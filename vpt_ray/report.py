@@ -168,14 +168,27 @@ def _budget_lines(search: dict) -> list[str]:
     ]
 
 
+def concentration_line(c: dict) -> str:
+    """Who made the PnL, in one line (console and summary.md)."""
+    if c.get("top_ticker_share") is None:
+        head = "no net profit to attribute"
+    else:
+        head = (
+            f"top ticker {c['top_ticker']} makes {pct(c['top_ticker_share'])} of the net PnL, "
+            f"top 5 {pct(c['top5_share'])}"
+        )
+    return (
+        f"{head}; {pct(c['tickers_profitable_share'])} of tickers profitable, median ticker "
+        f"Sharpe {num(c['median_ticker_sharpe'], 2)}"
+    )
+
+
 def _money(v: float | None) -> str:
     return "the capital" if v is None else f"${v:,.0f}"
 
 
 def _portfolio_lines(bt: dict) -> list[str]:
     """Concentration and costs of the portfolio (runs before issue 21 have neither)."""
-    from vpt_ray.stages import concentration_line
-
     lines = []
     if bt.get("concentration"):
         lines.append(f"- Concentration: {concentration_line(bt['concentration'])}")

@@ -40,7 +40,7 @@ from vpt_ray.honesty import overfitting_section
 from vpt_ray.html_report import write_html_report
 from vpt_ray.metrics import classification
 from vpt_ray.oracle import oracle_section
-from vpt_ray.report import num, pct, write_report
+from vpt_ray.report import concentration_line, num, pct, write_report
 from vpt_ray.resources import MemorySampler, release_freed_memory
 from vpt_ray.resume import file_digest
 from vpt_ray.resume import stage_bars as stage_ticker_bars
@@ -508,21 +508,6 @@ def bar_equity_frame(bt: dict) -> pd.DataFrame:
             "equity": bt["bar_equity"].to_numpy(),
             "gross_exposure": bt["gross"].to_numpy(),
         }
-    )
-
-
-def concentration_line(c: dict) -> str:
-    """Who made the PnL, in one line (console and summary.md)."""
-    if c.get("top_ticker_share") is None:
-        head = "no net profit to attribute"
-    else:
-        head = (
-            f"top ticker {c['top_ticker']} makes {pct(c['top_ticker_share'])} of the net PnL, "
-            f"top 5 {pct(c['top5_share'])}"
-        )
-    return (
-        f"{head}; {pct(c['tickers_profitable_share'])} of tickers profitable, median ticker "
-        f"Sharpe {num(c['median_ticker_sharpe'], 2)}"
     )
 
 

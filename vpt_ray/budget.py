@@ -12,9 +12,11 @@ conservative for the 8-core reference workstation:
 - other stages (data, features, CV, final fit, backtest, oracle, report): phase 4 as shipped spent
   ~636 s outside its 900 s search on 46.8 M bars (13.6 s per million bars), phase 1 ~47 s on
   0.97 M bars, of which ~40 s are fixed costs (Ray start-up, numba cache loads, the report);
-- a search fold fit: 3-15 microseconds of CPU per (training + validation) sample at phase 1's size
-  (metrics.json `search.cpu_us_per_sample_fold` records each run's own figure), several times that
-  at phase 4's size, where the fold matrices are rebuilt from the sample file for every fit.
+- a search fold fit: CPU microseconds per (training + validation) sample, recorded by every run as
+  metrics.json `search.cpu_us_per_sample_fold`: 7.6 in phase 1 and 16.1 in phase 3 as shipped
+  (2026-12-04, load average 20-50); phase 4's 900 s search fitted roughly 30 M sample-folds on 2
+  CPUs (~60), where the fold matrices are rebuilt from the sample file for every fit. 40 is
+  assumed: a search planned longer than it runs ends by itself, one planned shorter is cut.
 The estimate is doubled (`SAFETY`) before it is taken from the limit.
 """
 

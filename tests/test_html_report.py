@@ -10,6 +10,7 @@ point and the search's progress callback are exercised on the same run.
 from __future__ import annotations
 
 import html
+import importlib.util
 import json
 import math
 import re
@@ -34,15 +35,22 @@ from vpt_ray.phase import run_phase
 
 pytestmark = pytest.mark.slow
 RUN_ID = "rep"
+HAS_MLFLOW = importlib.util.find_spec("mlflow") is not None
+SECRET = "pk_test_never_logged_7d1e"  # a Polygon key in the environment: must reach no file
 
 
 @pytest.fixture(scope="module")
 def run(ray_session, tmp_path_factory) -> dict:
-    """A finished tiny phase-1 run on the synthetic market: its workspace, dirs and metrics."""
+    """A finished tiny phase-1 run on the synthetic market: its workspace, dirs and metrics;
+    logged to an MLflow file store in the workspace when MLflow is installed."""
     ws = tmp_path_factory.mktemp("report")
     for d in ("data", "artifacts", "logs"):
         (ws / d).mkdir()
-    metrics = run_phase(load_config(1, overrides=tiny_overrides(ws)), run_id=RUN_ID)
+    mlflow = ["tracking.mlflow=true", f"tracking.uri={(ws / 'mlruns').as_uri()}"]
+    cfg = load_config(1, overrides=tiny_overrides(ws, *(mlflow if HAS_MLFLOW else [])))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("POLYGON_API_KEY", SECRET)  # data.sources has no polygon: only a bystander
+        metrics = run_phase(cfg, run_id=RUN_ID)
     art = ws / "artifacts"
     return {
         "ws": ws,
@@ -79,6 +87,9 @@ def test_every_chart_is_drawn_with_nothing_missing(loaded):
     files, figs = loaded
     assert files.notes == {}
     expected = {
+        "rolling_sharpe",
+        "turnover",
+        "prices",
         "cv_folds",
         "search_objective",
         "search_parallel",
@@ -162,6 +173,12 @@ def test_backtest_charts_equal_metrics(run, loaded):
     bt = run["metrics"]["backtest"]
     equity = _trace(figs["equity"], "equity")
     assert float(equity.y[-1]) == pytest.approx(bt["final_equity"])
+    bench = np.asarray(_trace(figs["equity"], "buy-and-hold (equal weight)").y, dtype=float)
+    b = run["metrics"]["benchmark"]
+    assert bench[-1] / files.capital - 1 == pytest.approx(b["total_return"])
+    excess = np.asarray(_trace(figs["equity"], "excess return", "x3").y, dtype=float)
+    assert excess[-1] == pytest.approx(bt["total_return"] - b["total_return"])
+    assert b["excess_return"] == pytest.approx(bt["total_return"] - b["total_return"])
     dd = np.asarray(_trace(figs["equity"], "drawdown", "x2").y, dtype=float)
     # the chart draws the daily closes (equity.parquet): the close-to-close drawdown; the
     # reported max_drawdown is intraday (equity_bars.parquet) and at least as deep
@@ -230,6 +247,76 @@ def test_page_shows_the_headline_figures(run):
     assert page.count("Plotly.newPlot") == int(re.search(r'data-figures="(\d+)"', page)[1])
 
 
+def test_benchmark_is_buy_and_hold_of_the_backtested_bars(run):
+    """The benchmark, recomputed from the bar files: capital / N at each ticker's first open of
+    the backtest window, held to each session's close."""
+    from vpt_ray.data.local import read_bars
+
+    m = run["metrics"]
+    start, end = (pd.Timestamp(d).date() for d in m["windows"]["backtest"].split(".."))
+    capital = yaml.safe_load((run["report"] / "config.yaml").read_text())["backtest"]["capital"]
+    value = 0.0
+    for path in m["backtest_bars"].values():
+        bars = read_bars(path, start, end)
+        value += capital / len(m["backtest_bars"]) / bars["open"].iloc[0] * bars["close"].iloc[-1]
+    assert m["benchmark"]["total_return"] == pytest.approx(value / capital - 1, rel=1e-9)
+    saved = pd.read_parquet(run["report"] / "benchmark.parquet")
+    assert saved["benchmark"].iloc[-1] == pytest.approx(value)
+
+
+def test_new_backtest_panels_equal_their_inputs(run, loaded):
+    from vpt_ray.backtest import tearsheet
+
+    files, figs = loaded
+    rs = _trace(figs["rolling_sharpe"], f"strategy ({html_report.rolling_window(len(files.equity))}"
+                " sessions)")  # fmt: skip
+    window = html_report.rolling_window(len(files.equity))
+    r = files.equity.pct_change()
+    r.iloc[0] = files.equity.iloc[0] / files.capital - 1
+    tail = r.iloc[-window:]
+    assert float(rs.y[-1]) == pytest.approx(tail.mean() / tail.std() * math.sqrt(252))
+    turnover = np.asarray(figs["turnover"].data[0].y, dtype=float)
+    trades = files.trades
+    traded = (trades["shares"].abs() * (trades["entry_price"] + trades["exit_price"])).sum()
+    assert turnover.sum() > 0 and run["metrics"]["backtest"]["turnover"] == pytest.approx(
+        traded / files.capital
+    )
+    dd = tearsheet.worst_drawdowns(files.equity, files.capital)
+    assert dd["depth"].iloc[0] == pytest.approx(run["metrics"]["backtest"]["max_drawdown"])
+    # the price panel: the chosen window's closes, and every trade entered in it as a marker
+    a, b = files.price_window
+    prices = figs["prices"]
+    first = next(iter(files.prices))
+    close = _trace(prices, f"{first} close")
+    assert list(close.y) == list(files.prices[first]["close"])
+    ts = files.prices[first]["timestamp"]
+    mine = trades[trades["ticker"] == first]
+    in_window = mine[mine["entry_time"].between(ts.min(), ts.max())]
+    marked = sum(
+        len(t.x) for t in prices.data if t.name.startswith(f"{first} ") and "entry" in t.name
+    )
+    assert marked == len(in_window) > 0
+    assert len(prices.layout.updatemenus[0].buttons) == len(files.prices)
+    other = html_report.load_run(run["report"], run["model"], (a, a))
+    assert set(pd.to_datetime(other.prices[first]["timestamp"]).dt.tz_convert(
+        "America/New_York").dt.date) == {a}  # fmt: skip
+
+
+def test_parallel_coordinates_legend_names_the_colour_of_the_best(loaded):
+    files, figs = loaded
+    par = figs["search_parallel"]
+    assert "yellow = lowest val_log_loss = best" in par.layout.title.text
+    line = par.data[0].line
+    # reversed Viridis: the lowest value maps to the scale's top colour, which is yellow
+    assert line.reversescale is True and "darker" not in par.layout.title.text
+    import plotly.colors
+
+    # the scale runs purple -> yellow; reversed, the lowest value takes its yellow end
+    assert line.colorscale[0][1].lower() == plotly.colors.sequential.Viridis[0].lower()
+    assert line.colorscale[-1][1].lower() == "#fde725"  # Viridis' yellow
+    assert list(line.color) == list(files.trials["val_log_loss"])
+
+
 # ---------------------------------------------------------------------------------- browser
 
 
@@ -245,6 +332,15 @@ def test_report_renders_in_headless_chromium(run, tmp_path):
         banner: (document.getElementById('synthetic-banner') || {}).innerText || '',
         bannerHeight: (document.getElementById('synthetic-banner') || {}).offsetHeight || 0,
         verdict: document.getElementById('verdict').innerText,
+        panels: ['equity', 'rolling_sharpe', 'turnover', 'prices'].filter(
+            k => document.querySelector('#fig-' + k + ' .main-svg')),
+        equityAxes: document.getElementById('fig-equity')._fullLayout._subplots.cartesian.length,
+        priceMarkers: document.querySelectorAll('#fig-prices .scatterlayer .point').length,
+        priceMenu: document.querySelectorAll('#fig-prices .updatemenu-header-group').length,
+        drawdownRows: document.querySelectorAll('#worst-drawdowns tbody tr').length,
+        benchmark: (document.getElementById('benchmark') || {}).innerText || '',
+        parTitle: document.querySelector('#fig-search_parallel .gtitle').textContent,
+        none: /\bNone\b/.test(document.body.innerText),
     })"""
     ready = (
         "document.readyState === 'complete' && document.querySelectorAll('.js-plotly-plot')"
@@ -258,6 +354,11 @@ def test_report_renders_in_headless_chromium(run, tmp_path):
     assert v["figures"] >= 10 and v["plots"] == v["figures"] and v["drawn"] == v["figures"]
     assert v["banner"].startswith("SYNTHETIC DATA") and v["bannerHeight"] > 0
     assert v["verdict"] == run["metrics"]["decision"]["verdict"].upper()
+    assert v["panels"] == ["equity", "rolling_sharpe", "turnover", "prices"], v["panels"]
+    assert v["equityAxes"] == 3  # equity + buy-and-hold, drawdown, excess return
+    assert v["priceMarkers"] > 0 and v["priceMenu"] >= 1
+    assert 1 <= v["drawdownRows"] <= 5 and "Excess return of the strategy" in v["benchmark"]
+    assert "yellow = lowest" in v["parTitle"] and not v["none"]
     external = [u for u in page.requests if not u.startswith(("file:", "data:", "blob:"))]
     assert external == [], external
     assert page.screenshot[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 50_000
@@ -277,6 +378,129 @@ def test_browser_check_catches_errors_and_external_requests(tmp_path):
     assert any("boom" in e for e in page.errors)
     assert any("notDefined" in e for e in page.errors)
     assert "http://127.0.0.1:9/x.png" in page.requests
+
+
+# ------------------------------------------------------------------------ tracking (MLflow)
+
+
+def test_mlflow_holds_the_run_its_trials_and_no_secret(run):
+    if not HAS_MLFLOW:
+        pytest.skip("mlflow is not installed (pip install -e '.[mlflow]')")
+    from mlflow import MlflowClient
+
+    m = run["metrics"]
+    client = MlflowClient(tracking_uri=(run["ws"] / "mlruns").as_uri())
+    exp = client.get_experiment_by_name("vpt-ray")
+    runs = client.search_runs([exp.experiment_id], max_results=1000)
+    phase = [r for r in runs if r.data.tags.get("vpt.kind") == "phase"]
+    assert len(phase) == 1 and phase[0].data.tags["vpt.run_id"] == RUN_ID
+    p = phase[0]
+    assert p.info.status == "FINISHED" and p.data.tags["vpt.verdict"] == m["decision"]["verdict"]
+    cfg = yaml.safe_load((run["report"] / "config.yaml").read_text())
+    assert p.data.params["search.num_samples"] == str(cfg["search"]["num_samples"])
+    assert p.data.params["data.tickers"] == str(cfg["data"]["tickers"])
+    for key, value in (
+        ("cv.accuracy", m["cv"]["accuracy"]),
+        ("oos.accuracy", m["oos"]["accuracy"]),
+        ("backtest.sharpe", m["backtest"]["sharpe"]),
+        ("benchmark.excess_return", m["benchmark"]["excess_return"]),
+        ("resources.peak_memory_gb", m["resources"]["peak_memory_gb"]),
+    ):
+        assert p.data.metrics[key] == pytest.approx(value), key
+    trials = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == p.info.run_id]
+    assert len(trials) == m["search"]["trials"] and all(
+        "val_log_loss" in t.data.metrics for t in trials
+    )
+    best = min(t.data.metrics["val_log_loss"] for t in trials)
+    assert best == pytest.approx(m["cv"]["log_loss"])
+    listed = {a.path for d in ("report", "model", "tracker")
+              for a in client.list_artifacts(p.info.run_id, d)}  # fmt: skip
+    assert {"report/report.html", "report/metrics.json", "model/model.ubj",
+            "tracker/SCALING_TRACKER.md"} <= listed  # fmt: skip
+    files = [f for f in (run["ws"] / "mlruns").rglob("*") if f.is_file()]
+    assert len(files) > 50 and not any(SECRET.encode() in f.read_bytes() for f in files)
+
+
+# ----------------------------------------------------------------------- standalone backtest
+
+
+@pytest.fixture(scope="module")
+def standalone(run) -> dict:
+    """The run's saved model backtested on its own, on a month after its backtest window."""
+    import datetime as dt
+
+    from vpt_ray.backtest.__main__ import run as backtest_run
+
+    m = backtest_run(run["model"], dt.date(2024, 4, 1), dt.date(2024, 4, 30))
+    return {"metrics": m, "dir": run["artifacts"] / "reports" / m["run_id"]}
+
+
+def _visible_text(page: str) -> str:
+    page = re.sub(r"<(script|style)[^>]*>.*?</\1>", "", page, flags=re.S)
+    return html.unescape(re.sub(r"<[^>]+>", " ", page))
+
+
+def test_standalone_backtest_writes_a_full_report(run, standalone):
+    m, d = standalone["metrics"], standalone["dir"]
+    for name in ("metrics.json", "summary.md", "report.html", "config.yaml", "trades.parquet",
+                 "equity.parquet", "benchmark.parquet", "predictions.parquet"):  # fmt: skip
+        assert (d / name).exists(), name
+    assert m["kind"] == "backtest" and m["model_run_id"] == RUN_ID
+    assert (d / "config.yaml").read_text().startswith(f"# backtest of model run {RUN_ID} (")
+    assert json.loads((d / "status.json").read_text())["status"] == "FINISHED"
+    summary = (d / "summary.md").read_text()
+    assert f"(backtest of {RUN_ID})" in summary and "Benchmark (equal-weight" in summary
+    text = _visible_text((d / "report.html").read_text())
+    assert not re.search(r"\bNone\b", text), re.findall(r".{60}\bNone\b.{20}", text)
+    assert "signal strength 1.0" in text and "15 / 15 bars" in text
+    assert f"backtest of {RUN_ID}" in text and "belongs to the model run" in text
+    assert "> None" not in text and "Not shown:" not in text
+    assert "Five worst drawdowns" in text and "Excess return of the strategy" in text
+
+
+def test_standalone_backtest_is_a_history_row_not_a_phase_row(run, standalone):
+    path = run["artifacts"] / "SCALING_TRACKER.md"
+    state = tracker.load_state(path)
+    assert state["latest"]["1"]["run_id"] == RUN_ID  # a backtest decides nothing
+    row = state["history"][0]
+    assert row["run_id"] == standalone["metrics"]["run_id"] and row["kind"] == "backtest"
+    assert row["notes"].startswith(f"SYNTHETIC data; backtest of {RUN_ID} on 2024-04-01..")
+    text = path.read_text()
+    assert f"| backtest of {RUN_ID} |" in text and "### History (2 runs, newest first)" in text
+
+
+def test_compare_a_backtest_with_its_model_run_and_the_tracker_default(run, standalone, capsys):
+    bt_id = standalone["metrics"]["run_id"]
+    art = str(run["artifacts"])
+    assert compare.main([RUN_ID, bt_id, "--artifacts", art]) == 0
+    out = capsys.readouterr().out
+    diff = re.search(r"## Config: (\d+) settings differ", out)
+    keys = set(re.findall(r"^\| ((?:data|backtest)\.\w+) \|", out, re.M))
+    assert int(diff[1]) == len(keys) and keys <= {"data.start", "data.end", "backtest.start",
+                                                  "backtest.end"}  # fmt: skip
+    assert f"- B: backtest of {RUN_ID}, SYNTHETIC data" in out
+    assert re.search(r"^\| CV accuracy \| 0\.\d{4} \| n/a \|", out, re.M)
+    assert "B: backtest of rep: no decision of its own" in out
+    # no runs named: the tracker's history, oldest first
+    assert compare.main(["--artifacts", art]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"# Run comparison: A = {RUN_ID} vs B = {bt_id}")
+    assert compare.main(["--artifacts", art, "--phase", "2"]) == 2
+    assert "at least 2 finished runs" in capsys.readouterr().err
+
+
+def test_compare_takes_n_runs(run, tmp_path, capsys):
+    reports = tmp_path / "reports"
+    for i, name in enumerate("abc"):
+        shutil.copytree(run["report"], reports / name)
+        mb = json.loads((reports / name / "metrics.json").read_text())
+        mb["oos"]["accuracy"] += 0.01 * i
+        (reports / name / "metrics.json").write_text(json.dumps(mb))
+    assert compare.main(["a", "b", "c", "--artifacts", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("# Run comparison: A = a, B = b, C = c")
+    assert "| metric | A | B | C | C - A |" in out and "+0.0200" in out
+    assert (reports / "compare-a-vs-b-vs-c.md").read_text() == out.rstrip("\n") + "\n"
 
 
 # ------------------------------------------------------------------------ rebuild and tools

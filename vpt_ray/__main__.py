@@ -21,7 +21,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "backtest": ("vpt_ray.backtest", "backtest a saved model on a period outside its training"),
     "data": ("vpt_ray.data", "fetch, cache and check bar data (local, GCS, Polygon)"),
     "audit": ("vpt_ray.audit", "leakage and honesty audit of a run"),
-    "compare": ("vpt_ray.compare", "two runs side by side: config diff, metrics, resources"),
+    "compare": ("vpt_ray.compare", "runs side by side (default: the tracker's history)"),
     "report": ("vpt_ray.html_report", "(re)build a run's self-contained report.html"),
 }
 

@@ -35,7 +35,24 @@ def add_config_args(parser: argparse.ArgumentParser, default_config: str | None 
         metavar="KEY=VALUE",
         help="override one setting, e.g. --set data.tickers=[AAPL,MSFT] (repeatable)",
     )
-    parser.add_argument("--run-id", default=None, help="name the run (default: time-phase-hash)")
+    parser.add_argument(
+        "--run-id", "--run_id", default=None, help="name the run (default: time-phase-hash)"
+    )
+    add_mlflow_arg(parser)
+
+
+def add_mlflow_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--mlflow",
+        action="store_true",
+        help="also log the run to MLflow (tracking.mlflow=true): ./mlruns or $MLFLOW_TRACKING_URI",
+    )
+
+
+def overrides_of(args: argparse.Namespace) -> list[str]:
+    """The `--set` overrides plus the ones flags stand for (`--mlflow`)."""
+    extra = ["tracking.mlflow=true"] if getattr(args, "mlflow", False) else []
+    return [*args.overrides, *extra]
 
 
 def user_errors() -> tuple[type[BaseException], ...]:
@@ -78,7 +95,9 @@ def run_cli(args: argparse.Namespace, stop_after: str | None = None) -> int:
         config = "config/base.yaml"
     try:
         cfg = load_config(
-            phase=phase if config is None else None, config_path=config, overrides=args.overrides
+            phase=phase if config is None else None,
+            config_path=config,
+            overrides=overrides_of(args),
         )
         if phase is not None and config is not None:
             cfg = cfg.model_copy(update={"phase": phase})

@@ -1,9 +1,12 @@
-"""`vpt compare RUN_A RUN_B`: two runs side by side, to see what a change of config bought.
+"""`vpt compare RUN...`: runs side by side, to see what a change of config bought.
 
 Reads each run's `metrics.json` and `config.yaml` from `artifacts/reports/{run_id}/` and prints a
-markdown comparison: the config settings that differ (and only those), the headline metrics with
-the change from A to B, and the resources each run used. The same text is written to
-`artifacts/reports/compare-{A}-vs-{B}.md` so it can be pasted into a review.
+markdown comparison, a table per section: the config settings that differ between the runs (and
+only those), the headline metrics with the change from the first run (A) to the last, and the
+resources each run used. With no run given, the runs are the scaling tracker's history (oldest
+first; `--phase N` keeps one phase's, `--last K` the K newest). A standalone backtest compares
+like any run: its CV and search rows read n/a and its kind names the model run it re-tests. The
+same text is written to `artifacts/reports/compare-....md` so it can be pasted into a review.
 """
 
 from __future__ import annotations
@@ -45,6 +48,9 @@ METRIC_ROWS = (
     ("win rate", "backtest.win_rate", "pct"),
     ("profit factor", "backtest.profit_factor", "num2"),
     ("exposure", "backtest.exposure", "pct"),
+    ("turnover (x capital)", "backtest.turnover", "num2"),
+    ("buy-and-hold return", "benchmark.total_return", "pct"),
+    ("excess return", "benchmark.excess_return", "pct"),
     ("PBO", "overfitting.pbo", "num"),
     ("deflated Sharpe", "overfitting.dsr", "num"),
     ("verdict", "decision.verdict", "text"),
@@ -155,59 +161,118 @@ def _table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> list[str]:
     ]
 
 
-def compare_markdown(a_id: str, a: tuple[dict, dict], b_id: str, b: tuple[dict, dict]) -> str:
-    """The side-by-side comparison of runs A and B as markdown."""
-    (ma, ca), (mb, cb) = a, b
-    lines = [f"# Run comparison: A = {a_id} vs B = {b_id}", ""]
-    for label, m in (("A", ma), ("B", mb)):
+LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+
+
+def label(i: int) -> str:
+    """A, B, ..., Z, then R27, R28, ..."""
+    return LETTERS[i] if i < len(LETTERS) else f"R{i + 1}"
+
+
+def kind_text(m: dict) -> str:
+    if m.get("kind") == "backtest":
+        return f"backtest of {m.get('model_run_id')}"
+    return f"phase {m.get('phase')} run"
+
+
+def config_diff_n(configs: list[dict]) -> list[tuple[str, list[object]]]:
+    """(key, value per run) for every setting that is not the same in all runs."""
+    flat = [flatten(c) for c in configs]
+    keys = sorted(set().union(*flat)) if flat else []
+    rows = []
+    for k in keys:
+        values = [f.get(k, MISSING) for f in flat]
+        if any(v != values[0] for v in values[1:]):
+            rows.append((k, values))
+    return rows
+
+
+def compare_markdown_n(runs: list[tuple[str, tuple[dict, dict]]]) -> str:
+    """Runs side by side as markdown: a table per section, columns A, B, ... and last - A."""
+    if len(runs) < 2:
+        raise ValueError(f"compare: {len(runs)} run(s) given; comparing needs at least 2")
+    labels = [label(i) for i in range(len(runs))]
+    last = labels[-1]
+    title = ", ".join(f"{lab} = {rid}" for lab, (rid, _) in zip(labels, runs, strict=True))
+    if len(runs) == 2:
+        title = f"{labels[0]} = {runs[0][0]} vs {labels[1]} = {runs[1][0]}"
+    lines = [f"# Run comparison: {title}", ""]
+    for lab, (_, (m, _)) in zip(labels, runs, strict=True):
         d = m.get("data", {})
         lines.append(
-            f"- {label}: phase {m.get('phase')}, "
+            f"- {lab}: {kind_text(m)}, "
             f"{'SYNTHETIC data' if d.get('synthetic') else 'real data'}, "
             f"train {dig(m, 'windows.train')}, backtest {dig(m, 'windows.backtest')}, "
             f"config {m.get('config_fingerprint')}, git {str(m.get('git_commit'))[:12]}"
         )
-    diff = config_diff(ca, cb)
+    configs = [c for _, (_, c) in runs]
+    diff = config_diff_n(configs)
     lines += ["", f"## Config: {len(diff)} settings differ", ""]
     if diff:
-        lines += _table(("setting", "A", "B"), [(k, fmt(va), fmt(vb)) for k, va, vb in diff])
+        lines += _table(("setting", *labels), [(k, *map(fmt, vs)) for k, vs in diff])
     else:
-        lines.append("Same resolved config." if ca and cb else "A config.yaml is missing.")
+        lines.append("Same resolved config." if all(configs) else "A config.yaml is missing.")
     lines += ["", "## Metrics", ""]
     rows = []
-    for label, key, kind in METRIC_ROWS:
-        va, vb = dig(ma, key), dig(mb, key)
-        if va is None and vb is None:
+    metrics = [m for _, (m, _) in runs]
+    for name, key, kind in METRIC_ROWS:
+        values = [dig(m, key) for m in metrics]
+        if all(v is None for v in values):
             continue
-        rows.append((label, fmt(va, kind), fmt(vb, kind), delta(va, vb, kind)))
-    lines += _table(("metric", "A", "B", "B - A"), rows)
+        rows.append((name, *(fmt(v, kind) for v in values), delta(values[0], values[-1], kind)))
+    lines += _table(("metric", *labels, f"{last} - A"), rows)
     lines += ["", "## Resources", ""]
-    ra, rb = ma.get("resources", {}), mb.get("resources", {})
+    res = [m.get("resources", {}) for m in metrics]
     res_rows = [
-        ("peak memory (GB)", ra.get("peak_memory_gb"), rb.get("peak_memory_gb"), "num2"),
-        ("wall (s)", ra.get("wall_seconds"), rb.get("wall_seconds"), "num2"),
-        ("Ray CPUs", dig(ra, "ray.num_cpus"), dig(rb, "ray.num_cpus"), "int"),
+        ("peak memory (GB)", [r.get("peak_memory_gb") for r in res], "num2"),
+        ("wall (s)", [r.get("wall_seconds") for r in res], "num2"),
+        ("Ray CPUs", [dig(r, "ray.num_cpus") for r in res], "int"),
     ]
-    stages = list(dict.fromkeys([*ra.get("stages", {}), *rb.get("stages", {})]))
+    stages = list(dict.fromkeys(s for r in res for s in r.get("stages", {})))
     res_rows += [
-        (f"stage {s} (s)", ra.get("stages", {}).get(s), rb.get("stages", {}).get(s), "num2")
-        for s in stages
+        (f"stage {s} (s)", [r.get("stages", {}).get(s) for r in res], "num2") for s in stages
     ]
     lines += _table(
-        ("resource", "A", "B", "B - A"),
-        [(n, fmt(va, k), fmt(vb, k), delta(va, vb, k)) for n, va, vb, k in res_rows],
+        ("resource", *labels, f"{last} - A"),
+        [(n, *(fmt(v, k) for v in vs), delta(vs[0], vs[-1], k)) for n, vs, k in res_rows],
     )
-    for label, m in (("A", ma), ("B", mb)):
+    for lab, m in zip(labels, metrics, strict=True):
+        if m.get("kind") == "backtest":
+            lines.append(f"\n{lab}: backtest of {m.get('model_run_id')}: no decision of its own")
+            continue
         reasons = "; ".join(dig(m, "decision.reasons") or [])
-        lines.append(f"\n{label} decision: **{dig(m, 'decision.verdict')}**: {reasons}")
+        lines.append(f"\n{lab} decision: **{dig(m, 'decision.verdict')}**: {reasons}")
     return "\n".join(lines) + "\n"
 
 
-def compare_runs(run_a: str, run_b: str, artifacts: Path = Path("artifacts")) -> tuple[str, Path]:
-    """Compare two runs; writes the markdown and returns (text, path written)."""
-    da, db = report_dir(run_a, artifacts), report_dir(run_b, artifacts)
-    text = compare_markdown(da.name, load(da), db.name, load(db))
-    out = artifacts / "reports" / f"compare-{da.name}-vs-{db.name}.md"
+def compare_markdown(a_id: str, a: tuple[dict, dict], b_id: str, b: tuple[dict, dict]) -> str:
+    """The side-by-side comparison of runs A and B as markdown."""
+    return compare_markdown_n([(a_id, a), (b_id, b)])
+
+
+def tracker_runs(tracker_path: Path, phase: int | None = None) -> list[str]:
+    """Run ids of the tracker's history, oldest first (one phase's with `phase`)."""
+    from vpt_ray.tracker import load_state
+
+    history = load_state(tracker_path)["history"]
+    return [
+        str(r["run_id"])
+        for r in reversed(history)
+        if phase is None or int(r.get("phase", 0)) == phase
+    ]
+
+
+def output_name(ids: list[str]) -> str:
+    if len(ids) <= 3:
+        return "compare-" + "-vs-".join(ids) + ".md"
+    return f"compare-{ids[0]}-and-{len(ids) - 1}-more.md"
+
+
+def compare_runs(*runs: str, artifacts: Path = Path("artifacts")) -> tuple[str, Path]:
+    """Compare runs (ids or report directories); writes the markdown, returns (text, path)."""
+    dirs = [report_dir(r, artifacts) for r in runs]
+    text = compare_markdown_n([(d.name, load(d)) for d in dirs])
+    out = artifacts / "reports" / output_name([d.name for d in dirs])
     write_text_atomic(out, text)
     return text, out
 
@@ -215,21 +280,54 @@ def compare_runs(run_a: str, run_b: str, artifacts: Path = Path("artifacts")) ->
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="vpt compare",
-        description="Compare two runs side by side: the config settings that differ, the "
-        "metrics (with B - A) and the resources. Prints markdown and writes it to "
-        "artifacts/reports/compare-A-vs-B.md.",
+        description="Compare runs side by side: the config settings that differ, the metrics "
+        "(with last - A) and the resources, a table per section. With no RUN, the runs of the "
+        "scaling tracker's history. Prints markdown and writes it to "
+        "artifacts/reports/compare-....md.",
     )
-    parser.add_argument("run_a", metavar="RUN_A", help="run id (or report directory) A")
-    parser.add_argument("run_b", metavar="RUN_B", help="run id (or report directory) B")
+    parser.add_argument(
+        "runs", nargs="*", metavar="RUN", help="run ids (or report directories), 2 or more"
+    )
     parser.add_argument(
         "--artifacts",
         default="artifacts",
         metavar="DIR",
         help="artifacts root holding reports/ (default: %(default)s)",
     )
+    parser.add_argument(
+        "--tracker",
+        default=None,
+        metavar="PATH",
+        help="scaling tracker whose history is the default set (default: ARTIFACTS/"
+        "SCALING_TRACKER.md)",
+    )
+    parser.add_argument("--phase", type=int, default=None, help="with no RUN: only this phase")
+    parser.add_argument(
+        "--last", type=int, default=None, metavar="K", help="with no RUN: the K newest runs"
+    )
     args = parser.parse_args(argv)
+    artifacts = Path(args.artifacts)
+    runs = list(args.runs)
     try:
-        text, out = compare_runs(args.run_a, args.run_b, Path(args.artifacts))
+        if not runs:
+            tracker_path = Path(args.tracker) if args.tracker else artifacts / "SCALING_TRACKER.md"
+            if not tracker_path.exists():
+                raise FileNotFoundError(
+                    f"no runs given and no tracker at {tracker_path}: name the runs "
+                    "(vpt compare RUN_A RUN_B ...) or point --tracker at one"
+                )
+            runs = tracker_runs(tracker_path, args.phase)
+            runs = [r for r in runs if (artifacts / "reports" / r / "metrics.json").exists()]
+            if args.last:
+                runs = runs[-args.last :]
+        if len(runs) < 2:
+            print(
+                f"error: compare needs at least 2 finished runs, got {len(runs)}: "
+                f"{', '.join(runs) or 'none'}",
+                file=sys.stderr,
+            )
+            return 2
+        text, out = compare_runs(*runs, artifacts=artifacts)
     except FileNotFoundError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -325,6 +325,14 @@ class PathsConfig(_Section):
         return self
 
 
+class TrackingConfig(_Section):
+    """Experiment tracking beyond the scaling tracker (`vpt_ray.tracking`): off by default."""
+
+    mlflow: bool = False
+    experiment: str = Field("vpt-ray", min_length=1)
+    uri: str | None = None
+
+
 class Config(_Section):
     """The whole run's settings. Build with `load_config`."""
 
@@ -344,6 +352,7 @@ class Config(_Section):
     hardware: HardwareConfig = Field(default_factory=HardwareConfig)
     decision: DecisionConfig = Field(default_factory=DecisionConfig)
     paths: PathsConfig = Field(default_factory=PathsConfig)
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
 
     @model_validator(mode="after")
     def _check_windows(self) -> Config:
@@ -367,8 +376,10 @@ class Config(_Section):
         return json.loads(self.model_dump_json())
 
     def fingerprint(self) -> str:
-        """Short stable hash of the resolved config, for run ids and resume keys."""
-        blob = json.dumps(self.to_dict(), sort_keys=True).encode()
+        """Short stable hash of the resolved config, for run ids and resume keys. Where results
+        are tracked (`tracking`) does not change them, so it is left out."""
+        settings = {k: v for k, v in self.to_dict().items() if k != "tracking"}
+        blob = json.dumps(settings, sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:12]
 
 

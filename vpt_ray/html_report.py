@@ -34,9 +34,10 @@ import yaml
 from plotly.offline import get_plotlyjs
 from plotly.subplots import make_subplots
 
+from vpt_ray.backtest import tearsheet
 from vpt_ray.config import SEARCH_PARAMS
 from vpt_ray.data.local import write_parquet_atomic
-from vpt_ray.report import PREDICTIONS_FILE
+from vpt_ray.report import BENCHMARK_FILE, PREDICTIONS_FILE
 from vpt_ray.run import write_text_atomic
 
 log = logging.getLogger(__name__)
@@ -65,7 +66,15 @@ class RunFiles:
     trials: pd.DataFrame = field(default_factory=pd.DataFrame)
     predictions: pd.DataFrame | None = None
     importance: pd.DataFrame | None = None
+    benchmark: pd.Series | None = None  # equal-weight buy-and-hold equity by session
+    prices: dict[str, pd.DataFrame] = field(default_factory=dict)  # ticker -> bars of the window
+    price_window: tuple[dt.date, dt.date] | None = None
     notes: dict[str, str] = field(default_factory=dict)  # section -> why it is missing
+
+    @property
+    def is_backtest(self) -> bool:
+        """A standalone backtest of a saved model (no CV, search or decision of its own)."""
+        return self.metrics.get("kind") == "backtest"
 
     @property
     def capital(self) -> float:
@@ -86,8 +95,13 @@ def default_model_dir(report_dir: Path, metrics: dict) -> Path:
     return report_dir.parent.parent / "models" / str(metrics.get("run_id", report_dir.name))
 
 
-def load_run(report_dir: Path, model_dir: Path | None = None) -> RunFiles:
-    """Read a finished run's files; raises FileNotFoundError when metrics.json is missing."""
+def load_run(
+    report_dir: Path,
+    model_dir: Path | None = None,
+    price_window: tuple[dt.date, dt.date] | None = None,
+) -> RunFiles:
+    """Read a finished run's files; raises FileNotFoundError when metrics.json is missing.
+    `price_window`: the sessions the price panel shows (default: around the worst day)."""
     report_dir = Path(report_dir)
     metrics = _read_json(report_dir / "metrics.json")
     if metrics is None:
@@ -116,6 +130,15 @@ def load_run(report_dir: Path, model_dir: Path | None = None) -> RunFiles:
     if (report_dir / "equity.parquet").exists():
         eq = pd.read_parquet(report_dir / "equity.parquet")
         run.equity = eq.set_index(pd.to_datetime(eq["date"]))["equity"].astype(float)
+    if (report_dir / BENCHMARK_FILE).exists():
+        b = pd.read_parquet(report_dir / BENCHMARK_FILE)
+        run.benchmark = b.set_index(pd.to_datetime(b["date"]))["benchmark"].astype(float)
+    try:
+        run.price_window = price_window or default_price_window(run.equity, run.capital)
+        if run.price_window is not None:
+            run.prices = window_bars(metrics, run.config, *run.price_window)
+    except (FileNotFoundError, ValueError, KeyError, OSError) as exc:
+        run.notes["prices"] = f"bars for the price panel: {exc}"
     run.trials = load_trials(work_dir / "trials.parquet", metrics)
     try:
         run.importance = feature_importance(model_dir)
@@ -215,6 +238,41 @@ def monthly_returns(equity: pd.Series, capital: float) -> pd.DataFrame:
     rets = month_end / prev - 1.0
     table = pd.DataFrame({"year": rets.index.year, "month": rets.index.month, "ret": rets.values})
     return table.pivot(index="year", columns="month", values="ret").reindex(columns=range(1, 13))
+
+
+def default_price_window(
+    equity: pd.Series | None, capital: float, sessions: int = 5
+) -> tuple[dt.date, dt.date] | None:
+    """`sessions` sessions centred on the portfolio's worst day: where a reader looks first."""
+    if equity is None or not len(equity):
+        return None
+    r = tearsheet.daily_returns(equity, capital).to_numpy()
+    worst = int(np.nanargmin(r)) if np.isfinite(r).any() else 0
+    lo = max(0, min(worst - sessions // 2, len(equity) - sessions))
+    days = equity.index[lo : lo + sessions]
+    return days[0].date(), days[-1].date()
+
+
+MAX_PRICE_TICKERS = 12  # the price panel's tickers (most traded in the window first)
+
+
+def window_bars(metrics: dict, config: dict, start: dt.date, end: dt.date) -> dict:
+    """Each backtested ticker's bars (at the run's bar size) over [start, end], from the bar
+    files the backtest read (metrics.json `backtest_bars`)."""
+    from vpt_ray.data.local import read_bars
+    from vpt_ray.data.resample import resample_bars
+
+    paths = metrics.get("backtest_bars")
+    if not paths:
+        raise KeyError("metrics.json has no backtest_bars (a run from before the price panel)")
+    data = config.get("data", {})
+    out = {}
+    for t, path in list(paths.items())[:MAX_PRICE_TICKERS]:
+        if str(path).startswith("gs://") or not Path(path).exists():
+            raise FileNotFoundError(f"{t}: bar file {path} is not on this machine")
+        bars = read_bars(path, start, end, data.get("vwap_tolerance", 0.001))
+        out[t] = resample_bars(bars, data.get("bar", "1min"))
+    return out
 
 
 def calibration_table(pred: pd.DataFrame, bins: int = 10) -> pd.DataFrame:
@@ -361,14 +419,14 @@ def fig_search_parallel(trials: pd.DataFrame, metric: str = "val_log_loss") -> g
             line={
                 "color": trials[metric],
                 "colorscale": "Viridis",
-                "reversescale": True,
+                "reversescale": True,  # lowest (best) value drawn yellow, highest dark purple
                 "showscale": True,
-                "colorbar": {"title": {"text": metric}},
+                "colorbar": {"title": {"text": f"{metric}<br>(yellow = lowest = best)"}},
             },
             dimensions=dims,
         )
     )
-    fig = _layout(fig, "Searched parameters (darker = better objective)", 440)
+    fig = _layout(fig, f"Searched parameters (yellow = lowest {metric} = best trial)", 440)
     fig.update_layout(margin={"t": 110, "l": 80})
     return fig
 
@@ -458,11 +516,27 @@ def fig_calibration(pred: pd.DataFrame, table: pd.DataFrame, backtest_cfg: dict)
     return _layout(fig, "Calibration of out-of-sample probabilities", 380)
 
 
-def fig_equity(equity: pd.Series, capital: float) -> go.Figure:
-    """Portfolio equity with its starting capital, and the drawdown below it."""
+def fig_equity(equity: pd.Series, capital: float, benchmark: pd.Series | None = None) -> go.Figure:
+    """Portfolio equity against equal-weight buy-and-hold of the same tickers, the drawdown
+    below it, and the excess return (strategy - benchmark, as a share of capital) at the bottom."""
     dd = drawdown(equity, capital)
-    fig = make_subplots(rows=2, cols=1, shared_xaxes=True, row_heights=[0.68, 0.32])
+    has_bench = benchmark is not None and len(benchmark) > 0
+    rows = 3 if has_bench else 2
+    heights = [0.55, 0.22, 0.23] if has_bench else [0.68, 0.32]
+    fig = make_subplots(rows=rows, cols=1, shared_xaxes=True, row_heights=heights)
     fig.add_scatter(x=equity.index, y=equity.values, name="equity", line={"color": BLUE})
+    if has_bench:
+        b = benchmark.reindex(equity.index).ffill().fillna(capital)
+        fig.add_scatter(
+            x=b.index, y=b.values, name="buy-and-hold (equal weight)",
+            line={"color": GREY, "dash": "dash"},
+        )  # fmt: skip
+        excess = (equity - b) / capital
+        fig.add_scatter(
+            x=excess.index, y=excess.values, name="excess return", fill="tozeroy",
+            line={"color": GREEN}, row=3, col=1,
+        )  # fmt: skip
+        fig.update_yaxes(title="excess", tickformat=".1%", row=3, col=1)
     fig.add_hline(y=capital, line_dash="dot", line_color=GREY, row=1, col=1)
     fig.add_scatter(
         x=dd.index,
@@ -475,7 +549,97 @@ def fig_equity(equity: pd.Series, capital: float) -> go.Figure:
     )
     fig.update_yaxes(title="equity ($)", row=1, col=1)
     fig.update_yaxes(title="drawdown", tickformat=".1%", row=2, col=1)
-    return _layout(fig, "Portfolio equity (daily close) and drawdown", 460)
+    title = "Portfolio equity (daily close) and drawdown"
+    if has_bench:
+        title = "Portfolio equity vs buy-and-hold (daily close), drawdown and excess return"
+    return _layout(fig, title, 560 if has_bench else 460)
+
+
+def fig_rolling_sharpe(
+    equity: pd.Series, capital: float, benchmark: pd.Series | None, window: int
+) -> go.Figure:
+    """Annualized Sharpe of the last `window` sessions, strategy and buy-and-hold."""
+    fig = go.Figure()
+    rs = tearsheet.rolling_sharpe(equity, capital, window)
+    fig.add_scatter(x=rs.index, y=rs.values, name=f"strategy ({window} sessions)",
+                    line={"color": BLUE})  # fmt: skip
+    if benchmark is not None and len(benchmark):
+        rb = tearsheet.rolling_sharpe(benchmark.reindex(equity.index).ffill(), capital, window)
+        fig.add_scatter(x=rb.index, y=rb.values, name="buy-and-hold",
+                        line={"color": GREY, "dash": "dash"})  # fmt: skip
+    fig.add_hline(y=0, line_color=GREY, line_dash="dot")
+    fig.update_yaxes(title="Sharpe (annualized)")
+    return _layout(fig, f"Rolling Sharpe ({window} sessions, daily returns x sqrt(252))", 340)
+
+
+def fig_turnover(turnover: pd.Series) -> go.Figure:
+    """Traded value per session as a multiple of the equity it trades."""
+    fig = go.Figure(
+        go.Bar(x=turnover.index, y=turnover.values, name="turnover", marker_color=ORANGE)
+    )
+    mean = float(turnover.mean()) if len(turnover) else 0.0
+    fig.add_hline(y=mean, line_dash="dot", line_color=GREY)
+    fig.update_yaxes(title="traded value / equity")
+    return _layout(fig, f"Turnover per session (mean {mean:.2f}x equity, dotted)", 300)
+
+
+def fig_prices(prices: dict[str, pd.DataFrame], trades: pd.DataFrame) -> go.Figure:
+    """Each ticker's close over the chosen window with its entries (triangles: up = long, down
+    = short) and exits (x); a menu switches ticker. Times are New York local."""
+    from vpt_ray.backtest.engine import SESSION_TZ
+
+    def local(ts: pd.Series) -> pd.Series:
+        return pd.to_datetime(ts).dt.tz_convert(SESSION_TZ).dt.tz_localize(None)
+
+    fig, groups = go.Figure(), []
+    for i, (t, bars) in enumerate(prices.items()):
+        first = len(fig.data)
+        x = local(bars["timestamp"])
+        fig.add_scatter(x=x, y=bars["close"], name=f"{t} close", line={"color": GREY},
+                        visible=i == 0)  # fmt: skip
+        if len(bars) and "ticker" in trades:
+            lo, hi = bars["timestamp"].min(), bars["timestamp"].max()
+            tt = trades[trades["ticker"] == t]
+            ent = tt[(tt["entry_time"] >= lo) & (tt["entry_time"] <= hi)]
+            ext = tt[(tt["exit_time"] >= lo) & (tt["exit_time"] <= hi)]
+            markers = ((1, "long entry", "triangle-up", GREEN),
+                       (-1, "short entry", "triangle-down", RED))  # fmt: skip
+            for side, name, symbol, color in markers:
+                e = ent[ent["side"] == side]
+                fig.add_scatter(
+                    x=local(e["entry_time"]), y=e["entry_price"], mode="markers",
+                    name=f"{t} {name} ({len(e)})", visible=i == 0,
+                    marker={"symbol": symbol, "size": 9, "color": color},
+                )  # fmt: skip
+            fig.add_scatter(
+                x=local(ext["exit_time"]), y=ext["exit_price"], mode="markers",
+                name=f"{t} exit ({len(ext)})", visible=i == 0,
+                marker={"symbol": "x", "size": 7, "color": "#1f2328"},
+            )  # fmt: skip
+        groups.append((t, first, len(fig.data)))
+    n = len(fig.data)
+    buttons = [
+        {"label": t, "method": "update",
+         "args": [{"visible": [a <= k < b for k in range(n)]}]}
+        for t, a, b in groups
+    ]  # fmt: skip
+    fig.update_layout(
+        updatemenus=[
+            {
+                "buttons": buttons,
+                "x": 0.42,
+                "xanchor": "left",
+                "y": 1.18,
+                "yanchor": "top",
+                "direction": "down",
+                "showactive": True,
+            }
+        ]  # fmt: skip
+    )
+    fig.update_xaxes(rangebreaks=[{"bounds": ["sat", "mon"]}, {"bounds": [16, 9.5],
+                                                                "pattern": "hour"}])  # fmt: skip
+    fig.update_yaxes(title="price ($)")
+    return _layout(fig, "Prices and trades (choose a ticker; New York time)", 420)
 
 
 def fig_per_ticker(per_ticker: dict) -> go.Figure:
@@ -649,6 +813,11 @@ def _layout(fig: go.Figure, title: str, height: int) -> go.Figure:
     return fig
 
 
+def rolling_window(sessions: int) -> int:
+    """63 sessions (a quarter), shorter for a short backtest so the curve has some length."""
+    return max(5, min(63, sessions // 3))
+
+
 def build_figures(run: RunFiles) -> dict[str, go.Figure]:
     """Every chart the run's files allow, by key; missing inputs are noted in `run.notes`."""
     m = run.metrics
@@ -674,9 +843,19 @@ def build_figures(run: RunFiles) -> dict[str, go.Figure]:
             else None
         ),
         "equity": lambda: (
-            fig_equity(run.equity, run.capital) if run.equity is not None and len(run.equity)
-            else None
+            fig_equity(run.equity, run.capital, run.benchmark)
+            if run.equity is not None and len(run.equity) else None
         ),
+        "rolling_sharpe": lambda: (
+            fig_rolling_sharpe(run.equity, run.capital, run.benchmark,
+                               rolling_window(len(run.equity)))
+            if run.equity is not None and len(run.equity) >= 10 else None
+        ),
+        "turnover": lambda: (
+            fig_turnover(tearsheet.daily_turnover(run.trades, run.equity, run.capital))
+            if run.equity is not None and len(run.equity) and len(run.trades) else None
+        ),
+        "prices": lambda: fig_prices(run.prices, run.trades) if run.prices else None,
         "per_ticker": lambda: (
             fig_per_ticker(m["backtest"]["per_ticker"])
             if m.get("backtest", {}).get("per_ticker")
@@ -769,7 +948,9 @@ def _kpis(m: dict) -> str:
          f"max DD {_fmt(bt.get('max_drawdown'), 'pct')}"),
         ("peak memory", f"{_fmt(res.get('peak_memory_gb'), digits=2)} GB",
          f"wall {_fmt(res.get('wall_seconds'), digits=0)} s"),
-        ("decision", str(m.get("decision", {}).get("verdict", "n/a")).upper(), ""),
+        ("decision", str(m.get("decision", {}).get("verdict", "n/a")).upper(), "")
+        if m.get("kind") != "backtest"
+        else ("backtest of", str(m.get("model_run_id")), "no decision of its own"),
     ]  # fmt: skip
     return (
         '<div class="kpis">'
@@ -799,6 +980,7 @@ def _header(run: RunFiles) -> str:
         ("train window", w.get("train")),
         ("backtest window", w.get("backtest")),
         ("label horizon / embargo", f"{w.get('label_horizon')} / {w.get('embargo_bars')} bars"),
+        *([("model run", m.get("model_run_id"))] if m.get("kind") == "backtest" else []),
         ("config hash", m.get("config_fingerprint")),
         ("git commit", commit[:12] if commit else "n/a"),
     ]  # fmt: skip
@@ -818,6 +1000,19 @@ def _header(run: RunFiles) -> str:
 
 
 def _decision(run: RunFiles) -> str:
+    if run.is_backtest:
+        m = run.metrics
+        rules = decision_rules(m, run.config)
+        rules = rules[rules["value"].notna()]
+        mark = {True: "pass", False: "FAIL", None: "n/a"}
+        return (
+            f'<div class="verdict" id="verdict">BACKTEST</div><p>Backtest of model run '
+            f"<code>{html.escape(str(m.get('model_run_id')))}</code> on "
+            f"{html.escape(str(m.get('windows', {}).get('backtest')))}. No decision: the phase "
+            "run that trained the model decides; the rules it applies, on this window's "
+            "figures:</p>"
+            + html_table(rules, {"passed": lambda v: mark[v], "needs": str, "rule": str})
+        )
     dec = run.metrics.get("decision", {})
     verdict = str(dec.get("verdict", "n/a"))
     reasons = "".join(f"<li>{html.escape(r)}</li>" for r in dec.get("reasons", []))
@@ -1039,15 +1234,18 @@ def render_html(run: RunFiles, figs: dict[str, go.Figure]) -> str:
         (
             "learn",
             "Did it learn? Cross-validation",
-            (_cv_table(m["cv"]) if m.get("cv", {}).get("folds") else "") + fig("cv_folds"),
+            _model_run_text(run, "cross-validation")
+            + (_cv_table(m["cv"]) if m.get("cv", {}).get("folds") else "")
+            + fig("cv_folds"),
         ),
         (
             "search",
-            f"Tune search ({len(run.trials)} trials)",
+            f"Tune search ({len(run.trials)} trials)" if not run.is_backtest else "Tune search",
             fig("search_objective")
             + fig("search_parallel")
             + fig("search_importance")
             + (_wrap(_trials_table(run.trials)) if len(run.trials) else "")
+            + _model_run_text(run, "search")
             + _note(run, "search_objective", "search_parallel", "search_importance"),
         ),
         (
@@ -1069,15 +1267,22 @@ def render_html(run: RunFiles, figs: dict[str, go.Figure]) -> str:
             f"Sortino {_fmt(bt.get('sortino'), digits=2)}, max drawdown "
             f"{_fmt(bt.get('max_drawdown'), 'pct')}, win rate {_fmt(bt.get('win_rate'), 'pct')}, "
             f"profit factor {_fmt(bt.get('profit_factor'), digits=2)}, exposure "
-            f"{_fmt(bt.get('exposure'), 'pct')}, commissions "
-            f"${_fmt(bt.get('commissions'), digits=2)}.</p>"
+            f"{_fmt(bt.get('exposure'), 'pct')}, turnover {_fmt(bt.get('turnover'), digits=1)}x "
+            f"capital, commissions ${_fmt(bt.get('commissions'), digits=2)}.</p>"
             + _portfolio_text(bt)
+            + _benchmark_text(m.get("benchmark"))
             + fig("equity")
+            + fig("rolling_sharpe")
+            + _drawdowns_table(run)
             + fig("monthly")
+            + fig("turnover")
             + fig("per_ticker")
             + (_per_ticker_table(bt["per_ticker"]) if bt.get("per_ticker") else "")
             + fig("trades")
-            + _note(run, "equity", "monthly", "per_ticker", "trades"),
+            + _price_window_text(run)
+            + fig("prices")
+            + _note(run, "equity", "rolling_sharpe", "monthly", "turnover", "per_ticker",
+                    "trades", "prices"),
         ),
         (
             "cost",
@@ -1093,6 +1298,10 @@ def render_html(run: RunFiles, figs: dict[str, go.Figure]) -> str:
     )
     synthetic = " [SYNTHETIC]" if m.get("data", {}).get("synthetic") else ""
     title = f"vpt-ray run {m.get('run_id')} (phase {m.get('phase')}){synthetic}"
+    if run.is_backtest:
+        title = (
+            f"vpt-ray backtest {m.get('run_id')} (backtest of {m.get('model_run_id')}){synthetic}"
+        )
     generated = dt.datetime.now().strftime("%Y-%m-%d %H:%M")
     return (
         "<!DOCTYPE html><html lang=en><head><meta charset=utf-8>"
@@ -1122,6 +1331,68 @@ def _portfolio_text(bt: dict) -> str:
     return head + ("<ul>" + "".join(f"<li>{x}</li>" for x in lines) + "</ul>" if lines else "")
 
 
+def _model_run_text(run: RunFiles, what: str) -> str:
+    """In a standalone backtest's report: where the model's own figures are (its run's report)."""
+    if not run.is_backtest:
+        return ""
+    model_run = str(run.metrics.get("model_run_id"))
+    link = f"../{html.escape(model_run)}/report.html"
+    text = (
+        f'<p class="model-run">The {what} belongs to the model run <a href="{link}">'
+        f"<code>{html.escape(model_run)}</code></a>; this backtest re-tests its final model."
+    )
+    cv = (run.metrics.get("model") or {}).get("cv") or {}
+    if what == "cross-validation" and cv:
+        text += (
+            f" Its CV: validation accuracy {_fmt(cv.get('val_accuracy'))}, AUC "
+            f"{_fmt(cv.get('val_auc'))}, log loss {_fmt(cv.get('val_log_loss'))}, train accuracy "
+            f"{_fmt(cv.get('train_accuracy'))}."
+        )
+    return text + "</p>"
+
+
+def _benchmark_text(b: dict | None) -> str:
+    if not b or b.get("total_return") is None:
+        return ""
+    return (
+        f'<p id="benchmark">Benchmark: {html.escape(str(b.get("method")))}: total return '
+        f"{_fmt(b.get('total_return'), 'pct')}, Sharpe {_fmt(b.get('sharpe'), digits=2)}, max "
+        f"drawdown {_fmt(b.get('max_drawdown'), 'pct')}. Excess return of the strategy "
+        f"<b>{_fmt(b.get('excess_return'), 'pct')}</b>.</p>"
+    )
+
+
+def _drawdowns_table(run: RunFiles) -> str:
+    if run.equity is None or not len(run.equity):
+        return ""
+    dd = tearsheet.worst_drawdowns(run.equity, run.capital, 5)
+    if dd.empty:
+        return "<h3>Worst drawdowns</h3><p>The equity never fell below a previous high.</p>"
+    day = lambda v: "start" if pd.isna(v) else str(pd.Timestamp(v).date())  # noqa: E731
+    formats = {"depth": lambda v: _fmt(v, "pct"), "peak": day, "trough": day,
+               "recovery": lambda v: "not recovered" if pd.isna(v) else day(v),
+               "recovery_sessions": lambda v: "" if pd.isna(v) else f"{int(v)}"}  # fmt: skip
+    return (
+        '<h3>Five worst drawdowns</h3><div id="worst-drawdowns">'
+        + html_table(dd, formats)
+        + "</div><p class=note>peak: last session at the high before the fall (start: the "
+        "starting capital); sessions: peak to trough; recovery: first session back at the "
+        "peak's level.</p>"
+    )
+
+
+def _price_window_text(run: RunFiles) -> str:
+    if run.price_window is None or not run.prices:
+        return ""
+    a, b = run.price_window
+    run_id = html.escape(str(run.metrics.get("run_id")))
+    return (
+        f"<h3>Prices and trades, {a} .. {b}</h3><p>The five sessions around the portfolio's "
+        f"worst day by default; another window: <code>vpt report {run_id} --window "
+        "START..END</code>.</p>"
+    )
+
+
 def _wrap(table: str) -> str:
     return f'<div class="tablewrap">{table}</div>'
 
@@ -1138,9 +1409,26 @@ def _per_ticker_table(per_ticker: dict) -> str:
     )
 
 
-def write_html_report(report_dir: Path, model_dir: Path | None = None) -> Path:
+def parse_window(text: str) -> tuple[dt.date, dt.date]:
+    """`START..END` (ISO dates) -> (start, end), for `--window`."""
+    try:
+        a, b = (dt.date.fromisoformat(p.strip()) for p in text.split(".."))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"--window {text!r}: expected START..END as YYYY-MM-DD..YYYY-MM-DD"
+        ) from None
+    if b < a:
+        raise argparse.ArgumentTypeError(f"--window {text!r}: END is before START")
+    return a, b
+
+
+def write_html_report(
+    report_dir: Path,
+    model_dir: Path | None = None,
+    price_window: tuple[dt.date, dt.date] | None = None,
+) -> Path:
     """Build `report_dir/report.html` from the run's files on disk; returns its path."""
-    run = load_run(Path(report_dir), model_dir)
+    run = load_run(Path(report_dir), model_dir, price_window)
     figs = build_figures(run)
     path = Path(report_dir) / REPORT_FILE
     write_text_atomic(path, render_html(run, figs))
@@ -1164,12 +1452,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--model-dir", default=None, metavar="DIR", help="model directory (default: the run's)"
     )
+    parser.add_argument(
+        "--window",
+        type=parse_window,
+        default=None,
+        metavar="START..END",
+        help="sessions of the price panel, e.g. 2024-07-08..2024-07-12 (default: the five "
+        "sessions around the worst day)",
+    )
     args = parser.parse_args(argv)
     report_dir = Path(args.run)
     if not (report_dir / "metrics.json").exists():
         report_dir = Path(args.artifacts) / "reports" / args.run
     try:
-        path = write_html_report(report_dir, Path(args.model_dir) if args.model_dir else None)
+        path = write_html_report(
+            report_dir, Path(args.model_dir) if args.model_dir else None, args.window
+        )
     except FileNotFoundError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -140,9 +140,7 @@ def run_phase(
         return memory_stop.write_stopped(cfg, ctx, stop, state, sampler)
     finally:  # the sample file is scratch: the features again, time-sorted (vpt_ray.samples)
         shutil.rmtree(ctx.work_dir / "samples", ignore_errors=True)
-    stages.print_summary(metrics)
-    if ens is not None:
-        ensemble.print_comparison(metrics["ensemble"])
+    stages.print_summary(metrics)  # its last line: where report.html is
     return metrics
 
 
@@ -161,6 +159,7 @@ def main(argv: list[str] | None = None) -> int:
     add_config_args(parser)
     parser.add_argument(
         "--sample-days",
+        "--sample_days",  # the seed document's spelling
         type=int,
         default=None,
         metavar="N",

@@ -1,9 +1,11 @@
 """Progress of Ray fan-outs: results are consumed as they finish, not after a barrier.
 
-On a terminal a tqdm bar redraws in place; elsewhere (CI, `ray job logs`) one plain log line per
-finished item is written instead, so logs hold no redraw garbage. The loop is also a safe point of
-the memory stop: every second it checks the run's memory flag, and on any exception (the stop, a
-failed task) it cancels the tasks still pending so none keeps running after the caller gave up.
+On a terminal a tqdm bar redraws in place, and log lines from any thread are written above it
+(`console.bar_owns_terminal`), never through it; elsewhere (CI, `ray job logs`) one plain log line
+per finished item is written instead, so logs hold no redraw garbage. The loop is also a safe
+point of the memory stop: every second it checks the run's memory flag, and on any exception (the
+stop, a failed task) it cancels the tasks still pending so none keeps running after the caller
+gave up.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from typing import Any
 import ray
 from tqdm import tqdm
 
+from vpt_ray.console import bar_owns_terminal
 from vpt_ray.resources import check_memory
 
 log = logging.getLogger(__name__)
@@ -30,6 +33,8 @@ def track(refs: dict[ray.ObjectRef, str], stage: str, unit: str = "task") -> Ite
     total, done, t0 = len(pending), 0, time.monotonic()
     interactive = sys.stderr.isatty()
     bar = tqdm(total=total, desc=stage, unit=unit, disable=not interactive, leave=False)
+    owner = contextlib.ExitStack()
+    owner.enter_context(bar_owns_terminal())
     try:
         while pending:
             ready, pending = ray.wait(pending, num_returns=1, timeout=CHECK_EVERY_S)
@@ -59,3 +64,4 @@ def track(refs: dict[ray.ObjectRef, str], stage: str, unit: str = "task") -> Ite
         raise
     finally:
         bar.close()
+        owner.close()

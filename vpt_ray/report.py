@@ -14,9 +14,8 @@ from vpt_ray.data.local import write_parquet_atomic
 from vpt_ray.run import write_json_atomic, write_text_atomic
 
 PREDICTIONS_FILE = "predictions.parquet"  # labelled OOS bars: ticker, timestamp, y, p, fwd_ret
-BAR_EQUITY_FILE = (
-    "equity_bars.parquet"  # the portfolio at every bar: timestamp, equity, gross_exposure
-)
+BAR_EQUITY_FILE = "equity_bars.parquet"  # every bar of the clock: timestamp, equity, gross_exposure
+BENCHMARK_FILE = "benchmark.parquet"  # date, benchmark: equal-weight buy-and-hold equity
 SYNTHETIC_BANNER = (
     "**SYNTHETIC DATA**: this run used the built-in synthetic market, not real prices. "
     "Its figures measure the pipeline, not a tradable edge."
@@ -44,6 +43,7 @@ def write_report(
     summary: bool = True,
     predictions: pd.DataFrame | None = None,
     bar_equity: pd.DataFrame | None = None,
+    benchmark: pd.Series | None = None,
 ) -> None:
     """The run's files. equity.parquet: the portfolio at each session's close (date, equity);
     equity_bars.parquet (with `bar_equity`): at every bar of its clock, where the intraday
@@ -66,8 +66,15 @@ def write_report(
         write_parquet_atomic(
             pa.Table.from_pandas(predictions, preserve_index=False), report_dir / PREDICTIONS_FILE
         )
+    if benchmark is not None and len(benchmark):
+        b = benchmark.rename("benchmark").rename_axis("date").reset_index()
+        b["date"] = pd.to_datetime(b["date"])
+        write_parquet_atomic(
+            pa.Table.from_pandas(b, preserve_index=False), report_dir / BENCHMARK_FILE
+        )
     if summary:
-        write_text_atomic(report_dir / "summary.md", summary_markdown(metrics))
+        summary_fn = backtest_summary_markdown if metrics.get("kind") == "backtest" else None
+        write_text_atomic(report_dir / "summary.md", (summary_fn or summary_markdown)(metrics))
     write_json_atomic(report_dir / "metrics.json", json_safe(metrics))
 
 
@@ -122,6 +129,7 @@ def summary_markdown(m: dict) -> str:
         f"win rate {pct(bt['win_rate'])}, profit factor {num(bt.get('profit_factor'), 2)}, "
         f"mean gross exposure {pct(bt.get('exposure'))}",
         *_portfolio_lines(bt),
+        *filter(None, [benchmark_line(m)]),
         *filter(None, [oracle_summary_line(m)]),
         f"- Resources: peak memory {res['peak_memory_gb']:.2f} GB, "
         f"wall {res['wall_seconds']:.0f} s; stages {res['stages']}",
@@ -133,19 +141,73 @@ def summary_markdown(m: dict) -> str:
         "",
         "## Per ticker",
         "",
+        *per_ticker_lines(bt),
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def benchmark_line(m: dict) -> str | None:
+    """The strategy against equal-weight buy-and-hold of the same tickers, when measured."""
+    b = m.get("benchmark") or {}
+    if b.get("total_return") is None:
+        return None
+    return (
+        f"- Benchmark (equal-weight buy-and-hold, no costs): total return "
+        f"{pct(b['total_return'])}, Sharpe {num(b.get('sharpe'), 2)}, max drawdown "
+        f"{pct(b.get('max_drawdown'))}; excess return of the strategy {pct(b.get('excess_return'))}"
+    )
+
+
+def per_ticker_lines(bt: dict) -> list[str]:
+    """The per-ticker table: each ticker's contribution to the portfolio (issue 21's columns
+    when the run has them)."""
+    lines = [
         "Each ticker's contribution to the portfolio: its net PnL, share of the net PnL, return on "
         "the portfolio's capital and the Sharpe of its daily contributions.",
         "",
         "| Ticker | Trades | PnL | Share of PnL | Return on capital | Sharpe | Max DD | Win Rate |",
         "|---|---|---|---|---|---|---|---|",
     ]
-    for t, s in bt["per_ticker"].items():
+    for t, s in bt.get("per_ticker", {}).items():
         pnl = s.get("pnl")
         lines.append(
             f"| {t} | {s['trades']} | {'n/a' if pnl is None else f'{pnl:,.0f}'} | "
             f"{pct(s.get('pnl_share'))} | {pct(s['total_return'])} | {num(s['sharpe'], 2)} | "
             f"{pct(s['max_drawdown'])} | {pct(s['win_rate'])} |"
         )
+    return lines
+
+
+def backtest_summary_markdown(m: dict) -> str:
+    """summary.md of a standalone backtest: a saved model re-tested on another window."""
+    d, oos, bt, res = m["data"], m["oos"], m["backtest"], m.get("resources", {})
+    lines = [f"# vpt-ray backtest {m['run_id']} (backtest of {m['model_run_id']})", ""]
+    if d.get("synthetic"):
+        lines += [SYNTHETIC_BANNER, ""]
+    lines += [
+        f"- Model: run {m['model_run_id']} (phase {m['phase']}), {m['model_dir']}; trained on "
+        f"{m['windows']['train']}",
+        f"- Data: {len(d['tickers'])} tickers, {d.get('bars', 0):,} bars ({d.get('bar')}); "
+        f"sources: {', '.join(sorted(d.get('sources_used', [])))}",
+        f"- Window: backtest {m['windows']['backtest']} (features warm up from {d.get('start')})",
+        f"- Out of sample ({oos['samples']:,} labelled bars): accuracy {num(oos['accuracy'])}, "
+        f"AUC {num(oos['auc'])}, log loss {num(oos['log_loss'])}",
+        f"- Backtest (one pool of {_money(bt.get('capital'))}): {bt['trades']} trades, total "
+        f"return {pct(bt['total_return'])}, Sharpe {num(bt['sharpe'], 2)} (daily returns), max "
+        f"drawdown {pct(bt['max_drawdown'])} (intraday; close to close "
+        f"{pct(bt.get('max_drawdown_daily'))}), win rate {pct(bt['win_rate'])}, profit factor "
+        f"{num(bt.get('profit_factor'), 2)}, mean gross exposure {pct(bt.get('exposure'))}",
+        *_portfolio_lines(bt),
+        *filter(None, [benchmark_line(m)]),
+        f"- Resources: peak memory {res.get('peak_memory_gb', 0):.2f} GB, "
+        f"wall {res.get('wall_seconds', 0):.0f} s",
+        "",
+        "No decision: a backtest re-tests a model; the phase run that trained it decides.",
+        "",
+        "## Per ticker",
+        "",
+        *per_ticker_lines(bt),
+    ]
     return "\n".join(lines) + "\n"
 
 

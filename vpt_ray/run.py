@@ -90,6 +90,8 @@ class RunContext:
     stages: dict[str, float] = field(default_factory=dict)
     t0: float = field(default_factory=time.monotonic)
     _scratch: Path | None = field(default=None, repr=False)
+    kind: str = "phase"  # "phase" or "backtest" (a saved model re-tested): MLflow's vpt.kind tag
+    _mlflow: object | None = field(default=None, repr=False)  # tracking.MlflowRun when enabled
 
     def location(self, value: str) -> Location:
         """A `paths.*` value as a local path (under `root`) or a GcsPath."""
@@ -223,7 +225,11 @@ class RunContext:
     def mark(self, status: str, error: str | None = None) -> None:
         """Write status.json; on gs:// upload the run's files, status.json last, so a reader
         who sees a final status sees the whole report. An upload failing while marking a
-        failed run is logged, not raised, so it never hides the run's own error."""
+        failed run is logged, not raised, so it never hides the run's own error.
+        With `tracking.mlflow`, RUNNING starts the run's MLflow run and a final status ends it
+        (`vpt_ray.tracking`)."""
+        if status == "RUNNING":
+            self._start_tracking()
         write_json_atomic(
             self.report_dir / "status.json",
             {"run_id": self.run_id, "status": status, "error": error, "at": dt.datetime.now()},
@@ -236,6 +242,27 @@ class RunContext:
             log.exception(
                 "run %s marked %s, but its files were not all uploaded", self.run_id, status
             )
+        if status != "RUNNING":
+            self._finish_tracking(status, error)
+
+    def _start_tracking(self) -> None:
+        from vpt_ray import tracking
+
+        tags = {"vpt.phase": self.cfg.phase, "vpt.kind": self.kind, "vpt.git_commit": git_commit()}
+        self._mlflow = tracking.start_run(self.cfg, self.run_id, self.root, tags)
+
+    def _finish_tracking(self, status: str, error: str | None) -> None:
+        from vpt_ray import tracking
+
+        local = [p if isinstance(p, Path) else None for p in (self.model_dir, self.tracker_path)]
+        model, tracker = local
+        tracker_chart = tracker.with_suffix(".png") if tracker is not None else None
+        tracking.finish_run(
+            self._mlflow, status, error,  # type: ignore[arg-type]
+            report=self.report_dir, model=model if self.kind == "phase" else None,
+            tracker=tracker, tracker_chart=tracker_chart,
+        )  # fmt: skip
+        self._mlflow = None
 
     def upload(self) -> None:
         """Mirror the run log, the run's own work files and the report to gs:// (no-op for a
@@ -249,15 +276,21 @@ class RunContext:
                 storage.upload_file(f, self.work_location / f.name)
         storage.upload_dir(self.report_dir, self.report_location, last=("status.json",))
 
-    def snapshot_config(self) -> None:
+    def snapshot_config(self, header: str | None = None) -> None:
+        """config.yaml: the resolved config, after `header` as YAML comment lines."""
         path = self.report_dir / "config.yaml"
-        write_text_atomic(path, yaml.safe_dump(self.cfg.to_dict(), sort_keys=False))
+        comment = "".join(f"# {line}\n" for line in header.splitlines()) if header else ""
+        write_text_atomic(path, comment + yaml.safe_dump(self.cfg.to_dict(), sort_keys=False))
         if self.remote:
             storage.upload_file(path, self.report_location / path.name)
 
 
 def setup_logging(log_path: Path | None, level: int = logging.INFO) -> None:
-    """Console + run log file for the `vpt_ray` logger tree (idempotent per process)."""
+    """Console + run log file for the `vpt_ray` logger tree (idempotent per process); Ray's
+    libraries stop drawing on the console (`vpt_ray.console`)."""
+    from vpt_ray.console import ConsoleFilter, quiet_libraries
+
+    quiet_libraries()
     root = logging.getLogger("vpt_ray")
     root.setLevel(level)
     for h in list(root.handlers):
@@ -268,6 +301,7 @@ def setup_logging(log_path: Path | None, level: int = logging.INFO) -> None:
     if not any(getattr(h, "_vpt_console", False) for h in root.handlers):
         console = logging.StreamHandler(sys.stderr)
         console.setFormatter(fmt)
+        console.addFilter(ConsoleFilter())
         console._vpt_console = True  # type: ignore[attr-defined]
         root.addHandler(console)
     if log_path is not None:

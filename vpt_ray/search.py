@@ -39,7 +39,9 @@ from ray import tune
 from ray.tune.schedulers import ASHAScheduler
 from ray.tune.search.basic_variant import BasicVariantGenerator
 
+from vpt_ray import tracking
 from vpt_ray.config import SEARCH_PARAMS, Config, SearchSpace
+from vpt_ray.console import library_output_to_log, tune_loggers
 from vpt_ray.metrics import VAL_LOG_LOSS, classification
 from vpt_ray.resources import (
     MB,
@@ -426,12 +428,15 @@ def run_search(
             callbacks=[
                 SearchProgress(
                     cfg.search.num_samples, VAL_LOG_LOSS, "min", budget, folds=len(folds)
-                )
+                ),
+                *tune_loggers(),
+                *tracking.tune_callbacks(),  # MLflow: one nested run per trial, when enabled
             ],
         ),
     )
     t0 = time.monotonic()
-    grid = tuner.fit()
+    with library_output_to_log("search"):  # Tune's experiment box goes to the run log
+        grid = tuner.fit()
     elapsed = time.monotonic() - t0
     # the trial actors (each with its fold cache) end asynchronously: let them go before the
     # final fit starts, so the two never add up

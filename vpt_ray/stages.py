@@ -30,6 +30,7 @@ from vpt_ray.backtest.portfolio import (
     simulate_portfolio,
 )
 from vpt_ray.backtest.run import plans, pooled_predictions, predictions_frame, run_backtests
+from vpt_ray.backtest.tearsheet import benchmark_section, buy_and_hold
 from vpt_ray.config import Config
 from vpt_ray.cv import CombinatorialPurgedCV, PurgedWalkForward
 from vpt_ray.data import chain
@@ -359,12 +360,22 @@ def backtest(cfg: Config, booster: xgb.Booster, data: Data, store: dict, names: 
     pf = portfolio(cfg, ticker_plans)
     y, p = pooled_predictions(results)
     result = pf["result"]
+    bench = buy_and_hold(
+        pd.DataFrame({t: r["daily_close"] for t, r in results.items() if "daily_close" in r}),
+        pd.Series({t: r["first_open"] for t, r in results.items() if "first_open" in r}),
+        cfg.backtest.capital,
+    )
     return {
         "results": results,
         "equity": result.daily_equity,
         "bar_equity": result.bar_equity,
         "gross": result.gross,
         "stats": pf["stats"],
+        "benchmark": bench,
+        "benchmark_stats": benchmark_section(
+            result.daily_equity, bench, cfg.backtest.capital, pf["stats"]
+        ),
+        "bars_paths": {t: str(p) for t, p in bars_paths.items()},
         "per_ticker": pf["per_ticker"],
         "concentration": pf["concentration"],
         "costs": {**pf["costs"], "check": check_costs(cfg, len(ticker_plans), prices)},
@@ -465,6 +476,8 @@ def assemble_metrics(
         "overfitting": overfit,
         "oos": bt["oos"],
         "backtest": backtest_section(bt),
+        "benchmark": bt["benchmark_stats"],
+        "backtest_bars": bt["bars_paths"],  # the report's price panel reads its window from these
         # synthetic runs: the known-truth ruler, on the tickers backtested
         "oracle": oracle_section(cfg, bt["data"], bt["store"], bt),
         "resources": {
@@ -494,6 +507,7 @@ def write_outputs(cfg: Config, ctx: RunContext, metrics: dict, bt: dict) -> None
         bt["equity"],
         predictions=predictions_frame(bt["results"]),
         bar_equity=bar_equity_frame(bt),
+        benchmark=bt.get("benchmark"),
     )
     write_html_report(ctx.report_dir, ctx.staged_model_dir)
     tracker.update(ctx.tracker_path, tracker.row_from_metrics(metrics))  # last: only whole runs
@@ -533,6 +547,11 @@ def print_summary(m: dict) -> None:
             f"{bt['trades']} trades, return {pct(bt['total_return'])}, Sharpe "
             f"{num(bt['sharpe'], 2)} (daily), max DD {pct(bt['max_drawdown'])} (intraday)",
         ),
+        *(
+            [("buy-and-hold", benchmark_row(m["benchmark"]))]
+            if (m.get("benchmark") or {}).get("total_return") is not None
+            else []
+        ),
         (
             "peak memory / wall",
             f"{m['resources']['peak_memory_gb']:.2f} GB / {m['resources']['wall_seconds']:.0f} s",
@@ -550,5 +569,21 @@ def print_summary(m: dict) -> None:
         print(f"  {k:<{width}}  {v}")
     for r in m["decision"]["reasons"]:
         print(f"  {'':<{width}}  - {r}")
-    print(f"  {'report':<{width}}  {m['model_dir'].replace('models', 'reports')}/summary.md")
-    print()
+    if m.get("ensemble"):
+        from vpt_ray.ensemble import print_comparison
+
+        print_comparison(m["ensemble"])
+    print(f"  {'report':<{width}}  {report_html(m)}")
+
+
+def benchmark_row(b: dict) -> str:
+    return (
+        f"return {pct(b['total_return'])}, Sharpe {num(b.get('sharpe'), 2)}; strategy excess "
+        f"{pct(b.get('excess_return'))}"
+    )
+
+
+def report_html(m: dict) -> str:
+    """Where the run's report.html is: the report directory next to its model directory."""
+    head, sep, tail = m["model_dir"].rpartition("/models/")
+    return f"{head}/reports/{tail}/report.html" if sep else f"reports/{m['run_id']}/report.html"

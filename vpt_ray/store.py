@@ -16,7 +16,6 @@ import datetime as dt
 import io
 import logging
 import pickle
-import sys
 import time
 import warnings
 from dataclasses import dataclass
@@ -152,7 +151,7 @@ def build_store(
     memory = clamp_task_memory(_task_memory(cfg), 1, "features task")
     ctx = ray.data.DataContext.get_current()
     ctx.execution_options = ray_data_limits(cfg.hardware)
-    ctx.enable_progress_bars = sys.stderr.isatty()  # else one log line per ticker (below)
+    ctx.enable_progress_bars = False  # one log line per ticker (below): vpt_ray.console
     items = ray.data.from_items(
         [{"ticker": t} for t in tickers], override_num_blocks=max(1, len(tickers))
     )

@@ -1,8 +1,11 @@
-"""The scaling tracker: the seed's two tables, one row per phase holding its latest run.
+"""The scaling tracker: the seed's two tables, one row per phase holding its latest run, and the
+full history of runs below them.
 
-The tracker is a markdown file a team can commit. Its rows are kept as JSON in an HTML comment at
-the end of the file, so a rewrite never has to parse its own tables; every rewrite is atomic.
-Next to it, a small PNG chart of the key metrics across phases (`SCALING_TRACKER.png`, about
+The tracker is a markdown file a team can commit. A standalone backtest of a saved model
+(`python -m vpt_ray.backtest`) adds a history row marked "backtest of RUN" and never replaces a
+phase's latest row: it re-tests a model, it decides nothing. Its rows are kept as JSON in an HTML
+comment at the end of the file, so a rewrite never has to parse its own tables; every rewrite is
+atomic. Next to it, a small PNG chart of the key metrics across phases (`SCALING_TRACKER.png`, about
 60 KB) is redrawn with every update and shown at the top of the markdown, so the trend reads on
 any git host without running anything. `paths.tracker` may be a gs:// object: the markdown and
 the chart are then read, modified and written back as whole objects (last writer wins, as locally).
@@ -38,9 +41,14 @@ def load_state(path: Location) -> dict:
 
 
 def row_from_metrics(metrics: dict) -> dict:
-    """The tracker's figures for one run, from its metrics.json content."""
-    bt, cv = metrics["backtest"], metrics["cv"]
-    notes = [f"verdict: {metrics['decision']['verdict']}"]
+    """The tracker's figures for one run, from its metrics.json content (a phase run's, or a
+    standalone backtest's: `kind` "backtest", no CV figures, notes naming the model run)."""
+    bt, cv = metrics["backtest"], metrics.get("cv") or {}
+    kind = metrics.get("kind", "phase")
+    if kind == "backtest":
+        notes = [f"backtest of {metrics['model_run_id']} on {metrics['windows']['backtest']}"]
+    else:
+        notes = [f"verdict: {metrics['decision']['verdict']}"]
     if metrics["data"]["synthetic"]:
         notes.insert(0, "SYNTHETIC data")
     conc = bt.get("concentration") or {}
@@ -49,16 +57,20 @@ def row_from_metrics(metrics: dict) -> dict:
             f"top ticker {conc['top_ticker']} {conc['top_ticker_share']:.0%} of PnL, "
             f"{conc['tickers_profitable_share']:.0%} of tickers profitable"
         )
+    reasons = (metrics.get("decision") or {}).get("reasons") or []
     return {
         "phase": metrics["phase"],
         "run_id": metrics["run_id"],
+        "kind": kind,
+        "model_run_id": metrics.get("model_run_id"),
         "synthetic": bool(metrics["data"]["synthetic"]),
-        "samples": metrics["cv"]["samples"],
+        "samples": cv.get("samples"),
         "features": metrics["features"]["count"],
-        "cv_accuracy": cv["accuracy"],
-        "cv_auc": cv["auc"],
-        "cv_log_loss": cv["log_loss"],
+        "cv_accuracy": cv.get("accuracy"),
+        "cv_auc": cv.get("auc"),
+        "cv_log_loss": cv.get("log_loss"),
         "accuracy": metrics["oos"]["accuracy"],
+        "benchmark_return": (metrics.get("benchmark") or {}).get("total_return"),
         "trades": bt["trades"],
         "total_return": bt["total_return"],
         "sharpe": bt["sharpe"],
@@ -66,14 +78,14 @@ def row_from_metrics(metrics: dict) -> dict:
         "max_drawdown_daily": bt.get("max_drawdown_daily"),
         "top_ticker_share": conc.get("top_ticker_share"),
         "win_rate": bt["win_rate"],
-        "notes": "; ".join(notes + metrics["decision"]["reasons"][:1]),
+        "notes": "; ".join(notes + reasons[:1]),
     }
 
 
 def previous_phase_row(path: Location, phase: int) -> dict | None:
     """The latest row of the closest earlier phase, for the "metrics degrade" rule."""
     latest = load_state(path)["latest"]
-    earlier = [int(p) for p in latest if int(p) < phase]
+    earlier = [int(p) for p in latest if int(p) < phase]  # phase runs only: see `update`
     return latest[str(max(earlier))] if earlier else None
 
 
@@ -138,14 +150,22 @@ def render(state: dict, chart: str | None = None) -> str:
             f"OOS accuracy {_fmt(r['accuracy'])}; {r['notes']}",
         ),
     )
-    lines += ["", "### History (newest first)", ""]
-    lines += ["| Run ID | Phase | OOS Accuracy | Sharpe | Verdict |", "|---|---|---|---|---|"]
-    for r in state["history"][:50]:
-        verdict = r["notes"].split("verdict: ")[-1].split(";")[0]
+    lines += ["", f"### History ({len(state['history'])} runs, newest first)", ""]
+    head = ("Run ID", "Phase", "Kind", "CV Accuracy", "OOS Accuracy", "Trades", "Total Return",
+            "Buy & Hold", "Sharpe", "Max DD", "Notes")  # fmt: skip
+    lines += ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
+    for r in state["history"]:
+        kind = r.get("kind", "phase")
         lines.append(
-            f"| {r['run_id']} | {r['phase']} | {_fmt(r['accuracy'])} | "
-            f"{_fmt(r['sharpe'], digits=2)} | {verdict} |"
-        )
+            "| " + " | ".join(str(v) for v in (
+                r["run_id"], r["phase"],
+                f"backtest of {r.get('model_run_id')}" if kind == "backtest" else kind,
+                _fmt(r.get("cv_accuracy")), _fmt(r.get("accuracy")), _fmt(r.get("trades")),
+                _fmt(r.get("total_return"), pct=True), _fmt(r.get("benchmark_return"), pct=True),
+                _fmt(r.get("sharpe"), digits=2), _fmt(r.get("max_drawdown"), pct=True),
+                str(r.get("notes", "")).replace("|", "/"),
+            )) + " |"
+        )  # fmt: skip
     lines += ["", f"<!-- vpt-ray-tracker {json.dumps(state, default=str)} -->", ""]
     return "\n".join(lines)
 
@@ -156,10 +176,11 @@ def chart_path(path: Location) -> Location:
 
 
 def update(path: Location, row: dict) -> None:
-    """Put `row` as its phase's latest run, prepend it to the history, rewrite atomically
-    (the chart first, then the markdown that shows it)."""
+    """Put `row` as its phase's latest run (a phase run's row only, not a backtest's), prepend
+    it to the history, rewrite atomically (the chart first, then the markdown that shows it)."""
     state = load_state(path)
-    state["latest"][str(row["phase"])] = row
+    if row.get("kind", "phase") == "phase":
+        state["latest"][str(row["phase"])] = row
     state["history"] = [row] + [h for h in state["history"] if h["run_id"] != row["run_id"]]
     chart = None
     try:
@@ -203,6 +224,7 @@ def chart_png(state: dict) -> bytes:
             h
             for h in state["history"]
             if latest.get(int(h["phase"]), {}).get("run_id") != h["run_id"]
+            and h.get("kind", "phase") == "phase"  # backtests re-test a model: not a phase's dot
         ]
         ax.scatter(
             [int(h["phase"]) for h in earlier],

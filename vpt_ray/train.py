@@ -311,6 +311,7 @@ def main(argv: list[str] | None = None) -> int:
     add_config_args(parser, default_config="config/base.yaml")
     parser.add_argument(
         "--sample-days",
+        "--sample_days",  # the seed document's spelling
         type=int,
         default=None,
         help="train and search on N trading days sampled (seeded, stratified) from the period",

@@ -20,8 +20,9 @@ import ray
 import xgboost as xgb
 
 from vpt_ray import storage
-from vpt_ray.backtest.engine import SimSettings
+from vpt_ray.backtest.engine import SimSettings, session_days
 from vpt_ray.backtest.portfolio import TradePlan, plan_trades
+from vpt_ray.backtest.tearsheet import daily_closes
 from vpt_ray.config import Config
 from vpt_ray.data.local import read_bars
 from vpt_ray.data.resample import resample_bars
@@ -77,6 +78,9 @@ def backtest_ticker(
         "p": proba[labelled].astype(np.float32),
         "fwd_ret": feats["fwd_ret"].to_numpy()[labelled].astype(np.float32),
         "timestamp": feats["timestamp"].to_numpy()[labelled],
+        # for the benchmark (equal-weight buy-and-hold): the first open and each session's close
+        "first_open": float(bars["open"].iloc[0]) if len(bars) else float("nan"),
+        "daily_close": daily_closes(bars, session_days(pd.DatetimeIndex(bars["timestamp"]))),
     }
 
 

@@ -282,7 +282,8 @@ def test_new_backtest_panels_equal_their_inputs(run, loaded):
         traded / files.capital
     )
     dd = tearsheet.worst_drawdowns(files.equity, files.capital)
-    assert dd["depth"].iloc[0] == pytest.approx(run["metrics"]["backtest"]["max_drawdown"])
+    # worst drawdowns are of the daily equity: the close-to-close figure (max_drawdown is intraday)
+    assert dd["depth"].iloc[0] == pytest.approx(run["metrics"]["backtest"]["max_drawdown_daily"])
     # the price panel: the chosen window's closes, and every trade entered in it as a marker
     a, b = files.price_window
     prices = figs["prices"]

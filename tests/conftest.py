@@ -24,6 +24,8 @@ TINY = [
     "cv.n_splits=2",
     "hardware.num_cpus=2",
     "hardware.object_store_gb=1",
+    # a few weeks of 2 tickers: the strong edge makes the signal show (the demo default is weaker)
+    "synthetic.signal_strength=strong",
 ]
 
 

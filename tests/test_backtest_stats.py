@@ -106,6 +106,7 @@ def test_agrees_with_empyrical_on_the_same_returns(seed):
     assert s["sharpe"] == pytest.approx(empyrical.sharpe_ratio(r), rel=1e-10)
     assert s["sortino"] == pytest.approx(empyrical.sortino_ratio(r), rel=1e-10)
     assert s["max_drawdown"] == pytest.approx(empyrical.max_drawdown(r), rel=1e-10)
+    assert s["max_drawdown_daily"] == s["max_drawdown"]  # no bar equity given: the daily one
     assert s["cagr"] == pytest.approx(empyrical.cagr(r), rel=1e-10)
     assert s["total_return"] == pytest.approx(empyrical.cum_returns_final(r), rel=1e-10)
 
@@ -138,7 +139,12 @@ def test_ticker_summary_agrees_with_empyrical_on_a_simulated_curve():
     assert s["trades"] == len(res.trades) > 10
     assert s["sharpe"] == pytest.approx(empyrical.sharpe_ratio(r), rel=1e-10)
     assert s["sortino"] == pytest.approx(empyrical.sortino_ratio(r), rel=1e-10)
-    assert s["max_drawdown"] == pytest.approx(empyrical.max_drawdown(r), rel=1e-10)
+    assert s["max_drawdown_daily"] == pytest.approx(empyrical.max_drawdown(r), rel=1e-10)
+    # the reported one is intraday: the engine's bar equity, initial capital as the first peak
+    bar_path = np.concatenate(([40_000.0], res.equity.to_numpy()))
+    intraday = (bar_path / np.maximum.accumulate(bar_path) - 1).min()
+    assert s["max_drawdown"] == pytest.approx(intraday, rel=1e-12)
+    assert s["max_drawdown"] < s["max_drawdown_daily"]
     assert s["cagr"] == pytest.approx(empyrical.cagr(r), rel=1e-10)
     assert s["total_return"] == pytest.approx(res.trades.pnl.sum() / 40_000.0, rel=1e-9)
     assert s["commissions"] == pytest.approx(res.trades.commission.sum())

@@ -180,7 +180,10 @@ def test_backtest_charts_equal_metrics(run, loaded):
     assert excess[-1] == pytest.approx(bt["total_return"] - b["total_return"])
     assert b["excess_return"] == pytest.approx(bt["total_return"] - b["total_return"])
     dd = np.asarray(_trace(figs["equity"], "drawdown", "x2").y, dtype=float)
-    assert dd.min() == pytest.approx(bt["max_drawdown"], abs=1e-12)
+    # the chart draws the daily closes (equity.parquet): the close-to-close drawdown; the
+    # reported max_drawdown is intraday (equity_bars.parquet) and at least as deep
+    assert dd.min() == pytest.approx(bt["max_drawdown_daily"], abs=1e-12)
+    assert bt["max_drawdown"] <= bt["max_drawdown_daily"]
     heat = np.asarray(figs["monthly"].data[0].z, dtype=float)
     months = heat[np.isfinite(heat)]
     assert np.prod(1 + months) - 1 == pytest.approx(bt["total_return"], abs=1e-12)
@@ -280,7 +283,8 @@ def test_new_backtest_panels_equal_their_inputs(run, loaded):
         traded / files.capital
     )
     dd = tearsheet.worst_drawdowns(files.equity, files.capital)
-    assert dd["depth"].iloc[0] == pytest.approx(run["metrics"]["backtest"]["max_drawdown"])
+    # worst drawdowns are of the daily equity: the close-to-close figure (max_drawdown is intraday)
+    assert dd["depth"].iloc[0] == pytest.approx(run["metrics"]["backtest"]["max_drawdown_daily"])
     # the price panel: the chosen window's closes, and every trade entered in it as a marker
     a, b = files.price_window
     prices = figs["prices"]

@@ -79,6 +79,41 @@ def test_planted_signal_is_found(planted):
     assert m["oos"]["auc"] > 0.54, m["oos"]
 
 
+def test_the_portfolio_is_one_pool_with_its_intraday_drawdown_concentration_and_costs(planted):
+    """Issue 21 end to end: the files and figures the portfolio adds, consistent with each other."""
+    import pandas as pd
+
+    ws, m = planted
+    report = ws / "artifacts" / "reports" / "planted"
+    bt = m["backtest"]
+    bars = pd.read_parquet(report / "equity_bars.parquet")
+    daily = pd.read_parquet(report / "equity.parquet")
+    assert list(bars.columns) == ["timestamp", "equity", "gross_exposure"]
+    assert len(bars) > 10 * len(daily) and bars["equity"].iloc[-1] == daily["equity"].iloc[-1]
+    path = [bt["capital"], *bars["equity"]]
+    peak = pd.Series(path).cummax()
+    assert bt["max_drawdown"] == pytest.approx((pd.Series(path) / peak - 1).min(), abs=1e-12)
+    assert bt["max_drawdown"] <= bt["max_drawdown_daily"] <= 0
+    trades = pd.read_parquet(report / "trades.parquet")
+    assert bt["final_equity"] == pytest.approx(bt["capital"] + trades["pnl"].sum(), rel=1e-9)
+    per = bt["per_ticker"]
+    assert sum(s["pnl"] for s in per.values()) == pytest.approx(trades["pnl"].sum(), rel=1e-9)
+    c, costs = bt["concentration"], bt["costs"]
+    if c["top_ticker_share"] is not None:
+        assert c["top_ticker_share"] == pytest.approx(per[c["top_ticker"]]["pnl_share"])
+    assert costs["gross_pnl"] - costs["commissions"] - costs["slippage"] == pytest.approx(
+        costs["net_pnl"], rel=1e-9, abs=1e-6
+    )
+    assert any(
+        r.startswith(("concentration", "hold: concentration")) for r in m["decision"]["reasons"]
+    )
+    text = (report / "summary.md").read_text()
+    assert "- Concentration: " in text and "- Costs: " in text and "(intraday" in text
+    assert m["search"]["budget"]["trials_planned"] == m["search"]["trials_requested"]
+    # the oracle is traded by the same portfolio: the model's side is the reported backtest
+    assert m["oracle"]["model"]["sharpe"] == pytest.approx(bt["sharpe"])
+
+
 def test_tracker_keeps_one_row_per_phase(planted, tmp_path):
     _, m = planted
     path = tmp_path / "T.md"

@@ -384,3 +384,28 @@ def decide(
         overfitting=overfitting or {},
     )
     return verdict([c for rule in RULES for c in rule(rules, hardware, ev)])
+
+
+def apply_concentration(verdict: dict, rules: DecisionConfig, concentration: dict) -> dict:
+    """The concentration rule, applied after the others: a result where one ticker makes more
+    than `rules.max_top_ticker_share` of the net PnL is not evidence of a model that scales, so
+    an "advance" becomes "hold"; any other verdict keeps its course and notes the figure.
+
+    `concentration` is metrics.json's `backtest.concentration` (top ticker and its share of the
+    net PnL, None when the portfolio made no net profit: nothing to attribute, no rule fires)."""
+    share, top = concentration.get("top_ticker_share"), concentration.get("top_ticker")
+    limit = rules.max_top_ticker_share
+    if _bad(share):
+        line = "concentration: no net profit to attribute (top ticker share n/a)"
+        return {**verdict, "reasons": [*verdict["reasons"], line]}
+    if share <= limit:
+        line = f"concentration: top ticker {top} makes {share:.1%} of the net PnL <= {limit:.0%}"
+        return {**verdict, "reasons": [*verdict["reasons"], line]}
+    line = (
+        f"concentration: top ticker {top} makes {share:.1%} of the net PnL > "
+        f"decision.max_top_ticker_share {limit:.0%}: one ticker decides this result"
+    )
+    if verdict["verdict"] == "advance":
+        passed = [r.replace("advance: ", "the other rules pass: ", 1) for r in verdict["reasons"]]
+        return {**verdict, "verdict": "hold", "reasons": [f"hold: {line}", *passed]}
+    return {**verdict, "reasons": [*verdict["reasons"], line]}

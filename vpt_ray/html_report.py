@@ -1304,6 +1304,7 @@ def render_html(run: RunFiles, figs: dict[str, go.Figure]) -> str:
             f"profit factor {_fmt(bt.get('profit_factor'), digits=2)}, exposure "
             f"{_fmt(bt.get('exposure'), 'pct')}, turnover {_fmt(bt.get('turnover'), digits=1)}x "
             f"capital, commissions ${_fmt(bt.get('commissions'), digits=2)}.</p>"
+            + _portfolio_text(bt)
             + _benchmark_text(m.get("benchmark"))
             + fig("equity")
             + fig("rolling_sharpe")
@@ -1348,6 +1349,21 @@ def render_html(run: RunFiles, figs: dict[str, go.Figure]) -> str:
         f"<code>{html.escape(str(run.report_dir))}</code>.</p></main>"
         f"<script>{SORT_JS}</script></body></html>"
     )
+
+
+def _portfolio_text(bt: dict) -> str:
+    """How the book was run and who made its PnL: the portfolio's definitions (one pool, Sharpe
+    on daily returns, intraday drawdown), the concentration and the costs (summary.md's lines)."""
+    from vpt_ray.report import _portfolio_lines
+
+    head = (
+        "<p>One pool of capital, every ticker on one clock; Sharpe from daily returns x "
+        f"sqrt(252); max drawdown intraday on the bar closes (close to close: "
+        f"{_fmt(bt.get('max_drawdown_daily'), 'pct')}). Per-ticker figures are each ticker's "
+        "contribution to the portfolio.</p>"
+    )
+    lines = [html.escape(x.removeprefix("- ").replace("**", "")) for x in _portfolio_lines(bt)]
+    return head + ("<ul>" + "".join(f"<li>{x}</li>" for x in lines) + "</ul>" if lines else "")
 
 
 def _model_run_text(run: RunFiles, what: str) -> str:
@@ -1417,13 +1433,15 @@ def _wrap(table: str) -> str:
 
 
 def _per_ticker_table(per_ticker: dict) -> str:
-    cols = ["trades", "total_return", "sharpe", "max_drawdown", "win_rate", "profit_factor",
-            "exposure"]  # fmt: skip
+    cols = ["trades", "pnl", "pnl_share", "total_return", "sharpe", "max_drawdown", "win_rate",
+            "profit_factor", "exposure"]  # fmt: skip
     df = pd.DataFrame.from_dict(per_ticker, orient="index").reindex(columns=cols)
     df = df.rename_axis("ticker").reset_index()
-    pct = {c: (lambda v: _fmt(v, "pct")) for c in ("total_return", "max_drawdown", "win_rate",
-                                                    "exposure")}  # fmt: skip
-    return html_table(df, {**pct, "sharpe": lambda v: _fmt(v, digits=2)})
+    pct = {c: (lambda v: _fmt(v, "pct")) for c in ("pnl_share", "total_return", "max_drawdown",
+                                                    "win_rate", "exposure")}  # fmt: skip
+    return html_table(
+        df, {**pct, "sharpe": lambda v: _fmt(v, digits=2), "pnl": lambda v: _fmt(v, digits=0)}
+    )
 
 
 def parse_window(text: str) -> tuple[dt.date, dt.date]:

@@ -5,7 +5,7 @@ Why it exists: an accuracy of 52% means nothing on its own. On the synthetic mar
 known, so the best any model could do (the oracle) is computable, and a run's figures can be read
 as a share of it: edge captured = (model - 0.5) / (oracle - 0.5) in accuracy and AUC, the same
 against log 2 in log loss, and model Sharpe / oracle Sharpe with the same engine, costs and
-thresholds.
+thresholds, sized by the same portfolio (one pool, one clock: `vpt_ray.backtest.portfolio`).
 
 The probability (derivation in docs/oracle.md). At minute i of a session the generator's state is
 known: the pressure s_i (after minute i's flow), next minute's GARCH variance h_{i+1}, the
@@ -44,9 +44,13 @@ from numba import njit
 from scipy.special import ndtr, ndtri, stdtr
 
 from vpt_ray import storage
-from vpt_ray.backtest.engine import SimSettings, simulate
-from vpt_ray.backtest.portfolio import combine
-from vpt_ray.backtest.run import _slim
+from vpt_ray.backtest.engine import SimSettings
+from vpt_ray.backtest.portfolio import (
+    PortfolioSettings,
+    plan_trades,
+    portfolio_stats,
+    simulate_portfolio,
+)
 from vpt_ray.config import Config
 from vpt_ray.data.local import read_bars
 from vpt_ray.data.synthetic import (
@@ -257,10 +261,10 @@ def oracle_ticker(
     ticker: str,
     bars_path: str | storage.GcsPath,
     features_path: str | storage.GcsPath,
-    capital: float,
 ) -> dict:
-    """The oracle's labelled probabilities and its backtest for one synthetic ticker, on exactly
-    the rows and bars the model's backtest used (same engine, costs, thresholds)."""
+    """The oracle's labelled probabilities and its trade plan for one synthetic ticker, on exactly
+    the rows and bars the model's backtest used (same engine, costs, thresholds; the portfolio
+    then sizes it exactly as it sizes the model's)."""
     start, end = cfg.backtest.start, cfg.backtest.end
     truth = oracle_frame(params, ticker, start, end, cfg.labels.horizon)
     bars = read_bars(bars_path, start, end, cfg.data.vwap_tolerance)
@@ -281,18 +285,21 @@ def oracle_ticker(
         raise ValueError(
             f"oracle: {features_path} labels other bars than horizon {cfg.labels.horizon}"
         )
-    settings = SimSettings.from_config(cfg.backtest, capital=capital, hold_bars=cfg.hold_bars)
-    result = simulate(bars, truth["p_trade"].to_numpy(), settings)
+    settings = SimSettings.from_config(
+        cfg.backtest, capital=cfg.backtest.capital, hold_bars=cfg.hold_bars
+    )
     return {
-        "result": _slim(result),  # shipped like the model's backtest results
+        "plan": plan_trades(  # as the model's tasks
+            bars, truth["p_trade"].to_numpy(), settings, cfg.backtest.vol_lookback_bars
+        ),
         "y": feats["y"].to_numpy()[labelled].astype(np.float32),
         "p": truth["p"].to_numpy()[labelled],
     }
 
 
 @ray.remote(num_cpus=1, max_retries=0)
-def _oracle_task(cfg, params, bars_path, features_path, capital, ticker):
-    out = oracle_ticker(cfg, params, ticker, bars_path, features_path, capital)
+def _oracle_task(cfg, params, bars_path, features_path, ticker):
+    out = oracle_ticker(cfg, params, ticker, bars_path, features_path)
     out["ticker"] = ticker
     return out
 
@@ -332,11 +339,10 @@ def oracle_section(cfg: Config, data, store: dict, bt: dict) -> dict | None:
         return {"skipped": f"bar {cfg.data.bar}: the oracle needs 1-minute bars"}
     t0 = time.monotonic()
     params = synthetic_params(cfg)
-    share = cfg.backtest.capital / len(data.tickers)
     cfg_ref = ray.put(cfg)
     refs = [
         _oracle_task.options(name=f"oracle:{t}").remote(
-            cfg_ref, params, storage.portable(data.tickers[t].path), store[t]["path"], share, t
+            cfg_ref, params, storage.portable(data.tickers[t].path), store[t]["path"], t
         )
         for t in tickers
     ]
@@ -346,9 +352,11 @@ def oracle_section(cfg: Config, data, store: dict, bt: dict) -> dict | None:
         if not np.array_equal(truth[t]["y"], model[t]["y"]):
             raise ValueError(f"oracle: {t}'s labelled bars differ from the model's backtest")
     y = np.concatenate([truth[t]["y"] for t in tickers])
-    capital = share * len(tickers)
-    _, o_stats = combine({t: truth[t]["result"] for t in tickers}, capital)
-    _, m_stats = combine({t: model[t]["result"] for t in tickers}, capital)
+    # both traded by the same portfolio: one pool of backtest.capital on the synthetic tickers
+    # (all of them in a synthetic run, so the model's figures are the reported backtest's)
+    pool = PortfolioSettings.from_config(cfg.backtest)
+    o_stats = portfolio_stats(simulate_portfolio({t: truth[t]["plan"] for t in tickers}, pool))
+    m_stats = portfolio_stats(simulate_portfolio({t: model[t]["plan"] for t in tickers}, pool))
     p_all = np.concatenate([truth[t]["p"] for t in tickers])
     oracle = _scores(y, p_all, o_stats)
     mod = _scores(y, np.concatenate([model[t]["p"] for t in tickers]), m_stats)

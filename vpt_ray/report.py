@@ -14,6 +14,7 @@ from vpt_ray.data.local import write_parquet_atomic
 from vpt_ray.run import write_json_atomic, write_text_atomic
 
 PREDICTIONS_FILE = "predictions.parquet"  # labelled OOS bars: ticker, timestamp, y, p, fwd_ret
+BAR_EQUITY_FILE = "equity_bars.parquet"  # every bar of the clock: timestamp, equity, gross_exposure
 BENCHMARK_FILE = "benchmark.parquet"  # date, benchmark: equal-weight buy-and-hold equity
 SYNTHETIC_BANNER = (
     "**SYNTHETIC DATA**: this run used the built-in synthetic market, not real prices. "
@@ -41,8 +42,12 @@ def write_report(
     equity: pd.Series,
     summary: bool = True,
     predictions: pd.DataFrame | None = None,
+    bar_equity: pd.DataFrame | None = None,
     benchmark: pd.Series | None = None,
 ) -> None:
+    """The run's files. equity.parquet: the portfolio at each session's close (date, equity);
+    equity_bars.parquet (with `bar_equity`): at every bar of its clock, where the intraday
+    drawdown is measured (timestamp UTC, equity, gross_exposure)."""
     report_dir.mkdir(parents=True, exist_ok=True)
     if not trades.empty:
         write_parquet_atomic(
@@ -53,6 +58,10 @@ def write_report(
     write_parquet_atomic(
         pa.Table.from_pandas(eq, preserve_index=False), report_dir / "equity.parquet"
     )
+    if bar_equity is not None and not bar_equity.empty:
+        write_parquet_atomic(
+            pa.Table.from_pandas(bar_equity, preserve_index=False), report_dir / BAR_EQUITY_FILE
+        )
     if predictions is not None and not predictions.empty:
         write_parquet_atomic(
             pa.Table.from_pandas(predictions, preserve_index=False), report_dir / PREDICTIONS_FILE
@@ -111,13 +120,18 @@ def summary_markdown(m: dict) -> str:
             else []
         ),
         search_line(m["search"]),
+        *_budget_lines(m["search"]),
         f"- Out of sample ({oos['samples']:,} labelled bars): accuracy {num(oos['accuracy'])}"
         f"{_se(oos.get('accuracy_se'))}, "
         f"AUC {num(oos['auc'])}, log loss {num(oos['log_loss'])}",
-        f"- Backtest: {bt['trades']} trades, total return {pct(bt['total_return'])}, "
-        f"Sharpe {num(bt['sharpe'], 2)}, max drawdown {pct(bt['max_drawdown'])}, "
+        f"- Backtest (one pool of {_money(bt.get('capital'))}, every ticker on one "
+        f"clock): {bt['trades']} trades, total return {pct(bt['total_return'])}, "
+        f"Sharpe {num(bt['sharpe'], 2)} (daily returns x sqrt(252)), max drawdown "
+        f"{pct(bt['max_drawdown'])} (intraday, bar closes; close to close "
+        f"{pct(bt.get('max_drawdown_daily'))}), "
         f"win rate {pct(bt['win_rate'])}, profit factor {num(bt.get('profit_factor'), 2)}, "
-        f"exposure {pct(bt.get('exposure'))}",
+        f"mean gross exposure {pct(bt.get('exposure'))}",
+        *_portfolio_lines(bt),
         *filter(None, [benchmark_line(m)]),
         *filter(None, [oracle_summary_line(m)]),
         f"- Resources: peak memory {res['peak_memory_gb']:.2f} GB, "
@@ -150,13 +164,20 @@ def benchmark_line(m: dict) -> str | None:
 
 
 def per_ticker_lines(bt: dict) -> list[str]:
+    """The per-ticker table: each ticker's contribution to the portfolio (issue 21's columns
+    when the run has them)."""
     lines = [
-        "| Ticker | Trades | Total Return | Sharpe | Max DD | Win Rate |",
-        "|---|---|---|---|---|---|",
+        "Each ticker's contribution to the portfolio: its net PnL, share of the net PnL, return on "
+        "the portfolio's capital and the Sharpe of its daily contributions.",
+        "",
+        "| Ticker | Trades | PnL | Share of PnL | Return on capital | Sharpe | Max DD | Win Rate |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for t, s in bt.get("per_ticker", {}).items():
+        pnl = s.get("pnl")
         lines.append(
-            f"| {t} | {s['trades']} | {pct(s['total_return'])} | {num(s['sharpe'], 2)} | "
+            f"| {t} | {s['trades']} | {'n/a' if pnl is None else f'{pnl:,.0f}'} | "
+            f"{pct(s.get('pnl_share'))} | {pct(s['total_return'])} | {num(s['sharpe'], 2)} | "
             f"{pct(s['max_drawdown'])} | {pct(s['win_rate'])} |"
         )
     return lines
@@ -176,10 +197,12 @@ def backtest_summary_markdown(m: dict) -> str:
         f"- Window: backtest {m['windows']['backtest']} (features warm up from {d.get('start')})",
         f"- Out of sample ({oos['samples']:,} labelled bars): accuracy {num(oos['accuracy'])}, "
         f"AUC {num(oos['auc'])}, log loss {num(oos['log_loss'])}",
-        f"- Backtest: {bt['trades']} trades, total return {pct(bt['total_return'])}, "
-        f"Sharpe {num(bt['sharpe'], 2)}, max drawdown {pct(bt['max_drawdown'])}, "
-        f"win rate {pct(bt['win_rate'])}, profit factor {num(bt.get('profit_factor'), 2)}, "
-        f"exposure {pct(bt.get('exposure'))}",
+        f"- Backtest (one pool of {_money(bt.get('capital'))}): {bt['trades']} trades, total "
+        f"return {pct(bt['total_return'])}, Sharpe {num(bt['sharpe'], 2)} (daily returns), max "
+        f"drawdown {pct(bt['max_drawdown'])} (intraday; close to close "
+        f"{pct(bt.get('max_drawdown_daily'))}), win rate {pct(bt['win_rate'])}, profit factor "
+        f"{num(bt.get('profit_factor'), 2)}, mean gross exposure {pct(bt.get('exposure'))}",
+        *_portfolio_lines(bt),
         *filter(None, [benchmark_line(m)]),
         f"- Resources: peak memory {res.get('peak_memory_gb', 0):.2f} GB, "
         f"wall {res.get('wall_seconds', 0):.0f} s",
@@ -220,6 +243,68 @@ def _optimize_lines(o: dict | None) -> list[str]:
         + (f" ({o['note']})" if o.get("note") else ""),
         "",
     ]
+
+
+def _budget_lines(search: dict) -> list[str]:
+    """Where the search's time budget came from and how many trials it completed."""
+    b = search.get("budget")
+    if not b:
+        return []
+    origin = (
+        f"hardware.max_hours {b['max_hours']:g} h less the other stages' expected "
+        f"{b['other_stages_expected_s']:.0f} s on {b['bars'] / 1e6:.1f} M bars (x2 margin)"
+        if b["source"] == "hardware.max_hours"
+        else "search.time_budget_s"
+    )
+    return [
+        f"- Search budget: {b['time_budget_s']:.0f} s ({origin}); {b['trials_planned']} of "
+        f"{b['trials_requested']} trials planned to fit it (expected {b['search_expected_s']:.0f}"
+        f" s), {search.get('trials_completed', '?')} completed every fold in "
+        f"{search.get('elapsed_s', 0):.0f} s"
+    ]
+
+
+def concentration_line(c: dict) -> str:
+    """Who made the PnL, in one line (console and summary.md)."""
+    if c.get("top_ticker_share") is None:
+        head = "no net profit to attribute"
+    else:
+        head = (
+            f"top ticker {c['top_ticker']} makes {pct(c['top_ticker_share'])} of the net PnL, "
+            f"top 5 {pct(c['top5_share'])}"
+        )
+    return (
+        f"{head}; {pct(c['tickers_profitable_share'])} of tickers profitable, median ticker "
+        f"Sharpe {num(c['median_ticker_sharpe'], 2)}"
+    )
+
+
+def _money(v: float | None) -> str:
+    return "the capital" if v is None else f"${v:,.0f}"
+
+
+def _portfolio_lines(bt: dict) -> list[str]:
+    """Concentration and costs of the portfolio (runs before issue 21 have neither)."""
+    lines = []
+    if bt.get("concentration"):
+        lines.append(f"- Concentration: {concentration_line(bt['concentration'])}")
+    c = bt.get("costs")
+    if c:
+        share = c.get("cost_share_of_gross")
+        lines.append(
+            f"- Costs: commissions ${c['commissions']:,.0f} + slippage ${c['slippage']:,.0f} = "
+            + (f"{share:.0%} of the gross PnL (${c['gross_pnl']:,.0f})" if share is not None
+               else f"more than the gross PnL (${c['gross_pnl']:,.0f})")
+            + f"; {num(c.get('commission_bps_per_fill'), 2)} bps commission per fill; "
+            f"{bt.get('trades_skipped', 0)} of {bt.get('trades_planned', 0)} planned trades "
+            "skipped (no room or under one share)"
+        )  # fmt: skip
+        from vpt_ray.backtest.portfolio import cost_warning
+
+        warning = cost_warning(c["check"], bt.get("capital") or 0.0) if c.get("check") else None
+        if warning:
+            lines.append(f"- **Warning**: {warning}")
+    return lines
 
 
 def _ensemble_lines(e: dict | None) -> list[str]:

@@ -319,8 +319,9 @@ def search(
         cached.trials.to_parquet(work_dir / "trials.parquet")
         cached.daily_perf.rename(columns=str).to_parquet(work_dir / "trials_daily.parquet")
         return cached, True
+    bars = int(sum(s.get("bars", 0) for s in store.values()))  # the data size the budget needs
     result = stages.search(
-        cfg, m, folds, work_dir, num_cpus, tune_storage=tune_storage, store=store
+        cfg, m, folds, work_dir, num_cpus, tune_storage=tune_storage, store=store, bars=bars
     )
     with contextlib.suppress(OSError):
         save_search(path, result)

@@ -524,7 +524,7 @@ def run_search(
             raise RuntimeError(f"every search trial failed; first error: {errors[0]}")
         raise RuntimeError(
             f"no search trial fitted all {len(folds)} folds within search.time_budget_s = "
-            f"{budget:g} s ({len(cut)} started, {elapsed:.0f} s elapsed): raise "
+            f"{budget} s ({len(cut)} started, {elapsed:.0f} s elapsed): raise "
             "search.time_budget_s, or lower search.num_samples, model.n_estimators or the data "
             "(search.sample_days)"
         )
@@ -592,11 +592,11 @@ def search_info(
     not_reported = max(0, s.num_samples - len(completed) - len(cut) - failed)
     by_budget = len(cut) - early
     unfinished = by_budget + not_reported
-    hit = unfinished > 0 and elapsed >= s.time_budget_s
+    hit = unfinished > 0 and s.time_budget_s is not None and elapsed >= s.time_budget_s
     if unfinished and not hit:
         log.warning(
             "search: %d trials did not finish although the time budget was not reached "
-            "(%.0f of %g s): the search was interrupted",
+            "(%.0f of %s s): the search was interrupted",
             unfinished,
             elapsed,
             s.time_budget_s,

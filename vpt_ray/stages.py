@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,22 +18,30 @@ import pandas as pd
 import xgboost as xgb
 import yaml
 
-from vpt_ray import storage, tracker
-from vpt_ray.backtest.portfolio import combine
-from vpt_ray.backtest.run import pooled_predictions, predictions_frame, run_backtests, trades_frame
-from vpt_ray.backtest.stats import summarize
+from vpt_ray import budget, storage, tracker
+from vpt_ray.backtest.portfolio import (
+    PortfolioSettings,
+    concentration,
+    cost_check,
+    cost_section,
+    cost_warning,
+    per_ticker_stats,
+    portfolio_stats,
+    simulate_portfolio,
+)
+from vpt_ray.backtest.run import plans, pooled_predictions, predictions_frame, run_backtests
 from vpt_ray.backtest.tearsheet import benchmark_section, buy_and_hold
 from vpt_ray.config import Config
 from vpt_ray.cv import CombinatorialPurgedCV, PurgedWalkForward
 from vpt_ray.data import chain
 from vpt_ray.data.chain import TickerData
-from vpt_ray.decision import decide
+from vpt_ray.decision import apply_concentration, decide
 from vpt_ray.features import clock_slots, session_of
 from vpt_ray.honesty import overfitting_section
 from vpt_ray.html_report import write_html_report
 from vpt_ray.metrics import classification
 from vpt_ray.oracle import oracle_section
-from vpt_ray.report import num, pct, write_report
+from vpt_ray.report import concentration_line, num, pct, write_report
 from vpt_ray.resources import MemorySampler, release_freed_memory
 from vpt_ray.resume import file_digest
 from vpt_ray.resume import stage_bars as stage_ticker_bars
@@ -59,6 +68,7 @@ class Data:
 
 def load_data(cfg: Config) -> Data:
     """Resolve every ticker through the data chain for the training + backtest period."""
+    check_costs(cfg, len(cfg.data.tickers), {})  # the minimum commission needs no prices
     tickers, skipped = chain.resolve(cfg, cfg.data.start, cfg.backtest.end)
     synthetic = sorted(t for t, td in tickers.items() if td.synthetic)
     if synthetic:
@@ -198,14 +208,22 @@ def search(
     num_cpus: float,
     tune_storage: storage.Location | None = None,
     store: dict[str, dict] | None = None,
+    bars: int | None = None,
 ) -> SearchResult:
-    """The search on the full training matrix, or on `search.sample_days` sampled sessions.
-    `store` (the feature store's summaries) gives each ticker's price level for the trials'
-    after-cost validation returns."""
+    """The search on the full training matrix, or on `search.sample_days` sampled sessions,
+    within the budget and trial count `budget.resolve` derives from the phase's time limit and
+    the data size (`bars` in the feature store; the training samples when not given). `store`
+    (the feature store's summaries) gives each ticker's price level for the trials' after-cost
+    validation returns."""
     m, folds = search_sample(cfg, m, folds)
+    fold_sizes = [len(tr) + len(va) for tr, va in folds]
+    bars = bars if bars is not None else len(m) * cfg.labels.stride
+    cfg, plan = budget.resolve(cfg, bars, fold_sizes, int(num_cpus))
     path, fs = storage.tune_storage(work_dir if tune_storage is None else tune_storage)
     prices = [s.get("median_close") for s in store.values()] if store else None
     result = run_search(cfg, m, folds, path, int(num_cpus), storage_filesystem=fs, prices=prices)
+    result.info["budget"] = plan
+    result.info["cpu_us_per_sample_fold"] = budget.cpu_us_per_sample_fold(result.trials, fold_sizes)
     log.info(
         "search: %d trials (%d fitted every fold), best val log loss %.5f, val accuracy %.4f",
         len(result.trials),
@@ -301,13 +319,52 @@ def backtest_universe(
     return section, Data(tickers, skipped), store
 
 
+def portfolio(cfg: Config, ticker_plans: dict) -> dict:
+    """Size the tickers' planned trades from one pool (`backtest.portfolio`) and measure it:
+    the result, its statistics, each ticker's contribution, the concentration and the costs."""
+    settings = PortfolioSettings.from_config(cfg.backtest)
+    t0 = time.perf_counter()
+    result = simulate_portfolio(ticker_plans, settings)
+    per_ticker = per_ticker_stats(result)
+    out = {
+        "result": result,
+        "stats": portfolio_stats(result),
+        "per_ticker": per_ticker,
+        "concentration": concentration(per_ticker),
+        "costs": cost_section(result),
+    }
+    log.info(
+        "portfolio: %d tickers on one clock (%d bars), %d of %d planned trades filled, in %.2f s",
+        len(ticker_plans),
+        len(result.bar_equity),
+        len(result.trades),
+        out["stats"]["trades_planned"],
+        time.perf_counter() - t0,
+    )
+    return out
+
+
+def check_costs(cfg: Config, n_tickers: int, prices: dict[str, float]) -> dict:
+    """`cost_check` of the config's capital and commissions for `n_tickers`; warns when the
+    expected commission per fill passes `backtest.max_cost_bps` (the warning names the fix)."""
+    bt = cfg.backtest
+    check = cost_check(PortfolioSettings.from_config(bt), n_tickers, bt.max_cost_bps, prices)
+    if (line := cost_warning(check, bt.capital)) is not None:
+        log.warning(line)
+    return check
+
+
 def backtest(cfg: Config, booster: xgb.Booster, data: Data, store: dict, names: list[str]) -> dict:
-    """Backtest on `data`'s tickers (the training tickers, or the universe's)."""
+    """Backtest on `data`'s tickers (the training tickers, or the universe's): one Ray task per
+    ticker plans its trades, then one pass sizes them all from the pool."""
     bars_paths = {t: storage.portable(td.path) for t, td in data.tickers.items()}
     feature_paths = {t: s["path"] for t, s in store.items()}
     results = run_backtests(cfg, booster, bars_paths, feature_paths, names)
-    equity, stats = combine({t: r["result"] for t, r in results.items()}, cfg.backtest.capital)
+    ticker_plans = plans(results)
+    prices = {t: float(np.median(p.close)) for t, p in ticker_plans.items() if p.n_bars}
+    pf = portfolio(cfg, ticker_plans)
     y, p = pooled_predictions(results)
+    result = pf["result"]
     bench = buy_and_hold(
         pd.DataFrame({t: r["daily_close"] for t, r in results.items() if "daily_close" in r}),
         pd.Series({t: r["first_open"] for t, r in results.items() if "first_open" in r}),
@@ -315,16 +372,33 @@ def backtest(cfg: Config, booster: xgb.Booster, data: Data, store: dict, names: 
     )
     return {
         "results": results,
-        "equity": equity,
-        "stats": stats,
+        "equity": result.daily_equity,
+        "bar_equity": result.bar_equity,
+        "gross": result.gross,
+        "stats": pf["stats"],
         "benchmark": bench,
-        "benchmark_stats": benchmark_section(equity, bench, cfg.backtest.capital, stats),
+        "benchmark_stats": benchmark_section(
+            result.daily_equity, bench, cfg.backtest.capital, pf["stats"]
+        ),
         "bars_paths": {t: str(p) for t, p in bars_paths.items()},
-        "per_ticker": {t: summarize(r["result"]) for t, r in results.items()},
+        "per_ticker": pf["per_ticker"],
+        "concentration": pf["concentration"],
+        "costs": {**pf["costs"], "check": check_costs(cfg, len(ticker_plans), prices)},
         "oos": classification(y, p),
-        "trades": trades_frame(results),
+        "trades": result.trades,
         "data": data,  # what was backtested: the oracle replays these tickers
         "store": store,
+    }
+
+
+def backtest_section(bt: dict) -> dict:
+    """metrics.json's `backtest`: the portfolio's statistics, each ticker's contribution, the
+    concentration of the PnL and the costs."""
+    return {
+        **bt["stats"],
+        "per_ticker": bt["per_ticker"],
+        "concentration": bt["concentration"],
+        "costs": bt["costs"],
     }
 
 
@@ -367,6 +441,7 @@ def assemble_metrics(
         cv_accuracy_se=se["cv_accuracy_se"],
         overfitting=overfit,
     )
+    decision = apply_concentration(decision, cfg.decision, bt["concentration"])
     sources = {o["source"] for td in data.tickers.values() for o in td.origins}
     return {
         "run_id": ctx.run_id,
@@ -422,7 +497,7 @@ def assemble_metrics(
         },
         "overfitting": overfit,
         "oos": {**bt["oos"], "accuracy_se": se["oos_accuracy_se"]},
-        "backtest": {**bt["stats"], "sharpe_se": se["sharpe_se"], "per_ticker": bt["per_ticker"]},
+        "backtest": {**backtest_section(bt), "sharpe_se": se["sharpe_se"]},
         "standard_errors": se,
         "benchmark": bt["benchmark_stats"],
         "backtest_bars": bt["bars_paths"],  # the report's price panel reads its window from these
@@ -475,11 +550,23 @@ def write_outputs(cfg: Config, ctx: RunContext, metrics: dict, bt: dict) -> None
         bt["trades"],
         bt["equity"],
         predictions=predictions_frame(bt["results"]),
+        bar_equity=bar_equity_frame(bt),
         benchmark=bt.get("benchmark"),
     )
     write_html_report(ctx.report_dir, ctx.staged_model_dir)
     tracker.update(ctx.tracker_path, tracker.row_from_metrics(metrics))  # last: only whole runs
     log.info("report: %s; tracker: %s", ctx.report_location, ctx.tracker_path)
+
+
+def bar_equity_frame(bt: dict) -> pd.DataFrame:
+    """equity_bars.parquet's rows: the portfolio at every bar of its clock (UTC bar start)."""
+    return pd.DataFrame(
+        {
+            "timestamp": bt["bar_equity"].index,
+            "equity": bt["bar_equity"].to_numpy(),
+            "gross_exposure": bt["gross"].to_numpy(),
+        }
+    )
 
 
 def print_summary(m: dict) -> None:
@@ -502,7 +589,7 @@ def print_summary(m: dict) -> None:
         (
             "backtest",
             f"{bt['trades']} trades, return {pct(bt['total_return'])}, Sharpe "
-            f"{num(bt['sharpe'], 2)}, max DD {pct(bt['max_drawdown'])}",
+            f"{num(bt['sharpe'], 2)} (daily), max DD {pct(bt['max_drawdown'])} (intraday)",
         ),
         *(
             [("buy-and-hold", benchmark_row(m["benchmark"]))]
@@ -513,6 +600,11 @@ def print_summary(m: dict) -> None:
             "peak memory / wall",
             f"{m['resources']['peak_memory_gb']:.2f} GB / {m['resources']['wall_seconds']:.0f} s",
         ),
+        *(
+            [("concentration", concentration_line(bt["concentration"]))]
+            if bt.get("concentration")
+            else []
+        ),  # fmt: skip
         ("decision", m["decision"]["verdict"].upper()),
     ]
     width = max(len(k) for k, _ in rows)

@@ -59,6 +59,12 @@ def row_from_metrics(metrics: dict) -> dict:
         )
     if (metrics.get("optimize") or {}).get("file"):
         notes.append(f"reduced config: {metrics['optimize']['file']}")
+    conc = bt.get("concentration") or {}
+    if conc.get("top_ticker_share") is not None:
+        notes.append(
+            f"top ticker {conc['top_ticker']} {conc['top_ticker_share']:.0%} of PnL, "
+            f"{conc['tickers_profitable_share']:.0%} of tickers profitable"
+        )
     reasons = (metrics.get("decision") or {}).get("reasons") or []
     return {
         "phase": metrics["phase"],
@@ -79,6 +85,8 @@ def row_from_metrics(metrics: dict) -> dict:
         "sharpe": bt["sharpe"],
         "sharpe_se": _finite(bt.get("sharpe_se")),
         "max_drawdown": bt["max_drawdown"],
+        "max_drawdown_daily": bt.get("max_drawdown_daily"),
+        "top_ticker_share": conc.get("top_ticker_share"),
         "win_rate": bt["win_rate"],
         "notes": "; ".join(notes + reasons[:1]),
     }

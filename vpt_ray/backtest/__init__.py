@@ -1,19 +1,31 @@
-"""Backtest: the pure one-ticker simulation, its statistics and the equal-weight roll-up.
+"""Backtest: the pure one-ticker simulation, its statistics and the portfolio that sizes every
+ticker's planned trades from one pool of capital on one clock.
 
 Ray stays out of this package's import path: the per-ticker fan-out (`vpt_ray.backtest.run`)
 calls these plain functions and is imported only where it is used.
 """
 
 from vpt_ray.backtest.engine import SimSettings, TickerResult, simulate
-from vpt_ray.backtest.portfolio import combine, per_ticker_table
+from vpt_ray.backtest.portfolio import (
+    PortfolioSettings,
+    TradePlan,
+    combine,
+    per_ticker_table,
+    plan_trades,
+    simulate_portfolio,
+)
 from vpt_ray.backtest.stats import summarize, trading_stats
 
 __all__ = [
+    "PortfolioSettings",
     "SimSettings",
     "TickerResult",
+    "TradePlan",
     "combine",
     "per_ticker_table",
+    "plan_trades",
     "simulate",
+    "simulate_portfolio",
     "summarize",
     "trading_stats",
 ]

@@ -145,6 +145,7 @@ def run(
             write_report(
                 ctx.report_dir, metrics, bt["trades"], bt["equity"],
                 predictions=predictions_frame(bt["results"]), benchmark=bt["benchmark"],
+                bar_equity=stages.bar_equity_frame(bt),
             )  # fmt: skip
             local = Path(model_dir)
             write_html_report(ctx.report_dir, local if local.is_dir() else None)
@@ -160,6 +161,7 @@ def run(
 def backtest_metrics(cfg, ctx, meta: dict, model_dir: str, data, store, bt, sampler) -> dict:
     """metrics.json of a standalone backtest: a phase's keys where they apply, `kind` and the
     model run it tests."""
+    from vpt_ray import stages
     from vpt_ray.run import git_commit
 
     sources = {o["source"] for td in data.tickers.values() for o in td.origins}
@@ -190,7 +192,7 @@ def backtest_metrics(cfg, ctx, meta: dict, model_dir: str, data, store, bt, samp
         "features": {"count": len(meta["feature_names"]), "names": meta["feature_names"]},
         "model": {k: meta.get(k) for k in ("cv", "params", "rounds", "git_commit")},
         "oos": bt["oos"],
-        "backtest": {**bt["stats"], "per_ticker": bt["per_ticker"]},
+        "backtest": stages.backtest_section(bt),
         "benchmark": bt["benchmark_stats"],
         "backtest_bars": bt["bars_paths"],
         "resources": {

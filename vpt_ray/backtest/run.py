@@ -1,15 +1,17 @@
 """Out-of-sample backtest on Ray: one task per ticker, results streamed back as they finish.
 
 Each task receives references (the model bytes and config are put in the object store once),
-predicts its ticker's out-of-sample bars, runs the pure one-ticker simulation and returns a slim
-result: the trades, the daily equity and the labelled predictions (for OOS accuracy). Tasks run
+predicts its ticker's out-of-sample bars, turns the predictions into the one-ticker engine's
+planned round trips (`portfolio.plan_trades`: signals, entry/exit bars and fill prices, the volume
+cap, every bar's close for marking) and returns that plan with the labelled predictions (for OOS
+accuracy). The driver then sizes every ticker's plan from one pool of capital on one clock
+(`portfolio.simulate_portfolio`). Tasks run
 with `max_retries=0`, so an out-of-memory kill surfaces as `OutOfMemoryError` instead of retrying
 forever.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 
 import numpy as np
@@ -18,7 +20,8 @@ import ray
 import xgboost as xgb
 
 from vpt_ray import storage
-from vpt_ray.backtest.engine import SimSettings, TickerResult, session_days, simulate
+from vpt_ray.backtest.engine import SimSettings, session_days
+from vpt_ray.backtest.portfolio import TradePlan, plan_trades
 from vpt_ray.backtest.tearsheet import daily_closes
 from vpt_ray.config import Config
 from vpt_ray.data.local import read_bars
@@ -48,11 +51,11 @@ def backtest_ticker(
     bars_path: str | storage.GcsPath,
     features_path: str | storage.GcsPath,
     names: list[str],
-    capital: float,
     start=None,
     end=None,
 ) -> dict:
-    """Predict and simulate one ticker over [start, end] (default: the config's backtest window)."""
+    """Predict and plan one ticker's trades over [start, end] (default: the config's backtest
+    window): {"plan": TradePlan, "y", "p", "fwd_ret", "timestamp" of the labelled bars}."""
     start = start or cfg.backtest.start
     end = end or cfg.backtest.end
     feats = read_ticker_window(features_path, start, end, names)
@@ -65,11 +68,12 @@ def backtest_ticker(
             f"{bars_path}: bars and feature store disagree on {start}..{end}; rebuild the features"
         )
     proba = predict(booster, feats[names].to_numpy(np.float32), names)
-    settings = SimSettings.from_config(cfg.backtest, capital=capital, hold_bars=cfg.hold_bars)
-    result = simulate(bars, proba, settings)
+    settings = SimSettings.from_config(cfg.backtest, capital=cfg.backtest.capital,
+                                       hold_bars=cfg.hold_bars)  # fmt: skip
+    plan = plan_trades(bars, proba, settings, cfg.backtest.vol_lookback_bars)
     labelled = feats["y"].notna().to_numpy()
     return {
-        "result": _slim(result),
+        "plan": plan,
         "y": feats["y"].to_numpy()[labelled].astype(np.float32),
         "p": proba[labelled].astype(np.float32),
         "fwd_ret": feats["fwd_ret"].to_numpy()[labelled].astype(np.float32),
@@ -80,21 +84,15 @@ def backtest_ticker(
     }
 
 
-def _slim(result: TickerResult) -> TickerResult:
-    """Before shipping back: daily equity, and positions as int8 signs (enough for exposure)."""
-    position = np.sign(result.position).astype(np.int8)
-    return dataclasses.replace(result, equity=result.daily_equity, position=position)
-
-
 @ray.remote(num_cpus=1, max_retries=0)
-def _backtest_task(cfg, model_raw, bars_path, features_path, names, capital, start, end, ticker):
+def _backtest_task(cfg, model_raw, bars_path, features_path, names, start, end, ticker):
     if isinstance(model_raw, bytes | bytearray):
         booster = xgb.Booster(params={"nthread": 1})
         booster.load_model(bytearray(model_raw))
     else:  # an ensemble travels pickled (its boosters pickle as their raw model)
         booster = model_raw
         booster.set_nthread(1)
-    out = backtest_ticker(cfg, booster, bars_path, features_path, names, capital, start, end)
+    out = backtest_ticker(cfg, booster, bars_path, features_path, names, start, end)
     out["ticker"] = ticker
     release_freed_memory()  # the worker lives on: give back this ticker's bars and features
     return out
@@ -109,8 +107,7 @@ def run_backtests(
     start=None,
     end=None,
 ) -> dict[str, dict]:
-    """Fan out one backtest task per ticker with equal capital; returns results by ticker."""
-    capital = cfg.backtest.capital / len(bars_paths)
+    """Fan out one backtest task per ticker; returns their plans and predictions by ticker."""
     raw = booster.save_raw("ubj") if isinstance(booster, xgb.Booster) else booster
     model_ref = ray.put(raw)
     cfg_ref = ray.put(cfg)
@@ -122,7 +119,7 @@ def run_backtests(
     refs = {}
     for t in bars_paths:
         ref = _backtest_task.options(name=f"backtest:{t}", memory=memory).remote(
-            cfg_ref, model_ref, bars_paths[t], feature_paths[t], names, capital, start, end, t
+            cfg_ref, model_ref, bars_paths[t], feature_paths[t], names, start, end, t
         )
         refs[ref] = t
     out = {r["ticker"]: r for r in track(refs, "backtest", unit="ticker")}
@@ -152,6 +149,6 @@ def predictions_frame(results: dict[str, dict]) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
-def trades_frame(results: dict[str, dict]) -> pd.DataFrame:
-    frames = [r["result"].trades.assign(ticker=t) for t, r in results.items()]
-    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+def plans(results: dict[str, dict]) -> dict[str, TradePlan]:
+    """The tasks' trade plans by ticker, for `portfolio.simulate_portfolio`."""
+    return {t: r["plan"] for t, r in results.items()}

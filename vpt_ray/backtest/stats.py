@@ -3,8 +3,12 @@ portfolio, the report, the tracker and the phase decision.
 
 Definitions follow empyrical (checked against empyrical-reloaded in `tests/test_backtest_stats.py`)
 on DAILY returns of the equity at each session's close, annualized with 252 sessions and a zero
-risk-free rate; minute returns are never annualized (that over- or understates Sharpe). Every value
-is a plain float/int or None (never NaN/inf), so the dict goes straight into JSON.
+risk-free rate; minute returns are never annualized (that over- or understates Sharpe). The one
+exception is the maximum drawdown: given the bar-level equity (marked at every bar's close) it is
+measured there, intraday, because a strategy that is flat every night can lose twice its
+close-to-close drawdown inside a session; the close-to-close figure stays as
+`max_drawdown_daily`. Every value is a plain float/int or None (never NaN/inf), so the dict goes
+straight into JSON.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ STAT_KEYS = (
     "sharpe",
     "sortino",
     "max_drawdown",
+    "max_drawdown_daily",
     "max_drawdown_duration_days",
     "win_rate",
     "profit_factor",
@@ -55,6 +60,16 @@ def _longest_run(mask: np.ndarray) -> int:
     return int((edges[1::2] - edges[::2]).max())
 
 
+def max_drawdown(path: np.ndarray) -> float:
+    """Most negative path / running peak - 1 (0.0 when the path never falls below a peak)."""
+    path = np.asarray(path, dtype=np.float64)
+    if len(path) == 0:
+        return 0.0
+    with np.errstate(divide="ignore", invalid="ignore"):
+        dd = path / np.maximum.accumulate(path) - 1.0
+    return min(0.0, float(np.nanmin(dd)))
+
+
 def trading_stats(
     daily_equity: pd.Series,
     trades: pd.DataFrame,
@@ -62,6 +77,7 @@ def trading_stats(
     turnover: float | None = None,
     *,
     initial_equity: float | None = None,
+    bar_equity: pd.Series | np.ndarray | None = None,
 ) -> dict:
     """Statistics of one equity curve and its trades (fractions, not percent).
 
@@ -71,6 +87,8 @@ def trading_stats(
         through, None when not given.
     initial_equity: equity before the first session. Without it the first session's P&L is lost
         (the curve starts at its first close), so callers that know the capital pass it.
+    bar_equity: equity at every bar's close over the same period (the portfolio's union clock),
+        when known: `max_drawdown` is then measured on it (intraday).
 
     Choices where definitions differ between libraries:
     - sharpe = mean / std(ddof=1) * sqrt(252) of daily returns; sortino = mean * 252 /
@@ -79,7 +97,9 @@ def trading_stats(
       otherwise (fewer than 2 days, or zero dispersion / no down day with a non-zero mean).
     - cagr = (final / initial) ** (252 / days) - 1, with days = number of daily returns
       (sessions, as empyrical counts them); -1.0 after ruin (equity <= 0).
-    - max_drawdown: most negative equity / running peak - 1 (initial equity included), <= 0.
+    - max_drawdown: most negative equity / running peak - 1 (initial equity included), <= 0, on
+      `bar_equity` when given (intraday), else on the daily closes; max_drawdown_daily: always
+      on the daily closes (close to close).
     - max_drawdown_duration_days: most consecutive SESSIONS spent below a previous equity high
       (trading days, not calendar days; 0 if never under water).
     - win_rate: share of trades with pnl > 0; profit_factor: gross profit / gross loss, None
@@ -117,7 +137,7 @@ def trading_stats(
             except OverflowError:  # a huge return over a few days: not meaningful, not JSON
                 out["cagr"] = None
         peak = np.maximum.accumulate(path)
-        out["max_drawdown"] = _clean(min(0.0, float((path / peak - 1.0).min())))
+        out["max_drawdown"] = out["max_drawdown_daily"] = _clean(max_drawdown(path))
         out["max_drawdown_duration_days"] = _longest_run(path < peak)
         if np.isfinite(rets).all():
             mean = float(rets.mean())
@@ -134,8 +154,14 @@ def trading_stats(
                     )
     elif len(path) == 1:
         out["total_return"] = 0.0
-        out["max_drawdown"] = 0.0
+        out["max_drawdown"] = out["max_drawdown_daily"] = 0.0
         out["max_drawdown_duration_days"] = 0
+    if bar_equity is not None and len(path):
+        bars = np.asarray(bar_equity, dtype=np.float64)
+        if not np.isfinite(bars).all():
+            raise ValueError("bar_equity has NaN or infinite values")
+        first = path[:1] if initial_equity is not None else bars[:0]  # the capital is a peak
+        out["max_drawdown"] = _clean(max_drawdown(np.concatenate((first, bars))))
     if len(trades):
         pnl = trades["pnl"].to_numpy(np.float64)
         out["win_rate"] = float(np.mean(pnl > 0))
@@ -154,4 +180,5 @@ def summarize(result: TickerResult) -> dict:
         exposure=result.exposure,
         turnover=result.turnover if result.capital else None,
         initial_equity=result.capital,
+        bar_equity=result.equity,
     )

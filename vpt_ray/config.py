@@ -64,6 +64,9 @@ class GcsConfig(_Section):
     endpoint_url: str | None = None
     token: str | None = None
     upload_fetched: bool = False
+    connect_timeout_s: float = Field(10, gt=0, le=600)
+    read_timeout_s: float = Field(60, gt=0, le=3600)
+    ticker_deadline_s: float = Field(300, gt=0, le=86400)
 
 
 class PolygonConfig(_Section):
@@ -74,6 +77,8 @@ class PolygonConfig(_Section):
     backoff_s: float = Field(2.0, gt=0, le=600)
     chunk_days: int = Field(30, ge=1, le=400)
     timeout_s: float = Field(30, gt=0)
+    connect_timeout_s: float = Field(10, gt=0, le=600)
+    down_after: int = Field(3, ge=1)
 
 
 class SyntheticConfig(_Section):

@@ -127,10 +127,18 @@ def endpoint(gcs: GcsConfig) -> str:
 def gcs_filesystem(gcs: GcsConfig) -> Any:
     """The gcsfs filesystem for these settings (fsspec keeps one instance per settings).
 
-    Listings are not cached: a run checks for objects other processes wrote moments ago."""
+    Listings are not cached: a run checks for objects other processes wrote moments ago. Every
+    request has `gcs.connect_timeout_s` / `gcs.read_timeout_s` (gcsfs sets none)."""
     from gcsfs.core import GCSFileSystem
 
-    return GCSFileSystem(token=gcs.token, endpoint_url=endpoint(gcs), use_listings_cache=False)
+    from vpt_ray.data.gcs import request_timeout
+
+    return GCSFileSystem(
+        token=gcs.token,
+        endpoint_url=endpoint(gcs),
+        use_listings_cache=False,
+        requests_timeout=request_timeout(gcs),  # connect / read timeouts on every request
+    )
 
 
 def arrow_filesystem(loc: GcsPath) -> tuple[Any, str]:

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import yaml
 
+from vpt_ray import interrupt
 from vpt_ray.config import Config, ConfigError
 
 log = logging.getLogger("vpt_ray.backtest")
@@ -27,13 +28,21 @@ WARMUP_DAYS = 14  # calendar days of bars before the start date, for rolling-win
 def backtest_config(model_dir: Path, start: dt.date, end: dt.date, overrides: list[str]) -> Config:
     """The model's config with the backtest window moved to [start, end] and checked."""
     from vpt_ray.config import load_config
+    from vpt_ray.storage import ArtifactError
 
     snapshot = model_dir / "config.yaml"
     if not snapshot.exists():
         raise FileNotFoundError(f"{model_dir}: no config.yaml; is this a vpt-ray model directory?")
-    saved = yaml.safe_load(snapshot.read_text())
-    train_start = dt.date.fromisoformat(str(saved["data"]["start"]))
-    train_end = dt.date.fromisoformat(str(saved["data"]["end"]))
+    try:
+        saved = yaml.safe_load(snapshot.read_text())
+        train_start = dt.date.fromisoformat(str(saved["data"]["start"]))
+        train_end = dt.date.fromisoformat(str(saved["data"]["end"]))
+    except (yaml.YAMLError, UnicodeDecodeError, ValueError, KeyError, TypeError) as exc:
+        detail = " ".join(str(exc).split())  # YAML errors span lines
+        raise ArtifactError(
+            f"{snapshot}: damaged config snapshot ({type(exc).__name__}: {detail}); the model "
+            "directory is damaged: write it again with `python -m vpt_ray.phase N`"
+        ) from None
     if end < start:
         raise ConfigError(f"--end-date {end} is before --start-date {start}")
     if start <= train_end and end >= train_start:
@@ -100,6 +109,10 @@ def run(model_dir: Path | str, start: dt.date, end: dt.date, overrides: list[str
         write_report(ctx.report_dir, metrics, bt["trades"], bt["equity"], summary=False)
         ctx.mark("FINISHED")
     except BaseException as exc:
+        if (stop := interrupt.as_interrupt(exc)) is not None:
+            ctx.mark("INTERRUPTED", f"{stop.signal_name} received")
+            stop.run_id = ctx.run_id  # type: ignore[attr-defined]
+            raise stop from None
         ctx.mark("FAILED", f"{type(exc).__name__}: {exc}")
         raise
     s = metrics["backtest"]
@@ -112,7 +125,7 @@ def run(model_dir: Path | str, start: dt.date, end: dt.date, overrides: list[str
 
 
 def main(argv: list[str] | None = None) -> int:
-    from vpt_ray.cli import user_error_exit
+    from vpt_ray.cli import interrupted_exit, user_error_exit
 
     parser = argparse.ArgumentParser(
         prog="python -m vpt_ray.backtest",
@@ -129,6 +142,8 @@ def main(argv: list[str] | None = None) -> int:
     except BaseException as exc:  # noqa: BLE001 - translated to an exit code
         if (code := user_error_exit(exc)) is not None:
             return code
+        if (stop := interrupt.as_interrupt(exc)) is not None:
+            return interrupted_exit(stop)
         raise
     return 0
 

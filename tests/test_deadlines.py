@@ -66,6 +66,7 @@ def fresh_source_state(monkeypatch):
     monkeypatch.setattr(gcs, "_DOWN", {}, raising=False)
     monkeypatch.setattr(gcs, "_PROBES", {})
     monkeypatch.setattr(polygon, "_HEALTH", {}, raising=False)
+    monkeypatch.setattr(polygon, "_PACERS", {})
 
 
 def within_limit(fn: Callable[[], object]) -> object:
@@ -122,7 +123,7 @@ def test_data_fetch_against_a_silent_gcs_endpoint_ends_in_seconds(
     caplog.set_level(logging.INFO)
     assert within_limit(lambda: fetch(cfg)) == 1  # incomplete: no source had the bars
     out = capsys.readouterr().out
-    assert "got no answer within the deadline (gcs.ticker_deadline_s = 3 s" in out + caplog.text
+    assert "got no answer within 3 s (gcs.ticker_deadline_s = 3 s" in out + caplog.text
     down = [r for r in caplog.records if "GCS is down for the rest of this run" in r.message]
     assert len(down) == 1  # one clear line, then the other tickers skip it
 
@@ -136,9 +137,9 @@ def test_a_gcs_read_that_never_answers_marks_gcs_down(silent_endpoint):
     )  # fmt: skip
     with pytest.raises(SourceError, match="reading gs://bkt/stocks/AAA.parquet at http") as err:
         within_limit(lambda: src._read_object(src.object_path("AAA"), "AAA"))
-    assert "gcs.ticker_deadline_s = 2 s" in str(err.value)
+    assert "no answer within 2 s (gcs.ticker_deadline_s = 2 s" in str(err.value)
     assert "GCS is down" not in str(err.value) and src.unavailable_reason() == err.value.cause
-    with pytest.raises(SourceError, match="no answer within the deadline"):  # at once now
+    with pytest.raises(SourceError, match="got no answer within 2 s"):  # at once now
         src.fetch("BBB", dt.date(2024, 1, 2), dt.date(2024, 1, 5))
 
 
@@ -149,15 +150,16 @@ def test_a_gcs_read_that_never_answers_marks_gcs_down(silent_endpoint):
 def test_polygon_unreachable_is_not_retried_and_goes_down(
     tmp_path, monkeypatch, refused_endpoint, endpoint, caplog
 ):
-    """No server at all: one request per ticker, then down for the run after polygon.down_after
-    (3) in a row; the fourth ticker sends nothing. The synthetic banner says why, not 'no key'."""
+    """No server at all: one request per ticker, not retried and not paced (no quota used), then
+    down for the run after polygon.down_after (3) in a row; the fourth ticker sends nothing. The
+    synthetic banner says why, not 'no key'."""
     base = refused_endpoint if endpoint == "refused" else "http://vpt-ray-offline-test.invalid"
     monkeypatch.setenv("POLYGON_API_KEY", "pk-test-not-a-real-key")
     cfg = _cfg(
         tmp_path,
         "data.sources=[local,polygon,synthetic]",
         f"polygon.base_url={base}",
-        "polygon.requests_per_minute=60000",
+        "polygon.requests_per_minute=5",  # the free tier: 12 s between requests that reach it
         "polygon.max_retries=5",
         "polygon.backoff_s=2",
     )
@@ -168,6 +170,7 @@ def test_polygon_unreachable_is_not_retried_and_goes_down(
     assert data.synthetic and set(data.tickers) == {"AAA", "BBB", "CCC", "DDD"}
     health = polygon._HEALTH[base]
     assert health.total_failures == 3 and health.down  # 3 requests in all, then down
+    assert polygon.shared_pacer(cfg.polygon).waited_s == 0  # they used no quota: no pacing
     text = caplog.text
     assert "retry" not in text.lower()
     assert "not retried (a DNS or connection failure: no server answered)" in text

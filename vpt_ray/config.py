@@ -66,8 +66,8 @@ class GcsConfig(_Section):
     token: str | None = None
     upload_fetched: bool = False
     connect_timeout_s: float = Field(10, gt=0, le=600)
-    read_timeout_s: float = Field(60, gt=0, le=3600)
-    ticker_deadline_s: float = Field(300, gt=0, le=86400)
+    read_timeout_s: float = Field(30, gt=0, le=3600)
+    ticker_deadline_s: float = Field(120, gt=0, le=86400)
 
 
 class PolygonConfig(_Section):

@@ -16,9 +16,10 @@ Two gcsfs behaviours shape this module:
   is told so offline (`missing_google_credentials`), in milliseconds and without a network.
 - gcsfs sets no timeout on its HTTP requests: an endpoint that accepts connections and never
   answers hung a fetch forever. Every request gets `gcs.connect_timeout_s` / `gcs.read_timeout_s`
-  (aiohttp's), and the probe and each ticker's read an overall `gcs.ticker_deadline_s` (fsspec's
-  `timeout=`, which cancels gcsfs's retries too). A read or probe past its deadline marks GCS down
-  for the rest of the run (this process), with one warning; later tickers skip it at once.
+  (aiohttp's); each ticker's read has an overall `gcs.ticker_deadline_s` and the probe's listing
+  one connect + read timeout (fsspec's `timeout=`, which cancels gcsfs's retries too). A read or
+  probe past its deadline marks GCS down for the rest of the run (this process), with one
+  warning; later tickers skip it at once.
 
 An object is read whole (one GET; a ticker-year of minute bars is a few MB), validated against the
 bar contract, then cut to the requested exchange dates and the regular session. The parsed object
@@ -256,7 +257,10 @@ class GcsSource:
         anon = getattr(fs.credentials, "method", None) == "anon" and self.cfg.token != "anon"
         bucket = self.bucket_path.split("/", 1)[0]
         fs.invalidate_cache(self.bucket_path)
-        deadline = self.cfg.ticker_deadline_s
+        # a listing is one small request: a server silent for one connect + read timeout is down
+        deadline = min(
+            self.cfg.ticker_deadline_s, self.cfg.connect_timeout_s + self.cfg.read_timeout_s
+        )
         try:
             fs.ls(self.bucket_path, detail=False, timeout=deadline)
             return None
@@ -267,23 +271,22 @@ class GcsSource:
             except FileNotFoundError:
                 return f"bucket gs://{bucket} does not exist at {endpoint}"
             except _transport_errors() as exc:
-                return self._unanswered(exc, f"listing gs://{bucket}") or self._denied(
+                return self._unanswered(exc, f"listing gs://{bucket}", deadline) or self._denied(
                     bucket, exc, anon
                 )
         except _transport_errors() as exc:
-            return self._unanswered(exc, f"listing gs://{self.bucket_path}") or self._denied(
-                bucket, exc, anon
-            )
+            listing = f"listing gs://{self.bucket_path}"
+            return self._unanswered(exc, listing, deadline) or self._denied(bucket, exc, anon)
 
-    def _unanswered(self, exc: BaseException, what: str) -> str | None:
+    def _unanswered(self, exc: BaseException, what: str, deadline_s: float) -> str | None:
         """For a timeout: GCS marked down for the run, and the line saying so; else None."""
         if not is_deadline(exc):
             return None
         c = self.cfg
         return mark_down(
             self.endpoint,
-            f"{what} at {self.endpoint} got no answer within the deadline (gcs.ticker_deadline_s "
-            f"= {c.ticker_deadline_s:g} s; per request gcs.connect_timeout_s = "
+            f"{what} at {self.endpoint} got no answer within {deadline_s:g} s "
+            f"(gcs.ticker_deadline_s = {c.ticker_deadline_s:g} s, gcs.connect_timeout_s = "
             f"{c.connect_timeout_s:g} s, gcs.read_timeout_s = {c.read_timeout_s:g} s)",
         )
 
@@ -307,7 +310,7 @@ class GcsSource:
         except FileNotFoundError:
             return None
         except _transport_errors() as exc:
-            cause = self._unanswered(exc, f"reading gs://{path}")
+            cause = self._unanswered(exc, f"reading gs://{path}", self.cfg.ticker_deadline_s)
             raise SourceError(
                 self.name,
                 cause or f"reading gs://{path} failed ({type(exc).__name__}: {exc})",

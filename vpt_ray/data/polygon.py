@@ -131,6 +131,13 @@ class Pacer:
                 self.sleep(need)
                 waited += need
 
+    def refund(self) -> None:
+        """Give back the token of an attempt that never reached the server (DNS or connection
+        failure): it used no quota, so it must not delay the next request."""
+        with self._lock:
+            self._tokens = min(self.capacity, self._tokens + 1.0)
+            self.acquired -= 1
+
 
 _PACERS: dict[tuple[str, str, float], Pacer] = {}
 _PACERS_LOCK = threading.Lock()
@@ -326,6 +333,7 @@ class _Transport(urllib3.PoolManager):
                 where = f"{parts.scheme}://{parts.netloc}"
                 why = re.sub(r"^<[^>]*>: ", "", str(exc))  # urllib3 prefixes its connection's repr
                 cause = self.redact(f"cannot connect to {where} ({type(exc).__name__}: {why})")
+                self.pacer.refund()
                 self.health.failed(where, cause)
                 raise _Unreachable(
                     f"{cause}; not retried (a DNS or connection failure: no server answered)"

@@ -403,3 +403,40 @@ def test_damaged_tracker_stops_the_run_before_compute(workspace, capsys):
 
     with pytest.raises(ArtifactError, match="not a vpt-ray tracker"):
         tracker.parse_state("# someone else's notes\n", path)
+
+
+# ---- signal handling, in this process ----------------------------------------------------------
+
+
+def test_signals_raise_except_inside_tune_and_the_commit():
+    """The rules tests/test_interrupt.py exercises end to end, on real signals to this process:
+    SIGTERM raises at once (143); inside `graceful` (Tune's fit) the first signal only asks the
+    block to end and raises when it returns, a second raises at once; `held` (the commit) never
+    raises, and the signal is reported afterwards."""
+    import os
+
+    from vpt_ray import interrupt
+
+    before = signal.getsignal(signal.SIGINT), os.environ.get("TUNE_DISABLE_SIGINT_HANDLER")
+    with interrupt.handle_signals():
+        with pytest.raises(interrupt.RunInterrupted) as err:
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(1)
+        assert err.value.exit_code == 143 and err.value.signal_name == "SIGTERM"
+    with interrupt.handle_signals():
+        with pytest.raises(interrupt.RunInterrupted) as err, interrupt.graceful():
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.2)
+            assert interrupt.requested() == signal.SIGINT  # still running: the stopper's cue
+            assert os.environ["TUNE_DISABLE_SIGINT_HANDLER"] == "1"
+        assert err.value.exit_code == 130
+        assert os.environ.get("TUNE_DISABLE_SIGINT_HANDLER") == before[1]
+        with pytest.raises(interrupt.RunInterrupted), interrupt.graceful():
+            os.kill(os.getpid(), signal.SIGINT)  # the second signal of this run: at once
+            time.sleep(1)
+            pytest.fail("a second signal must raise at once")
+    with interrupt.handle_signals(), interrupt.held() as held:
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.2)
+    assert held == [signal.SIGINT]
+    assert signal.getsignal(signal.SIGINT) is before[0]  # the caller's handler is back

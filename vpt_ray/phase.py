@@ -181,12 +181,12 @@ def _run(cfg: Config, ctx: RunContext, stop_after: str | None, force: bool) -> d
 
 
 def _note_held(held: list[int]) -> None:
-    """A signal that arrived while the finished run was being committed: say it was honoured
-    after the commit (the run is complete)."""
+    """A signal that arrived while the finished run was being committed: the commit went
+    through whole, so the run is FINISHED and ends normally; say so."""
     if held:
         log.warning(
-            "%s arrived while the finished run's results were being written: they are "
-            "complete (FINISHED); stopping now",
+            "%s arrived while the finished run's results were being written: they were written "
+            "whole and the run is FINISHED; it ends now",
             signal.Signals(held[0]).name,
         )
 

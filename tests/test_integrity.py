@@ -393,8 +393,9 @@ def test_damaged_tracker_stops_the_run_before_compute(workspace, capsys):
 
     sets = sum((["--set", s] for s in tiny_overrides(workspace)), [])
     assert main(["1", "--run-id", "after-damage", *sets]) == 2
-    errors = [line for line in capsys.readouterr().err.splitlines() if "error" in line.lower()]
-    assert len(errors) == 1, errors  # one line (after the run's start line), no traceback
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "Traceback" not in err, err  # one line, no traceback
     err = errors[0]
     assert err.startswith(f"error: {path}: damaged tracker state (Expecting value")
     assert err.endswith("move it away (a new tracker is started) or point paths.tracker elsewhere")

@@ -32,7 +32,14 @@ RUN_TIMEOUT_S = 600
 
 
 def _start(ws: Path, run_id: str) -> subprocess.Popen:
-    sets = tiny_overrides(ws, "search.num_samples=24", "search.time_budget_s=3600")
+    sets = tiny_overrides(
+        ws,
+        "data.end=2024-01-31",  # one month of training: the first trial comes sooner
+        "backtest.start=2024-02-05",
+        "backtest.end=2024-02-16",
+        "search.num_samples=24",
+        "search.time_budget_s=3600",
+    )
     cmd = [sys.executable, "-m", "vpt_ray.phase", "1", "--run-id", run_id]
     for item in sets:
         cmd += ["--set", item]

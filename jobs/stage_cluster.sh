@@ -48,8 +48,10 @@ token_file="$HOME/.ray/auth_token"
 if [[ ! -s $token_file ]]; then
     "$ray_bin" get-auth-token --generate >/dev/null 2>&1 || die "could not generate $token_file"
     [[ -s $token_file ]] || die "ray get-auth-token did not write $token_file"
-    chmod 600 "$token_file"
 fi
+# owner-only whoever wrote it (Ray writes it 644); cluster.yaml copies it to the nodes as is
+chmod 700 "$HOME/.ray"
+chmod 600 "$token_file"
 
 echo "staged $sha into $out; cluster token at $token_file"
 echo "next: ray up cluster.yaml   (from $repo_root)"

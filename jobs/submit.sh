@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Submit one phase of the pipeline to a running Ray cluster as a Ray job.
 #
-#   jobs/submit.sh N [--address URL] [--results DIR] [--wait] [--submission-id ID] [-- phase args]
+#   jobs/submit.sh N [--address URL] [--results DIR] [--wait] [--submission-id ID] [--insecure]
+#                    [-- phase args]
 #
 #   N                 phase number 1-5 (runs `python -m vpt_ray.phase N` on the cluster)
 #   --address URL     jobs API of the cluster (the dashboard URL). Default: $RAY_API_SERVER_ADDRESS,
@@ -12,6 +13,7 @@
 #                     it they land in the job's temporary copy of the working dir (Ray may delete it).
 #   --wait            stream the job's log and exit with its result (0 = SUCCEEDED, 1 = otherwise)
 #   --submission-id   job id to use (default: vpt-phaseN-<UTC time>-<random>)
+#   --insecure        submit even if the cluster reports authentication disabled (refused otherwise)
 #   -- ARGS           passed to the phase verbatim, e.g. -- --set search.num_samples=16
 #
 # The repository root is uploaded as the job's working_dir with jobs/runtime_env.yaml (which
@@ -25,7 +27,7 @@
 set -euo pipefail
 
 usage() {
-    sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'
 }
 
 die() {
@@ -47,6 +49,7 @@ if [[ -z $address && ${RAY_ADDRESS:-} =~ ^https?:// ]]; then
 fi
 address=${address:-http://127.0.0.1:8265}
 wait_for_result=0
+insecure=0
 submission_id=""
 results=${VPT_RESULTS_DIR:-}
 phase_args=()
@@ -65,6 +68,7 @@ while [[ $# -gt 0 ]]; do
             ;;
         --results=*) results=${1#--results=}; shift ;;
         --wait) wait_for_result=1; shift ;;
+        --insecure) insecure=1; shift ;;
         --submission-id)
             [[ $# -ge 2 && -n $2 ]] || die "--submission-id needs a value"
             submission_id=$2
@@ -102,6 +106,34 @@ fi
 
 # Ray 2.60's dashboard and jobs API use token authentication (see jobs/README.md).
 export RAY_AUTH_MODE=${RAY_AUTH_MODE:-token}
+
+# The token file is a credential: readable by its owner only, whoever wrote it (Ray writes 644).
+token_file=${RAY_AUTH_TOKEN_PATH:-$HOME/.ray/auth_token}
+if [[ -f $token_file && -O $token_file ]] && [[ $(ls -ln "$token_file" | cut -c5-10) != ------ ]]; then
+    chmod 600 "$token_file"
+    echo "note: $token_file was open to group or others: now mode 600" >&2
+fi
+
+# A cluster without authentication runs any job anyone who reaches its port submits: refuse it
+# unless --insecure. /api/authentication_mode is public on Ray's dashboard ("token"/"disabled").
+fetch_auth_mode() {
+    if command -v curl >/dev/null; then
+        curl -fsS --max-time 15 "$1/api/authentication_mode"
+    else
+        python3 -c 'import sys, urllib.request as u; print(u.urlopen(sys.argv[1], timeout=15).read().decode())' \
+            "$1/api/authentication_mode"
+    fi
+}
+auth_mode=$(fetch_auth_mode "$address" 2>/dev/null |
+    sed -n 's/.*"authentication_mode" *: *"\([a-z]*\)".*/\1/p') || auth_mode=""
+if [[ $auth_mode == disabled ]]; then
+    if [[ $insecure -eq 0 ]]; then
+        die "the cluster at $address reports authentication disabled: anyone who can reach" \
+            "that port can run code on it through its jobs API. Restart it with" \
+            "RAY_AUTH_MODE=token (jobs/README.md, Security), or pass --insecure to submit anyway"
+    fi
+    echo "warning: submitting to $address with authentication disabled (--insecure)" >&2
+fi
 
 if [[ -z $submission_id ]]; then
     submission_id="vpt-phase${phase}-$(date -u +%Y%m%d-%H%M%S)-$(od -An -N3 -tx1 /dev/urandom | tr -d ' \n')"

@@ -1,9 +1,10 @@
 """Command-line plumbing shared by every entry point: config flags and clean failures.
 
 CLIs parse and call; this module turns the project's expected errors (bad config, bad data, no
-data, a model directory that is not complete) into one clear line on stderr and exit code 2,
-a run stopped on the memory limit into exit code 3, and anything unexpected into exit code 1
-with the traceback in the run log.
+data, a model directory that is not complete, a damaged artifact) into one clear line on stderr
+and exit code 2, a run stopped on the memory limit into exit code 3, SIGINT / SIGTERM into 130 /
+143 (the run is INTERRUPTED, nothing published, this process's Ray shut down), and anything
+unexpected into exit code 1 with the traceback in the run log.
 """
 
 from __future__ import annotations
@@ -12,8 +13,10 @@ import argparse
 import logging
 import sys
 
+from vpt_ray import interrupt
 from vpt_ray.bars import BarDataError
 from vpt_ray.config import ConfigError, load_config
+from vpt_ray.storage import ArtifactError
 
 log = logging.getLogger("vpt_ray")
 EXIT_USER_ERROR = 2
@@ -25,7 +28,9 @@ def add_config_args(parser: argparse.ArgumentParser, default_config: str | None 
         "--config",
         default=default_config,
         metavar="PATH",
-        help="YAML overlaid on config/base.yaml (default: config/phaseN.yaml for a phase)",
+        help="YAML of your changes: config/base.yaml, then config/phaseN.yaml for a phase, then "
+        "this file, then --set, each overlaying the one before (the run's config.yaml and "
+        "status.json record the chain)",
     )
     parser.add_argument(
         "--set",
@@ -36,7 +41,11 @@ def add_config_args(parser: argparse.ArgumentParser, default_config: str | None 
         help="override one setting, e.g. --set data.tickers=[AAPL,MSFT] (repeatable)",
     )
     parser.add_argument(
-        "--run-id", "--run_id", default=None, help="name the run (default: time-phase-hash)"
+        "--run-id",
+        "--run_id",
+        default=None,
+        help="name the run: letters, digits, '.', '_', '-' (default: time-phase-hash); "
+        "a rerun with the same id replaces that run's model and report",
     )
     add_mlflow_arg(parser)
 
@@ -58,7 +67,12 @@ def overrides_of(args: argparse.Namespace) -> list[str]:
 def user_errors() -> tuple[type[BaseException], ...]:
     from vpt_ray.data.chain import DataUnavailableError
 
-    errors: list[type[BaseException]] = [ConfigError, BarDataError, DataUnavailableError]
+    errors: list[type[BaseException]] = [
+        ConfigError,
+        BarDataError,
+        DataUnavailableError,
+        ArtifactError,
+    ]
     try:
         from vpt_ray.data.errors import SourceError
 
@@ -86,6 +100,24 @@ def user_error_exit(exc: BaseException) -> int | None:
     return EXIT_USER_ERROR
 
 
+def interrupted_exit(stop: interrupt.RunInterrupted) -> int:
+    """130 / 143 after one line, once this process's Ray is shut down (the local cluster it
+    started goes with it; a joined cluster keeps running, without this driver's tasks)."""
+    with interrupt.held():
+        run = getattr(stop, "run_id", None)
+        what = f"run {run} marked INTERRUPTED" if run else "stopped"
+        print(
+            f"interrupted: {stop.signal_name} received; {what}: no model, report or tracker "
+            "row published and nothing partial cached",
+            file=sys.stderr,
+        )
+        import ray
+
+        if ray.is_initialized():
+            ray.shutdown()
+    return stop.exit_code
+
+
 def run_cli(args: argparse.Namespace, stop_after: str | None = None) -> int:
     from vpt_ray.phase import run_phase
 
@@ -94,13 +126,7 @@ def run_cli(args: argparse.Namespace, stop_after: str | None = None) -> int:
     if phase is None and config is None:
         config = "config/base.yaml"
     try:
-        cfg = load_config(
-            phase=phase if config is None else None,
-            config_path=config,
-            overrides=overrides_of(args),
-        )
-        if phase is not None and config is not None:
-            cfg = cfg.model_copy(update={"phase": phase})
+        cfg = load_config(phase=phase, config_path=config, overrides=overrides_of(args))
         origin = None
         if getattr(args, "optimize", None):
             from vpt_ray.optimize import optimized_config
@@ -118,9 +144,8 @@ def run_cli(args: argparse.Namespace, stop_after: str | None = None) -> int:
         if (code := user_error_exit(exc)) is not None:
             return code
         inner = unwrap(exc)
-        if isinstance(exc, KeyboardInterrupt):
-            print("interrupted", file=sys.stderr)
-            return 130
+        if (stop := interrupt.as_interrupt(exc)) is not None:
+            return interrupted_exit(stop)
         log.exception("run failed")
         print(f"error: {type(inner).__name__}: {inner}", file=sys.stderr)
         return 1

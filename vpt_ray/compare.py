@@ -19,7 +19,7 @@ from pathlib import Path
 
 import yaml
 
-from vpt_ray.run import write_text_atomic
+from vpt_ray.run import read_status, write_text_atomic
 
 # (label, dotted key in metrics.json, format): "pct" = fraction shown in percent
 METRIC_ROWS = (
@@ -64,6 +64,12 @@ def report_dir(run: str, artifacts: Path) -> Path:
         return as_path
     d = artifacts / "reports" / run
     if not (d / "metrics.json").exists():
+        status = read_status(d)
+        if status is not None:  # the run exists but never finished: say how it ended
+            why = status.get("abandoned") or status.get("error") or "no metrics.json yet"
+            raise FileNotFoundError(
+                f"run {run!r} is {status['status']} ({why}): it has no metrics to compare"
+            )
         known = sorted(p.parent.name for p in (artifacts / "reports").glob("*/metrics.json"))
         raise FileNotFoundError(
             f"run {run!r}: no {d / 'metrics.json'}; finished runs under {artifacts / 'reports'}: "

@@ -1,7 +1,8 @@
 """One typed, validated config for a whole run.
 
-Loading order: `config/base.yaml`, then `config/phase{N}.yaml` (or `--config PATH`), then
-`--set dotted.key=value` overrides. Unknown keys and bad values raise `ConfigError` naming the
+Loading order: `config/base.yaml`, then `config/phase{N}.yaml`, then `--config PATH` (over the
+phase file when both are given), then `--set dotted.key=value` overrides; `Config.layers` lists
+the chain, and each run records it. Unknown keys and bad values raise `ConfigError` naming the
 key, the file it came from and what is allowed, so a typo never runs silently with a default.
 """
 
@@ -19,6 +20,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PrivateAttr,
     ValidationError,
     ValidationInfo,
     field_validator,
@@ -77,6 +79,9 @@ class GcsConfig(_Section):
     endpoint_url: str | None = None
     token: str | None = None
     upload_fetched: bool = False
+    connect_timeout_s: float = Field(10, gt=0, le=600)
+    read_timeout_s: float = Field(30, gt=0, le=3600)
+    ticker_deadline_s: float = Field(120, gt=0, le=86400)
 
 
 class PolygonConfig(_Section):
@@ -87,6 +92,8 @@ class PolygonConfig(_Section):
     backoff_s: float = Field(2.0, gt=0, le=600)
     chunk_days: int = Field(30, ge=1, le=400)
     timeout_s: float = Field(30, gt=0)
+    connect_timeout_s: float = Field(10, gt=0, le=600)
+    down_after: int = Field(3, ge=1)
 
 
 # Named edges of the synthetic market (`synthetic.signal_strength: NAME` or a number):
@@ -397,6 +404,12 @@ class Config(_Section):
     decision: DecisionConfig = Field(default_factory=DecisionConfig)
     paths: PathsConfig = Field(default_factory=PathsConfig)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+    _layers: list[str] = PrivateAttr(default_factory=list)
+
+    @property
+    def layers(self) -> list[str]:
+        """Where the settings came from, first to last (files, then each `--set`)."""
+        return list(self._layers)
 
     @model_validator(mode="after")
     def _check_windows(self) -> Config:
@@ -517,16 +530,26 @@ def load_config(
     overrides: list[str] | None = None,
     base_path: str | Path | None = None,
 ) -> Config:
-    """Resolve base -> phase file (or `config_path`) -> `--set` overrides into a `Config`."""
+    """Resolve base -> phase file -> `config_path` -> `--set` overrides into a `Config`.
+
+    With both `phase` and `config_path`, the file overlays `config/phase{N}.yaml` (it holds the
+    user's changes to that phase, not a whole phase); the phase is `phase` whatever the file says.
+    """
     base = Path(base_path) if base_path else CONFIG_DIR / "base.yaml"
     layers: list[tuple[str, dict]] = [(str(base), _read_yaml(base))]
-    if config_path is not None:
-        layers.append((str(config_path), _read_yaml(Path(config_path))))
-    elif phase is not None:
+    if phase is not None:
         phase_file = base.parent / f"phase{phase}.yaml"
         if not phase_file.exists():
             raise ConfigError(f"{phase_file}: no config for phase {phase} (phases are 1-5)")
         layers.append((str(phase_file), _read_yaml(phase_file)))
+    if config_path is not None:
+        user = _read_yaml(Path(config_path))
+        if phase is not None and "phase" in user and user["phase"] != phase:
+            raise ConfigError(
+                f"{config_path}: sets phase: {user['phase']!r} but this is a phase {phase} run; "
+                f"remove the key, or run phase {user['phase']}"
+            )
+        layers.append((str(config_path), user))
     set_layer: dict = {}
     for item in overrides or []:
         parts, value = parse_override(item)
@@ -539,9 +562,11 @@ def load_config(
     merged: dict = {}
     for origin, layer in layers:
         merged = _deep_merge(merged, layer, origin)
-    if phase is not None and config_path is None:
+    if phase is not None:
         merged["phase"] = phase
     try:
-        return Config.model_validate(merged)
+        cfg = Config.model_validate(merged)
     except ValidationError as exc:
         raise ConfigError(_format_error(exc, layers)) from None
+    cfg._layers = [o for o, _ in layers if o != "--set"] + [f"--set {o}" for o in overrides or []]
+    return cfg

@@ -38,7 +38,8 @@ from vpt_ray.backtest import tearsheet
 from vpt_ray.config import SEARCH_PARAMS
 from vpt_ray.data.local import write_parquet_atomic
 from vpt_ray.report import BENCHMARK_FILE, PREDICTIONS_FILE
-from vpt_ray.run import write_text_atomic
+from vpt_ray.run import read_status, write_text_atomic
+from vpt_ray.storage import ArtifactError
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +85,12 @@ class RunFiles:
 
 
 def _read_json(path: Path) -> dict | None:
-    return json.loads(path.read_text()) if path.exists() else None
+    if not path.exists():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise ArtifactError(f"{path}: not readable JSON ({exc}); write the run again") from None
 
 
 def default_model_dir(report_dir: Path, metrics: dict) -> Path:
@@ -105,10 +111,12 @@ def load_run(
     report_dir = Path(report_dir)
     metrics = _read_json(report_dir / "metrics.json")
     if metrics is None:
-        status = _read_json(report_dir / "status.json") or {}
+        status = read_status(report_dir) or {}
+        why = status.get("abandoned") or status.get("error")
         raise FileNotFoundError(
-            f"{report_dir}: no metrics.json (run status: {status.get('status', 'unknown')}); "
-            "an HTML report needs a finished run: `vpt phase N` writes one"
+            f"{report_dir}: no metrics.json (run status: {status.get('status', 'unknown')}"
+            f"{f': {why}' if why else ''}); an HTML report needs a finished run: `vpt phase N` "
+            "writes one"
         )
     run_id = str(metrics.get("run_id", report_dir.name))
     model_dir = Path(model_dir) if model_dir else default_model_dir(report_dir, metrics)
@@ -120,7 +128,7 @@ def load_run(
         report_dir=report_dir,
         metrics=metrics,
         config=yaml.safe_load(cfg_path.read_text()) if cfg_path else {},
-        status=_read_json(report_dir / "status.json"),
+        status=read_status(report_dir),
         meta=_read_json(model_dir / "meta.json"),
     )
     if not run.config:
@@ -1503,7 +1511,7 @@ def main(argv: list[str] | None = None) -> int:
         path = write_html_report(
             report_dir, Path(args.model_dir) if args.model_dir else None, args.window
         )
-    except FileNotFoundError as exc:
+    except (FileNotFoundError, ArtifactError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(path)

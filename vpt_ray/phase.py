@@ -10,6 +10,12 @@ content-addressed cache when a previous run (any run id) already computed them (
 search is a safe point where a crossed `hardware.memory_limit_gb` (or a Ray OOM kill) ends the run
 cleanly: status STOPPED, metrics.json and summary.md with verdict "stop" and the reason, a tracker
 row saying so, and no published model.
+
+Interrupts: SIGINT / SIGTERM at any stage (inside Tune too, `vpt_ray.interrupt`) end the run as
+INTERRUPTED: no model, report or tracker row, nothing partial cached; the CLI exits 130 / 143.
+The last step (report, tracker row, model, FINISHED) holds signals until it is done, so a run is
+either committed whole or not at all. Before any compute the run checks the tracker's state
+(a damaged one is an error naming the file) and marks runs whose process died ABANDONED.
 """
 
 from __future__ import annotations
@@ -17,15 +23,15 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
-import shutil
+import signal
 from collections.abc import Iterator
 
 import numpy as np
 
-from vpt_ray import ensemble, memory_stop, optimize, resume, stages
+from vpt_ray import ensemble, interrupt, memory_stop, optimize, resume, stages, storage, tracker
 from vpt_ray.config import Config, ConfigError
 from vpt_ray.resources import MemorySampler, init_ray
-from vpt_ray.run import RunContext, new_run_id, setup_logging
+from vpt_ray.run import RunContext, mark_abandoned, new_run_id, remove_owned, setup_logging
 
 log = logging.getLogger("vpt_ray.phase")
 
@@ -51,16 +57,28 @@ def run_phase(
     """Run the pipeline; returns metrics.json's content (or the model summary if stop_after).
 
     A memory stop returns the stop's metrics (verdict "stop", `status` "STOPPED") instead of
-    raising; any other failure marks the run FAILED and raises. An "optimize" or "stop:
-    overfitting" verdict writes a reduced configuration next to the report (`vpt_ray.optimize`);
-    `optimized_from` (`optimize.optimized_config`) is the run this one applies it to, which the
-    report compares it with.
+    raising; SIGINT / SIGTERM mark it INTERRUPTED and raise `RunInterrupted`; any other failure
+    marks the run FAILED and raises. An "optimize" or "stop: overfitting" verdict writes a
+    reduced configuration next to the report (`vpt_ray.optimize`); `optimized_from`
+    (`optimize.optimized_config`) is the run this one applies it to, which the report compares
+    it with.
     """
     cfg = with_sample_days(cfg, sample_days)
-    ctx = RunContext(cfg, run_id or new_run_id(cfg))
+    ctx = RunContext(cfg, run_id or new_run_id(cfg), config_chain=cfg.layers)
     setup_logging(ctx.log_path)
     log.info("run %s: phase %d, %d tickers", ctx.run_id, cfg.phase, len(cfg.data.tickers))
     ctx.check_storage()  # gs:// outputs: fail in seconds if the bucket cannot be reached
+    tracker.load_state(ctx.tracker_path)  # a damaged tracker fails now, not after the compute
+    if not storage.is_remote(ctx.artifacts):
+        mark_abandoned(ctx.report_dir.parent, skip=ctx.run_id)
+    with interrupt.handle_signals():
+        return _run(cfg, ctx, stop_after, force, optimized_from)
+
+
+def _run(
+    cfg: Config, ctx: RunContext, stop_after: str | None, force: bool, optimized_from: dict | None
+) -> dict:
+    """The stages of `run_phase`, inside its signal handling."""
     ctx.mark("RUNNING")
     ctx.snapshot_config()
     hw = cfg.hardware
@@ -79,6 +97,7 @@ def run_phase(
     try:
         with sampler:
             ray_info = state["ray"] = init_ray(hw)
+            interrupt.install()  # ray.init replaced SIGTERM's handler with its own sys.exit
             with step("data"):
                 data = state["data"] = stages.stage_bars(stages.load_data(cfg), cache)
             with step("features"):
@@ -103,8 +122,10 @@ def run_phase(
                     ensemble.save_ensemble(ctx.staged_model_dir, ens)
             if stop_after == "train":
                 sampler.check("the end of training")
-                ctx.publish_model()
-                ctx.mark("FINISHED")
+                with interrupt.held() as held:
+                    ctx.publish_model()
+                    ctx.mark("FINISHED")
+                _note_held(held)
                 return {"run_id": ctx.run_id, "model_dir": str(ctx.model_dir)}
             bt_data, bt_store, universe = data, store, None
             if cfg.universe.active:  # phase 5: backtest on the price-band universe instead
@@ -142,20 +163,46 @@ def run_phase(
                     cfg, ctx, store, matrix, folds, search, int(ray_info["num_cpus"]),
                     metrics["decision"],
                 )  # fmt: skip
-        with ctx.stage("report"):
-            stages.write_outputs(cfg, ctx, metrics, backtest)
-        ctx.publish_model()
-        ctx.mark("FINISHED")
+        interrupt.check()
+        with interrupt.held() as held:  # the commit: all of it, or (interrupted before) none
+            with ctx.stage("report"):
+                stages.write_outputs(cfg, ctx, metrics, backtest)
+            ctx.publish_model()
+            ctx.mark("FINISHED")
+        _note_held(held)
     except BaseException as exc:
+        if (stop_signal := interrupt.as_interrupt(exc)) is not None:
+            with interrupt.held():
+                ctx.mark("INTERRUPTED", f"{stop_signal.signal_name} in stage {state['stage']}")
+            log.warning(
+                "run %s INTERRUPTED (%s) in stage %s: nothing published",
+                ctx.run_id,
+                stop_signal.signal_name,
+                state["stage"],
+            )
+            stop_signal.run_id = ctx.run_id  # type: ignore[attr-defined]
+            raise stop_signal from None
         stop = memory_stop.as_stop(exc, state["stage"], sampler)
         if stop is None:
             ctx.mark("FAILED", f"{type(exc).__name__}: {exc}")
             raise
         return memory_stop.write_stopped(cfg, ctx, stop, state, sampler)
     finally:  # the sample file is scratch: the features again, time-sorted (vpt_ray.samples)
-        shutil.rmtree(ctx.work_dir / "samples", ignore_errors=True)
+        with contextlib.suppress(OSError):
+            remove_owned(ctx.work_dir / "samples", ctx.work_dir)
     stages.print_summary(metrics)  # its last line: where report.html is
     return metrics
+
+
+def _note_held(held: list[int]) -> None:
+    """A signal that arrived while the finished run was being committed: the commit went
+    through whole, so the run is FINISHED and ends normally; say so."""
+    if held:
+        log.warning(
+            "%s arrived while the finished run's results were being written: they were written "
+            "whole and the run is FINISHED; it ends now",
+            signal.Signals(held[0]).name,
+        )
 
 
 def main(argv: list[str] | None = None) -> int:

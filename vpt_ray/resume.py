@@ -17,7 +17,11 @@ Keys are hashes of what determines the output, never of run ids or timestamps:
 Layout: `{paths.cache or artifacts/cache}/features/{key}.parquet` (+ `.json` summary) per ticker,
 so a ticker finished before an interruption is reused even if others were not;
 `.../search/{key}/` holds the search result, `.../ensemble/{key}/` the ensemble. Every entry is
-written to a temp name and renamed, so a crash never leaves an entry that looks complete.
+written to a temp name and renamed, so a crash never leaves an entry that looks complete. A search
+entry records its trial count and how the search ended (`info["ended_by"]`); only a search that
+ended by its own rule (all trials, ASHA, the time budget) with `search.num_samples` trials is
+cached or reused (`incomplete_reason`): an interrupted one never is, and an entry cached before
+this was recorded is searched again.
 `force=True` (`--force`) recomputes and overwrites. Cost: one sha256 pass over each bar file per
 process (memoized by size and mtime).
 Nothing is evicted: delete `artifacts/cache/` to reclaim the space. With `paths.cache` (or
@@ -47,7 +51,7 @@ from vpt_ray import storage
 from vpt_ray.config import Config
 from vpt_ray.data.chain import TickerData
 from vpt_ray.run import atomic_dir, file_sha256
-from vpt_ray.search import SearchResult
+from vpt_ray.search import OWN_ENDINGS, SearchResult
 from vpt_ray.store import Matrix, build_store
 
 log = logging.getLogger(__name__)
@@ -242,6 +246,20 @@ def _link(src: Path, dst: Path) -> None:
             shutil.copy2(src, dst)
 
 
+def incomplete_reason(result: SearchResult, cfg: Config | None = None) -> str | None:
+    """Why a search result must not be cached or reused (None when it may): it did not end by
+    its own rule (all trials, ASHA, or the time budget: `info["ended_by"]`), e.g. it was
+    interrupted, or was cached before entries recorded that; or it ran another trial count."""
+    info = result.info or {}
+    ended = info.get("ended_by")
+    if ended not in OWN_ENDINGS:
+        return f"the search ended by {ended or 'an unrecorded cause'}, not by its own rule"
+    requested = info.get("trials_requested")
+    if cfg is not None and requested != cfg.search.num_samples:
+        return f"it ran {requested} trials, search.num_samples is {cfg.search.num_samples}"
+    return None
+
+
 def load_search(path: storage.Location) -> SearchResult | None:
     """A cached search result, or None when absent or unreadable (on gs://: downloaded first;
     a prefix without best.json, which is uploaded last, is absent)."""
@@ -313,6 +331,9 @@ def search(
     keys = {t: s["cache_key"] for t, s in store.items()}
     path = cache / "search" / search_key(cfg, keys)
     cached = None if force else load_search(path)
+    if cached is not None and (why := incomplete_reason(cached, cfg)):
+        log.warning("search cache %s not reused (%s): searching again", path, why)
+        cached = None
     if cached is not None:
         log.info("search: reused from the resume cache %s (%d trials)", path, len(cached.trials))
         work_dir.mkdir(parents=True, exist_ok=True)
@@ -323,9 +344,17 @@ def search(
     result = stages.search(
         cfg, m, folds, work_dir, num_cpus, tune_storage=tune_storage, store=store, bars=bars
     )
+    if why := incomplete_reason(result, cfg):
+        log.warning("search: not cached (%s)", why)
+        return result, False
     with contextlib.suppress(OSError):
         save_search(path, result)
-        log.info("search: cached in %s", path)
+        log.info(
+            "search: cached in %s (%d trials, ended by %s)",
+            path,
+            result.info["trials_requested"],
+            result.info["ended_by"],
+        )
     return result, False
 
 

@@ -11,22 +11,27 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import hashlib
+import json
 import logging
 import os
+import re
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 
+import psutil
 import yaml
 
 from vpt_ray import storage
-from vpt_ray.config import Config
+from vpt_ray.config import Config, ConfigError
 from vpt_ray.storage import Location
 from vpt_ray.storage import atomic_dir as atomic_dir  # re-exported: the atomic writers' home
 from vpt_ray.storage import write_bytes_atomic as write_bytes_atomic
@@ -36,11 +41,39 @@ from vpt_ray.storage import write_text_atomic as write_text_atomic
 log = logging.getLogger("vpt_ray")
 MODEL_MARKER = "meta.json"  # uploaded last: a model directory without it is incomplete
 PACKAGES = ("ray", "xgboost", "pandas", "numpy", "pyarrow", "scikit-learn", "numba", "vpt-ray")
+RUN_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+HEARTBEAT_S = 30.0  # a RUNNING run rewrites status.json this often
+STALE_AFTER_S = 600.0  # a RUNNING run on another host silent this long is ABANDONED
 
 
 def new_run_id(cfg: Config) -> str:
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     return f"{stamp}-p{cfg.phase}-{cfg.fingerprint()[:6]}"
+
+
+def check_run_id(run_id: str) -> str:
+    """`run_id` if it is a name (it becomes a directory under models/, reports/ and runs/, which
+    a rerun replaces); ConfigError otherwise: `.`, `..`, slashes or spaces would point those
+    deletes at other runs or at artifacts/ itself."""
+    if run_id in (".", "..") or not RUN_ID_RE.fullmatch(run_id):
+        raise ConfigError(
+            f"--run-id {run_id!r}: a run id is a name, not a path: 1-128 letters, digits, '.', "
+            "'_' or '-', starting with a letter or digit (e.g. phase1-try2)"
+        )
+    return run_id
+
+
+def remove_owned(path: Path, parent: Path) -> None:
+    """Delete the directory `path` only if it resolves to a direct child of `parent`: a run
+    removes its own directories and nothing else (a symlink or `..` pointing elsewhere raises)."""
+    target, home = path.resolve(), parent.resolve()
+    if target.parent != home:
+        raise ValueError(
+            f"refusing to delete {path}: it resolves to {target}, not to a directory directly "
+            f"under {home}"
+        )
+    if target.is_dir():
+        shutil.rmtree(target)
 
 
 def git_commit() -> str | None:
@@ -89,9 +122,16 @@ class RunContext:
     root: Path = field(default_factory=Path.cwd)
     stages: dict[str, float] = field(default_factory=dict)
     t0: float = field(default_factory=time.monotonic)
+    config_chain: list[str] = field(default_factory=list)  # base -> phase -> file -> --set
     _scratch: Path | None = field(default=None, repr=False)
     kind: str = "phase"  # "phase" or "backtest" (a saved model re-tested): MLflow's vpt.kind tag
     _mlflow: object | None = field(default=None, repr=False)  # tracking.MlflowRun when enabled
+    _status: dict = field(default_factory=dict, repr=False)
+    _beat: threading.Event | None = field(default=None, repr=False)
+    _status_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def __post_init__(self) -> None:
+        check_run_id(self.run_id)
 
     def location(self, value: str) -> Location:
         """A `paths.*` value as a local path (under `root`) or a GcsPath."""
@@ -152,8 +192,7 @@ class RunContext:
             storage.upload_dir(self.staged_model_dir, final, last=(MODEL_MARKER,))
             return
         final.parent.mkdir(parents=True, exist_ok=True)
-        if final.exists():
-            shutil.rmtree(final)
+        remove_owned(final, self.artifacts / "models")  # type: ignore[operator]
         os.replace(self.staged_model_dir, final)
 
     @property
@@ -227,13 +266,28 @@ class RunContext:
         who sees a final status sees the whole report. An upload failing while marking a
         failed run is logged, not raised, so it never hides the run's own error.
         With `tracking.mlflow`, RUNNING starts the run's MLflow run and a final status ends it
-        (`vpt_ray.tracking`)."""
+        (`vpt_ray.tracking`).
+
+        status.json names the process (pid, its start time, host) and carries a heartbeat,
+        rewritten every HEARTBEAT_S while RUNNING, so a reader can tell a live run from one
+        that was killed (`read_status`: ABANDONED)."""
         if status == "RUNNING":
             self._start_tracking()
-        write_json_atomic(
-            self.report_dir / "status.json",
-            {"run_id": self.run_id, "status": status, "error": error, "at": dt.datetime.now()},
-        )
+        with self._status_lock:
+            self._status = {
+                "run_id": self.run_id,
+                "status": status,
+                "error": error,
+                "at": dt.datetime.now(),
+                **process_identity(),
+                "heartbeat": _utc_now(),
+                "config_chain": self.config_chain,
+            }
+            write_json_atomic(self.report_dir / "status.json", self._status)
+        if status == "RUNNING":
+            self._start_heartbeat()
+        elif self._beat is not None:
+            self._beat.set()
         try:
             self.upload()
         except Exception:
@@ -264,6 +318,27 @@ class RunContext:
         )  # fmt: skip
         self._mlflow = None
 
+    def _start_heartbeat(self) -> None:
+        if self._beat is not None and not self._beat.is_set():
+            return
+        stop = self._beat = threading.Event()
+
+        def beat() -> None:
+            while not stop.wait(HEARTBEAT_S):
+                with self._status_lock:
+                    if stop.is_set() or self._status.get("status") != "RUNNING":
+                        return
+                    self._status["heartbeat"] = _utc_now()
+                    path = self.report_dir / "status.json"
+                    try:
+                        write_json_atomic(path, self._status)
+                        if self.remote:
+                            storage.upload_file(path, self.report_location / path.name)
+                    except Exception:  # noqa: BLE001 - a missed beat must not end the run
+                        log.debug("heartbeat of run %s not written", self.run_id, exc_info=True)
+
+        threading.Thread(target=beat, name=f"heartbeat-{self.run_id}", daemon=True).start()
+
     def upload(self) -> None:
         """Mirror the run log, the run's own work files and the report to gs:// (no-op for a
         local run); the model is uploaded by `publish_model` only."""
@@ -280,9 +355,94 @@ class RunContext:
         """config.yaml: the resolved config, after `header` as YAML comment lines."""
         path = self.report_dir / "config.yaml"
         comment = "".join(f"# {line}\n" for line in header.splitlines()) if header else ""
-        write_text_atomic(path, comment + yaml.safe_dump(self.cfg.to_dict(), sort_keys=False))
+        chain = "".join(f"# {i}. {origin}\n" for i, origin in enumerate(self.config_chain, 1))
+        if chain:
+            chain = "# resolved config; layers, each over the one before:\n" + chain
+        text = comment + chain + yaml.safe_dump(self.cfg.to_dict(), sort_keys=False)
+        write_text_atomic(path, text)
         if self.remote:
             storage.upload_file(path, self.report_location / path.name)
+
+
+def _utc_now() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def process_identity() -> dict:
+    """This process as status.json records it: pid, its start time (pids are reused) and host."""
+    me = psutil.Process()
+    return {"pid": me.pid, "pid_started": round(me.create_time(), 2), "host": socket.gethostname()}
+
+
+def abandoned_reason(status: dict, now: dt.datetime | None = None) -> str | None:
+    """Why a status.json that says RUNNING belongs to a run that is no longer running, or None.
+
+    On this host: its process is gone (or the pid now belongs to another process). On another
+    host: no heartbeat for STALE_AFTER_S. A status without a pid (written before runs recorded
+    one) is judged by its time stamps alone."""
+    if status.get("status") != "RUNNING":
+        return None
+    pid, host = status.get("pid"), status.get("host")
+    if pid is not None and host == socket.gethostname():
+        try:
+            started = psutil.Process(int(pid)).create_time()
+        except (psutil.NoSuchProcess, ValueError):
+            return f"its process {pid} on {host} is gone"
+        except psutil.Error:
+            return None
+        if abs(started - float(status.get("pid_started") or started)) > 1.0:
+            return f"its process {pid} on {host} is gone (the pid now belongs to another process)"
+        return None
+    beat = status.get("heartbeat") or status.get("at")
+    try:
+        last = dt.datetime.fromisoformat(str(beat))
+    except ValueError:
+        return None
+    if last.tzinfo is None:
+        last = last.astimezone()  # "at" is local time
+    age = ((now or dt.datetime.now(dt.timezone.utc)) - last).total_seconds()
+    if age > STALE_AFTER_S:
+        where = f" on {host}" if host else ""
+        return f"no heartbeat from its process{where} for {age / 60:.0f} min"
+    return None
+
+
+def read_status(report_dir: Path) -> dict | None:
+    """A run's status.json as readers should see it: a RUNNING run whose process is gone says
+    ABANDONED, with `abandoned` saying why; None when there is no (readable) status.json."""
+    try:
+        status = json.loads((report_dir / "status.json").read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(status, dict):
+        return None
+    why = abandoned_reason(status)
+    return {**status, "status": "ABANDONED", "abandoned": why} if why else status
+
+
+def mark_abandoned(reports: Path, skip: str | None = None) -> list[str]:
+    """Rewrite the status.json of every run under `reports` that says RUNNING but whose process
+    is gone as ABANDONED (with why), so listings, `vpt compare` and `vpt report` stop taking it for
+    a live run; one warning each. Returns their run ids."""
+    found = []
+    for path in sorted(reports.glob("*/status.json")) if reports.is_dir() else []:
+        if path.parent.name == skip:
+            continue
+        status = read_status(path.parent)
+        if status is None or status["status"] != "ABANDONED":
+            continue
+        try:
+            write_json_atomic(path, status)
+        except OSError:
+            continue
+        found.append(path.parent.name)
+        log.warning(
+            "run %s is ABANDONED: status.json said RUNNING but %s; it never finished (nothing "
+            "of it was published)",
+            path.parent.name,
+            status["abandoned"],
+        )
+    return found
 
 
 def setup_logging(log_path: Path | None, level: int = logging.INFO) -> None:

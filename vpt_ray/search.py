@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import json
 import logging
+import signal
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -46,8 +47,9 @@ import xgboost as xgb
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler
 from ray.tune.search.basic_variant import BasicVariantGenerator
+from ray.tune.stopper import CombinedStopper
 
-from vpt_ray import tracking
+from vpt_ray import interrupt, tracking
 from vpt_ray.backtest.proxy import TradeProxy, trade_proxy
 from vpt_ray.config import SEARCH_PARAMS, Config, SearchSpace
 from vpt_ray.console import library_output_to_log, tune_loggers
@@ -73,6 +75,15 @@ _WORKER_SAMPLES: dict[tuple[str, int], tuple] = {}
 FOLDS_DONE = "folds_done"  # in every trial report: folds fitted so far (the ASHA time unit)
 # A trial's status in the trials table.
 COMPLETED, STOPPED_EARLY, STOPPED_BY_BUDGET = "completed", "stopped_early", "stopped_by_budget"
+# How a search ended (`SearchResult.info["ended_by"]`); only the first three are a search's own
+# rule, so only those results may be cached and reused (`vpt_ray.resume`).
+ENDED_ALL, ENDED_ASHA, ENDED_BUDGET, ENDED_INTERRUPTED = (
+    "all_trials",
+    "asha",
+    "time_budget",
+    "interrupted",
+)
+OWN_ENDINGS = (ENDED_ALL, ENDED_ASHA, ENDED_BUDGET)
 
 
 def xgb_params(hp: dict, nthread: int, max_bin: int, seed: int = 0) -> dict:
@@ -353,6 +364,18 @@ class MemoryStop(tune.Stopper):
         return memory_exceeded()
 
 
+class InterruptStop(tune.Stopper):
+    """Ends the whole search once the run received SIGINT/SIGTERM (`vpt_ray.interrupt`): Tune
+    polls `stop_all` on every step of its loop, stops the trials and returns, and `run_search`
+    raises `RunInterrupted` instead of going on with the trials done so far."""
+
+    def __call__(self, trial_id: str, result: dict) -> bool:
+        return False
+
+    def stop_all(self) -> bool:
+        return interrupt.requested() is not None
+
+
 @dataclass
 class SearchResult:
     """The search's outcome. `trials` has one row per configuration that reported at least one
@@ -477,7 +500,7 @@ def run_search(
             storage_path=str(storage) if storage_filesystem else str(storage.resolve()),
             storage_filesystem=storage_filesystem,
             verbose=0,
-            stop=MemoryStop(),
+            stop=CombinedStopper(MemoryStop(), InterruptStop()),
             callbacks=[
                 SearchProgress(
                     cfg.search.num_samples, VAL_LOG_LOSS, "min", budget, folds=len(folds)
@@ -488,7 +511,8 @@ def run_search(
         ),
     )
     t0 = time.monotonic()
-    with library_output_to_log("search"):  # Tune's experiment box goes to the run log
+    # Ctrl-C / SIGTERM: Tune stops its trials, then RunInterrupted; Tune's box goes to the log
+    with interrupt.graceful(), library_output_to_log("search"):
         grid = tuner.fit()
     elapsed = time.monotonic() - t0
     # the trial actors (each with its fold cache) end asynchronously: let them go before the
@@ -506,6 +530,8 @@ def run_search(
     if errors:
         log.warning("%d of %d trials failed; first error: %s", len(errors), len(grid), errors[0])
     info = search_info(cfg, m, folds, ok, cut, len(errors), elapsed)
+    if info["ended_by"] == ENDED_INTERRUPTED:  # Tune ended early for no rule of ours: a signal
+        raise interrupt.RunInterrupted(interrupt.requested() or signal.SIGINT)
     if info["stopped_by_budget"]:
         log.warning(
             "search: the time budget (search.time_budget_s = %g s) ended the search after %.0f s: "
@@ -601,6 +627,9 @@ def search_info(
             elapsed,
             s.time_budget_s,
         )
+        ended = ENDED_INTERRUPTED
+    else:
+        ended = ENDED_BUDGET if hit else ENDED_ASHA if early else ENDED_ALL
     info = {
         "scheduler": s.scheduler,
         "trials_requested": s.num_samples,
@@ -610,6 +639,7 @@ def search_info(
         "trials_not_reported": not_reported,
         "trials_failed": failed,
         "stopped_by_budget": bool(hit),
+        "ended_by": ended,  # all_trials | asha | time_budget | interrupted (never cached)
         "time_budget_s": s.time_budget_s,
         "elapsed_s": round(elapsed, 1),
         "folds": len(folds),

@@ -69,18 +69,38 @@ class Data:
 def load_data(cfg: Config) -> Data:
     """Resolve every ticker through the data chain for the training + backtest period."""
     check_costs(cfg, len(cfg.data.tickers), {})  # the minimum commission needs no prices
-    tickers, skipped = chain.resolve(cfg, cfg.data.start, cfg.backtest.end)
+    sources = chain.Sources(cfg)
+    tickers, skipped = chain.resolve(cfg, cfg.data.start, cfg.backtest.end, sources)
     synthetic = sorted(t for t, td in tickers.items() if td.synthetic)
     if synthetic:
         banner = "!" * 78
         log.warning(banner)
         log.warning(
-            "SYNTHETIC MARKET in use for %s: no local data, GCS credentials or Polygon key "
-            "provided these tickers. Results measure the pipeline, not a real edge.",
+            "SYNTHETIC MARKET in use for %s: no real source had their bars (%s). Results "
+            "measure the pipeline, not a real edge.",
             ", ".join(synthetic),
+            why_no_real_data(cfg, sources),
         )
         log.warning(banner)
     return Data(tickers, skipped)
+
+
+def why_no_real_data(cfg: Config, sources: chain.Sources) -> str:
+    """What each configured real source said, for the synthetic banner: the state it ended the
+    data stage in (no key, no credentials, down for the run...), never a guess."""
+    parts = [f"local: none in {cfg.data.dir}"] if "local" in cfg.data.sources else []
+    for name in cfg.data.sources:
+        if name not in chain.REMOTE:
+            continue
+        built = [src for (n, _), src in sources.built.items() if n == name]
+        if not built:
+            parts.append(f"{name}: not asked")
+            continue
+        reason = built[0].unavailable_reason()
+        parts.append(f"{name}: {reason or 'answered without bars for them (see the log)'}")
+    if not any(n in chain.REMOTE for n in cfg.data.sources):
+        parts.append("gcs and polygon not in data.sources")
+    return "; ".join(parts)
 
 
 def stage_bars(data: Data, cache: storage.Location) -> Data:

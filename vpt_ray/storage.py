@@ -13,7 +13,9 @@ without a config argument; `str()` and `repr()` show only the `gs://` URI.
 Atomicity: a local write is a temp file renamed into place; a GCS object appears only once its
 upload has completed. A directory (a model, a cached search, a report) is uploaded file by file
 with one marker LAST (`meta.json`, `best.json`, `status.json`), and readers treat a directory
-without its marker as incomplete. Two writers of one object: the last one wins (as locally).
+without its marker as incomplete. Two writers of one object: the last one wins (as locally),
+except through `update_text`, a read-modify-write under a lock (a file lock locally, a
+generation-match precondition on GCS) for files several runs change, such as the tracker.
 Cost: one request per object; a phase writes a few dozen objects plus one per ticker.
 """
 
@@ -23,9 +25,11 @@ import contextlib
 import io
 import json
 import os
+import random
 import shutil
 import tempfile
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,6 +47,11 @@ SCHEME = "gs://"
 
 class StorageError(ConfigError):
     """A `paths.*` location on gs:// cannot be used (no credentials, endpoint down, no bucket)."""
+
+
+class ArtifactError(ValueError):
+    """A file an earlier run wrote (model, its meta.json, the tracker's state) is damaged; the
+    message names the file and the fix. Raised before any compute starts."""
 
 
 @dataclass(frozen=True)
@@ -127,10 +136,18 @@ def endpoint(gcs: GcsConfig) -> str:
 def gcs_filesystem(gcs: GcsConfig) -> Any:
     """The gcsfs filesystem for these settings (fsspec keeps one instance per settings).
 
-    Listings are not cached: a run checks for objects other processes wrote moments ago."""
+    Listings are not cached: a run checks for objects other processes wrote moments ago. Every
+    request has `gcs.connect_timeout_s` / `gcs.read_timeout_s` (gcsfs sets none)."""
     from gcsfs.core import GCSFileSystem
 
-    return GCSFileSystem(token=gcs.token, endpoint_url=endpoint(gcs), use_listings_cache=False)
+    from vpt_ray.data.gcs import request_timeout
+
+    return GCSFileSystem(
+        token=gcs.token,
+        endpoint_url=endpoint(gcs),
+        use_listings_cache=False,
+        requests_timeout=request_timeout(gcs),  # connect / read timeouts on every request
+    )
 
 
 def arrow_filesystem(loc: GcsPath) -> tuple[Any, str]:
@@ -203,6 +220,79 @@ def atomic_dir(final: Path) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+# ---- read-modify-write under a lock ----------------------------------------------------------
+
+LOCK_TIMEOUT_S = 300.0  # a local writer waits this long for the file lock
+GCS_UPDATE_ATTEMPTS = 20  # a GCS writer retries this often when another writer came first
+
+
+def update_text(
+    loc: Location, change: Callable[[str | None], str], timeout_s: float = LOCK_TIMEOUT_S
+) -> str:
+    """Replace the text at `loc` with `change(current text or None)` as one step against other
+    writers (other runs, on this machine or any node); returns the text written.
+
+    Locally: under a file lock (`.{name}.lock` next to it, `filelock`: an OS lock the kernel
+    releases if the holder dies), read, change, atomic write. On GCS: read the object and its
+    generation, change, upload with an `ifGenerationMatch` precondition (0 = must not exist);
+    when another writer came first (HTTP 412), read and change again, after a short random
+    wait. `change` must be a pure function of the text: on GCS it may run more than once."""
+    if isinstance(loc, Path):
+        from filelock import FileLock, Timeout
+
+        loc.parent.mkdir(parents=True, exist_ok=True)
+        lock = loc.with_name(f".{loc.name}.lock")
+        try:
+            with FileLock(lock, timeout=timeout_s):
+                new = change(loc.read_text() if loc.exists() else None)
+                write_text_atomic(loc, new)
+                return new
+        except Timeout:
+            raise StorageError(
+                f"{loc}: another process held its lock {lock} for {timeout_s:g} s; is a run "
+                "stuck writing it? (the lock is released when that process exits)"
+            ) from None
+    fs = gcs_filesystem(loc.gcs)
+    for attempt in range(GCS_UPDATE_ATTEMPTS):
+        try:
+            generation = str(fs.info(loc.key)["generation"])
+            text: str | None = fs.cat_file(loc.key).decode()
+        except FileNotFoundError:
+            generation, text = "0", None
+        new = change(text)
+        try:
+            _upload_if_generation(fs, loc, new.encode(), generation)
+            return new
+        except FileExistsError:  # HTTP 412: someone wrote it since we read it
+            time.sleep(random.uniform(0.05, 0.2) * (attempt + 1))
+    raise StorageError(
+        f"{loc}: changed by other writers {GCS_UPDATE_ATTEMPTS} times while this run tried to "
+        "update it; run again"
+    )
+
+
+def _upload_if_generation(fs: Any, loc: GcsPath, data: bytes, generation: str) -> None:
+    """One multipart upload (as gcsfs's own) with `ifGenerationMatch`; FileExistsError on 412.
+    gcsfs offers the precondition only for "must not exist" (mode="create")."""
+    from urllib.parse import quote
+
+    bucket, key = loc.key.split("/", 1)
+    meta = json.dumps({"name": key})
+    head = (
+        "--==0==\nContent-Type: application/json; charset=UTF-8\n\n"
+        f"{meta}\n--==0==\nContent-Type: application/octet-stream\n\n"
+    )
+    fs.call(
+        "POST",
+        f"{fs._location}/upload/storage/v1/b/{quote(bucket)}/o",
+        uploadType="multipart",
+        ifGenerationMatch=generation,
+        headers={"Content-Type": 'multipart/related; boundary="==0=="'},
+        data=head.encode() + data + b"\n--==0==--",
+        json_out=True,
+    )
 
 
 # ---- one API for both ---------------------------------------------------------------------

@@ -7,8 +7,12 @@ phase's latest row: it re-tests a model, it decides nothing. Its rows are kept a
 comment at the end of the file, so a rewrite never has to parse its own tables; every rewrite is
 atomic. Next to it, a small PNG chart of the key metrics across phases (`SCALING_TRACKER.png`, about
 60 KB) is redrawn with every update and shown at the top of the markdown, so the trend reads on
-any git host without running anything. `paths.tracker` may be a gs:// object: the markdown and
-the chart are then read, modified and written back as whole objects (last writer wins, as locally).
+any git host without running anything. `paths.tracker` may be a gs:// object.
+
+Several runs may finish at once (two terminals, jobs on a cluster): `update` is a read-modify-
+write under a lock (`storage.update_text`: a file lock locally, a generation-match precondition
+on GCS), so every run's row lands. A damaged state (`load_state`) is an `ArtifactError` naming the
+file and the fix; a run checks it before its compute starts.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ import math
 import re
 
 from vpt_ray import storage
-from vpt_ray.storage import Location
+from vpt_ray.storage import ArtifactError, Location
 
 log = logging.getLogger(__name__)
 
@@ -29,15 +33,42 @@ PHASES = (1, 2, 3, 4, 5)
 
 
 def load_state(path: Location) -> dict:
+    """The tracker's state (latest row per phase, history); empty when the file is absent."""
     if not storage.exists(path):
         return {"latest": {}, "history": []}
-    m = STATE_RE.search(storage.read_text(path))
+    try:
+        text = storage.read_text(path)
+    except UnicodeDecodeError as exc:
+        raise ArtifactError(f"{path}: not a text file ({exc.reason}); {_FIX}") from None
+    return parse_state(text, path)
+
+
+_FIX = "move it away (a new tracker is started) or point paths.tracker elsewhere"
+
+
+def parse_state(text: str | None, path: Location) -> dict:
+    """The state kept in the tracker markdown `text` (None: no tracker yet); ArtifactError naming
+    `path` when the state comment is missing or damaged."""
+    if text is None:
+        return {"latest": {}, "history": []}
+    m = STATE_RE.search(text)
     if not m:
-        raise ValueError(
-            f"{path}: not a vpt-ray tracker (no state comment); move it away or point "
-            "paths.tracker elsewhere"
+        raise ArtifactError(f"{path}: not a vpt-ray tracker (no state comment); {_FIX}")
+    try:
+        state = json.loads(m.group(1))
+    except ValueError as exc:
+        raise ArtifactError(f"{path}: damaged tracker state ({exc}); {_FIX}") from None
+    if not (
+        isinstance(state, dict)
+        and isinstance(state.get("latest"), dict)
+        and isinstance(state.get("history"), list)
+        and all(isinstance(r, dict) and "run_id" in r for r in state["history"])
+    ):
+        raise ArtifactError(
+            f"{path}: damaged tracker state (want 'latest' per phase and a 'history' of rows); "
+            + _FIX
         )
-    return json.loads(m.group(1))
+    return state
 
 
 def row_from_metrics(metrics: dict) -> dict:
@@ -191,18 +222,24 @@ def chart_path(path: Location) -> Location:
 
 
 def update(path: Location, row: dict) -> None:
-    """Put `row` as its phase's latest run (a phase run's row only, not a backtest's), prepend
-    it to the history, rewrite atomically (the chart first, then the markdown that shows it)."""
-    state = load_state(path)
-    if row.get("kind", "phase") == "phase":
-        state["latest"][str(row["phase"])] = row
-    state["history"] = [row] + [h for h in state["history"] if h["run_id"] != row["run_id"]]
-    chart = None
-    try:
-        chart = write_chart(chart_path(path), state).name
-    except Exception:  # noqa: BLE001 - a chart must never cost the tracker its new row
-        log.exception("tracker chart not drawn")
-    storage.write_text(path, render(state, chart))
+    """Put `row` as its phase's latest run (a phase run's row only, not a backtest's) and
+    prepend it to the history, as one locked read-modify-write (`storage.update_text`):
+    concurrent runs each add their row. The chart is redrawn inside the lock, before the
+    markdown that shows it."""
+
+    def change(text: str | None) -> str:
+        state = parse_state(text, path)
+        if row.get("kind", "phase") == "phase":
+            state["latest"][str(row["phase"])] = row
+        state["history"] = [row] + [h for h in state["history"] if h["run_id"] != row["run_id"]]
+        chart = None
+        try:
+            chart = write_chart(chart_path(path), state).name
+        except Exception:  # noqa: BLE001 - a chart must never cost the tracker its new row
+            log.exception("tracker chart not drawn")
+        return render(state, chart)
+
+    storage.update_text(path, change)
 
 
 def _is_synthetic(row: dict) -> bool:

@@ -44,6 +44,7 @@ from vpt_ray.features import clock_slots, complete_rows
 from vpt_ray.run import atomic_dir, write_json_atomic, write_text_atomic
 from vpt_ray.samples import calendar_months
 from vpt_ray.search import xgb_params
+from vpt_ray.storage import ArtifactError
 from vpt_ray.store import Matrix
 
 MODEL_FILE = "model.ubj"
@@ -288,8 +289,12 @@ def save_model(model_dir: Path, booster: xgb.Booster, meta: dict, config_yaml: s
     return model_dir
 
 
+META_KEYS = ("run_id", "feature_names", "train_window")  # what every reader of a model needs
+
+
 def load_model(model_dir: str | Path) -> tuple[xgb.Booster, dict]:
-    """The booster and its metadata; a clear error if the directory is not a complete model."""
+    """The booster and its metadata; one clear error (`ArtifactError`, naming the file and the
+    fix) if the directory is not a complete, readable model, before anything uses it."""
     model_dir = Path(model_dir)
     model_path, meta_path = model_dir / MODEL_FILE, model_dir / "meta.json"
     if not model_path.exists() or not meta_path.exists():
@@ -297,9 +302,31 @@ def load_model(model_dir: str | Path) -> tuple[xgb.Booster, dict]:
             f"{model_dir}: not a complete model directory (needs {MODEL_FILE} and meta.json); "
             "models are written by `python -m vpt_ray.phase N` or `python -m vpt_ray.train`"
         )
+    fix = (
+        "the model directory is damaged: write it again with `python -m vpt_ray.phase N "
+        f"--run-id {model_dir.name}` (or `vpt train`), or pass another --model-dir"
+    )
+    try:
+        meta = json.loads(meta_path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise ArtifactError(f"{meta_path}: not readable JSON ({exc}); {fix}") from None
+    missing = [k for k in META_KEYS if not isinstance(meta, dict) or k not in meta]
+    if missing:
+        raise ArtifactError(f"{meta_path}: lacks {', '.join(missing)}; {fix}")
     booster = xgb.Booster()
-    booster.load_model(model_path)
-    return booster, json.loads(meta_path.read_text())
+    try:
+        booster.load_model(model_path)
+    except xgb.core.XGBoostError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else "unreadable"
+        raise ArtifactError(
+            f"{model_path}: not a readable XGBoost model ({first}); {fix}"
+        ) from None
+    if booster.num_features() != len(meta["feature_names"]):
+        raise ArtifactError(
+            f"{model_path}: has {booster.num_features()} features but {meta_path} lists "
+            f"{len(meta['feature_names'])}; {fix}"
+        )
+    return booster, meta
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import yaml
 
+from vpt_ray import interrupt
 from vpt_ray.config import Config, ConfigError, load_config
 
 log = logging.getLogger("vpt_ray.backtest")
@@ -36,14 +37,23 @@ def backtest_config(
 ) -> Config:
     """The model's config with the backtest window moved to [start, end] (default: the model's
     own out-of-sample window) and checked."""
+    from vpt_ray.storage import ArtifactError
+
     snapshot = model_dir / "config.yaml"
     if not snapshot.exists():
         raise FileNotFoundError(f"{model_dir}: no config.yaml; is this a vpt-ray model directory?")
-    saved = yaml.safe_load(snapshot.read_text())
-    train_start = dt.date.fromisoformat(str(saved["data"]["start"]))
-    train_end = dt.date.fromisoformat(str(saved["data"]["end"]))
-    start = start or dt.date.fromisoformat(str(saved["backtest"]["start"]))
-    end = end or dt.date.fromisoformat(str(saved["backtest"]["end"]))
+    try:
+        saved = yaml.safe_load(snapshot.read_text())
+        train_start = dt.date.fromisoformat(str(saved["data"]["start"]))
+        train_end = dt.date.fromisoformat(str(saved["data"]["end"]))
+        start = start or dt.date.fromisoformat(str(saved["backtest"]["start"]))
+        end = end or dt.date.fromisoformat(str(saved["backtest"]["end"]))
+    except (yaml.YAMLError, UnicodeDecodeError, ValueError, KeyError, TypeError) as exc:
+        detail = " ".join(str(exc).split())  # YAML errors span lines
+        raise ArtifactError(
+            f"{snapshot}: damaged config snapshot ({type(exc).__name__}: {detail}); the model "
+            "directory is damaged: write it again with `python -m vpt_ray.phase N`"
+        ) from None
     if end < start:
         raise ConfigError(f"--end-date {end} is before --start-date {start}")
     if start <= train_end and end >= train_start:
@@ -152,6 +162,10 @@ def run(
             tracker.update(ctx.tracker_path, tracker.row_from_metrics(metrics))
         ctx.mark("FINISHED")
     except BaseException as exc:
+        if (stop := interrupt.as_interrupt(exc)) is not None:
+            ctx.mark("INTERRUPTED", f"{stop.signal_name} received")
+            stop.run_id = ctx.run_id  # type: ignore[attr-defined]
+            raise stop from None
         ctx.mark("FAILED", f"{type(exc).__name__}: {exc}")
         raise
     print_backtest_summary(metrics, ctx.report_dir)
@@ -224,7 +238,7 @@ def print_backtest_summary(m: dict, report_dir: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from vpt_ray.cli import add_mlflow_arg, overrides_of, user_error_exit
+    from vpt_ray.cli import add_mlflow_arg, interrupted_exit, overrides_of, user_error_exit
 
     parser = argparse.ArgumentParser(
         prog="python -m vpt_ray.backtest",
@@ -254,6 +268,8 @@ def main(argv: list[str] | None = None) -> int:
     except BaseException as exc:  # noqa: BLE001 - translated to an exit code
         if (code := user_error_exit(exc)) is not None:
             return code
+        if (stop := interrupt.as_interrupt(exc)) is not None:
+            return interrupted_exit(stop)
         raise
     return 0
 

@@ -30,15 +30,8 @@ log = logging.getLogger("vpt_ray.data")
 
 
 def _config(args: argparse.Namespace) -> Config:
-    phase = getattr(args, "phase", None)
-    cfg = load_config(
-        phase=phase if args.config is None else None,
-        config_path=args.config,
-        overrides=args.overrides,
-    )
-    if phase is not None and args.config is not None:
-        cfg = cfg.model_copy(update={"phase": phase})
-    return cfg
+    phase = getattr(args, "phase", None)  # --config overlays config/phaseN.yaml, as for a run
+    return load_config(phase=phase, config_path=args.config, overrides=args.overrides)
 
 
 def _say(text: str) -> None:

@@ -14,6 +14,12 @@ Two gcsfs behaviours shape this module:
   seconds, and `fetch` refuses to start while the source is unavailable. Before that, with
   `gcs.token: null` against Google's endpoint, a machine with no Google credentials anywhere
   is told so offline (`missing_google_credentials`), in milliseconds and without a network.
+- gcsfs sets no timeout on its HTTP requests: an endpoint that accepts connections and never
+  answers hung a fetch forever. Every request gets `gcs.connect_timeout_s` / `gcs.read_timeout_s`
+  (aiohttp's); each ticker's read has an overall `gcs.ticker_deadline_s` and the probe's listing
+  one connect + read timeout (fsspec's `timeout=`, which cancels gcsfs's retries too). A read or
+  probe past its deadline marks GCS down for the rest of the run (this process), with one
+  warning; later tickers skip it at once.
 
 An object is read whole (one GET; a ticker-year of minute bars is a few MB), validated against the
 bar contract, then cut to the requested exchange dates and the regular session. The parsed object
@@ -51,6 +57,7 @@ GOOGLE_ENDPOINT = "https://storage.googleapis.com"
 PROBE_TTL_S = 300.0  # the chain builds a source per ticker; probe a bucket once per 5 minutes
 _PROBES: dict[tuple, tuple[float, str | None]] = {}
 _PROBES_LOCK = threading.Lock()
+_DOWN: dict[str, str] = {}  # endpoint -> why GCS is down for the rest of this process's run
 # Polygon-style short column names some buckets use; mapped to the contract on read
 SHORT_NAMES = {
     "t": "timestamp",
@@ -91,6 +98,30 @@ def _tcp_probe(url: str, timeout_s: float) -> str | None:
             return None
     except OSError as exc:
         return f"{parts.hostname}:{port} unreachable ({exc.strerror or type(exc).__name__})"
+
+
+def request_timeout(cfg: GcsConfig) -> Any:
+    """aiohttp's per-request timeout for gcsfs (`requests_timeout`): connect and read."""
+    import aiohttp
+
+    return aiohttp.ClientTimeout(sock_connect=cfg.connect_timeout_s, sock_read=cfg.read_timeout_s)
+
+
+def is_deadline(exc: BaseException) -> bool:
+    """A timeout of ours (the deadline, or aiohttp's connect/read timeout after gcsfs's retries)."""
+    import aiohttp
+
+    return isinstance(exc, TimeoutError | aiohttp.ServerTimeoutError)
+
+
+def mark_down(endpoint: str, reason: str) -> str:
+    """Record that GCS at `endpoint` is down for the rest of this run; warn once."""
+    with _PROBES_LOCK:
+        first = endpoint not in _DOWN
+        _DOWN.setdefault(endpoint, reason)
+    if first:
+        log.warning("gcs: %s; GCS is down for the rest of this run", reason)
+    return _DOWN[endpoint]
 
 
 def missing_google_credentials() -> str | None:
@@ -177,8 +208,12 @@ class GcsSource:
             endpoint = self.endpoint
             if not endpoint.startswith(("http://", "https://")):
                 endpoint = "http://" + endpoint  # STORAGE_EMULATOR_HOST may be host:port
-            # fsspec reuses one instance per (token, endpoint): credentials load once per process
-            self._fs = GCSFileSystem(token=self.cfg.token, endpoint_url=endpoint)
+            # fsspec reuses one instance per settings: credentials load once per process
+            self._fs = GCSFileSystem(
+                token=self.cfg.token,
+                endpoint_url=endpoint,
+                requests_timeout=request_timeout(self.cfg),
+            )
         return self._fs
 
     def unavailable_reason(self, refresh: bool = False) -> str | None:
@@ -191,7 +226,10 @@ class GcsSource:
         key = (self.endpoint, self.bucket_path, self.cfg.token)
         now = time.monotonic()
         with _PROBES_LOCK:
+            down = _DOWN.get(self.endpoint)
             hit = _PROBES.get(key)
+        if down:
+            return down
         if hit is not None and not refresh and now - hit[0] < PROBE_TTL_S:
             return hit[1]
         reason = self._probe()
@@ -219,19 +257,38 @@ class GcsSource:
         anon = getattr(fs.credentials, "method", None) == "anon" and self.cfg.token != "anon"
         bucket = self.bucket_path.split("/", 1)[0]
         fs.invalidate_cache(self.bucket_path)
+        # a listing is one small request: a server silent for one connect + read timeout is down
+        deadline = min(
+            self.cfg.ticker_deadline_s, self.cfg.connect_timeout_s + self.cfg.read_timeout_s
+        )
         try:
-            fs.ls(self.bucket_path, detail=False)
+            fs.ls(self.bucket_path, detail=False, timeout=deadline)
             return None
         except FileNotFoundError:
             try:  # an empty prefix is fine (objects are simply missing); a missing bucket is not
-                fs.ls(bucket, detail=False)
+                fs.ls(bucket, detail=False, timeout=deadline)
                 return None
             except FileNotFoundError:
                 return f"bucket gs://{bucket} does not exist at {endpoint}"
             except _transport_errors() as exc:
-                return self._denied(bucket, exc, anon)
+                return self._unanswered(exc, f"listing gs://{bucket}", deadline) or self._denied(
+                    bucket, exc, anon
+                )
         except _transport_errors() as exc:
-            return self._denied(bucket, exc, anon)
+            listing = f"listing gs://{self.bucket_path}"
+            return self._unanswered(exc, listing, deadline) or self._denied(bucket, exc, anon)
+
+    def _unanswered(self, exc: BaseException, what: str, deadline_s: float) -> str | None:
+        """For a timeout: GCS marked down for the run, and the line saying so; else None."""
+        if not is_deadline(exc):
+            return None
+        c = self.cfg
+        return mark_down(
+            self.endpoint,
+            f"{what} at {self.endpoint} got no answer within {deadline_s:g} s "
+            f"(gcs.ticker_deadline_s = {c.ticker_deadline_s:g} s, gcs.connect_timeout_s = "
+            f"{c.connect_timeout_s:g} s, gcs.read_timeout_s = {c.read_timeout_s:g} s)",
+        )
 
     def _denied(self, bucket: str, exc: BaseException, anon: bool) -> str:
         hint = (
@@ -249,13 +306,14 @@ class GcsSource:
             return self._cached[1]
         fs = self._filesystem()
         try:
-            data = fs.cat_file(path)
+            data = fs.cat_file(path, timeout=self.cfg.ticker_deadline_s)
         except FileNotFoundError:
             return None
         except _transport_errors() as exc:
+            cause = self._unanswered(exc, f"reading gs://{path}", self.cfg.ticker_deadline_s)
             raise SourceError(
                 self.name,
-                f"reading gs://{path} failed ({type(exc).__name__}: {exc})",
+                cause or f"reading gs://{path} failed ({type(exc).__name__}: {exc})",
                 ticker,
                 start,
                 end,

@@ -8,8 +8,11 @@ turns a malformed body or a `status: ERROR` answer into an empty result. So this
 client a transport (a `urllib3.PoolManager` subclass, installed as the client's `client`) that
 
 - paces every HTTP attempt, pages and retries included, with a token bucket (`Pacer`),
-- retries 408/429/5xx, timeouts and dropped connections with exponential backoff, honouring
-  `Retry-After` (`RetryPolicy`),
+- retries 408/429/5xx, read timeouts and dropped connections with exponential backoff, honouring
+  `Retry-After` (`RetryPolicy`), but not DNS failures, refused or timed-out connections: no
+  server answered, so waiting minutes for one is wasted (offline, each ticker cost ~90 s);
+  `polygon.down_after` such failures in a row mark Polygon down for the run (`SourceHealth`),
+  and every later fetch fails at once with that reason,
 - turns other non-200 answers (401 bad key, 403 plan) into errors that keep the status code,
 - strips any `apiKey` query parameter from URLs (the key travels in the Authorization header), so
   urllib3's own log lines and exceptions never hold it,
@@ -128,6 +131,13 @@ class Pacer:
                 self.sleep(need)
                 waited += need
 
+    def refund(self) -> None:
+        """Give back the token of an attempt that never reached the server (DNS or connection
+        failure): it used no quota, so it must not delay the next request."""
+        with self._lock:
+            self._tokens = min(self.capacity, self._tokens + 1.0)
+            self.acquired -= 1
+
 
 _PACERS: dict[tuple[str, str, float], Pacer] = {}
 _PACERS_LOCK = threading.Lock()
@@ -199,6 +209,58 @@ class _BadPayload(_TransportError):
     pass
 
 
+class _Unreachable(_TransportError):
+    """No server answered: DNS failure, refused or timed-out connection. Not retried."""
+
+
+@dataclass
+class SourceHealth:
+    """Consecutive requests to one Polygon base URL that reached no server, per process: after
+    `down_after` of them the source is down for the rest of the run. Any HTTP answer resets it."""
+
+    down_after: int = 3
+    failures: int = 0  # in a row
+    total_failures: int = 0
+    last: str = ""
+    down: str | None = None
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def answered(self) -> None:
+        with self.lock:
+            self.failures = 0
+
+    def failed(self, base: str, cause: str) -> None:
+        with self.lock:
+            self.failures += 1
+            self.total_failures += 1
+            self.last = cause
+            if self.down is None and self.failures >= self.down_after:
+                self.down = (
+                    f"down for this run: {self.failures} requests in a row got no answer from "
+                    f"{base} (DNS or connection failures, or timeouts; polygon.down_after = "
+                    f"{self.down_after}); last: {cause}"
+                )
+                log.warning("polygon: %s", self.down)
+
+
+_HEALTH: dict[str, SourceHealth] = {}
+
+
+def source_health(cfg: PolygonConfig) -> SourceHealth:
+    """The health record of `cfg.base_url` in this process, shared by every source instance."""
+    key = cfg.base_url.rstrip("/")
+    with _PACERS_LOCK:
+        if key not in _HEALTH:
+            _HEALTH[key] = SourceHealth(cfg.down_after)
+        return _HEALTH[key]
+
+
+_UNREACHABLE = (
+    urllib3.exceptions.NewConnectionError,  # refused, unroutable; NameResolutionError (DNS)
+    urllib3.exceptions.ConnectTimeoutError,
+)
+
+
 class _Redactor:
     """Replaces the API key in any text with ***."""
 
@@ -243,15 +305,18 @@ class _Transport(urllib3.PoolManager):
         timeout_s: float,
         redact: _Redactor,
         stats: FetchStats,
+        connect_timeout_s: float | None = None,
+        health: SourceHealth | None = None,
     ):
         super().__init__(
             num_pools=4,
             retries=False,
-            timeout=urllib3.Timeout(connect=timeout_s, read=timeout_s),
+            timeout=urllib3.Timeout(connect=connect_timeout_s or timeout_s, read=timeout_s),
             ca_certs=certifi.where(),
             cert_reqs="CERT_REQUIRED",
         )
         self.pacer, self.retry, self.redact, self.stats = pacer, retry, redact, stats
+        self.health = health or SourceHealth()
 
     def urlopen(self, method: str, url: str, redirect: bool = True, **kw: Any):  # type: ignore[override]
         url = strip_api_key(url)
@@ -263,9 +328,20 @@ class _Transport(urllib3.PoolManager):
             retry_after = None
             try:
                 resp = super().urlopen(method, url, redirect=redirect, **kw)
+            except _UNREACHABLE as exc:
+                parts = urlsplit(url)
+                where = f"{parts.scheme}://{parts.netloc}"
+                why = re.sub(r"^<[^>]*>: ", "", str(exc))  # urllib3 prefixes its connection's repr
+                cause = self.redact(f"cannot connect to {where} ({type(exc).__name__}: {why})")
+                self.pacer.refund()
+                self.health.failed(where, cause)
+                raise _Unreachable(
+                    f"{cause}; not retried (a DNS or connection failure: no server answered)"
+                ) from None
             except (urllib3.exceptions.HTTPError, OSError) as exc:
                 cause = self.redact(f"{type(exc).__name__}: {exc}")
             else:
+                self.health.answered()
                 if resp.status == 200:
                     try:
                         resp.data.decode("utf-8")
@@ -278,6 +354,9 @@ class _Transport(urllib3.PoolManager):
                 cause = f"HTTP {resp.status}: {detail}"
                 retry_after = _parse_retry_after(resp.headers.get("Retry-After"))
             if attempt >= self.retry.max_retries:
+                if retry_after is None and not cause.startswith("HTTP "):  # timeouts, drops
+                    parts = urlsplit(url)
+                    self.health.failed(f"{parts.scheme}://{parts.netloc}", cause)
                 raise _RetriesExhausted(attempt + 1, cause)
             wait = self.retry.wait(attempt, retry_after)
             log.warning(
@@ -401,6 +480,7 @@ class PolygonSource:
         self._redact = _Redactor(self._key)
         self.pacer = pacer or shared_pacer(cfg)
         self.retry = retry or RetryPolicy(max_retries=cfg.max_retries, backoff_s=cfg.backoff_s)
+        self.health = source_health(cfg)
         self.stats = FetchStats()
         self._rest: Any = None
 
@@ -412,10 +492,11 @@ class PolygonSource:
         )
 
     def unavailable_reason(self) -> str | None:
-        """None when a key is configured; no request is spent checking it (401 shows on fetch)."""
+        """None when a key is configured and the server has not been found down in this run (no
+        request is spent checking: a 401 shows on fetch)."""
         if not self._key:
             return f"no API key: set the environment variable {self.cfg.api_key_env}"
-        return None
+        return self.health.down
 
     def _client(self) -> Any:
         if self._rest is None:
@@ -424,7 +505,7 @@ class PolygonSource:
             rest = RESTClient(
                 api_key=self._key,
                 base=self.cfg.base_url.rstrip("/"),
-                connect_timeout=self.cfg.timeout_s,
+                connect_timeout=self.cfg.connect_timeout_s,
                 read_timeout=self.cfg.timeout_s,
                 retries=0,
                 custom_json=_StrictJson(self._redact),
@@ -436,7 +517,13 @@ class PolygonSource:
                     "pin polygon-api-client 1.x",
                 )
             rest.client = _Transport(
-                self.pacer, self.retry, self.cfg.timeout_s, self._redact, self.stats
+                self.pacer,
+                self.retry,
+                self.cfg.timeout_s,
+                self._redact,
+                self.stats,
+                connect_timeout_s=self.cfg.connect_timeout_s,
+                health=self.health,
             )
             self._rest = rest
         return self._rest
@@ -453,7 +540,7 @@ class PolygonSource:
             else:
                 cause = str(exc)
             return SourceError(self.name, self._redact(cause), ticker, a, b, retryable=False)
-        if isinstance(exc, _RetriesExhausted):
+        if isinstance(exc, _RetriesExhausted | _Unreachable):
             return SourceError(self.name, self._redact(exc), ticker, a, b, retryable=True)
         return SourceError(self.name, self._redact(exc), ticker, a, b, retryable=False)
 

@@ -23,6 +23,7 @@ from collections.abc import Iterator
 import numpy as np
 
 from vpt_ray import ensemble, memory_stop, resume, stages
+from vpt_ray.cli import unwrap
 from vpt_ray.config import Config, ConfigError
 from vpt_ray.resources import MemorySampler, init_ray
 from vpt_ray.run import RunContext, new_run_id, setup_logging
@@ -81,6 +82,7 @@ def run_phase(
                 store = resume.build_features(
                     cfg, data.tickers, ctx.work_dir / "features", cache, force
                 )
+                data, store = stages.exclude_unusable(data, store)
             with step("cv"):
                 matrix, folds = stages.make_folds(cfg, store, samples_dir=ctx.work_dir / "samples")
             with step("search"):
@@ -135,7 +137,8 @@ def run_phase(
     except BaseException as exc:
         stop = memory_stop.as_stop(exc, state["stage"], sampler)
         if stop is None:
-            ctx.mark("FAILED", f"{type(exc).__name__}: {exc}")
+            inner = unwrap(exc)  # a Ray task's error: the original, not Ray's wrapper
+            ctx.mark("FAILED", f"{type(inner).__name__}: {inner}")
             raise
         return memory_stop.write_stopped(cfg, ctx, stop, state, sampler)
     finally:  # the sample file is scratch: the features again, time-sorted (vpt_ray.samples)

@@ -64,7 +64,9 @@ def backtest_ticker(
             f"{bars_path}: bars and feature store disagree on {start}..{end}; rebuild the features"
         )
     proba = predict(booster, feats[names].to_numpy(np.float32), names)
-    settings = SimSettings.from_config(cfg.backtest, capital=capital, hold_bars=cfg.hold_bars)
+    settings = SimSettings.from_config(
+        cfg.backtest, capital=capital, hold_bars=cfg.hold_bars, daily=cfg.data.bar == "1day"
+    )
     result = simulate(bars, proba, settings)
     labelled = feats["y"].notna().to_numpy()
     return {

@@ -30,7 +30,7 @@ from functools import lru_cache
 import numpy as np
 import pandas as pd
 
-from vpt_ray.data.calendar import calendar_bounds, get_calendar
+from vpt_ray.data.calendar import calendar_bounds, get_calendar, session_opens
 from vpt_ray.data.local import EXCHANGE_TZ
 
 EPS = 1e-12
@@ -84,8 +84,10 @@ def clock_positions(ts: pd.Series, bar_minutes: int, calendar: str = "XNYS") -> 
     if bar_minutes >= 390:
         return sess
     slots = clock_slots(bar_minutes)
-    first = local_ts.groupby(dates.to_numpy()).transform("min")
-    slot = ((local_ts - first) // pd.Timedelta(minutes=bar_minutes)).to_numpy().astype(np.int64)
+    # the slot counts bar lengths from the calendar's open, not from the ticker's first bar, so
+    # a ticker whose 09:30 minute had no trade still puts its 09:31 bar on every ticker's 09:31
+    since_open = pd.DatetimeIndex(ts).as_unit("ns").asi8 - session_opens(dates.to_numpy(), calendar)
+    slot = np.clip(since_open // (bar_minutes * 60_000_000_000), 0, slots - 1)
     return sess * slots + slot
 
 

@@ -68,6 +68,16 @@ def bound_problem(first: dt.date, last: dt.date, calendar: str = "XNYS") -> str 
     return None
 
 
+def session_opens(dates: np.ndarray, calendar: str = "XNYS") -> np.ndarray:
+    """UTC open (int64 ns) of each session date (datetime64[D] or dates); NaT's int64 for a
+    date that is not a session."""
+    opens = get_calendar(calendar).schedule["open"]
+    index = pd.DatetimeIndex(opens.index).as_unit("ns")
+    where = index.get_indexer(pd.DatetimeIndex(np.asarray(dates, dtype="datetime64[ns]")))
+    ns = pd.DatetimeIndex(opens).as_unit("ns").asi8
+    return np.where(where >= 0, ns[np.maximum(where, 0)], np.iinfo(np.int64).min)
+
+
 def _check_bounds(cal: xcals.ExchangeCalendar, start: dt.date, end: dt.date) -> None:
     first, last = cal.first_session.date(), cal.last_session.date()
     if start < first or end > last:

@@ -173,3 +173,19 @@ def test_five_minute_bins_start_at_the_calendar_open_when_0930_has_no_trade():
     from vpt_ray.features import clock_positions
 
     assert (clock_positions(a["timestamp"], 5) == clock_positions(b["timestamp"], 5)).all()
+
+
+def test_sixty_minute_bars_label_inside_the_session_on_seven_slots():
+    from vpt_ray.data.resample import resample_bars
+    from vpt_ray.features import clock_positions
+
+    p = SyntheticParams(3, 1.0, 0.002)
+    hourly = resample_bars(
+        generate_ticker(p, "HRS", dt.date(2024, 5, 1), dt.date(2024, 5, 3)), "60min"
+    )
+    assert len(hourly) == 3 * 7  # 09:30, 10:30, ..., 15:30 (30 minutes)
+    f = build_features(hourly, WINDOWS, 3, 60)
+    per_session = f.groupby("session")["y"].apply(lambda y: int(y.notna().sum()))
+    assert per_session.tolist() == [4, 4, 4]  # 7 bars - horizon 3: never across the close
+    pos = clock_positions(hourly["timestamp"], 60)
+    assert (pos % 7).tolist() == list(range(7)) * 3 and (np.diff(pos) > 0).all()

@@ -24,7 +24,7 @@ import pandas as pd
 import pytest
 from conftest import REPO, tiny_overrides
 
-from vpt_ray.config import load_config
+from vpt_ray.config import ConfigError, load_config
 from vpt_ray.cv import PurgedWalkForward
 from vpt_ray.data import local
 from vpt_ray.data.__main__ import main as data_main
@@ -153,6 +153,7 @@ def test_saved_daily_model_backtests_with_its_clock_and_warm_up(real_daily):
     """The run above is `phase 1 --set data.bar=1day` with flat_at_close left on (the default);
     its saved model backtests on a real window of its own, warming up its daily features over
     enough sessions (240 bars), with the clock its meta.json records."""
+    from vpt_ray.backtest.__main__ import check_clock
     from vpt_ray.backtest.__main__ import run as backtest_run
 
     ws, m = real_daily
@@ -163,6 +164,10 @@ def test_saved_daily_model_backtests_with_its_clock_and_warm_up(real_daily):
     )
     assert out["backtest"]["trades"] > 0 and out["oos"]["samples"] > 800
     assert abs(out["oos"]["accuracy"] - 0.5) <= 0.08, out["oos"]
+    meta = json.loads((ws / "artifacts" / "models" / "real" / "meta.json").read_text())
+    other = {**meta, "clock": {**meta["clock"], "origin": "2015-01-02"}}  # the old epoch
+    with pytest.raises(ConfigError, match="the model was trained on the clock"):
+        check_clock(other, cfg)
 
 
 # -- 3. minute bars on 2010 sessions, with a zero-volume ticker -----------------------------------

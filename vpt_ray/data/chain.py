@@ -525,7 +525,7 @@ def resolve_ticker(
             f"that no source could supply: " + "; ".join(f"{n} {why}" for n, why in blocked.items())
         )
     if len(missing) > cfg.data.max_missing_sessions:
-        asked = ", ".join(tried[1:]) or f"none besides local (data.sources: {cfg.data.sources})"
+        asked = ", ".join(tried[1:]) or f"none (data.sources: [{', '.join(cfg.data.sources)}])"
         raise DataUnavailableError(
             f"{ticker}: {len(missing)} of {len(wanted)} sessions of {start}..{end} have no bars "
             f"({_fmt_ranges(_ranges(missing, cal))}), more than data.max_missing_sessions "

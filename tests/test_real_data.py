@@ -181,7 +181,7 @@ def minutes_2010(ray_session, tmp_path_factory) -> tuple[Path, dict]:
     params = SyntheticParams(seed=3, signal_strength=2.0, missing_minute_rate=0.002)
     for t in ("AAA", "BBB", "ZZZ"):
         bars = onto_sessions(
-            generate_ticker(params, t, dt.date(2024, 1, 2), dt.date(2024, 3, 28)),
+            generate_ticker(params, t, dt.date(2024, 1, 2), dt.date(2024, 3, 8)),
             dt.date(2010, 1, 4),
         )
         if t == "ZZZ":  # listed, quoted, never traded
@@ -192,9 +192,9 @@ def minutes_2010(ray_session, tmp_path_factory) -> tuple[Path, dict]:
         "data.tickers=[AAA,BBB,ZZZ]",
         "data.sources=[local]",
         "data.start=2010-01-04",
-        "data.end=2010-02-26",
-        "backtest.start=2010-03-03",
-        "backtest.end=2010-03-26",
+        "data.end=2010-02-12",
+        "backtest.start=2010-02-18",
+        "backtest.end=2010-03-05",
         run_id="m2010",
     )
     return ws, m

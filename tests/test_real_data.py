@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import REPO, tiny_overrides
+from conftest import REPO, fresh_console, tiny_overrides
 
 from vpt_ray.config import ConfigError, load_config
 from vpt_ray.cv import PurgedWalkForward
@@ -237,7 +237,8 @@ def test_partial_local_file_with_local_source_only_exits_2_naming_ticker_and_ran
         sample_days=None,
         force=False,
     )
-    assert run_cli(args) == 2
+    with fresh_console():  # the run's console log writes to this test's stderr
+        assert run_cli(args) == 2
     out = capsys.readouterr().err  # the console log may go to stderr too
     err = [line for line in out.splitlines() if line.startswith("error")]
     assert len(err) == 1 and "Traceback" not in out, out[-2000:]

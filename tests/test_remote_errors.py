@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import xgboost as xgb
-from conftest import tiny_overrides
+from conftest import fresh_console, tiny_overrides
 
 from vpt_ray import remote_error
 from vpt_ray.bars import BarDataError
@@ -65,7 +65,8 @@ def test_bad_bars_in_the_feature_map_exit_2_with_the_original_one_line_error(
         sample_days=None,
         force=False,
     )
-    assert run_cli(args) == 2
+    with fresh_console():  # the run's console log writes to this test's stderr
+        assert run_cli(args) == 2
     out = capsys.readouterr().err  # the console log may go to stderr too
     err = [line for line in out.splitlines() if line.startswith("error")]
     assert len(err) == 1 and "Traceback" not in out, out[-2000:]

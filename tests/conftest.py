@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -63,3 +66,20 @@ def tiny_overrides(ws: Path, *extra: str) -> list[str]:
         f"paths.tracker={ws / 'artifacts' / 'SCALING_TRACKER.md'}",
         *extra,
     ]
+
+
+@contextlib.contextmanager
+def fresh_console() -> Iterator[None]:
+    """Let `run.setup_logging` make its console handler on the current (captured) stderr, and
+    drop it afterwards: the one an earlier test made writes to a stream pytest has closed."""
+
+    def drop() -> None:
+        root = logging.getLogger("vpt_ray")
+        for h in [h for h in root.handlers if getattr(h, "_vpt_console", False)]:
+            root.removeHandler(h)
+
+    drop()
+    try:
+        yield
+    finally:
+        drop()

@@ -3,6 +3,7 @@ simulations (a transparent pure-Python loop, and vectorbt's `Portfolio.from_sign
 
 from __future__ import annotations
 
+import datetime as dt
 import math
 
 import numpy as np
@@ -548,3 +549,36 @@ def test_agrees_with_vectorbt_from_signals(scenario):
     assert stats["trades"] == vbt_trades.sum()
     vbt_total = vbt_value[-1].sum() / (s.capital * len(tickers)) - 1
     assert stats["total_return"] == pytest.approx(vbt_total, rel=1e-9, abs=0)
+
+
+def daily(opens: list[float], first_day: str = "2024-01-02") -> pd.DataFrame:
+    """Daily bars stamped like Polygon's (midnight New York time), one session each."""
+    days = pd.bdate_range(first_day, periods=len(opens))
+    ts = days.tz_localize("America/New_York").tz_convert("UTC")
+    o = np.asarray(opens, float)
+    return pd.DataFrame({"timestamp": ts, "open": o, "high": o + 1, "low": o - 1, "close": o + 0.5,
+                         "volume": 1e9})  # fmt: skip
+
+
+def test_daily_bars_hold_across_sessions_and_flat_at_close_is_refused():
+    # signal at day 0's close -> buy at day 1's open (11); hold 2 bars -> sell at day 3's open (13)
+    bars, p = daily([10, 11, 12, 13, 14]), [0.6, NAN, NAN, NAN, NAN]
+    with pytest.raises(ValueError, match="one bar a session .* can never trade"):
+        simulate(bars, np.asarray(p), SimSettings(capital=1100.0, hold_bars=2, **FREE))
+    from vpt_ray.config import load_config
+
+    bt = load_config(1).backtest.model_copy(update={"commission_per_share": 0.0,
+        "min_commission": 0.0, "slippage_bps": 0.0, "max_volume_fraction": 1.0})  # fmt: skip
+    assert bt.flat_at_close  # the default stays on for intraday bars ...
+    settings = SimSettings.from_config(bt, capital=1100.0, hold_bars=2, daily=True)
+    assert not settings.flat_at_close  # ... and does not apply to whole-session bars
+    r = simulate(bars, np.asarray(p), settings)
+    (t,) = r.trades.itertuples()
+    assert (t.entry_bar, t.exit_bar, t.entry_price, t.exit_price) == (1, 3, 11, 13)
+    assert (t.exit_reason, t.bars_held, t.shares) == ("hold", 2, 100)
+    assert t.exit_time.tz_convert("America/New_York").date() == dt.date(2024, 1, 5)
+    np.testing.assert_allclose(r.daily_equity.to_numpy(), [1100, 1150, 1250, 1300, 1300])
+    # held to the data's end: closed at the last bar's close
+    r = simulate(bars, np.asarray([NAN, NAN, NAN, 0.6, NAN]), settings)
+    (t,) = r.trades.itertuples()
+    assert (t.entry_bar, t.exit_bar, t.exit_price, t.exit_reason) == (4, 4, 14.5, "end_of_data")

@@ -508,6 +508,45 @@ def test_daily_files_need_session_dates_and_a_daily_config(tmp_path):
         chain.resolve(minute, START, D(2024, 1, 31))
 
 
+def test_missing_sessions_beyond_the_tolerance_stop_or_skip_whatever_the_sources(tmp_path):
+    """A partial local file with `data.sources: [local]` used to run (one WARNING)."""
+    full = daily_bars(START, D(2024, 1, 31))
+    local.write_bars(full, local.ticker_path(tmp_path, "FULL"))
+    local.write_bars(full.iloc[:1], local.ticker_path(tmp_path, "PART"))  # 1 of 21 sessions
+    gaps = full.drop(index=[3, 7, 11])  # 3 sessions missing: within the default tolerance (5)
+    local.write_bars(gaps.reset_index(drop=True), local.ticker_path(tmp_path, "GAPS"))
+    cfg = make_cfg(tmp_path, ["FULL", "PART", "GAPS"], "[local]", "data.bar=1day")
+    with pytest.raises(chain.DataUnavailableError) as err:
+        chain.resolve(cfg, START, D(2024, 1, 31))
+    msg = str(err.value)
+    assert msg.startswith("PART: 20 of 21 sessions of 2024-01-02..2024-01-31 have no bars")
+    assert "(2024-01-03..2024-01-31)" in msg and "data.max_missing_sessions (5)" in msg
+    skip = make_cfg(tmp_path, ["FULL", "PART", "GAPS"], "[local]", "data.bar=1day",
+                    "data.on_missing=skip")  # fmt: skip
+    out, skipped = chain.resolve(skip, START, D(2024, 1, 31))
+    assert skipped == ["PART"] and sorted(out) == ["FULL", "GAPS"]
+    assert out["GAPS"].missing_sessions == 3
+    strict = make_cfg(tmp_path, ["GAPS"], "[local]", "data.bar=1day", "data.max_missing_sessions=2")
+    with pytest.raises(chain.DataUnavailableError, match="GAPS: 3 of 21 sessions"):
+        chain.resolve(strict, START, D(2024, 1, 31))
+
+
+def test_store_names_and_dates_the_clock_cannot_hold_are_named_errors(tmp_path):
+    days = daily_bars(START, D(2024, 1, 31))
+    local.write_bars(days, tmp_path / "aapl.parquet")  # another case than the ticker
+    cfg = make_cfg(tmp_path, ["aapl"], "[local]", "data.bar=1day")
+    assert cfg.data.tickers == ["AAPL"]
+    with pytest.raises(BarDataError, match=r"aapl\.parquet: file name is not AAPL\.parquet"):
+        chain.resolve(cfg, START, D(2024, 1, 31))
+    (tmp_path / "aapl.parquet").unlink()
+    old = days.iloc[:2].assign(timestamp=pd.DatetimeIndex(
+        ["1989-12-28 05:00", "1989-12-29 05:00"], tz="UTC").as_unit("ns"))  # fmt: skip
+    local.write_bars(pd.concat([old, days], ignore_index=True), tmp_path / "AAPL.parquet")
+    with pytest.raises(BarDataError, match=r"AAPL \(.*AAPL\.parquet\): first date 1989-12-28 is "
+                       r"before 1990-01-02, the first XNYS session"):  # fmt: skip
+        chain.resolve(cfg, START, D(2024, 1, 31))
+
+
 # -- the CLI --------------------------------------------------------------------------------------
 
 

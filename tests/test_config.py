@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -93,3 +94,41 @@ def test_features_include_is_checked_against_the_features_built():
         load_config(1, overrides=["features.include=[ret_30]"])
     ok = load_config(1, overrides=["features.windows=[10,30]", "features.include=[ret_30]"])
     assert ok.features.model_features() == ["ret_30"]
+
+
+def test_tickers_are_upper_cased_and_validated():
+    cfg = load_config(1, overrides=["data.tickers=[aapl, brk.b, bf-b]",
+                                    "universe.candidates=[xyz]"])  # fmt: skip
+    assert cfg.data.tickers == ["AAPL", "BRK.B", "BF-B"] and cfg.universe.candidates == ["XYZ"]
+    cases = [("[AAPL,aapl]", "duplicates ['AAPL']"), ("[1ABC]", "invalid symbols"),
+             ("[ABCDEFGHIJK]", "invalid symbols"), ("['A B']", "invalid symbols")]  # fmt: skip
+    for bad, why in cases:
+        with pytest.raises(ConfigError, match=re.escape(why)):
+            load_config(1, overrides=[f"data.tickers={bad}"])
+
+
+def test_dates_outside_the_calendar_clock_are_config_errors_naming_the_bound():
+    with pytest.raises(ConfigError, match=r"data.start \(1989-12-29\) is before 1990-01-02, the "
+                       r"first XNYS session"):  # fmt: skip
+        load_config(1, overrides=["data.start=1989-12-29"])
+    assert load_config(1, overrides=["data.start=1990-01-02"]).data.start.year == 1990
+    with pytest.raises(ConfigError, match=r"backtest.end \(2199-01-02\) is after"):
+        load_config(1, overrides=["backtest.end=2199-01-02"])
+    with pytest.raises(ConfigError, match="calendar 'NOPE' is not an exchange_calendars name"):
+        load_config(1, overrides=["data.calendar=NOPE"])
+
+
+def test_settings_that_can_never_label_or_trade_are_refused_with_the_reason():
+    with pytest.raises(ConfigError, match=r"labels.horizon \(15\) must be below the 7 bars of a "
+                       r"60min session"):  # fmt: skip
+        load_config(1, overrides=["data.bar=60min"])
+    assert (
+        load_config(1, overrides=["data.bar=60min", "labels.horizon=6"]).data.bars_per_session == 7
+    )
+    # daily labels span sessions: any horizon; daily positions are held across sessions
+    cfg = load_config(1, overrides=["data.bar=1day"])
+    assert cfg.labels.horizon == 15 and cfg.backtest.flat_at_close and cfg.holds_across_sessions
+    assert not load_config(1).holds_across_sessions
+    with pytest.raises(ConfigError, match="holds 1 XNYS session.*can never trade"):
+        load_config(1, overrides=["data.bar=1day", "backtest.start=2024-07-06",
+                                  "backtest.end=2024-07-08"])  # fmt: skip

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -112,3 +113,79 @@ def test_synthetic_market_is_realistic():
     assert vol.loc[9] > vol.loc[12] < vol.loc[15]  # U-shaped volume
     prices = [ticker_profile(7, t).base_price for t in [f"T{i}" for i in range(60)]]
     assert 10 <= sum(10 <= x <= 20 for x in prices) <= 40  # some tickers in the $10-20 band
+
+
+def test_clock_starts_at_the_calendars_first_session_not_the_generators_epoch():
+    import vpt_ray.features as features
+    from vpt_ray.data.calendar import calendar_bounds
+    from vpt_ray.features import clock_info, clock_positions
+
+    source = Path(features.__file__).read_text()
+    assert "vpt_ray.data.synthetic" not in source  # no clock from the generator's epoch
+    ts = pd.Series(pd.DatetimeIndex(["1990-01-02 14:30", "2014-12-31 14:31", "2015-01-02 14:30"],
+                                    tz="UTC"))  # fmt: skip
+    pos = clock_positions(ts, 1)
+    assert pos[0] == 0 and pos[1] % 390 == 1 and pos[2] == pos[1] - 1 + 390  # 2015-01-01: closed
+    assert clock_positions(ts, 390).tolist() == (pos // 390).tolist()
+    assert clock_info(5) == {"calendar": "XNYS", "origin": str(calendar_bounds()[0]), "slots": 78}
+    with pytest.raises(ValueError, match=r"outside the XNYS calendar's supported sessions "
+                       r"1990-01-02\.\..* \(first: 1989-12-29\)"):  # fmt: skip
+        clock_positions(pd.Series(pd.DatetimeIndex(["1989-12-29 15:00"], tz="UTC")), 1)
+    with pytest.raises(ValueError, match=r"not a XNYS session \(first: 2024-01-06\)"):
+        clock_positions(pd.Series(pd.DatetimeIndex(["2024-01-06 15:00"], tz="UTC")), 1)
+
+
+def test_daily_labels_span_sessions_and_files_without_trade_counts_keep_their_features():
+    from vpt_ray.features import complete_rows, feature_names
+
+    days = pd.bdate_range("2021-01-04", periods=260)
+    days = days[~days.isin(pd.to_datetime(["2021-01-18", "2021-02-15", "2021-04-02",
+                                           "2021-05-31", "2021-07-05", "2021-09-06",
+                                           "2021-11-25", "2021-12-24"]))]  # fmt: skip
+    rng = np.random.default_rng(1)
+    close = 50 * np.exp(np.cumsum(rng.normal(0, 0.01, len(days))))
+    bars = pd.DataFrame({
+        "timestamp": days.tz_localize("America/New_York").tz_convert("UTC"),
+        "open": close, "high": close * 1.01, "low": close * 0.99, "close": close,
+        "volume": rng.uniform(1e6, 2e6, len(days)), "vwap": close, "transactions": 0,
+    })  # fmt: skip
+    f = build_features(bars, WINDOWS, 3, 390)
+    y = f["y"].to_numpy()
+    assert np.isnan(y[-3:]).all() and not np.isnan(y[:-3]).any()  # every bar but the last 3
+    assert ((f["label_end"] - f["pos"]).to_numpy()[:-3] == 3).all()  # 3 sessions ahead
+    assert (y[:-3] == (close[3:] > close[:-3])).all()
+    X = f[feature_names(WINDOWS)].to_numpy()
+    assert (f["trades_z"].dropna() == 0).all()  # no trade counts: constant, not undefined
+    assert complete_rows(X).sum() > 100
+
+
+def test_five_minute_bins_start_at_the_calendar_open_when_0930_has_no_trade():
+    from vpt_ray.data.resample import resample_bars
+
+    p = SyntheticParams(3, 1.0, 0.0)
+    full = generate_ticker(p, "AAA", dt.date(2024, 5, 1), dt.date(2024, 5, 1))
+    late = full.iloc[1:].reset_index(drop=True)  # no trade in the 09:30 minute
+    a, b = resample_bars(full, "5min"), resample_bars(late, "5min")
+    assert len(a) == len(b) == 78
+    assert b["timestamp"].iloc[0] == pd.Timestamp("2024-05-01 13:31", tz="UTC")
+    assert (a["timestamp"].iloc[1:] == b["timestamp"].iloc[1:]).all()  # same 09:35... grid
+    assert (a["close"] == b["close"]).all()
+    from vpt_ray.features import clock_positions
+
+    assert (clock_positions(a["timestamp"], 5) == clock_positions(b["timestamp"], 5)).all()
+
+
+def test_sixty_minute_bars_label_inside_the_session_on_seven_slots():
+    from vpt_ray.data.resample import resample_bars
+    from vpt_ray.features import clock_positions
+
+    p = SyntheticParams(3, 1.0, 0.002)
+    hourly = resample_bars(
+        generate_ticker(p, "HRS", dt.date(2024, 5, 1), dt.date(2024, 5, 3)), "60min"
+    )
+    assert len(hourly) == 3 * 7  # 09:30, 10:30, ..., 15:30 (30 minutes)
+    f = build_features(hourly, WINDOWS, 3, 60)
+    per_session = f.groupby("session")["y"].apply(lambda y: int(y.notna().sum()))
+    assert per_session.tolist() == [4, 4, 4]  # 7 bars - horizon 3: never across the close
+    pos = clock_positions(hourly["timestamp"], 60)
+    assert (pos % 7).tolist() == list(range(7)) * 3 and (np.diff(pos) > 0).all()

@@ -19,7 +19,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "phase": ("vpt_ray.phase", "run phase N end to end: data, features, CV, search, backtest"),
     "train": ("vpt_ray.train", "data -> features -> search -> final model (no backtest)"),
     "backtest": ("vpt_ray.backtest", "backtest a saved model on a period outside its training"),
-    "data": ("vpt_ray.data", "fetch, cache and check bar data (local, GCS, Polygon)"),
+    "data": ("vpt_ray.data", "fetch, import and check bar data (local, GCS, Polygon, your files)"),
     "audit": ("vpt_ray.audit", "leakage and honesty audit of a run"),
     "compare": ("vpt_ray.compare", "runs side by side (default: the tracker's history)"),
     "optimize": ("vpt_ray.optimize", "rerun a phase with the reduced config its verdict wrote"),

@@ -36,6 +36,9 @@ class BarDataError(ValueError):
             msg += f" (e.g. {example})"
         super().__init__(msg)
 
+    def __reduce__(self):  # pickled by Ray between processes: rebuild from the same arguments
+        return type(self), (self.source, self.rule, self.example)
+
 
 def _row(df: pd.DataFrame, mask: np.ndarray) -> str:
     i = int(np.flatnonzero(mask)[0])

@@ -12,6 +12,7 @@ import datetime as dt
 import difflib
 import hashlib
 import json
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -30,6 +31,25 @@ from pydantic import (
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "config"
 BAR_SIZES = ("1min", "5min", "15min", "30min", "60min", "1day")
 SOURCES = ("local", "gcs", "polygon", "synthetic")
+TICKER_RE = re.compile(r"^[A-Z][A-Z0-9.\-]{0,9}$")  # upper case: file and object names use it
+
+
+def _tickers(value: Any, key: str) -> Any:
+    """Symbols upper-cased and checked (`TICKER_RE`), so the local store, GCS and Polygon all
+    see one spelling; duplicates (after upper-casing) are errors."""
+    if not isinstance(value, list):
+        return value
+    out = [v.strip().upper() if isinstance(v, str) else v for v in value]
+    bad = [v for v in out if not isinstance(v, str) or not TICKER_RE.match(v)]
+    if bad:
+        raise ValueError(
+            f"{key} has invalid symbols {bad}: a symbol is a letter then up to 9 letters, "
+            "digits, '.' or '-' (e.g. AAPL, BRK.B, BF-B)"
+        )
+    dup = sorted({v for v in out if out.count(v) > 1})
+    if dup:
+        raise ValueError(f"{key} has duplicates {dup} (symbols are compared upper-cased)")
+    return out
 
 
 def get_close(word: str, options: list[str]) -> list[str]:
@@ -55,18 +75,24 @@ class DataConfig(_Section):
     calendar: str = "XNYS"
     regular_session_only: bool = True
     on_missing: Literal["error", "skip"] = "error"
+    max_missing_sessions: int = Field(5, ge=0)
     vwap_tolerance: float = Field(0.001, ge=0)
+
+    @field_validator("tickers", mode="before")
+    @classmethod
+    def _upper(cls, value: Any) -> Any:
+        return _tickers(value, "data.tickers")
 
     @model_validator(mode="after")
     def _check(self) -> DataConfig:
         if self.end < self.start:
             raise ValueError(f"data.end ({self.end}) is before data.start ({self.start})")
-        bad = [t for t in self.tickers if not t or not t.replace(".", "").isalnum()]
-        if bad:
-            raise ValueError(f"data.tickers has invalid symbols {bad}: use letters/digits/dots")
-        if len(set(self.tickers)) != len(self.tickers):
-            raise ValueError("data.tickers has duplicates")
         return self
+
+    @property
+    def bars_per_session(self) -> int:
+        """Bars in a full regular session (390 minutes) at `bar`: 1 for daily bars."""
+        return -(-390 // self.bar_minutes)
 
     @property
     def bar_minutes(self) -> int:
@@ -298,6 +324,11 @@ class UniverseConfig(_Section):
     min_tickers: int = Field(50, ge=1)
     max_tickers: int = Field(100, ge=1)
 
+    @field_validator("candidates", mode="before")
+    @classmethod
+    def _upper(cls, value: Any) -> Any:
+        return _tickers(value, "universe.candidates")
+
     @model_validator(mode="after")
     def _check(self) -> UniverseConfig:
         if self.min_price >= self.max_price:
@@ -310,11 +341,6 @@ class UniverseConfig(_Section):
                 f"universe.min_tickers ({self.min_tickers}) is above "
                 f"universe.max_tickers ({self.max_tickers})"
             )
-        bad = [t for t in self.candidates if not t or not t.replace(".", "").isalnum()]
-        if bad:
-            raise ValueError(f"universe.candidates has invalid symbols {bad}")
-        if len(set(self.candidates)) != len(self.candidates):
-            raise ValueError("universe.candidates has duplicates")
         if self.active and len(self.candidates) < self.min_tickers:
             raise ValueError(
                 f"universe.candidates has {len(self.candidates)} tickers, fewer than "
@@ -418,7 +444,49 @@ class Config(_Section):
                 f"backtest.start ({self.backtest.start}) must come after the training period "
                 f"(data.end = {self.data.end}): the out-of-sample window may never overlap training"
             )
+        from vpt_ray.data.calendar import calendar_bounds  # exchange_calendars: lazy
+
+        lo, hi = calendar_bounds(self.data.calendar)
+        if self.data.start < lo:
+            raise ValueError(
+                f"data.start ({self.data.start}) is before {lo}, the first {self.data.calendar} "
+                f"session the exchange-calendar clock supports: set data.start >= {lo}"
+            )
+        if self.backtest.end > hi:
+            raise ValueError(
+                f"backtest.end ({self.backtest.end}) is after {hi}, the last "
+                f"{self.data.calendar} session the calendar knows: set backtest.end <= {hi}"
+            )
+        self._check_tradable()
         return self
+
+    def _check_tradable(self) -> None:
+        """Refuse settings under which no bar could get a label or no order could fill."""
+        d = self.data
+        if d.bar != "1day" and self.labels.horizon >= d.bars_per_session:
+            raise ValueError(
+                f"labels.horizon ({self.labels.horizon}) must be below the {d.bars_per_session} "
+                f"bars of a {d.bar} session: intraday labels never cross the session close, so "
+                f"no bar would get a label; set labels.horizon <= {d.bars_per_session - 1} or "
+                "use data.bar: 1day (daily labels span sessions)"
+            )
+        if d.bar == "1day":
+            from vpt_ray.data.calendar import sessions
+
+            n = len(sessions(self.backtest.start, self.backtest.end, d.calendar))
+            if n < 2:
+                raise ValueError(
+                    f"backtest {self.backtest.start}..{self.backtest.end} holds {n} {d.calendar} "
+                    "session(s): with daily bars an order fills at the next bar's open, so the "
+                    "backtest can never trade; give it at least 2 sessions"
+                )
+
+    @property
+    def holds_across_sessions(self) -> bool:
+        """Positions are held overnight: always for bars of a session (1day), where
+        `backtest.flat_at_close` cannot apply (an entry fills at the next session's open);
+        otherwise unless `backtest.flat_at_close`."""
+        return self.data.bar == "1day" or not self.backtest.flat_at_close
 
     @property
     def embargo_bars(self) -> int:
@@ -518,6 +586,8 @@ def _format_error(exc: ValidationError, layers: list[tuple[str, dict]]) -> str:
             hint = difflib.get_close_matches(loc[-1], allowed, n=1)
             did = f" (did you mean {hint[0]!r}?)" if hint else ""
             lines.append(f"{origin}: unknown key {key!r}{did}; allowed here: {', '.join(allowed)}")
+        elif not loc:  # a rule across sections: its message names the keys, not the input
+            lines.append(str(err["msg"]).removeprefix("Value error, "))
         else:
             value = err.get("input")
             lines.append(f"{origin}: {key} = {value!r}: {err['msg']}")

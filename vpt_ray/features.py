@@ -6,10 +6,21 @@ Windows are counted in bars: a missing minute (Polygon omits minutes with no tra
 window span one more minute, and `gap_minutes` tells the model so. Prices enter only as ratios,
 so tickers at $15 and $500 pool into one model.
 
-The label at bar t is 1 when close[t + h] > close[t], for bars whose horizon ends inside the same
-session (otherwise no label): a label never spans the close, the overnight gap or another window.
-Each row also carries `pos`, its bar's ordinal on the exchange-calendar clock shared by all
-tickers, and `label_end`, the ordinal of the bar its label ends on, which is what purging needs.
+Labels, by bar size (`h` = `labels.horizon`, counted in the ticker's own bars):
+- intraday bars (1min ... 60min, several bars a session): 1 when close[t + h] > close[t] and bar
+  t + h is in the same session as t, else no label: a label never spans the close or the
+  overnight gap, so `h` must be below the bars of a session (the config refuses more);
+- daily bars (one bar a session): the label spans `h` sessions by construction (a same-session
+  rule would leave every daily bar unlabelled); a missing session makes it span one more.
+Each row carries `pos`, its bar's ordinal on the exchange-calendar clock shared by all tickers
+(`clock_positions`), and `label_end`, the ordinal of the bar its label ends on: purging and the
+training window's cut (`samples.SampleRule`) use it, so no label reaches a validation or backtest
+window whatever the bar size.
+
+The clock is the exchange calendar's, from its first supported session (`CLOCK_ORIGIN`:
+`data.calendar.calendar_bounds`, 1990-01-02 for XNYS): session ordinal x slots + slot. It does
+not depend on any ticker's data or on the synthetic generator, so training, CV, the backtest and
+a saved model (its meta.json records the clock) all compute the same positions.
 """
 
 from __future__ import annotations
@@ -19,9 +30,8 @@ from functools import lru_cache
 import numpy as np
 import pandas as pd
 
-from vpt_ray.data.calendar import get_calendar
+from vpt_ray.data.calendar import calendar_bounds, get_calendar, session_opens
 from vpt_ray.data.local import EXCHANGE_TZ
-from vpt_ray.data.synthetic import EPOCH
 
 EPS = 1e-12
 META_COLUMNS = ["timestamp", "session", "pos", "label_end", "y", "fwd_ret"]
@@ -29,14 +39,23 @@ META_COLUMNS = ["timestamp", "session", "pos", "label_end", "y", "fwd_ret"]
 
 @lru_cache(maxsize=4)
 def _session_index(calendar: str) -> pd.Series:
-    cal = get_calendar(calendar)
-    sessions = cal.sessions_in_range(pd.Timestamp(EPOCH), cal.last_session)
+    """Session date -> ordinal on the clock, from the calendar's first supported session."""
+    sessions = get_calendar(calendar).sessions
     return pd.Series(np.arange(len(sessions), dtype=np.int64), index=sessions.date)
 
 
 def clock_slots(bar_minutes: int) -> int:
     """Bars per session on the shared clock (1 for daily bars)."""
     return 1 if bar_minutes >= 390 else -(-390 // bar_minutes)
+
+
+def clock_info(bar_minutes: int, calendar: str = "XNYS") -> dict:
+    """What fixes the positions (saved in a model's meta.json and checked when it is reused)."""
+    return {
+        "calendar": calendar,
+        "origin": str(calendar_bounds(calendar)[0]),
+        "slots": clock_slots(bar_minutes),
+    }
 
 
 def session_of(pos: np.ndarray | int, slots: int, calendar: str = "XNYS") -> np.ndarray:
@@ -50,15 +69,25 @@ def clock_positions(ts: pd.Series, bar_minutes: int, calendar: str = "XNYS") -> 
     local_ts = ts.dt.tz_convert(EXCHANGE_TZ)
     dates = local_ts.dt.date
     index = _session_index(calendar)
-    try:
-        sess = index.loc[dates.to_numpy()].to_numpy()
-    except KeyError as exc:
-        raise ValueError(f"bar on a date that is not a {calendar} session: {exc}") from None
+    where = index.reindex(dates.to_numpy()).to_numpy()
+    bad = np.isnan(where)
+    if bad.any():
+        day = dates.iloc[int(np.flatnonzero(bad)[0])]
+        lo, hi = calendar_bounds(calendar)
+        why = (
+            f"outside the {calendar} calendar's supported sessions {lo}..{hi}"
+            if not lo <= day <= hi
+            else f"not a {calendar} session"
+        )
+        raise ValueError(f"{int(bad.sum())} bar(s) on dates {why} (first: {day})")
+    sess = where.astype(np.int64)
     if bar_minutes >= 390:
         return sess
     slots = clock_slots(bar_minutes)
-    first = local_ts.groupby(dates.to_numpy()).transform("min")
-    slot = ((local_ts - first) // pd.Timedelta(minutes=bar_minutes)).to_numpy().astype(np.int64)
+    # the slot counts bar lengths from the calendar's open, not from the ticker's first bar, so
+    # a ticker whose 09:30 minute had no trade still puts its 09:31 bar on every ticker's 09:31
+    since_open = pd.DatetimeIndex(ts).as_unit("ns").asi8 - session_opens(dates.to_numpy(), calendar)
+    slot = np.clip(since_open // (bar_minutes * 60_000_000_000), 0, slots - 1)
     return sess * slots + slot
 
 
@@ -66,8 +95,12 @@ def _rolling_mean(x: pd.Series, w: int) -> pd.Series:
     return x.rolling(w, min_periods=max(2, w // 2)).mean()
 
 
-def _rolling_std(x: pd.Series, w: int) -> pd.Series:
-    return x.rolling(w, min_periods=max(2, w // 2)).std()
+def _zscore(x: pd.Series, w: int) -> pd.Series:
+    """(x - rolling mean) / rolling std over `w` bars; 0 where the window has no variation (a
+    file without trade counts, stored as 0, gives constant trade features, not undefined ones)."""
+    r = x.rolling(w, min_periods=max(2, w // 2))
+    sd = r.std()
+    return ((x - r.mean()) / sd.where(sd > 0)).where(~(sd == 0), 0.0)
 
 
 def complete_rows(X: np.ndarray) -> np.ndarray:
@@ -137,7 +170,7 @@ def build_features(
         f[f"vwap_loc_ewm_{w}"] = vwap_loc.ewm(span=w, adjust=False).mean()
         roll_vwap = (vw * v).rolling(w, min_periods=1).sum() / v.rolling(w, min_periods=1).sum()
         f[f"close_vwap_{w}"] = np.log(c / roll_vwap) / rv_long
-        f[f"vol_z_{w}"] = (log_v - _rolling_mean(log_v, w * 4)) / _rolling_std(log_v, w * 4)
+        f[f"vol_z_{w}"] = _zscore(log_v, w * 4)
 
     simple_ret = c.pct_change()
     vpt = (v * simple_ret).fillna(0).cumsum()
@@ -161,9 +194,8 @@ def build_features(
 
     log_n = np.log1p(n_tr)
     wl = max(windows)
-    f["trades_z"] = (log_n - _rolling_mean(log_n, wl)) / _rolling_std(log_n, wl)
-    size = log_v - log_n
-    f["trade_size_z"] = (size - _rolling_mean(size, wl)) / _rolling_std(size, wl)
+    f["trades_z"] = _zscore(log_n, wl)
+    f["trade_size_z"] = _zscore(log_v - log_n, wl)
 
     minutes_since_open = (local_ts - local_ts.groupby(session.to_numpy()).transform("min")).dt
     f["time_of_day"] = minutes_since_open.total_seconds() / (390 * 60)

@@ -286,8 +286,9 @@ def oracle_ticker(
             f"oracle: {features_path} labels other bars than horizon {cfg.labels.horizon}"
         )
     settings = SimSettings.from_config(
-        cfg.backtest, capital=cfg.backtest.capital, hold_bars=cfg.hold_bars
-    )
+        cfg.backtest, capital=cfg.backtest.capital, hold_bars=cfg.hold_bars,
+        daily=cfg.data.bar == "1day",
+    )  # fmt: skip
     return {
         "plan": plan_trades(  # as the model's tasks
             bars, truth["p_trade"].to_numpy(), settings, cfg.backtest.vol_lookback_bars

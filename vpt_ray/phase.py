@@ -29,6 +29,7 @@ from collections.abc import Iterator
 import numpy as np
 
 from vpt_ray import ensemble, interrupt, memory_stop, optimize, resume, stages, storage, tracker
+from vpt_ray.cli import unwrap
 from vpt_ray.config import Config, ConfigError
 from vpt_ray.resources import MemorySampler, init_ray
 from vpt_ray.run import RunContext, mark_abandoned, new_run_id, remove_owned, setup_logging
@@ -104,6 +105,7 @@ def _run(
                 store = resume.build_features(
                     cfg, data.tickers, ctx.work_dir / "features", cache, force
                 )
+                data, store = stages.exclude_unusable(data, store)
             with step("cv"):
                 matrix, folds = stages.make_folds(cfg, store, samples_dir=ctx.work_dir / "samples")
             with step("search"):
@@ -184,7 +186,8 @@ def _run(
             raise stop_signal from None
         stop = memory_stop.as_stop(exc, state["stage"], sampler)
         if stop is None:
-            ctx.mark("FAILED", f"{type(exc).__name__}: {exc}")
+            inner = unwrap(exc)  # a Ray task's error: the original, not Ray's wrapper
+            ctx.mark("FAILED", f"{type(inner).__name__}: {inner}")
             raise
         return memory_stop.write_stopped(cfg, ctx, stop, state, sampler)
     finally:  # the sample file is scratch: the features again, time-sorted (vpt_ray.samples)

@@ -57,7 +57,8 @@ from vpt_ray.store import Matrix, build_store
 log = logging.getLogger(__name__)
 CACHE_VERSION = 1
 PACKAGE = Path(__file__).resolve().parent
-FEATURE_CODE = ("features.py", "store.py", "data/resample.py", "data/local.py", "bars.py")
+FEATURE_CODE = ("features.py", "store.py", "data/resample.py", "data/local.py", "bars.py",
+                "data/quality.py", "data/calendar.py")  # fmt: skip
 SEARCH_CODE = ("search.py", "cv.py", "metrics.py", "stages.py")
 _DIGESTS: dict[tuple[str, int, int], str] = {}
 _STAGED: dict[str, dict] = {}  # gs:// URI of a bar object staged by this process -> its digest

@@ -50,6 +50,19 @@ def calendar_months(start: dt.date, end: dt.date) -> list[tuple[dt.date, dt.date
     return out
 
 
+def batch_windows(start: dt.date, end: dt.date, slots: int) -> list[tuple[dt.date, dt.date]]:
+    """The windows samples are read in: calendar months (the store's row groups) for intraday
+    bars, calendar years for daily bars (`slots` 1), whose month holds ~21 rows a ticker: read
+    a month at a time, a 6-year daily run spent more time opening files than reading them."""
+    months = calendar_months(start, end)
+    if slots > 1:
+        return months
+    years: dict[int, tuple[dt.date, dt.date]] = {}
+    for lo, hi in months:
+        years[lo.year] = (years.get(lo.year, (lo, hi))[0], hi)
+    return list(years.values())
+
+
 @dataclasses.dataclass(frozen=True)
 class SampleRule:
     """Which store rows are training samples (`store.load_matrix`'s rule): labelled, in
@@ -68,7 +81,7 @@ class SampleRule:
         return hashlib.sha256(blob).hexdigest()[:16]
 
     def months(self) -> list[tuple[dt.date, dt.date]]:
-        return calendar_months(self.start, self.end)
+        return batch_windows(self.start, self.end, self.slots)
 
     def _read(self, i: int, lo: dt.date, hi: dt.date, columns: list[str]) -> pd.DataFrame:
         return storage.read_parquet(

@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -33,10 +33,10 @@ from vpt_ray.backtest.run import plans, pooled_predictions, predictions_frame, r
 from vpt_ray.backtest.tearsheet import benchmark_section, buy_and_hold
 from vpt_ray.config import Config
 from vpt_ray.cv import CombinatorialPurgedCV, PurgedWalkForward
-from vpt_ray.data import chain
+from vpt_ray.data import chain, quality
 from vpt_ray.data.chain import TickerData
 from vpt_ray.decision import apply_concentration, decide
-from vpt_ray.features import clock_slots, session_of
+from vpt_ray.features import clock_info, clock_slots, session_of
 from vpt_ray.honesty import overfitting_section
 from vpt_ray.html_report import write_html_report
 from vpt_ray.metrics import classification
@@ -60,6 +60,7 @@ Folds = list[tuple[np.ndarray, np.ndarray]]
 class Data:
     tickers: dict[str, TickerData]
     skipped: list[str]
+    excluded: dict[str, str] = field(default_factory=dict)  # ticker -> the data.quality rule
 
     @property
     def synthetic(self) -> bool:
@@ -111,6 +112,40 @@ def stage_bars(data: Data, cache: storage.Location) -> Data:
 
 def build_features(cfg: Config, data: Data, store_dir: Path) -> dict[str, dict]:
     return build_store(cfg, data.tickers, store_dir)
+
+
+def exclude_unusable(data: Data, store: dict[str, dict]) -> tuple[Data, dict[str, dict]]:
+    """Drop the tickers whose training bars carry no volume-price information (`data.quality`:
+    zero volume everywhere, a close that never moves) from training and the backtest, with a
+    warning each; warn about tickers that give no training sample or cannot trade in the
+    backtest window. Raises `DataUnavailableError` when no ticker is left."""
+    excluded = {}
+    for t, s in store.items():
+        facts = s.get("quality")
+        reason = quality.exclusion_reason(facts["train"]) if facts else None
+        if reason:
+            excluded[t] = reason
+            log.warning("%s: excluded from training and the backtest: %s", t, reason)
+    for t, s in store.items():
+        if t in excluded:
+            continue
+        if s.get("train_samples") == 0:
+            log.warning(
+                "%s: gives no training sample (no labelled bar of the training window has every "
+                "feature defined: too little history for the rolling windows?)",
+                t,
+            )
+        bt = (s.get("quality") or {}).get("backtest")
+        if bt and (bt["bars"] == 0 or bt["zero_volume_bars"] == bt["bars"]):
+            log.warning("%s: no bar with volume in the backtest window: it cannot trade there", t)
+    if len(excluded) == len(store):
+        raise chain.DataUnavailableError(
+            "every ticker is excluded by the data quality rules: "
+            + "; ".join(f"{t}: {why}" for t, why in excluded.items())
+        )
+    keep = [t for t in store if t not in excluded]
+    tickers = {t: data.tickers[t] for t in keep if t in data.tickers}
+    return Data(tickers, data.skipped, {**data.excluded, **excluded}), {t: store[t] for t in keep}
 
 
 def sample_days_mask(pos: np.ndarray, slots: int, n_days: int, seed: int) -> np.ndarray:
@@ -309,6 +344,7 @@ def train_final(
         "embargo_bars": cfg.embargo_bars,
         "label_horizon": cfg.labels.horizon,
         "bar": cfg.data.bar,
+        "clock": clock_info(cfg.data.bar_minutes, cfg.data.calendar),  # positions' origin
         "cv": {k: v for k, v in result.best.items() if k != "folds"},
         "data_fingerprint": data_fingerprint(data),
         "synthetic": data.synthetic,
@@ -390,6 +426,12 @@ def backtest(cfg: Config, booster: xgb.Booster, data: Data, store: dict, names: 
         pd.Series({t: r["first_open"] for t, r in results.items() if "first_open" in r}),
         cfg.backtest.capital,
     )
+    if cfg.data.bar == "1day" and cfg.backtest.flat_at_close:
+        log.info(
+            "backtest: daily bars are held across sessions (flat_at_close needs intraday bars)"
+        )
+    if pf["stats"]["trades"] == 0:
+        warn_no_trades(cfg, p)
     return {
         "results": results,
         "equity": result.daily_equity,
@@ -420,6 +462,28 @@ def backtest_section(bt: dict) -> dict:
         "concentration": bt["concentration"],
         "costs": bt["costs"],
     }
+
+
+def warn_no_trades(cfg: Config, p: np.ndarray) -> None:
+    """Say why a backtest made no trade instead of reporting Sharpe 0 silently."""
+    bt = cfg.backtest
+    if len(p) == 0:
+        log.warning("backtest: 0 trades: no out-of-sample bar has a prediction")
+        return
+    lo, hi = float(np.nanmin(p)), float(np.nanmax(p))
+    if hi < bt.long_threshold and (lo > bt.short_threshold or not bt.allow_short):
+        why = (
+            f"no out-of-sample probability reached backtest.long_threshold ({bt.long_threshold})"
+            + (f" or backtest.short_threshold ({bt.short_threshold})" if bt.allow_short else "")
+            + f": they ranged {lo:.4f}..{hi:.4f}"
+        )
+    else:
+        why = (
+            "signals crossed the thresholds but no order filled: check backtest.capital (the "
+            "pool's) and backtest.max_ticker_weight against the price, backtest.position_fraction "
+            "and backtest.max_volume_fraction"
+        )
+    log.warning("backtest: 0 trades: %s", why)
 
 
 def assemble_metrics(
@@ -471,6 +535,10 @@ def assemble_metrics(
             "synthetic_tickers": sorted(t for t, td in data.tickers.items() if td.synthetic),
             "tickers": list(data.tickers),
             "skipped": data.skipped,
+            "excluded": data.excluded,  # ticker -> the data quality rule it breaks
+            "no_training_samples": sorted(
+                t for t, s in store.items() if s.get("train_samples") == 0
+            ),
             "bars": int(sum(s["bars"] for s in store.values())),
             "start": str(cfg.data.start),
             "end": str(cfg.backtest.end),
@@ -483,6 +551,8 @@ def assemble_metrics(
             "backtest": f"{cfg.backtest.start}..{cfg.backtest.end}",
             "embargo_bars": cfg.embargo_bars,
             "label_horizon": cfg.labels.horizon,
+            "holds_across_sessions": cfg.holds_across_sessions,
+            "clock": clock_info(cfg.data.bar_minutes, cfg.data.calendar),
             "cv_method": cfg.cv.method,
             "validation": [  # first and last session of each fold's validation samples
                 [str(d) for d in session_of([m.pos[va].min(), m.pos[va].max()], m.slots)]

@@ -28,12 +28,14 @@ import pyarrow.parquet as pq
 import ray
 import ray.data
 
-from vpt_ray import storage
+from vpt_ray import remote_error, storage
+from vpt_ray.bars import BarDataError
 from vpt_ray.config import Config
+from vpt_ray.data import quality
 from vpt_ray.data.chain import TickerData
 from vpt_ray.data.local import read_bars
 from vpt_ray.data.resample import resample_bars
-from vpt_ray.features import build_features, feature_names
+from vpt_ray.features import build_features, complete_rows, feature_names
 from vpt_ray.resources import (
     WORKER_BASELINE_BYTES,
     check_memory,
@@ -96,31 +98,47 @@ class Matrix:
 
 
 def ticker_features(cfg: Config, td: TickerData, out_path: storage.Location) -> dict:
-    """Bars -> features for [data.start, backtest.end] of one ticker, written to `out_path`."""
+    """Bars -> features for [data.start, backtest.end] of one ticker, written to `out_path`.
+
+    The summary carries the volume/price facts of the training and backtest windows
+    (`data.quality`) and the training samples the ticker gives; bars the exchange-calendar clock
+    cannot place raise `BarDataError` naming the ticker and the file."""
+    source = f"{td.ticker} ({storage.portable(td.path)})"
     bars = read_bars(td.path, cfg.data.start, cfg.backtest.end, cfg.data.vwap_tolerance)
     bars = resample_bars(bars, cfg.data.bar)
-    feats = build_features(
-        bars,
-        cfg.features.windows,
-        cfg.labels.horizon,
-        cfg.data.bar_minutes,
-        cfg.data.calendar,
-        cfg.features.dtype,
-    )
+    try:
+        feats = build_features(
+            bars,
+            cfg.features.windows,
+            cfg.labels.horizon,
+            cfg.data.bar_minutes,
+            cfg.data.calendar,
+            cfg.features.dtype,
+        )
+    except ValueError as exc:  # the clock: a bar on a date the calendar does not hold
+        raise BarDataError(source, str(exc)) from None
     table = pa.Table.from_pandas(feats, preserve_index=False)
     storage.write_bytes(out_path, parquet_by_month(table, feats["session"]))
     sess = feats["session"].dt.date
-    train = (sess >= cfg.data.start) & (sess <= cfg.data.end)
-    test = (sess >= cfg.backtest.start) & (sess <= cfg.backtest.end)
+    train = ((sess >= cfg.data.start) & (sess <= cfg.data.end)).to_numpy()
+    test = ((sess >= cfg.backtest.start) & (sess <= cfg.backtest.end)).to_numpy()
+    names = feature_names(cfg.features.windows)
+    labelled = train & feats["y"].notna().to_numpy()
+    samples = int(complete_rows(feats.loc[labelled, names].to_numpy(np.float32)).sum())
     return {
         "ticker": td.ticker,
         "path": storage.portable(out_path),
         "bars": int(len(bars)),
         "train_bars": int(train.sum()),
         "test_bars": int(test.sum()),
+        "train_samples": samples,  # labelled, every feature defined (before labels.stride)
+        "quality": {
+            "train": quality.window_facts(bars[train]),
+            "backtest": quality.window_facts(bars[test]),
+        },
         "synthetic": td.synthetic,
         # the price level the search's after-cost validation returns charge commissions at
-        "median_close": float(np.median(bars["close"].to_numpy()[train.to_numpy()]))
+        "median_close": float(np.median(bars["close"].to_numpy()[train]))
         if train.any()
         else None,
     }
@@ -130,11 +148,18 @@ def _features_row(
     row: dict, cfg: Config, tickers: dict[str, TickerData], paths: dict[str, str | storage.GcsPath]
 ) -> dict:
     """Ray Data map: one ticker's features written to its store file; the summary travels back
-    pickled (its path may be a `GcsPath`, which Arrow cannot hold)."""
+    pickled (its path may be a `GcsPath`, which Arrow cannot hold).
+
+    An error travels back as a value (`remote_error.capture`), not raised: Ray Data would wrap it
+    in `UserCodeException` and lose the original type and message on the way to the driver."""
     t = row["ticker"]
-    summary = ticker_features(cfg, tickers[t], storage.as_location(paths[t]))
-    release_freed_memory()  # the worker maps the next ticker: give back this one's frames
-    return {"ticker": t, "summary": pickle.dumps(summary)}
+    try:
+        summary = ticker_features(cfg, tickers[t], storage.as_location(paths[t]))
+    except Exception as exc:  # noqa: BLE001 - re-raised as itself by the driver
+        return {"ticker": t, "summary": b"", "error": remote_error.capture(exc)}
+    finally:
+        release_freed_memory()  # the worker maps the next ticker: give back this one's frames
+    return {"ticker": t, "summary": pickle.dumps(summary), "error": b""}
 
 
 def build_store(
@@ -174,6 +199,8 @@ def build_store(
     out: dict[str, dict] = {}
     t0 = time.monotonic()
     for row in ds.iter_rows():
+        if row["error"]:
+            remote_error.reraise(row["error"], f"the features task of {row['ticker']}")
         summary = pickle.loads(row["summary"])
         out[summary["ticker"]] = summary
         check_memory("the features fan-out")  # raises MemoryLimitExceeded: a clean stop

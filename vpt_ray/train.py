@@ -42,7 +42,7 @@ from vpt_ray import storage
 from vpt_ray.config import Config
 from vpt_ray.features import clock_slots, complete_rows
 from vpt_ray.run import atomic_dir, write_json_atomic, write_text_atomic
-from vpt_ray.samples import calendar_months
+from vpt_ray.samples import batch_windows
 from vpt_ray.search import xgb_params
 from vpt_ray.storage import ArtifactError
 from vpt_ray.store import Matrix
@@ -88,8 +88,8 @@ class TrainingRows:
         return keep
 
     def months(self) -> list[tuple[dt.date, dt.date]]:
-        """[start, end] cut at calendar months: the store's row groups, the stream's batches."""
-        return calendar_months(self.start, self.end)
+        """[start, end] cut at calendar months (years for daily bars): the stream's batches."""
+        return batch_windows(self.start, self.end, self.slots)
 
     def read(
         self, i: int, window: tuple[dt.date, dt.date] | None = None

@@ -23,6 +23,7 @@ import datetime as dt
 import logging
 from pathlib import Path
 
+import pandas as pd
 import yaml
 
 from vpt_ray import interrupt
@@ -30,6 +31,23 @@ from vpt_ray.config import Config, ConfigError, load_config
 
 log = logging.getLogger("vpt_ray.backtest")
 WARMUP_DAYS = 14  # calendar days of bars before the start date, for rolling-window features
+
+
+def warmup_start(saved: dict, start: dt.date) -> dt.date:
+    """First day of the features' warm-up: WARMUP_DAYS before `start`, or earlier when the
+    model's longest rolling window (4 x the longest feature window, in bars: the volume
+    z-scores) needs more sessions, as daily bars do (240 bars = 240 sessions)."""
+    from vpt_ray.data.calendar import calendar_bounds, get_calendar
+
+    bar = str(saved["data"]["bar"])
+    per_session = 1 if bar == "1day" else -(-390 // int(bar.removesuffix("min")))
+    windows = (saved.get("features") or {}).get("windows") or [60]
+    need = -(-4 * max(windows) // per_session) + 1  # sessions
+    calendar = saved["data"].get("calendar", "XNYS")
+    before = get_calendar(calendar).sessions
+    before = before[before < pd.Timestamp(start)]
+    first = before[-need].date() if len(before) >= need else calendar_bounds(calendar)[0]
+    return min(first, start - dt.timedelta(days=WARMUP_DAYS))
 
 
 def backtest_config(
@@ -63,7 +81,7 @@ def backtest_config(
             f"window --start-date {saved['backtest']['start']} --end-date "
             f"{saved['backtest']['end']} (an in-sample backtest is not evidence)"
         )
-    warm_start = start - dt.timedelta(days=WARMUP_DAYS)
+    warm_start = warmup_start(saved, start)
     if warm_start <= train_end < start:
         log.info("warm-up bars overlap training data: features only, no labels are used")
     return load_config(
@@ -76,6 +94,21 @@ def backtest_config(
             *overrides,
         ],
     )
+
+
+def check_clock(meta: dict, cfg: Config) -> None:
+    """Refuse a model whose recorded clock (meta.json `clock`: calendar, origin, bars a session)
+    differs from the one this backtest computes: its positions would not line up. Models saved
+    before the clock was recorded have none and pass."""
+    from vpt_ray.features import clock_info
+
+    saved = meta.get("clock")
+    now = clock_info(cfg.data.bar_minutes, cfg.data.calendar)
+    if saved and saved != now:
+        raise ConfigError(
+            f"the model was trained on the clock {saved}, this backtest computes {now}: "
+            "backtest it with the vpt-ray version (and --set data.* values) it was trained with"
+        )
 
 
 def model_files(model_dir: Path | str, overrides: list[str]) -> contextlib.AbstractContextManager:
@@ -125,6 +158,7 @@ def run(
         booster, meta = load_model(local_model)
         cfg = backtest_config(local_model, start, end, overrides)
     start, end = cfg.backtest.start, cfg.backtest.end
+    check_clock(meta, cfg)
     ctx = RunContext(cfg, f"{meta['run_id']}-bt-{start}-{end}", kind="backtest")
     setup_logging(ctx.log_path)
     log.info("run %s: backtest of model run %s on %s..%s", ctx.run_id, meta["run_id"], start, end)

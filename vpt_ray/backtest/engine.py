@@ -21,11 +21,16 @@ The rules (each has a hand-computed test in `tests/test_backtest_engine.py`):
 - One position at a time: a signal is acted on only if the book is flat at the next bar's open
   (after any exit at that open), so a signal seen while a position is open is ignored unless the
   position is closed at that very open (then the signal can re-enter or flip immediately).
-- With `flat_at_close` (default): no entry whose fill bar is in another session than the signal
-  bar, and an open position is closed at the CLOSE of its session's last bar. A session is the
-  calendar date of the bar's timestamp in America/New_York. Without it positions may be held
-  overnight. At the last bar of the data any open position is closed at that bar's close
-  (`exit_reason` "session_close" under `flat_at_close`, else "end_of_data").
+- With `flat_at_close` (default for intraday bars): no entry whose fill bar is in another session
+  than the signal bar, and an open position is closed at the CLOSE of its session's last bar. A
+  session is the calendar date of the bar's timestamp in America/New_York. Without it positions
+  may be held overnight. At the last bar of the data any open position is closed at that bar's
+  close (`exit_reason` "session_close" under `flat_at_close`, else "end_of_data").
+- `flat_at_close` needs sessions of several bars: with one bar a session (daily bars) every fill
+  bar is in the next session, so nothing could ever trade; `simulate` refuses that combination
+  and `SimSettings.from_config(..., daily=True)` turns the rule off. Daily bars are therefore held
+  across sessions: signal at session t's close, entry at session t+1's open, exit at the open of
+  the session `hold_bars` bars later (or at the last bar's close, "end_of_data").
 - Exit: at the open of bar `entry + hold_bars`, or, with `exit_on_reversal`, at the open after an
   opposite signal instead (the holding period is then ignored); session end / end of data first.
 - Fills are adverse: buy = ref * (1 + slippage_bps/1e4) + h, sell = ref * (1 - slippage_bps/1e4) - h
@@ -125,11 +130,15 @@ class SimSettings:
                 raise bad(name, "must lie in (0, 1]")
 
     @classmethod
-    def from_config(cls, bt: BacktestConfig, capital: float, hold_bars: int) -> SimSettings:
+    def from_config(
+        cls, bt: BacktestConfig, capital: float, hold_bars: int, daily: bool = False
+    ) -> SimSettings:
         """Settings for one ticker from the config's backtest section.
 
         `capital` is this ticker's share of `bt.capital`; `hold_bars` is `Config.hold_bars`
-        (the backtest's own value or the label horizon).
+        (the backtest's own value or the label horizon); `daily`: the bars are whole sessions
+        (`data.bar: 1day`), where `flat_at_close` does not apply and positions are held across
+        sessions.
         """
         return cls(
             capital=float(capital),
@@ -144,7 +153,7 @@ class SimSettings:
             half_spread=bt.half_spread,
             position_fraction=bt.position_fraction,
             max_volume_fraction=bt.max_volume_fraction,
-            flat_at_close=bt.flat_at_close,
+            flat_at_close=bt.flat_at_close and not daily,
         )
 
     def replace(self, **changes: object) -> SimSettings:
@@ -403,6 +412,12 @@ def simulate(bars: pd.DataFrame, proba: np.ndarray, settings: SimSettings) -> Ti
     index, arrays = _inputs(bars, np.asarray(proba, dtype=np.float64))
     session = session_days(index)
     s = settings
+    if s.flat_at_close and len(session) > 1 and (session[1:] != session[:-1]).all():
+        raise ValueError(
+            "SimSettings.flat_at_close = True with one bar a session (daily bars) can never "
+            "trade: an order fills at the next bar's open, which is in the next session; hold "
+            "across sessions with flat_at_close=False (SimSettings.from_config(..., daily=True))"
+        )
     out = _kernel(
         *arrays,
         _readonly(session, np.int64),

@@ -68,8 +68,10 @@ def backtest_ticker(
             f"{bars_path}: bars and feature store disagree on {start}..{end}; rebuild the features"
         )
     proba = predict(booster, feats[names].to_numpy(np.float32), names)
-    settings = SimSettings.from_config(cfg.backtest, capital=cfg.backtest.capital,
-                                       hold_bars=cfg.hold_bars)  # fmt: skip
+    settings = SimSettings.from_config(
+        cfg.backtest, capital=cfg.backtest.capital, hold_bars=cfg.hold_bars,
+        daily=cfg.data.bar == "1day",
+    )  # fmt: skip
     plan = plan_trades(bars, proba, settings, cfg.backtest.vol_lookback_bars)
     labelled = feats["y"].notna().to_numpy()
     return {

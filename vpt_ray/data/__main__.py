@@ -1,10 +1,14 @@
-"""`python -m vpt_ray.data fetch|check`: fill the local store ahead of a run, and audit it.
+"""`python -m vpt_ray.data fetch|import|check`: fill the local store ahead of a run, bring your
+own files into it, and audit it.
 
 `fetch --phase N` runs the data chain (local -> GCS -> Polygon, never synthetic) for the phase's
 tickers over its training and backtest period, so the phase itself starts from a warm local store;
 a free-tier Polygon key needs minutes per ticker-year, which is better spent before than during a
 run. `check` reads every file of a store with the same validation the pipeline uses and prints
-one row per file, so a broken file is found before a phase trips over it.
+one row per file, so a broken file is found before a phase trips over it. `import FILE...`
+converts the files people have (Polygon REST aggregates or flat files, CSV/parquet frames with a
+DatetimeIndex, naive exchange-time stamps; `vpt_ray.data.importer`) into contract files in
+`data.dir`, atomically, and prints what it did to each file.
 
 Exit codes: 0 = done / every file passes; 1 = some ticker is incomplete or some file breaks the
 contract; 2 = bad invocation or config.
@@ -82,6 +86,45 @@ def fetch(cfg: Config) -> int:
     return 0
 
 
+# -- import ---------------------------------------------------------------------------------------
+
+
+def import_(args: argparse.Namespace, cfg: Config) -> int:
+    """Convert `args.files` into contract files in data.dir and print one row per file and
+    ticker; nothing is written unless every file converts."""
+    from vpt_ray.data.importer import import_files
+
+    data_dir = args.data_dir or Path(cfg.data.dir)
+    cfg = cfg.model_copy(update={"data": cfg.data.model_copy(update={"dir": str(data_dir)})})
+    session = "regular session only" if cfg.data.regular_session_only else "any hours"
+    _say(f"import: {len(args.files)} file(s) into {data_dir}/ ({cfg.data.calendar}, {session})")
+    missing = [str(f) for f in args.files if not f.is_file()]
+    if missing:
+        raise FileNotFoundError(f"no such file: {', '.join(missing)}")
+    rows = import_files(
+        args.files,
+        cfg,
+        ticker=args.ticker,
+        naive_tz=args.timezone,
+        adjust=not args.no_adjust,
+        replace=args.replace,
+    )
+    for file in dict.fromkeys(r["file"] for r in rows):
+        mine = [r for r in rows if r["file"] == file]
+        common = [n for n in mine[0]["notes"] if all(n in r["notes"] for r in mine)]
+        _say(f"{file} ({mine[0]['shape']}, {len(mine)} ticker(s)): {'; '.join(common)}")
+        width = max(len(r["ticker"]) for r in mine)
+        for r in mine:
+            extra = "".join(f"; {n}" for n in r["notes"] if n not in common)
+            _say(
+                f"  {r['ticker']:<{width}}  {r['rows']:>9,} rows -> {r['bars']:>9,} {r['bar']} "
+                f"bars {r['first']}..{r['last']} -> {r['written']}{extra}"
+            )
+    written = {r["written"] for r in rows}
+    _say(f"import: {len(written)} file(s) written; next: vpt data check --data-dir {data_dir}")
+    return 0
+
+
 # -- check ----------------------------------------------------------------------------------------
 
 
@@ -98,14 +141,16 @@ def check_file(path: Path, cfg: Config) -> dict:
     """One row of the check table; `problem` is empty when the file honours the contract."""
     from vpt_ray.data import local
     from vpt_ray.data.calendar import exchange_dates, get_calendar
-    from vpt_ray.data.chain import check_session
+    from vpt_ray.data.chain import check_calendar_bounds, check_session
+    from vpt_ray.data.quality import window_facts
     from vpt_ray.data.resample import is_daily
 
     synthetic = path.parent.name == "_synthetic"
     row = {"ticker": path.stem + (" (synthetic)" if synthetic else ""), "rows": "-"}
-    row.update(first="-", last="-", gaps="-", problem="")
+    row.update(first="-", last="-", gaps="-", problem="", notes=[])
     try:
         df = local.read_bars(path, vwap_tolerance=cfg.data.vwap_tolerance)
+        check_calendar_bounds(df, str(path), cfg.data.calendar)
         if cfg.data.regular_session_only:
             check_session(df, str(path), cfg.data.calendar)
     except BarDataError as exc:
@@ -122,8 +167,19 @@ def check_file(path: Path, cfg: Config) -> dict:
         row["last"] = df["timestamp"].iloc[-1].tz_convert(tz).strftime(fmt)
         days = {pd.Timestamp(d).date() for d in set(exchange_dates(df["timestamp"]))}
         row["gaps"] = str(_gaps(days, cfg.data.calendar))
+        facts = window_facts(df)
+        if facts["zero_volume_bars"] == facts["bars"]:
+            row["notes"].append("zero volume in every bar (a run excludes it)")
+        elif facts["price_changes"] == 0:
+            row["notes"].append("the close never changes (a run excludes it)")
     else:
         row["gaps"] = "0"
+    for entry in local.read_meta(path).get("imports", []):
+        for f in entry.get("files", [entry]):
+            for key in ("vwap", "transactions"):
+                if f.get(key, "given") != "given":
+                    row["notes"].append(f"{key} {f[key]}")
+    row["notes"] = list(dict.fromkeys(row["notes"]))
     return row
 
 
@@ -161,6 +217,9 @@ def check(data_dir: Path, cfg: Config) -> int:
     leftovers = list(data_dir.glob(".*.tmp"))
     if leftovers:
         _say(f"note: {len(leftovers)} temp file(s) from interrupted writes (safe to delete)")
+    for r in rows:
+        for note in r["notes"]:
+            _say(f"note: {r['ticker']}: {note}")
     if bad:
         _say(f"check: {len(bad)} of {len(rows)} files break the data contract: {', '.join(bad)}")
         return EXIT_INCOMPLETE
@@ -186,6 +245,26 @@ def build_parser() -> argparse.ArgumentParser:
     )
     f.add_argument("--phase", type=int, choices=range(1, 6), metavar="N", help="phase 1-5")
     add_config_args(f)
+    i = sub.add_parser(
+        "import",
+        help="convert your bar files (Polygon JSON/flat files, CSV, parquet) into data.dir",
+        description="Convert bar files into contract files {data.dir}/{TICKER}.parquet: "
+        "Polygon REST aggregates (t o h l c v vw n, Unix ms), Polygon flat files "
+        "(window_start in Unix ns; vwap approximated by the typical price and recorded), "
+        "tables with a DatetimeIndex or a date/time column (naive times = exchange time). "
+        "Merges into existing files (existing rows win) unless --replace; atomic writes.",
+    )
+    i.add_argument("files", nargs="+", type=Path, metavar="FILE")
+    i.add_argument("--ticker", help="the ticker of files without a ticker column")
+    i.add_argument(
+        "--timezone",
+        default=None,
+        help="time zone of naive timestamps (default: the calendar's, America/New_York)",
+    )
+    i.add_argument("--no-adjust", action="store_true", help="ignore an 'adj close' column")
+    i.add_argument("--replace", action="store_true", help="replace existing files, not merge")
+    i.add_argument("--data-dir", type=Path, default=None, help="default: data.dir of the config")
+    add_config_args(i)
     c = sub.add_parser(
         "check",
         help="validate every file in the store and print a table",
@@ -207,6 +286,8 @@ def main(argv: list[str] | None = None) -> int:
                 raise ConfigError("fetch needs --phase N or --config PATH")
             return fetch(_config(args))
         cfg = _config(args)
+        if args.command == "import":
+            return import_(args, cfg)
         return check(args.data_dir or Path(cfg.data.dir), cfg)
     except user_errors() as exc:
         print(f"error: {exc}", file=sys.stderr)

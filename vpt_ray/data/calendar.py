@@ -5,6 +5,14 @@ including half days (13:00 ET closes) and holidays, so they all ask this module.
 `exchange_calendars` with `side="left"`, so a session's minutes are the bar-start instants Polygon
 uses (`t` = start of the bar). Building a calendar costs ~0.2 s; `get_calendar` caches one object
 per name for the life of the process.
+
+The bound: calendars are built from `CALENDAR_START` (1990-01-01), or from the library's own
+earliest date for a calendar that starts later (XTKS: 1997). exchange_calendars' XNYS lists
+holidays back to 1885, but it gives every session the 09:30-16:00 hours, which the NYSE has kept
+only since 1985-09-30 (it opened at 10:00 before), so earlier minutes would be placed wrongly; the
+first XNYS session supported is therefore 1990-01-02, the last the library's horizon (about a
+year ahead of today). `calendar_bounds` gives both; data or a config outside them is an error
+naming the bound, never a silent gap on the clock.
 """
 
 from __future__ import annotations
@@ -31,6 +39,43 @@ def get_calendar(name: str = "XNYS") -> xcals.ExchangeCalendar:
         raise ValueError(
             f"calendar {name!r} is not an exchange_calendars name (e.g. 'XNYS', 'XNAS')"
         ) from exc
+    except ValueError:  # a calendar the library cannot evaluate that far back (XTKS: 1997)
+        bound = type(xcals.get_calendar(name)).bound_min()
+        if bound is None:
+            raise
+        return xcals.get_calendar(name, side="left", start=bound)
+
+
+def calendar_bounds(name: str = "XNYS") -> tuple[dt.date, dt.date]:
+    """First and last session the project supports on calendar `name` (see the module docs)."""
+    cal = get_calendar(name)
+    return cal.first_session.date(), cal.last_session.date()
+
+
+def bound_problem(first: dt.date, last: dt.date, calendar: str = "XNYS") -> str | None:
+    """Why dates [first, last] cannot go on the clock (outside `calendar_bounds`), else None."""
+    lo, hi = calendar_bounds(calendar)
+    if first < lo:
+        return (
+            f"first date {first} is before {lo}, the first {calendar} session the "
+            f"exchange-calendar clock supports: drop the rows before {lo}"
+        )
+    if last > hi:
+        return (
+            f"last date {last} is after {hi}, the last {calendar} session the calendar knows "
+            "(exchange_calendars looks about a year ahead)"
+        )
+    return None
+
+
+def session_opens(dates: np.ndarray, calendar: str = "XNYS") -> np.ndarray:
+    """UTC open (int64 ns) of each session date (datetime64[D] or dates); NaT's int64 for a
+    date that is not a session."""
+    opens = get_calendar(calendar).schedule["open"]
+    index = pd.DatetimeIndex(opens.index).as_unit("ns")
+    where = index.get_indexer(pd.DatetimeIndex(np.asarray(dates, dtype="datetime64[ns]")))
+    ns = pd.DatetimeIndex(opens).as_unit("ns").asi8
+    return np.where(where >= 0, ns[np.maximum(where, 0)], np.iinfo(np.int64).min)
 
 
 def _check_bounds(cal: xcals.ExchangeCalendar, start: dt.date, end: dt.date) -> None:

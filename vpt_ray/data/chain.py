@@ -21,6 +21,7 @@ import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Protocol
 
 import numpy as np
@@ -29,7 +30,7 @@ import pandas as pd
 from vpt_ray.bars import BarDataError, empty_bars, validate_bars
 from vpt_ray.config import Config
 from vpt_ray.data import local
-from vpt_ray.data.calendar import exchange_dates, get_calendar, in_session_mask
+from vpt_ray.data.calendar import bound_problem, exchange_dates, get_calendar, in_session_mask
 from vpt_ray.data.errors import SourceError
 from vpt_ray.data.resample import is_daily, resample_bars
 from vpt_ray.data.synthetic import SyntheticParams, generate_ticker
@@ -158,6 +159,19 @@ class Sources:
 # -- the local file -------------------------------------------------------------------------------
 
 
+def check_calendar_bounds(df: pd.DataFrame, source: str, calendar: str) -> None:
+    """Reject bars dated outside the sessions the calendar clock supports (`calendar_bounds`),
+    naming the first date and the bound (not "not a session" for a date the clock cannot hold)."""
+    if df.empty:
+        return
+    first, last = (
+        pd.Timestamp(d).date() for d in exchange_dates(df["timestamp"].iloc[[0, -1]], calendar)
+    )
+    problem = bound_problem(first, last, calendar)
+    if problem:
+        raise BarDataError(source, problem)
+
+
 def check_session(df: pd.DataFrame, source: str, calendar: str) -> None:
     """Reject bars outside the regular session (`data.regular_session_only`).
 
@@ -205,6 +219,21 @@ def _to_daily(df: pd.DataFrame, tz: str) -> pd.DataFrame:
     return out.assign(timestamp=ts.astype("datetime64[ns, UTC]"))
 
 
+def _check_name_case(path: Path, ticker: str) -> None:
+    """A store file named in another case than the (upper-case) ticker is an error, not a
+    missing file: on a case-sensitive disk it would be silently ignored (and GCS names objects
+    in upper case)."""
+    if not path.parent.is_dir():
+        return
+    for other in path.parent.glob("*.parquet"):
+        if other.stem.upper() == ticker.upper() and other.name != path.name:
+            raise BarDataError(
+                str(other),
+                f"file name is not {path.name}: tickers are upper case (data.tickers is "
+                f"upper-cased at load); rename it to {path}",
+            )
+
+
 class LocalFile:
     """One ticker's local parquet file: its bars, known-absent sessions and atomic merges."""
 
@@ -218,8 +247,11 @@ class LocalFile:
         if self.path.exists():
             self.meta = local.read_meta(self.path)
             self.bars = local.read_bars(self.path, vwap_tolerance=cfg.data.vwap_tolerance)
+            check_calendar_bounds(self.bars, f"{ticker} ({self.path})", self.cal)
             if cfg.data.regular_session_only:
                 check_session(self.bars, str(self.path), self.cal)
+        else:
+            _check_name_case(self.path, ticker)
         self.dates = _session_dates(self.bars, self.cal)
         self.daily = is_daily(self.bars) if len(self.bars) > 1 else None
         if self.daily and cfg.data.bar != "1day":
@@ -385,8 +417,9 @@ def resolve_ticker(
     """Make the local store hold `ticker` for [start, end] (or point at synthetic bars).
 
     Raises `DataUnavailableError` naming the ticker, the missing dates and why each source could
-    not supply them; `BarDataError` when the local file breaks the contract (it is never
-    overwritten then).
+    not supply them, also when more than `data.max_missing_sessions` sessions have no bars in
+    any source (whatever `data.sources` holds); `BarDataError` when the local file breaks the
+    contract (it is never overwritten then).
     """
     sources = sources or Sources(cfg)
     cal = cfg.data.calendar
@@ -491,12 +524,23 @@ def resolve_ticker(
             f"{ticker}: {len(stuck)} sessions missing ({_fmt_ranges(_ranges(stuck, cal))}) "
             f"that no source could supply: " + "; ".join(f"{n} {why}" for n, why in blocked.items())
         )
+    if len(missing) > cfg.data.max_missing_sessions:
+        asked = ", ".join(tried[1:]) or f"none (data.sources: [{', '.join(cfg.data.sources)}])"
+        raise DataUnavailableError(
+            f"{ticker}: {len(missing)} of {len(wanted)} sessions of {start}..{end} have no bars "
+            f"({_fmt_ranges(_ranges(missing, cal))}), more than data.max_missing_sessions "
+            f"({cfg.data.max_missing_sessions}); remote sources asked: {asked}. Fill the file "
+            "(vpt data import / vpt data fetch), shorten the period, or set "
+            "data.on_missing: skip to run without this ticker"
+        )
     if missing:
         log.warning(
-            "%s: %d sessions have no bars in any source (%s); sources asked: %s",
+            "%s: %d sessions have no bars in any source (%s), within data.max_missing_sessions "
+            "(%d); sources asked: %s",
             ticker,
             len(missing),
             _fmt_ranges(_ranges(missing, cal)),
+            cfg.data.max_missing_sessions,
             ", ".join(tried[1:]) or "none",
         )
     return TickerData(

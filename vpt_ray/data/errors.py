@@ -32,3 +32,8 @@ class SourceError(ValueError):
         if start is not None and end is not None:
             where += f" {start}..{end}" if where else f"{start}..{end}"
         super().__init__(f"{source}: {where}: {cause}" if where else f"{source}: {cause}")
+
+    def __reduce__(self):  # pickled by Ray between processes: rebuild from the same arguments
+        return type(self), (
+            self.source, self.cause, self.ticker, self.start, self.end, self.retryable
+        )  # fmt: skip

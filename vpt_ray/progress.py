@@ -1,7 +1,9 @@
 """Progress of Ray fan-outs: results are consumed as they finish, not after a barrier.
 
 On a terminal a tqdm bar redraws in place; elsewhere (CI, `ray job logs`) one plain log line per
-finished item is written instead, so logs hold no redraw garbage. The loop is also a safe point of
+finished item is written instead, so logs hold no redraw garbage. A result that says where it ran
+(a dict with a "node" key, `node_memory.node_label()`) names its node in the line and in the
+run's placement record (`resources.note_node`). The loop is also a safe point of
 the memory stop: every second it checks the run's memory flag, and on any exception (the stop, a
 failed task) it cancels the tasks still pending so none keeps running after the caller gave up.
 """
@@ -18,7 +20,7 @@ from typing import Any
 import ray
 from tqdm import tqdm
 
-from vpt_ray.resources import check_memory
+from vpt_ray.resources import check_memory, note_node
 
 log = logging.getLogger(__name__)
 CHECK_EVERY_S = 1.0
@@ -38,16 +40,19 @@ def track(refs: dict[ray.ObjectRef, str], stage: str, unit: str = "task") -> Ite
                 result = ray.get(ref)
                 done += 1
                 bar.update(1)
+                node = result.get("node") if isinstance(result, dict) else None
+                note_node(refs[ref], node)
                 if not interactive:
                     elapsed = time.monotonic() - t0
                     eta = elapsed / done * (total - done)
                     log.info(
-                        "%s: %d/%d %s done (%s), %.0fs elapsed, ETA %.0fs",
+                        "%s: %d/%d %s done (%s%s), %.0fs elapsed, ETA %.0fs",
                         stage,
                         done,
                         total,
                         unit,
                         refs[ref],
+                        f" on node {node}" if node else "",
                         elapsed,
                         eta,
                     )

@@ -90,6 +90,8 @@ class RunContext:
     stages: dict[str, float] = field(default_factory=dict)
     t0: float = field(default_factory=time.monotonic)
     _scratch: Path | None = field(default=None, repr=False)
+    _temp_scratch: bool = field(default=False, repr=False)  # made by mkdtemp: the run removes it
+    _synced: bool = field(default=False, repr=False)  # the last mark uploaded everything
 
     def location(self, value: str) -> Location:
         """A `paths.*` value as a local path (under `root`) or a GcsPath."""
@@ -112,7 +114,17 @@ class RunContext:
                 self._scratch = self.root / self.cfg.paths.scratch
             else:
                 self._scratch = Path(tempfile.mkdtemp(prefix=f"vpt-ray-{self.run_id}-"))
+                self._temp_scratch = True
         return self._scratch
+
+    def remove_temp_scratch(self) -> None:
+        """Delete the temp dir `scratch` made (never `paths.scratch`), once the last mark
+        uploaded its files: the bucket holds them; a failed upload keeps the local copy."""
+        if self._temp_scratch and self._synced and self._scratch is not None:
+            shutil.rmtree(self._scratch, ignore_errors=True)
+            log.info(
+                "removed the run's local scratch %s (its files are in the bucket)", self._scratch
+            )
 
     @property
     def local_artifacts(self) -> Path:
@@ -228,8 +240,10 @@ class RunContext:
             self.report_dir / "status.json",
             {"run_id": self.run_id, "status": status, "error": error, "at": dt.datetime.now()},
         )
+        self._synced = False
         try:
             self.upload()
+            self._synced = True
         except Exception:
             if status in ("RUNNING", "FINISHED"):
                 raise

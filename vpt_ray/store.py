@@ -35,10 +35,12 @@ from vpt_ray.data.chain import TickerData
 from vpt_ray.data.local import read_bars
 from vpt_ray.data.resample import resample_bars
 from vpt_ray.features import build_features, feature_names
+from vpt_ray.node_memory import node_label
 from vpt_ray.resources import (
     WORKER_BASELINE_BYTES,
     check_memory,
     clamp_task_memory,
+    note_node,
     ray_data_limits,
     release_freed_memory,
 )
@@ -131,7 +133,7 @@ def _features_row(
     t = row["ticker"]
     summary = ticker_features(cfg, tickers[t], storage.as_location(paths[t]))
     release_freed_memory()  # the worker maps the next ticker: give back this one's frames
-    return {"ticker": t, "summary": pickle.dumps(summary)}
+    return {"ticker": t, "summary": pickle.dumps(summary), "node": node_label()}
 
 
 def build_store(
@@ -174,11 +176,13 @@ def build_store(
         summary = pickle.loads(row["summary"])
         out[summary["ticker"]] = summary
         check_memory("the features fan-out")  # raises MemoryLimitExceeded: a clean stop
+        note_node(summary["ticker"], row["node"])
         log.info(
-            "features: %d/%d tickers done (%s), %.0fs elapsed",
+            "features: %d/%d tickers done (%s on node %s), %.0fs elapsed",
             len(out),
             len(tickers),
             summary["ticker"],
+            row["node"],
             time.monotonic() - t0,
         )
     return dict(sorted(out.items()))

@@ -43,6 +43,7 @@ def row_from_metrics(metrics: dict) -> dict:
     notes = [f"verdict: {metrics['decision']['verdict']}"]
     if metrics["data"]["synthetic"]:
         notes.insert(0, "SYNTHETIC data")
+    notes.append(memory_note(metrics.get("resources", {})))
     return {
         "phase": metrics["phase"],
         "run_id": metrics["run_id"],
@@ -58,8 +59,30 @@ def row_from_metrics(metrics: dict) -> dict:
         "sharpe": bt["sharpe"],
         "max_drawdown": bt["max_drawdown"],
         "win_rate": bt["win_rate"],
+        **memory_fields(metrics.get("resources", {})),
         "notes": "; ".join(notes + metrics["decision"]["reasons"][:1]),
     }
+
+
+def memory_fields(res: dict) -> dict:
+    """The row's memory: peak of the run in total (every node) and per node, GB."""
+    nodes = res.get("nodes") or {}
+    return {
+        "peak_memory_gb": res.get("peak_memory_gb"),
+        "node_peak_gb": {n: v.get("peak_gb") for n, v in nodes.items()},
+    }
+
+
+def memory_note(res: dict) -> str:
+    """`peak memory 1.84 GB` (a local run) or `peak memory 2.10 GB on 2 nodes (a1b2c3d4 0.71,
+    e5f6a7b8 1.39)`: the notes' memory figures."""
+    total = res.get("peak_memory_gb")
+    text = f"peak memory {_fmt(total, digits=2)} GB"
+    nodes = res.get("nodes") or {}
+    if res.get("measured") == "per node" and nodes:
+        each = ", ".join(f"{n} {_fmt(v.get('peak_gb'), digits=2)}" for n, v in nodes.items())
+        text += f" on {len(nodes)} nodes ({each})"
+    return text
 
 
 def previous_phase_row(path: Location, phase: int) -> dict | None:

@@ -197,7 +197,7 @@ class LocalHead:
         return ["--object-store-memory", str(self.object_store_mb * 1024**2)]
 
     def add_node(
-        self, num_cpus: int, resources: dict[str, float] | None = None, timeout_s: float = 120.0
+        self, num_cpus: int, resources: dict[str, float] | None = None, timeout_s: float = 180.0
     ) -> LocalNode:
         """Join one more node to this head (same token, node env and store size) and wait until
         the cluster lists it alive. It carries a custom resource `node.tag` of its own, so it is

@@ -1,14 +1,18 @@
-"""What `ray job submit` costs: a tiny phase as a Ray job versus `python -m vpt_ray.phase`.
+"""What `ray job submit` costs, and what it measures: a tiny phase as a Ray job versus
+`python -m vpt_ray.phase`.
 
-    .venv/bin/python bench/bench_jobs.py [--repeats N] [--set k=v ...]
+    .venv/bin/python bench/bench_jobs.py [--repeats N] [--nodes 1|2] [--set k=v ...]
 
 Both runs use the same tiny config (2 synthetic tickers, one month, 2 trials) on this machine,
 measured in the same process run, alternating. The job goes through jobs/submit.sh --wait to a
-real single-node cluster on 127.0.0.1 (token auth, 2 CPUs, tests/ray_head.py); the local run
-starts its own Ray with 2 CPUs, as a user's workstation run does. Printed per run: the client's
-wall time (what the user waits), the phase's own wall time from its metrics.json, and for the job
-the time Ray's job server counted. The head's start-up is printed separately: it is paid once
-per cluster, not per job.
+real cluster on 127.0.0.1 (token auth, tests/ray_head.py): one node with 2 CPUs, or with
+`--nodes 2` a head with no CPUs (driver, GCS, dashboard) and a worker node with the 2 CPUs, where
+every task and trial then runs; the local run starts its own Ray with 2 CPUs, as a user's
+workstation run does. Printed per run: the client's wall time (what the user waits), the phase's
+own wall time from its metrics.json, for the job the time Ray's job server counted, and the
+run's peak memory as its metrics.json reports it (the memory stop's figure: the local run's
+process tree, the job's per-node sum; the job's per-node peaks too). The head's start-up is
+printed separately: it is paid once per cluster, not per job.
 """
 
 from __future__ import annotations
@@ -44,6 +48,7 @@ def phase_args(overrides: list[str], out: Path, run_id: str) -> list[str]:
     args = []
     for item in [
         *overrides,
+        f"data.dir={out / 'data'}",  # absolute: every node of a multi-node cluster finds it
         f"paths.artifacts={out / 'artifacts'}",
         f"paths.tracker={out / 'TRACKER.md'}",
         f"paths.logs={out / 'logs'}",
@@ -52,9 +57,18 @@ def phase_args(overrides: list[str], out: Path, run_id: str) -> list[str]:
     return [*args, "--run-id", run_id]
 
 
-def phase_wall(out: Path, run_id: str) -> float:
-    metrics = json.loads((out / "artifacts" / "reports" / run_id / "metrics.json").read_text())
-    return float(metrics["resources"]["wall_seconds"])
+def phase_figures(out: Path, run_id: str) -> dict:
+    """The phase's own wall time and memory figures, from its metrics.json."""
+    res = json.loads((out / "artifacts" / "reports" / run_id / "metrics.json").read_text())[
+        "resources"
+    ]
+    nodes = {n: v["peak_gb"] for n, v in res.get("nodes", {}).items()}
+    return {
+        "phase": float(res["wall_seconds"]),
+        "peak_gb": float(res["peak_memory_gb"]),
+        "nodes": nodes,
+        "measured": res.get("measured"),
+    }
 
 
 def run_local(overrides: list[str], out: Path, run_id: str) -> dict:
@@ -65,7 +79,7 @@ def run_local(overrides: list[str], out: Path, run_id: str) -> dict:
     wall = time.monotonic() - t0
     if proc.returncode != 0:
         raise RuntimeError(f"local phase failed:\n{proc.stderr[-3000:]}")
-    return {"client": wall, "phase": phase_wall(out, run_id)}
+    return {"client": wall, **phase_figures(out, run_id)}
 
 
 def run_job(head: LocalHead, overrides: list[str], out: Path, run_id: str) -> dict:
@@ -86,7 +100,7 @@ def run_job(head: LocalHead, overrides: list[str], out: Path, run_id: str) -> di
     info = client.get_job_info(proc.stdout.splitlines()[0])
     return {
         "client": wall,
-        "phase": phase_wall(out, run_id),
+        **phase_figures(out, run_id),
         "server": (info.end_time - info.start_time) / 1000.0,
     }
 
@@ -94,6 +108,13 @@ def run_job(head: LocalHead, overrides: list[str], out: Path, run_id: str) -> di
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--repeats", type=int, default=1, help="pairs of runs (default 1)")
+    ap.add_argument(
+        "--nodes",
+        type=int,
+        choices=(1, 2),
+        default=1,
+        help="1: one node with 2 CPUs; 2: a head with none and a worker node with 2",
+    )
     ap.add_argument("--set", dest="overrides", action="append", default=[], help="extra k=v")
     args = ap.parse_args()
     if args.repeats < 1:
@@ -102,8 +123,13 @@ def main() -> int:
     os.environ.setdefault("RAY_AUTH_MODE", "token")
     print(f"load average before: {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores")
     local, job = [], []
-    with tempfile.TemporaryDirectory(prefix="vpt-bench-jobs-") as tmp, LocalHead(2) as head:
+    head_cpus = 2 if args.nodes == 1 else 0
+    with tempfile.TemporaryDirectory(prefix="vpt-bench-jobs-") as tmp, LocalHead(head_cpus) as head:
         print(f"head start-up (once per cluster): {head.start_seconds:.1f} s")
+        if args.nodes == 2:
+            t0 = time.monotonic()
+            head.add_node(2)
+            print(f"worker node joined in {time.monotonic() - t0:.1f} s (it gets the 2 CPUs)")
         for i in range(args.repeats):
             tag, base = secrets.token_hex(3), Path(tmp) / str(i)
             pair = [
@@ -116,12 +142,18 @@ def main() -> int:
                 result = fn()
                 (local if name == "local" else job).append(result)
                 extra = f", job server {result['server']:.1f} s" if "server" in result else ""
+                nodes = ", ".join(f"{n} {gb:.2f}" for n, gb in sorted(result["nodes"].items()))
                 print(
                     f"  {name:5s} run {i + 1}: client {result['client']:.1f} s, "
-                    f"phase {result['phase']:.1f} s{extra}"
+                    f"phase {result['phase']:.1f} s{extra}; peak memory "
+                    f"{result['peak_gb']:.2f} GB ({result['measured']}: {nodes})"
                 )
     med = {
-        side: {k: statistics.median(r[k] for r in runs) for k in runs[0]}
+        side: {
+            k: statistics.median(r[k] for r in runs)
+            for k in runs[0]
+            if isinstance(runs[0][k], int | float)
+        }
         for side, runs in (("local", local), ("job", job))
     }
     over = med["job"]["client"] - med["local"]["client"]
@@ -139,6 +171,12 @@ def main() -> int:
         f"per tiny phase; outside the phase itself (submit, upload, driver start, log tail): "
         f"{med['job']['client'] - med['job']['phase']:.1f} s vs "
         f"{med['local']['client'] - med['local']['phase']:.1f} s locally"
+    )
+    ratio = med["job"]["peak_gb"] / med["local"]["peak_gb"]
+    print(
+        f"peak memory, median: job {med['job']['peak_gb']:.2f} GB vs local "
+        f"{med['local']['peak_gb']:.2f} GB: {ratio:.2f}x ({ratio - 1:+.0%}; the target is within "
+        "20%)"
     )
     print(f"load average after: {os.getloadavg()[0]:.2f}")
     return 0

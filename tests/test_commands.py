@@ -84,20 +84,32 @@ README_COMMANDS = {
     "(tests/test_jobs.py submits to a local head node)",
     "ray job logs -f --address http://127.0.0.1:8265 JOB_ID": "needs a running job",
     "gsutil cat gs://MY_BUCKET/vpt/SCALING_TRACKER.md": "needs a bucket",
+    "vpt data import stocks.csv.gz --data-dir data": "the user's own file (tests/test_importer.py "
+    "imports real daily bars from a PyPI package the same way, then checks them)",
+    "vpt data check --data-dir data": "the user's own store (tests/test_importer.py)",
+    "vpt phase 1 --set data.sources=[local] --set data.tickers=[AAPL,GOOG,IBM,MSFT] --set "
+    "data.bar=1day --set data.start=2005-01-03 --set data.end=2010-12-31 --set "
+    "backtest.start=2011-01-10 --set backtest.end=2013-02-28": "a whole phase 1 on the user's "
+    "daily files (tests/test_real_data.py runs it on bokeh-sampledata's real daily bars)",
 }  # fmt: skip
 
 
 def readme_commands(text: str) -> list[str]:
-    """Commands in README.md's code blocks (4-space indented or fenced), comments removed."""
-    out, fenced = [], False
+    """Commands in README.md's code blocks (4-space indented or fenced), comments removed, a
+    line ending in a backslash joined with the next."""
+    out, fenced, pending = [], False, ""
     for line in text.splitlines():
         if line.startswith("```"):
             fenced = not fenced
             continue
         if fenced or (line.startswith("    ") and line.strip()):
             cmd = re.sub(r"\s+#\s.*$", "", line.strip()).strip()
+            if cmd.endswith("\\"):
+                pending += cmd[:-1] + " "
+                continue
+            cmd, pending = pending + cmd, ""
             if cmd and not cmd.startswith("#"):
-                out.append(re.sub(r"\s+", " ", cmd))
+                out.append(re.sub(r"\s+", " ", cmd).strip())
     return out
 
 

@@ -1,13 +1,17 @@
-"""A phase submitted as a Ray job runs on the cluster it is sent to, and leaks no secret.
+"""A phase submitted as a Ray job runs on the cluster it is sent to, is governed on every node,
+and leaks no secret.
 
-These start a real single-node cluster (`ray start --head` on 127.0.0.1 with token auth, see
+These start a real two-node cluster on 127.0.0.1 (`ray start --head` with token auth and no CPUs,
+plus a second `ray start --address ...` node with its own temp dir and the 2 CPUs, so every task,
+Tune trial and Ray Data block is forced onto it while the driver runs on the head; see
 tests/ray_head.py) and submit through `jobs/submit.sh`, exactly as a user does against a cloud
 cluster through `ray dashboard cluster.yaml`. Marked `cluster` (deselect with -m "not cluster"):
-about 2-3 minutes on the 2-core machine, most of it the tiny phase itself.
+about 3 minutes on the 2-core machine, most of it the tiny phase itself.
 
-The job runs in a copy of the working directory that Ray unpacks under the head's temp dir, so
-the artifacts and the tracker are pointed at absolute paths of this test's tmp dir; or, as on a
-real cluster, at a gs:// prefix (here a GCS emulator on 127.0.0.1, `gcs.endpoint_url`).
+The job runs in a copy of the working directory that Ray unpacks under each node's temp dir, so
+the artifacts, the tracker and the bar data are pointed at absolute paths of this test's tmp dir
+(on one machine a path every node sees, as a shared mount would be); or, as on a real cluster, at
+a gs:// prefix (here a GCS emulator on 127.0.0.1, `gcs.endpoint_url`).
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import secrets
 import subprocess
 import sys
@@ -66,9 +71,20 @@ def job_logs(head: LocalHead, job_id: str) -> str:
 def job_info(head: LocalHead, job_id: str):
     from ray.job_submission import JobSubmissionClient
 
-    os.environ.setdefault("RAY_AUTH_MODE", "token")
-    client = JobSubmissionClient(head.address, headers={"Authorization": f"Bearer {head.token}"})
-    return client.get_job_info(job_id)
+    # the client sends the token only in token mode; set it for this call alone, so a Ray this
+    # pytest process starts later (the session's local cluster) is not started in token mode
+    before = os.environ.get("RAY_AUTH_MODE")
+    os.environ["RAY_AUTH_MODE"] = "token"
+    try:
+        client = JobSubmissionClient(
+            head.address, headers={"Authorization": f"Bearer {head.token}"}
+        )
+        return client.get_job_info(job_id)
+    finally:
+        if before is None:
+            os.environ.pop("RAY_AUTH_MODE", None)
+        else:
+            os.environ["RAY_AUTH_MODE"] = before
 
 
 def submit(
@@ -102,10 +118,21 @@ def cluster_key() -> str:
     return "pk-cluster-" + secrets.token_hex(16)
 
 
+NODE_STORE_MB = 512  # each node's object store, fixed at `ray start` as on a real cluster
+
+
 @pytest.fixture(scope="module")
 def head(cluster_key):
-    with LocalHead(num_cpus=2, node_env={"POLYGON_API_KEY": cluster_key}) as h:
+    """The head (driver, GCS, dashboard; no CPUs) and one worker node with the 2 CPUs."""
+    env = {"POLYGON_API_KEY": cluster_key}
+    with LocalHead(num_cpus=0, node_env=env, object_store_mb=NODE_STORE_MB) as h:
+        h.add_node(2)
         yield h
+
+
+@pytest.fixture(scope="module")
+def worker_node(head):
+    return head.nodes[0]
 
 
 @pytest.fixture(scope="module")
@@ -129,11 +156,12 @@ def tiny_phase_job(head, submitter_secrets, tmp_path_factory):
         head,
         "1",
         *TINY,
-        "--run-id",
-        run_id,
+        "--set", f"data.dir={out_dir / 'data'}",  # where both nodes find the bars
+        "--set", "hardware.object_store_gb=0.25",  # below the nodes' fixed stores: flagged
+        "--run-id", run_id,
         options=["--results", str(out_dir)],  # artifacts/, SCALING_TRACKER.md, logs/ under it
         env_extra=submitter_secrets,
-    )
+    )  # fmt: skip
     return {
         "proc": proc,
         "job_id": proc.stdout.splitlines()[0] if proc.stdout else "",
@@ -178,6 +206,93 @@ def test_job_writes_artifacts_and_tracker_row(tiny_phase_job):
     assert row["run_id"] == run_id
     assert row["trades"] == metrics["backtest"]["trades"]
     assert (out / "logs" / f"run-{run_id}.log").is_file()
+
+
+def node_scratch_left(node) -> list[Path]:
+    """What a run left in the node's run scratch (`node_memory.node_scratch`, under its temp
+    dir) or as sample-file copies anywhere under it."""
+    root = Path(node.temp_dir)
+    return [*root.rglob("vpt-scratch"), *root.rglob("vpt-samples-*")]
+
+
+@pytest.mark.cluster
+def test_job_memory_is_measured_and_cleaned_on_every_node(head, worker_node, tiny_phase_job):
+    """The driver's node and the worker node each report their memory; the stages say where
+    their work ran; the sample file the worker node rebuilt for the search is gone."""
+    out, run_id = tiny_phase_job["out_dir"], tiny_phase_job["run_id"]
+    assert tiny_phase_job["proc"].returncode == 0
+    res = json.loads((out / "artifacts" / "reports" / run_id / "metrics.json").read_text())[
+        "resources"
+    ]
+    worker, driver = (
+        worker_node.node_id[:8],
+        next(n["node_id"][:8] for n in head.alive_nodes() if n["node_id"] != worker_node.node_id),
+    )
+    assert res["measured"] == "per node" and set(res["nodes"]) == {worker, driver}
+    assert res["nodes"][driver]["driver"] and not res["nodes"][worker]["driver"]
+    # The head holds the driver, GCS and dashboard; the worker node its Ray workers, which
+    # fitted trials and backtested: both well above an idle raylet.
+    assert res["nodes"][driver]["peak_gb"] > 0.2 and res["nodes"][worker]["peak_gb"] > 0.2
+    assert (
+        res["peak_memory_gb"]
+        >= res["peak_node_memory_gb"]
+        == max(n["peak_gb"] for n in res["nodes"].values())
+    )
+    assert res["peak_memory_gb"] <= sum(n["peak_gb"] for n in res["nodes"].values()) + 1e-6
+    assert res["stage_node_peak_gb"]["search"][worker] > 0.2
+    placed = res["placement"]
+    assert set(placed["features"]) == set(placed["backtest"]) == set(placed["search"]) == {worker}
+    assert sorted(placed["backtest"][worker]) == ["AAA", "BBB"]
+    assert placed["train"] == {driver: ["final fit (driver)"]}
+    # The nodes' object stores were fixed by `ray start`: checked against the config and reported.
+    for name, node in res["ray"]["nodes"].items():
+        assert node["object_store_set_by"] == "cluster", name
+        assert node["object_store_gb"] == pytest.approx(NODE_STORE_MB / 1024, abs=0.01)
+        assert node["object_store_over_config"] is True  # 0.5 GB > hardware.object_store_gb 0.25
+    logs = job_logs(head, tiny_phase_job["job_id"])
+    assert re.search(rf"backtest: 2/2 ticker done \((AAA|BBB) on node {worker}\)", logs)
+    assert f"stage search ran on node {worker}: trial " in logs
+    assert "is above hardware.object_store_gb = 0.25 GB" in logs
+    summary = (out / "artifacts" / "reports" / run_id / "summary.md").read_text()
+    assert "Peak memory per node (2 nodes" in summary and f"{worker} " in summary
+    row = load_state(out / "SCALING_TRACKER.md")["latest"]["1"]
+    assert set(row["node_peak_gb"]) == {worker, driver} and "on 2 nodes" in row["notes"]
+    # The worker node rebuilt the sample file in the run's scratch for the search; removed.
+    assert res["nodes"][worker]["scratch_removed_mb"] > 0
+    assert f"removed the run's node scratch: node {worker}" in logs
+    assert node_scratch_left(worker_node) == []
+
+
+@pytest.mark.cluster
+def test_a_job_wide_memory_limit_stops_the_run_cleanly(head, worker_node, tmp_path):
+    """`hardware.job_memory_limit_gb` below what the two nodes hold together stops the run at
+    its first safe point: verdict "stop", every node in the report, nothing left behind."""
+    run_id = "capped-" + secrets.token_hex(3)
+    proc = submit(
+        head,
+        "1",
+        *TINY,
+        "--set", f"data.dir={tmp_path / 'data'}",
+        "--set", "hardware.job_memory_limit_gb=0.5",
+        "--run-id", run_id,
+        options=["--results", str(tmp_path)],
+    )  # fmt: skip
+    assert proc.returncode == 1, proc.stdout[-3000:]  # the job ended with the phase's exit 3
+    report = tmp_path / "artifacts" / "reports" / run_id
+    assert json.loads((report / "status.json").read_text())["status"] == "STOPPED"
+    m = json.loads((report / "metrics.json").read_text())
+    assert m["decision"]["verdict"] == "stop"
+    stopped = m["stopped"]
+    assert stopped["cause"] == "memory_limit" and stopped["scope"] == "job"
+    assert stopped["stage"] == "data" and stopped["memory_gb"] > 0.5
+    assert "hardware.job_memory_limit_gb = 0.5 GB" in stopped["reason"]
+    nodes = m["resources"]["nodes"]
+    assert len(nodes) == 2 and all(n["peak_gb"] > 0 for n in nodes.values())
+    assert worker_node.node_id[:8] in stopped["reason"]  # the reason lists every node's figure
+    assert not (tmp_path / "artifacts" / "models" / run_id).exists()
+    row = load_state(tmp_path / "SCALING_TRACKER.md")["latest"]["1"]
+    assert row["run_id"] == run_id and "verdict: stop" in row["notes"]
+    assert node_scratch_left(worker_node) == []
 
 
 @pytest.fixture(scope="module")

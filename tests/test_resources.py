@@ -16,6 +16,7 @@ import pytest
 from tests.conftest import tiny_overrides
 from vpt_ray import tracker
 from vpt_ray.config import load_config
+from vpt_ray.node_memory import node_scratch
 from vpt_ray.phase import run_phase
 from vpt_ray.resources import (
     GB,
@@ -76,8 +77,14 @@ def test_ray_oom_in_a_stage_becomes_the_same_clean_stop(ray_session, workspace, 
         return ray_session.get(killed.remote())
 
     monkeypatch.setattr(stages, "backtest", backtest_killed_by_ray)
+    # What a task of the run left in the run's scratch on its node (a rebuilt sample file): the
+    # end of a run that did not finish removes it too.
+    leftover = node_scratch() / "vpt-samples-leftover" / "X.f32"
+    leftover.parent.mkdir(parents=True)
+    leftover.write_bytes(b"\0" * 4096)
     cfg = load_config(1, overrides=tiny_overrides(workspace))
     m = run_phase(cfg, run_id="rayoom")
+    assert not node_scratch().exists() and not node_scratch().parent.exists()
     assert m["decision"]["verdict"] == "stop" and m["stopped"]["cause"] == "ray_oom"
     assert m["stopped"]["stage"] == "backtest"
     assert "OutOfMemoryError" in m["decision"]["reasons"][0]

@@ -106,14 +106,23 @@ def test_fold_matrix_from_the_file_is_the_in_memory_one(built, monkeypatch):
 
 def test_a_worker_without_the_driver_disk_rebuilds_the_same_file(built, tmp_path, monkeypatch):
     *_, m, _ = built
-    monkeypatch.setattr(samples.tempfile, "gettempdir", lambda: str(tmp_path))
+    monkeypatch.setattr(samples, "scratch_root", lambda: tmp_path)  # the node's run scratch
     moved = pickle.loads(pickle.dumps(m.samples))  # what a trial receives
     elsewhere = SampleFile(tmp_path / "not-on-this-node", moved.rows, moved.rule)
     local = elsewhere.local()
     assert local.dir.parent == tmp_path and local.dir != m.samples.dir
     for name in ("X.f32", "y.bin", "fwd_ret.bin", "pos.bin"):
         assert (local.dir / name).read_bytes() == (m.samples.dir / name).read_bytes()
-    assert m.samples.local() is m.samples  # on the driver's node: the file itself
+    assert m.samples.local() is m.samples  # written on this node: the file itself
+    # A complete file that another node wrote (visible here: one machine, a shared mount) is
+    # not read across: this node uses its own copy.
+    meta = m.samples.dir / "meta.json"
+    original = meta.read_text()
+    meta.write_text(original.replace(samples.current_node(), "another-node"))
+    try:
+        assert m.samples.local().dir == local.dir
+    finally:
+        meta.write_text(original)
 
 
 def test_an_interrupted_write_never_looks_complete(built, tmp_path, monkeypatch):

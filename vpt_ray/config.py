@@ -359,7 +359,8 @@ class HardwareConfig(_Section):
     memory_gb: float = Field(32, gt=0)
     object_store_gb: float = Field(4, gt=0)
     memory_warn_gb: float = Field(28, gt=0)
-    memory_limit_gb: float = Field(32, gt=0)
+    memory_limit_gb: float = Field(32, gt=0)  # per node
+    job_memory_limit_gb: float | None = Field(None, gt=0)  # the job's total over all nodes
     sample_interval_s: float = Field(0.5, gt=0)
     ray_address: str | None = None
     max_hours: float = Field(4.0, gt=0)

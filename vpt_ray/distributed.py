@@ -42,6 +42,7 @@ from ray.train.xgboost import XGBoostTrainer
 from vpt_ray import storage
 from vpt_ray.config import Config
 from vpt_ray.features import complete_rows
+from vpt_ray.node_memory import node_scratch
 from vpt_ray.resources import (
     GB,
     MB,
@@ -150,7 +151,9 @@ def final_fit_worker(config: dict) -> None:
         for b in shard.iter_batches(batch_size=None, batch_format="numpy"):
             yield b["X"], b["y"]
 
-    with tempfile.TemporaryDirectory(prefix="vpt-final-fit-") as spill:
+    scratch = node_scratch()  # removed on every node when the run ends, even after a kill
+    scratch.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="vpt-final-fit-", dir=scratch) as spill:
         it = SpilledBatches(blocks, config["names"], Path(spill))  # one Ray Data epoch
         dtrain = xgb.QuantileDMatrix(it, max_bin=config["max_bin"], nthread=config["nthread"])
     local = np.array([dtrain.num_row()], dtype=np.float64)

@@ -1153,8 +1153,13 @@ def _resources_text(run: RunFiles) -> str:
     hw = run.config.get("hardware", {})
     warn, limit = hw.get("memory_warn_gb", "n/a"), hw.get("memory_limit_gb", "n/a")
     text = (
-        f"<p>Peak memory {_fmt(res.get('peak_memory_gb'), digits=2)} GB (driver + every Ray "
-        f"process it started, proportional set size) against warn "
+        f"<p>Peak memory {_fmt(res.get('peak_memory_gb'), digits=2)} GB ("
+        + (
+            "this job's Ray processes on every node"
+            if res.get("measured") == "per node"
+            else "driver + every Ray process it started"
+        )
+        + ", proportional set size) against warn "
         f"{warn} GB and stop {limit} GB; wall "
         f"time {_fmt(res.get('wall_seconds'), digits=1)} s. "
         f"Ray: {html.escape(str(ray_info.get('mode')))}"
@@ -1166,7 +1171,33 @@ def _resources_text(run: RunFiles) -> str:
         text += "; clamped to this machine: " + html.escape("; ".join(ray_info["clamped"]))
     text += ".</p>"
     secs = {"seconds": lambda v: _fmt(v, digits=1)}
-    return text + (html_table(stages, secs) if len(stages) else "")
+    return text + (html_table(stages, secs) if len(stages) else "") + _nodes_table(res)
+
+
+def _nodes_table(res: dict) -> str:
+    """A cluster run's memory node by node: peak, object store, and what ran there."""
+    nodes = res.get("nodes") or {}
+    if res.get("measured") != "per node" or not nodes:
+        return ""
+    ran = res.get("placement") or {}
+    rows = [
+        {
+            "node": name + (" (driver)" if n.get("driver") else ""),
+            "peak GB": n.get("peak_gb"),
+            "object store peak / size GB": f"{_fmt(n.get('object_store_peak_gb'), digits=2)} / "
+            f"{_fmt(n.get('object_store_gb'), digits=2)}",
+            "ran": "; ".join(
+                f"{stage}: {len(where[name])}" for stage, where in ran.items() if name in where
+            ),
+        }
+        for name, n in nodes.items()
+    ]
+    return (
+        f"<p>Memory per node ({len(nodes)} nodes; the run's total peaked at "
+        f"{_fmt(res.get('peak_memory_gb'), digits=2)} GB): hardware.memory_limit_gb holds per "
+        "node, hardware.job_memory_limit_gb for the total.</p>"
+        + html_table(pd.DataFrame(rows), {"peak GB": lambda v: _fmt(v, digits=2)})
+    )
 
 
 def _provenance(run: RunFiles) -> str:

@@ -11,7 +11,7 @@ import logging
 
 from vpt_ray import tracker
 from vpt_ray.config import Config
-from vpt_ray.report import SYNTHETIC_BANNER, json_safe
+from vpt_ray.report import SYNTHETIC_BANNER, json_safe, node_memory_line
 from vpt_ray.resources import MemoryLimitExceeded, MemorySampler, is_ray_oom, ray_oom_stop
 from vpt_ray.run import RunContext, git_commit, write_json_atomic, write_text_atomic
 
@@ -56,7 +56,10 @@ def write_stopped(
             "cause": stop.cause,
             "reason": str(stop),
             "memory_gb": stop.used_gb,
+            "scope": stop.scope,  # "node": hardware.memory_limit_gb; "job": the total's limit
+            "node": stop.node,
             "memory_limit_gb": cfg.hardware.memory_limit_gb,
+            "job_memory_limit_gb": cfg.hardware.job_memory_limit_gb,
             "memory_warn_gb": cfg.hardware.memory_warn_gb,
         },
         "data": {
@@ -68,7 +71,8 @@ def write_stopped(
         },
         "cv": {"sample_days": cfg.cv.sample_days},
         "resources": {
-            "peak_memory_gb": round(sampler.peak_gb, 3),
+            **sampler.resources(),  # peak in total (all nodes) and per node, placement
+            "stage_peak_gb": dict(sampler.stage_peaks),
             "wall_seconds": ctx.wall_seconds(),
             "stages": dict(ctx.stages),
             "ray": state["ray"],
@@ -91,14 +95,17 @@ def write_stopped(
         f"{dict(ctx.stages)}",
         f"- Peak memory (driver + Ray processes) {sampler.peak_gb:.2f} GB; "
         f"hardware.memory_warn_gb {cfg.hardware.memory_warn_gb:g}, "
-        f"hardware.memory_limit_gb {cfg.hardware.memory_limit_gb:g}",
+        f"hardware.memory_limit_gb {cfg.hardware.memory_limit_gb:g} per node, "
+        f"hardware.job_memory_limit_gb {cfg.hardware.job_memory_limit_gb or 'none'}",
+        *filter(None, [node_memory_line(metrics["resources"])]),
         "- No model was published; the feature store and search, if they finished, are in the "
         "resume cache and a rerun starts from them.",
         "",
     ]
     write_text_atomic(ctx.report_dir / "summary.md", "\n".join(lines))
     notes = ["SYNTHETIC data"] if synthetic else []
-    notes += ["verdict: stop", f"STOPPED in {stage}: {stop}"]
+    notes += ["verdict: stop", tracker.memory_note(metrics["resources"])]
+    notes += [f"STOPPED in {stage}: {stop}"]
     row = {
         "phase": cfg.phase,
         "run_id": ctx.run_id,
@@ -108,6 +115,7 @@ def write_stopped(
             ("cv_accuracy", "cv_auc", "cv_log_loss", "accuracy", "total_return", "sharpe"), None
         ),
         **dict.fromkeys(("max_drawdown", "win_rate"), None),
+        **tracker.memory_fields(metrics["resources"]),
         "notes": "; ".join(notes).replace("|", "/"),
     }
     tracker.update(ctx.tracker_path, row)

@@ -7,9 +7,10 @@ data -> features -> purged CV -> search (Ray Tune) -> final model [-> ensemble] 
 Two things wrap the stages. Resume: the feature store and the search come from the
 content-addressed cache when a previous run (any run id) already computed them (`vpt_ray.resume`;
 `--force` recomputes). The memory stop: every stage boundary, fan-out progress loop and the Tune
-search is a safe point where a crossed `hardware.memory_limit_gb` (or a Ray OOM kill) ends the run
-cleanly: status STOPPED, metrics.json and summary.md with verdict "stop" and the reason, a tracker
-row saying so, and no published model.
+search is a safe point where a crossed `hardware.memory_limit_gb` on any node, or
+`hardware.job_memory_limit_gb` over all of them (or a Ray OOM kill), ends the run cleanly: status
+STOPPED, metrics.json and summary.md with verdict "stop" and the reason, a tracker row saying so,
+and no published model. When the sampler ends, so does the run's scratch on every node.
 
 Interrupts: SIGINT / SIGTERM at any stage (inside Tune too, `vpt_ray.interrupt`) end the run as
 INTERRUPTED: no model, report or tracker row, nothing partial cached; the CLI exits 130 / 143.
@@ -83,7 +84,7 @@ def _run(
     ctx.mark("RUNNING")
     ctx.snapshot_config()
     hw = cfg.hardware
-    sampler = MemorySampler(hw.sample_interval_s, hw.memory_warn_gb, hw.memory_limit_gb)
+    sampler = MemorySampler.for_hardware(hw)
     cache = resume.cache_dir(cfg, ctx.root)
     state: dict = {"stage": "start", "ray": {}, "data": None}
 
@@ -94,11 +95,14 @@ def _run(
         sampler.check(f"the start of stage {name}")
         with ctx.stage(name):
             yield
+        if where := sampler.placement_text(name):
+            log.info("stage %s ran on %s", name, where)
 
     try:
         with sampler:
             ray_info = state["ray"] = init_ray(hw)
             interrupt.install()  # ray.init replaced SIGTERM's handler with its own sys.exit
+            sampler.attach()  # from now on: every node of the cluster
             with step("data"):
                 data = state["data"] = stages.stage_bars(stages.load_data(cfg), cache)
             with step("features"):
@@ -193,6 +197,7 @@ def _run(
     finally:  # the sample file is scratch: the features again, time-sorted (vpt_ray.samples)
         with contextlib.suppress(OSError):
             remove_owned(ctx.work_dir / "samples", ctx.work_dir)
+        ctx.remove_temp_scratch()  # gs:// outputs: the local mirror, once uploaded
     stages.print_summary(metrics)  # its last line: where report.html is
     return metrics
 

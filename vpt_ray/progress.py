@@ -2,10 +2,11 @@
 
 On a terminal a tqdm bar redraws in place, and log lines from any thread are written above it
 (`console.bar_owns_terminal`), never through it; elsewhere (CI, `ray job logs`) one plain log line
-per finished item is written instead, so logs hold no redraw garbage. The loop is also a safe
-point of the memory stop: every second it checks the run's memory flag, and on any exception (the
-stop, a failed task) it cancels the tasks still pending so none keeps running after the caller
-gave up.
+per finished item is written instead, so logs hold no redraw garbage. A result that says where it
+ran (a dict with a "node" key, `node_memory.node_label()`) names its node in the line and in the
+run's placement record (`resources.note_node`). The loop is also a safe point of the memory stop:
+every second it checks the run's memory flag, and on any exception (the stop, a failed task) it
+cancels the tasks still pending so none keeps running after the caller gave up.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import ray
 from tqdm import tqdm
 
 from vpt_ray.console import bar_owns_terminal
-from vpt_ray.resources import check_memory
+from vpt_ray.resources import check_memory, note_node
 
 log = logging.getLogger(__name__)
 CHECK_EVERY_S = 1.0
@@ -43,16 +44,19 @@ def track(refs: dict[ray.ObjectRef, str], stage: str, unit: str = "task") -> Ite
                 result = ray.get(ref)
                 done += 1
                 bar.update(1)
+                node = result.get("node") if isinstance(result, dict) else None
+                note_node(refs[ref], node)
                 if not interactive:
                     elapsed = time.monotonic() - t0
                     eta = elapsed / done * (total - done)
                     log.info(
-                        "%s: %d/%d %s done (%s), %.0fs elapsed, ETA %.0fs",
+                        "%s: %d/%d %s done (%s%s), %.0fs elapsed, ETA %.0fs",
                         stage,
                         done,
                         total,
                         unit,
                         refs[ref],
+                        f" on node {node}" if node else "",
                         elapsed,
                         eta,
                     )

@@ -86,6 +86,25 @@ def num(v: float | None, d: int = 4) -> str:
     return "n/a" if v is None or v != v else f"{v:.{d}f}"
 
 
+def node_memory_line(res: dict) -> str | None:
+    """summary.md's per-node memory of a run measured node by node (on a cluster): each node's
+    peak and its object store's peak use, the driver's node marked; None for a local run."""
+    nodes = res.get("nodes") or {}
+    if res.get("measured") != "per node" or not nodes:
+        return None
+    parts = []
+    for name, n in nodes.items():
+        store = n.get("object_store_peak_gb")
+        parts.append(
+            f"{name}{' (driver)' if n.get('driver') else ''} {n['peak_gb']:.2f} GB"
+            + (f" (object store {store:.2f} GB)" if store else "")
+        )
+    return (
+        f"- Peak memory per node ({len(nodes)} nodes; all together {res['peak_memory_gb']:.2f} "
+        f"GB): {'; '.join(parts)}"
+    )
+
+
 def summary_markdown(m: dict) -> str:
     from vpt_ray.oracle import summary_line as oracle_summary_line  # imports Ray
     from vpt_ray.search import summary_line as search_line
@@ -136,6 +155,7 @@ def summary_markdown(m: dict) -> str:
         *filter(None, [oracle_summary_line(m)]),
         f"- Resources: peak memory {res['peak_memory_gb']:.2f} GB, "
         f"wall {res['wall_seconds']:.0f} s; stages {res['stages']}",
+        *filter(None, [node_memory_line(res)]),
         *_ensemble_lines(m.get("ensemble")),
         *([f"- {m['optimized_from']['summary']}"] if m.get("optimized_from") else []),
         "",

@@ -126,6 +126,8 @@ class RunContext:
     _scratch: Path | None = field(default=None, repr=False)
     kind: str = "phase"  # "phase" or "backtest" (a saved model re-tested): MLflow's vpt.kind tag
     _mlflow: object | None = field(default=None, repr=False)  # tracking.MlflowRun when enabled
+    _temp_scratch: bool = field(default=False, repr=False)  # made by mkdtemp: the run removes it
+    _synced: bool = field(default=False, repr=False)  # the last mark uploaded everything
     _status: dict = field(default_factory=dict, repr=False)
     _beat: threading.Event | None = field(default=None, repr=False)
     _status_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
@@ -154,7 +156,17 @@ class RunContext:
                 self._scratch = self.root / self.cfg.paths.scratch
             else:
                 self._scratch = Path(tempfile.mkdtemp(prefix=f"vpt-ray-{self.run_id}-"))
+                self._temp_scratch = True
         return self._scratch
+
+    def remove_temp_scratch(self) -> None:
+        """Delete the temp dir `scratch` made (never `paths.scratch`), once the last mark
+        uploaded its files: the bucket holds them; a failed upload keeps the local copy."""
+        if self._temp_scratch and self._synced and self._scratch is not None:
+            shutil.rmtree(self._scratch, ignore_errors=True)
+            log.info(
+                "removed the run's local scratch %s (its files are in the bucket)", self._scratch
+            )
 
     @property
     def local_artifacts(self) -> Path:
@@ -288,8 +300,10 @@ class RunContext:
             self._start_heartbeat()
         elif self._beat is not None:
             self._beat.set()
+        self._synced = False
         try:
             self.upload()
+            self._synced = True
         except Exception:
             if status in ("RUNNING", "FINISHED"):
                 raise

@@ -13,8 +13,9 @@ can reclaim, holds the file.
 
 The file is written month by month across the tickers (one row group of each store file at a
 time), so the driver never holds more than a month of features either. A worker on another node
-of a cluster, where the driver's disk is not mounted, rebuilds the same file from the feature
-store into its own temp dir (`SampleFile.local`): same rule, same bytes.
+of a cluster (the file records the node that wrote it) rebuilds the same file from the feature
+store into the run's scratch on its node (`SampleFile.local`, `node_memory.node_scratch`): same
+rule, same bytes; the run removes that scratch on every node when it ends.
 """
 
 from __future__ import annotations
@@ -30,10 +31,12 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import ray
 import xgboost as xgb
 
 from vpt_ray import storage
 from vpt_ray.features import complete_rows
+from vpt_ray.node_memory import node_scratch
 
 INDEX = ("pos", "label_end", "y", "fwd_ret", "ticker")  # per-sample columns kept on the driver
 CHUNK_ROWS = 65_536  # rows per DataIter batch: ~9 MB of float32 at 36 features
@@ -146,19 +149,27 @@ class SampleFile:
     def n_features(self) -> int:
         return len(self.rule.names)
 
-    def _complete(self) -> bool:
+    def _meta(self) -> dict:
         meta = self.dir / "meta.json"
-        return meta.exists() and json.loads(meta.read_text()).get("rows") == self.rows
+        return json.loads(meta.read_text()) if meta.exists() else {}
+
+    def _complete(self) -> bool:
+        return self._meta().get("rows") == self.rows
+
+    def _here(self) -> bool:
+        """Complete and written on this node (a path of another node's disk may exist here
+        too, on one machine or a shared mount: the node it was written on decides)."""
+        meta = self._meta()
+        return meta.get("rows") == self.rows and meta.get("node", "") in ("", current_node())
 
     def local(self) -> SampleFile:
-        """This file if it is on this node's disk, else the same samples rebuilt from the
-        feature store under this node's temp dir (once per node: the name is the rule's key)."""
-        if self._complete():
+        """This file if it was written on this node, else the same samples rebuilt from the
+        feature store into the run's scratch on this node (once per node and run: the name is
+        the rule's key)."""
+        if self._here():
             return self
-        other = dataclasses.replace(
-            self, dir=Path(tempfile.gettempdir()) / f"vpt-samples-{self.rule.key()}"
-        )
-        if not other._complete():
+        other = dataclasses.replace(self, dir=scratch_root() / f"vpt-samples-{self.rule.key()}")
+        if not other._here():
             written = write_samples(self.rule, other.dir)[1]
             if written.rows != self.rows:
                 raise RuntimeError(
@@ -176,6 +187,17 @@ class SampleFile:
     def column(self, name: str) -> np.ndarray:
         """A per-sample column of the file (`COLUMNS`: label, forward return, position)."""
         return np.fromfile(self.dir / f"{name}.bin", COLUMNS[name])
+
+
+def current_node() -> str:
+    """Ray's id of this process's node; "" outside Ray."""
+    return ray.get_runtime_context().get_node_id() if ray.is_initialized() else ""
+
+
+def scratch_root() -> Path:
+    """Where a node keeps its copy: the run's node scratch (`node_memory.node_scratch`, removed
+    when the run ends on every node), or the temp dir outside Ray."""
+    return node_scratch() if ray.is_initialized() else Path(tempfile.gettempdir())
 
 
 def write_samples(rule: SampleRule, out_dir: Path) -> tuple[dict[str, np.ndarray], SampleFile]:
@@ -203,7 +225,7 @@ def write_samples(rule: SampleRule, out_dir: Path) -> tuple[dict[str, np.ndarray
         for k, v in index.items()
     }
     rows = len(joined["y"])
-    meta = {"rows": rows, "features": list(rule.names), "key": rule.key()}
+    meta = {"rows": rows, "features": list(rule.names), "key": rule.key(), "node": current_node()}
     meta_tmp = out_dir / f".meta.{os.getpid()}.tmp"
     meta_tmp.write_text(json.dumps(meta))
     meta_tmp.replace(out_dir / "meta.json")

@@ -55,6 +55,7 @@ from vpt_ray.config import SEARCH_PARAMS, Config, SearchSpace
 from vpt_ray.console import library_output_to_log, tune_loggers
 from vpt_ray.cv import EarlyStopFold, early_stopping_folds
 from vpt_ray.metrics import VAL_LOG_LOSS, classification
+from vpt_ray.node_memory import node_label
 from vpt_ray.resources import (
     MB,
     check_memory,
@@ -318,6 +319,7 @@ def _trainable(
     result = summarize_folds(per_fold, daily)
     result[FOLDS_DONE] = len(per_fold)
     result["cpu_time_s"] = time.process_time() - cpu0
+    result["node"] = node_label()  # the progress line and the run's placement name it
     # Tune's loggers take scalars only: the per-fold and per-day detail travel as JSON strings.
     result["folds"] = json.dumps(result["folds"])
     result["val_daily"] = json.dumps(result["val_daily"])

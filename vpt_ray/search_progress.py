@@ -15,6 +15,8 @@ import time
 
 from ray.tune import Callback
 
+from vpt_ray.resources import note_node
+
 log = logging.getLogger(__name__)
 
 
@@ -89,6 +91,8 @@ class SearchProgress(Callback):
                 self.eta(elapsed),
             )
             return
+        node = result.get("node")
+        note_node(f"trial {trial.trial_id}", node)
         this = "n/a"
         if isinstance(value, int | float) and math.isfinite(value):
             this = f"{value:.5f}"
@@ -99,9 +103,10 @@ class SearchProgress(Callback):
                 self.best, self.best_trial = float(value), trial.trial_id
         best = "n/a" if self.best is None else f"{self.best:.5f} (trial {self.best_trial})"
         log.info(
-            "search: %d/%d trials done, %s %s, best %s, %.0fs elapsed, ETA %.0fs",
+            "search: %d/%d trials done%s, %s %s, best %s, %.0fs elapsed, ETA %.0fs",
             self.done + self.failed,
             self.total,
+            f" (trial {trial.trial_id} on node {node})" if node else "",
             self.metric,
             this,
             best,

@@ -40,9 +40,10 @@ from vpt_ray.features import clock_info, clock_slots, session_of
 from vpt_ray.honesty import overfitting_section
 from vpt_ray.html_report import write_html_report
 from vpt_ray.metrics import classification
+from vpt_ray.node_memory import node_label
 from vpt_ray.oracle import oracle_section
 from vpt_ray.report import concentration_line, num, pct, write_report
-from vpt_ray.resources import MemorySampler, release_freed_memory
+from vpt_ray.resources import MemorySampler, note_node, release_freed_memory
 from vpt_ray.resume import file_digest
 from vpt_ray.resume import stage_bars as stage_ticker_bars
 from vpt_ray.run import RunContext, git_commit, package_versions
@@ -332,6 +333,7 @@ def train_final(
     else:
         nthread = int(ray_info["num_cpus"])
         booster = fit_final(cfg, rows, result.best_params, rounds, nthread, ctx.work_dir)
+        note_node("final fit (driver)", node_label())
         release_freed_memory()  # the quantized matrix is gone; the backtest comes next
     meta = {
         "run_id": ctx.run_id,
@@ -501,7 +503,6 @@ def assemble_metrics(
     """metrics.json: the keys other tools read (see the README) plus provenance."""
     best = result.best
     folds_detail = best["folds"]
-    peak = round(sampler.peak_gb, 3)
     previous = tracker.previous_phase_row(ctx.tracker_path, cfg.phase)
     se = standard_errors(cfg, best, bt["oos"])
     overfit = overfitting_section(
@@ -515,7 +516,7 @@ def assemble_metrics(
         oos_accuracy=bt["oos"]["accuracy"],
         sharpe=bt["stats"]["sharpe"],
         train_val_gap=best["train_val_gap"],
-        peak_memory_gb=peak,
+        peak_memory_gb=round(sampler.peak_node_gb, 3),  # hardware.memory_limit_gb is per node
         dsr=overfit["dsr"],
         previous=previous,
         oos_accuracy_se=se["oos_accuracy_se"],
@@ -594,7 +595,7 @@ def assemble_metrics(
         # synthetic runs: the known-truth ruler, on the tickers backtested
         "oracle": oracle_section(cfg, bt["data"], bt["store"], bt),
         "resources": {
-            "peak_memory_gb": peak,
+            **sampler.resources(),  # peak in total (all nodes) and per node, placement
             "stage_peak_gb": dict(sampler.stage_peaks),  # which stage the peak belongs to
             "wall_seconds": ctx.wall_seconds(),
             "stages": dict(ctx.stages),

@@ -36,10 +36,12 @@ from vpt_ray.data.chain import TickerData
 from vpt_ray.data.local import read_bars
 from vpt_ray.data.resample import resample_bars
 from vpt_ray.features import build_features, complete_rows, feature_names
+from vpt_ray.node_memory import node_label
 from vpt_ray.resources import (
     WORKER_BASELINE_BYTES,
     check_memory,
     clamp_task_memory,
+    note_node,
     ray_data_limits,
     release_freed_memory,
 )
@@ -138,9 +140,7 @@ def ticker_features(cfg: Config, td: TickerData, out_path: storage.Location) -> 
         },
         "synthetic": td.synthetic,
         # the price level the search's after-cost validation returns charge commissions at
-        "median_close": float(np.median(bars["close"].to_numpy()[train]))
-        if train.any()
-        else None,
+        "median_close": float(np.median(bars["close"].to_numpy()[train])) if train.any() else None,
     }
 
 
@@ -159,7 +159,7 @@ def _features_row(
         return {"ticker": t, "summary": b"", "error": remote_error.capture(exc)}
     finally:
         release_freed_memory()  # the worker maps the next ticker: give back this one's frames
-    return {"ticker": t, "summary": pickle.dumps(summary), "error": b""}
+    return {"ticker": t, "summary": pickle.dumps(summary), "error": b"", "node": node_label()}
 
 
 def build_store(
@@ -204,11 +204,13 @@ def build_store(
         summary = pickle.loads(row["summary"])
         out[summary["ticker"]] = summary
         check_memory("the features fan-out")  # raises MemoryLimitExceeded: a clean stop
+        note_node(summary["ticker"], row["node"])
         log.info(
-            "features: %d/%d tickers done (%s), %.0fs elapsed",
+            "features: %d/%d tickers done (%s on node %s), %.0fs elapsed",
             len(out),
             len(tickers),
             summary["ticker"],
+            row["node"],
             time.monotonic() - t0,
         )
     return dict(sorted(out.items()))

@@ -96,6 +96,7 @@ def row_from_metrics(metrics: dict) -> dict:
             f"top ticker {conc['top_ticker']} {conc['top_ticker_share']:.0%} of PnL, "
             f"{conc['tickers_profitable_share']:.0%} of tickers profitable"
         )
+    notes.append(memory_note(metrics.get("resources", {})))
     reasons = (metrics.get("decision") or {}).get("reasons") or []
     return {
         "phase": metrics["phase"],
@@ -119,6 +120,7 @@ def row_from_metrics(metrics: dict) -> dict:
         "max_drawdown_daily": bt.get("max_drawdown_daily"),
         "top_ticker_share": conc.get("top_ticker_share"),
         "win_rate": bt["win_rate"],
+        **memory_fields(metrics.get("resources", {})),
         "notes": "; ".join(notes + reasons[:1]),
     }
 
@@ -126,6 +128,27 @@ def row_from_metrics(metrics: dict) -> dict:
 def _finite(v: object) -> float | None:
     """A float for the state's JSON, None when missing or not finite (no NaN in the file)."""
     return float(v) if isinstance(v, int | float) and math.isfinite(v) else None
+
+
+def memory_fields(res: dict) -> dict:
+    """The row's memory: peak of the run in total (every node) and per node, GB."""
+    nodes = res.get("nodes") or {}
+    return {
+        "peak_memory_gb": res.get("peak_memory_gb"),
+        "node_peak_gb": {n: v.get("peak_gb") for n, v in nodes.items()},
+    }
+
+
+def memory_note(res: dict) -> str:
+    """`peak memory 1.84 GB` (a local run) or `peak memory 2.10 GB on 2 nodes (a1b2c3d4 0.71,
+    e5f6a7b8 1.39)`: the notes' memory figures."""
+    total = res.get("peak_memory_gb")
+    text = f"peak memory {_fmt(total, digits=2)} GB"
+    nodes = res.get("nodes") or {}
+    if res.get("measured") == "per node" and nodes:
+        each = ", ".join(f"{n} {_fmt(v.get('peak_gb'), digits=2)}" for n, v in nodes.items())
+        text += f" on {len(nodes)} nodes ({each})"
+    return text
 
 
 def previous_phase_row(path: Location, phase: int) -> dict | None:

@@ -167,11 +167,12 @@ def run(
         f"backtest of model run {meta['run_id']} ({model_dir}), on {start}..{end}\n"
         "the model's config with the data window moved to the features' warm-up"
     )
-    hw = cfg.hardware
-    sampler = MemorySampler(hw.sample_interval_s, hw.memory_warn_gb, hw.memory_limit_gb)
+    sampler = MemorySampler.for_hardware(cfg.hardware)
     try:
         with sampler:
-            ray_info = init_ray(hw)
+            ray_info = init_ray(cfg.hardware)
+            interrupt.install()  # ray.init replaced SIGTERM's handler with its own sys.exit
+            sampler.attach()  # from now on: every node of the cluster
             with ctx.stage("data"):
                 data = stages.load_data(cfg)
             with ctx.stage("features"):
@@ -244,7 +245,7 @@ def backtest_metrics(cfg, ctx, meta: dict, model_dir: str, data, store, bt, samp
         "benchmark": bt["benchmark_stats"],
         "backtest_bars": bt["bars_paths"],
         "resources": {
-            "peak_memory_gb": round(sampler.peak_gb, 3),
+            **sampler.resources(),  # peak in total (all nodes) and per node, placement
             "stage_peak_gb": dict(sampler.stage_peaks),
             "wall_seconds": ctx.wall_seconds(),
             "stages": dict(ctx.stages),
@@ -298,7 +299,8 @@ def main(argv: list[str] | None = None) -> int:
     overrides = overrides_of(args)
     try:
         model_dir = args.model_dir or latest_model(args.latest_phase, args.overrides)
-        run(model_dir, args.start_date, args.end_date, overrides)
+        with interrupt.handle_signals():  # SIGINT / SIGTERM: INTERRUPTED, exit 130 / 143
+            run(model_dir, args.start_date, args.end_date, overrides)
     except BaseException as exc:  # noqa: BLE001 - translated to an exit code
         if (code := user_error_exit(exc)) is not None:
             return code

@@ -26,6 +26,7 @@ from vpt_ray.backtest.tearsheet import daily_closes
 from vpt_ray.config import Config
 from vpt_ray.data.local import read_bars
 from vpt_ray.data.resample import resample_bars
+from vpt_ray.node_memory import node_label
 from vpt_ray.progress import track
 from vpt_ray.resources import clamp_task_memory, release_freed_memory
 from vpt_ray.store import read_ticker_window, window_task_memory
@@ -95,7 +96,7 @@ def _backtest_task(cfg, model_raw, bars_path, features_path, names, start, end, 
         booster = model_raw
         booster.set_nthread(1)
     out = backtest_ticker(cfg, booster, bars_path, features_path, names, start, end)
-    out["ticker"] = ticker
+    out["ticker"], out["node"] = ticker, node_label()  # the progress line names the node
     release_freed_memory()  # the worker lives on: give back this ticker's bars and features
     return out
 

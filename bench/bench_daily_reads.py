@@ -22,11 +22,11 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from vpt_ray.config import load_config
+from vpt_ray.core.config import load_config
 from vpt_ray.data.importer import conform, convert
-from vpt_ray.features import build_features, feature_names
-from vpt_ray.samples import SampleRule, calendar_months
-from vpt_ray.store import parquet_by_month
+from vpt_ray.features.causal import build_features, feature_names
+from vpt_ray.features.samples import SampleRule, calendar_months
+from vpt_ray.features.store import parquet_by_month
 
 
 class MonthlyRule(SampleRule):

@@ -25,9 +25,9 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from vpt_ray.bars import validate_bars
-from vpt_ray.config import load_config
+from vpt_ray.core.config import load_config
 from vpt_ray.data import local
+from vpt_ray.data.bars import validate_bars
 from vpt_ray.data.chain import synthetic_params
 from vpt_ray.data.synthetic import generate_ticker
 

@@ -25,8 +25,8 @@ REPO = Path(__file__).resolve().parent.parent
 POLYGON = """
 import os, sys, time
 os.environ["POLYGON_API_KEY"] = "pk-bench-offline"
-from vpt_ray.config import load_config
-from vpt_ray import stages
+from vpt_ray.core.config import load_config
+from vpt_ray.pipeline import stages
 cfg = load_config(1, overrides=["data.tickers=[AAA,BBB,CCC,DDD]", "data.start=2024-01-02",
     "data.end=2024-01-12", "backtest.start=2024-01-17", "backtest.end=2024-01-19",
     f"data.dir={sys.argv[1]}", "data.sources=[local,polygon,synthetic]",

@@ -7,7 +7,7 @@ work as the real backtest task: read the ticker's parquet (validated, like `read
 engine (`portfolio.plan_trades`, which runs `simulate`), returning the plan. The single-process
 side loops over the tickers in the driver; the fan-out
 submits one `@ray.remote(num_cpus=1, max_retries=0)` task per ticker and consumes results as
-they finish through `vpt_ray.progress.track`, as `run_backtests` does.
+they finish through `vpt_ray.core.progress.track`, as `run_backtests` does.
 
 The synthetic bars are generated once (~0.3 s a ticker on an idle core) and cached as parquet in
 --cache; only the backtests are timed. The fan-out runs twice: "cold" (fresh workers: imports
@@ -80,7 +80,7 @@ def single_process(paths: dict[str, str], capital: float) -> tuple[float, int, i
 def fan_out(paths: dict[str, str], capital: float) -> tuple[float, int, int]:
     import ray
 
-    from vpt_ray.progress import track
+    from vpt_ray.core.progress import track
 
     task = ray.remote(num_cpus=1, max_retries=0)(one_ticker)
     t0 = time.perf_counter()

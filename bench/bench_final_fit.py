@@ -58,9 +58,9 @@ def overrides(args: argparse.Namespace) -> list[str]:
 
 
 def _features(over: list[str], ticker: str, out: str) -> dict:
-    from vpt_ray.config import load_config
+    from vpt_ray.core.config import load_config
     from vpt_ray.data.chain import ensure_synthetic
-    from vpt_ray.store import ticker_features
+    from vpt_ray.features.store import ticker_features
 
     cfg = load_config(1, overrides=over)
     td = ensure_synthetic(cfg, ticker, cfg.data.start, cfg.backtest.end)
@@ -69,7 +69,7 @@ def _features(over: list[str], ticker: str, out: str) -> dict:
 
 def build_store(args: argparse.Namespace, over: list[str]) -> dict[str, dict]:
     """The feature store, reused when the same settings built it before."""
-    from vpt_ray.config import load_config
+    from vpt_ray.core.config import load_config
 
     cfg = load_config(1, overrides=over)
     index = args.work / "store.json"
@@ -96,9 +96,9 @@ def child(args: argparse.Namespace) -> None:
     import psutil
     import pyarrow.parquet as pq
 
-    from vpt_ray.config import load_config
-    from vpt_ray.stages import make_folds
-    from vpt_ray.train import fit_final, fit_matrix, training_rows
+    from vpt_ray.core.config import load_config
+    from vpt_ray.model.train import fit_final, fit_matrix, training_rows
+    from vpt_ray.pipeline.stages import make_folds
 
     over = json.loads((args.work / "store.json").read_text())["overrides"]
     store = json.loads((args.work / "store.json").read_text())["store"]
@@ -137,9 +137,9 @@ def agreement(args: argparse.Namespace, store: dict, over: list[str]) -> dict:
     import numpy as np
     import xgboost as xgb
 
-    from vpt_ray.config import load_config
-    from vpt_ray.features import clock_slots, feature_names
-    from vpt_ray.store import load_matrix
+    from vpt_ray.core.config import load_config
+    from vpt_ray.features.causal import clock_slots, feature_names
+    from vpt_ray.features.store import load_matrix
 
     cfg = load_config(1, overrides=over)
     names = feature_names(cfg.features.windows)
@@ -172,7 +172,7 @@ def main() -> int:
     if args.child:
         child(args)
         return 0
-    from vpt_ray.resources import quantized_bytes
+    from vpt_ray.core.resources import quantized_bytes
 
     over = overrides(args)
     store = build_store(args, over)
@@ -189,7 +189,7 @@ def main() -> int:
     if res["in-memory"]["rows"] != rows:
         print(f"ROW MISMATCH: in-memory {res['in-memory']['rows']}, streaming {rows}")
         return 1
-    from vpt_ray.config import load_config
+    from vpt_ray.core.config import load_config
 
     quant = quantized_bytes(rows, feats, load_config(1, overrides=over).model.max_bin)
     print(

@@ -6,8 +6,8 @@ the verdict next to what the previous rules would have said on the same run's fi
     .venv/bin/python bench/bench_known_truth.py --phase 1 --signals 1.0
     .venv/bin/python bench/bench_known_truth.py --set search.num_samples=24
 
-Every cell is a whole phase (`vpt_ray.phase.run_phase`) in its own temp workspace on one Ray
-instance. The baseline ("old rule") is the decision before issue 20, applied to this run's own
+Every cell is a whole phase (`vpt_ray.pipeline.phase.run_phase`) in its own temp workspace on one
+Ray instance. The baseline ("old rule") is the decision before issue 20, applied to this run's own
 figures: stop if PBO > decision.max_pbo (whatever the number of trials) or the train-validation
 gap > decision.max_train_val_gap; advance if OOS accuracy > 0.52, Sharpe > 1 and DSR >= 0.95.
 (Its CV figures would also have been flattered by early stopping on the validation fold: this
@@ -51,8 +51,8 @@ def old_rule(m: dict, rules: dict) -> str:
 
 
 def run_cell(phase: int, signal: float, extra: list[str]) -> dict:
-    from vpt_ray.config import load_config
-    from vpt_ray.phase import run_phase
+    from vpt_ray.core.config import load_config
+    from vpt_ray.pipeline.phase import run_phase
 
     ws = Path(tempfile.mkdtemp(prefix=f"vpt-known-truth-p{phase}-s{signal}-"))
     sets = [

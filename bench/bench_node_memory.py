@@ -6,8 +6,8 @@ Runs one tiny phase 1 in this process (2 synthetic tickers, one month, 2 trials;
 Ray with 2 CPUs, as `python -m vpt_ray.phase 1` does) while a side thread samples, at the run's
 own interval, the previous sampler's figure: the PSS of the driver and every process under it
 read with psutil's `memory_full_info` every time (the code this replaced). Printed: the run's
-peak (`metrics.json`, `vpt_ray.node_memory`) against that baseline's peak, and what one sample of
-each costs in CPU and wall time, measured back to back on the same processes after the run.
+peak (`metrics.json`, `vpt_ray.core.node_memory`) against that baseline's peak, and what one sample
+of each costs in CPU and wall time, measured back to back on the same processes after the run.
 """
 
 from __future__ import annotations
@@ -68,8 +68,8 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--set", dest="overrides", action="append", default=[], help="extra k=v")
     args = ap.parse_args()
-    from vpt_ray.config import load_config
-    from vpt_ray.phase import run_phase
+    from vpt_ray.core.config import load_config
+    from vpt_ray.pipeline.phase import run_phase
 
     print(f"load average before: {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores")
     with tempfile.TemporaryDirectory(prefix="vpt-bench-sampler-") as tmp:
@@ -100,7 +100,7 @@ def main() -> int:
 
         import ray
 
-        from vpt_ray.node_memory import ClusterMemory
+        from vpt_ray.core.node_memory import ClusterMemory
 
         cluster = ClusterMemory.connect()  # the run's own measurement, on the Ray still running
         old_cpu, old_wall = cost(lambda: old_tree_bytes(me))
@@ -109,7 +109,9 @@ def main() -> int:
         cluster.close()
         ray.shutdown()
     gb = 1024**3
-    print(f"peak memory of the run: {new_peak:.3f} GB (vpt_ray.node_memory, process tree mode)")
+    print(
+        f"peak memory of the run: {new_peak:.3f} GB (vpt_ray.core.node_memory, process tree mode)"
+    )
     print(f"previous sampler's peak, same run, same interval: {old_peak[0] / gb:.3f} GB")
     print(f"  ratio {new_peak / (old_peak[0] / gb):.3f}")
     print(f"after the run, same moment: {now_new / gb:.3f} GB vs previous {now_old / gb:.3f} GB")

@@ -5,9 +5,9 @@ and training size, as one table (see docs/oracle.md).
     .venv/bin/python bench/bench_oracle.py --quick    # tiny windows: a smoke run in a few minutes
     .venv/bin/python bench/bench_oracle.py --signals 1 2 --sizes phase1 --set search.num_samples=16
 
-Every cell is a whole phase (`vpt_ray.phase.run_phase`) in its own temp workspace, on one Ray
-instance for the whole bench. The sizes: `phase1` (5 tickers, 18 months of training) and `phase2`
-(the same 5 tickers, 3 years of training): both are tested on the same tickers and the same
+Every cell is a whole phase (`vpt_ray.pipeline.phase.run_phase`) in its own temp workspace, on one
+Ray instance for the whole bench. The sizes: `phase1` (5 tickers, 18 months of training) and
+`phase2` (the same 5 tickers, 3 years of training): both are tested on the same tickers and the same
 out-of-sample window, so their oracle figures are identical and only the model changes. Edge
 captured = (model - 0.5) / (oracle - 0.5) in accuracy and AUC, the same against log 2 in log loss,
 model Sharpe / oracle Sharpe after costs; n/a when the oracle has no edge (signal 0). The null
@@ -79,8 +79,8 @@ def quiet_console() -> None:
 
 
 def run_cell(root: Path, size: str, signal: float, quick: bool, extra: list[str]) -> dict:
-    from vpt_ray.config import load_config
-    from vpt_ray.phase import run_phase
+    from vpt_ray.core.config import load_config
+    from vpt_ray.pipeline.phase import run_phase
 
     ws = root / f"{size}-signal{signal:g}"
     ws.mkdir(parents=True)
@@ -140,8 +140,8 @@ def main() -> int:
 
     import ray
 
-    from vpt_ray.config import load_config
-    from vpt_ray.resources import init_ray
+    from vpt_ray.core.config import load_config
+    from vpt_ray.core.resources import init_ray
 
     quiet_console()
     init_ray(load_config(1).hardware)  # one Ray for every cell; run_phase joins it

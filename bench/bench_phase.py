@@ -63,10 +63,10 @@ def plain_loop(work: Path, m: dict) -> tuple[float, int, int]:
     import pandas as pd
     import yaml
 
-    from vpt_ray.config import SEARCH_PARAMS, Config
-    from vpt_ray.cv import early_stopping_folds
-    from vpt_ray.search import fit_folds
-    from vpt_ray.stages import make_folds, search_sample
+    from vpt_ray.core.config import SEARCH_PARAMS, Config
+    from vpt_ray.model.cv import early_stopping_folds
+    from vpt_ray.model.search import fit_folds
+    from vpt_ray.pipeline.stages import make_folds, search_sample
 
     cfg = Config.model_validate(
         yaml.safe_load((work / "artifacts/reports/bench/config.yaml").read_text())

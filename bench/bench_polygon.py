@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from polygon_server import PolygonServer  # noqa: E402
 from remote_fixtures import minute_bars  # noqa: E402
 
-from vpt_ray.config import load_config  # noqa: E402
+from vpt_ray.core.config import load_config  # noqa: E402
 from vpt_ray.data.polygon import Pacer, PolygonSource  # noqa: E402
 
 KEY = "bench-key"

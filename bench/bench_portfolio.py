@@ -42,7 +42,7 @@ START, END = dt.date(2024, 7, 8), dt.date(2024, 12, 31)  # phase 4's out-of-samp
 def inputs(n: int, signal: float, cache: Path) -> dict[str, pd.DataFrame]:
     """Bars plus the oracle's trade probability (`p_trade`) per ticker, cached as parquet."""
     from vpt_ray.data.synthetic import SyntheticParams, generate_ticker
-    from vpt_ray.oracle import oracle_frame
+    from vpt_ray.validation.oracle import oracle_frame
 
     params = SyntheticParams(seed=7, signal_strength=signal, missing_minute_rate=0.002)
     out, made, t0 = {}, 0, time.perf_counter()

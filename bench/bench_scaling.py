@@ -174,7 +174,7 @@ def _run_settings(work: Path, run_id: str) -> dict:
 
 
 def quantized_mb(r: dict) -> float:
-    from vpt_ray.resources import MB, quantized_bytes
+    from vpt_ray.core.resources import MB, quantized_bytes
 
     return quantized_bytes(r["samples"], r["features"], r["max_bin"] or 256) / MB
 
@@ -216,9 +216,9 @@ _TRIAL = """
 import datetime as dt, json, resource, sys, tempfile
 from pathlib import Path
 import numpy as np, psutil
-from vpt_ray.cv import PurgedWalkForward, early_stopping_folds
-from vpt_ray.samples import COLUMNS, SampleFile, SampleRule
-from vpt_ray.search import iter_folds
+from vpt_ray.model.cv import PurgedWalkForward, early_stopping_folds
+from vpt_ray.features.samples import COLUMNS, SampleFile, SampleRule
+from vpt_ray.model.search import iter_folds
 rows, features, max_bin = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
 rng = np.random.default_rng(0)
 d = Path(tempfile.mkdtemp(prefix="vpt-trial-footprint-"))
@@ -461,7 +461,7 @@ def main() -> int:
         help="print the report of an earlier --out file again (no runs; same --trials)",
     )
     args = ap.parse_args()
-    from vpt_ray.config import load_config
+    from vpt_ray.core.config import load_config
 
     cfg = load_config(args.phase)
     sizes = [int(s) for s in args.sizes.split(",") if s]

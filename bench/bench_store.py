@@ -23,11 +23,11 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from vpt_ray.config import load_config
+from vpt_ray.core.config import load_config
 from vpt_ray.data.chain import synthetic_params
 from vpt_ray.data.synthetic import generate_ticker
-from vpt_ray.features import build_features, feature_names
-from vpt_ray.store import parquet_by_month, read_ticker_window
+from vpt_ray.features.causal import build_features, feature_names
+from vpt_ray.features.store import parquet_by_month, read_ticker_window
 
 
 def _best(fn, repeat: int) -> float:

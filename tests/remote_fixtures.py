@@ -18,7 +18,7 @@ from collections.abc import Iterator
 import numpy as np
 import pandas as pd
 
-from vpt_ray.data import calendar as xcal
+from vpt_ray.core import calendar as xcal
 
 EXCHANGE_TZ = "America/New_York"
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from tests.conftest import tiny_overrides
-from vpt_ray.audit import main, run_audit
-from vpt_ray.config import load_config
+from vpt_ray.core.config import load_config
+from vpt_ray.pipeline.audit import main, run_audit
 
 pytestmark = pytest.mark.slow
 

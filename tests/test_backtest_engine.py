@@ -285,7 +285,7 @@ def test_bad_inputs_are_rejected_with_the_rule():
 
 
 def test_from_config_maps_the_backtest_section():
-    from vpt_ray.config import BacktestConfig
+    from vpt_ray.core.config import BacktestConfig
 
     bt = BacktestConfig(start="2024-07-08", end="2024-12-31", slippage_bps=2.0, allow_short=False)
     s = SimSettings.from_config(bt, capital=2500.0, hold_bars=7)
@@ -565,7 +565,7 @@ def test_daily_bars_hold_across_sessions_and_flat_at_close_is_refused():
     bars, p = daily([10, 11, 12, 13, 14]), [0.6, NAN, NAN, NAN, NAN]
     with pytest.raises(ValueError, match="one bar a session .* can never trade"):
         simulate(bars, np.asarray(p), SimSettings(capital=1100.0, hold_bars=2, **FREE))
-    from vpt_ray.config import load_config
+    from vpt_ray.core.config import load_config
 
     bt = load_config(1).backtest.model_copy(update={"commission_per_share": 0.0,
         "min_commission": 0.0, "slippage_bps": 0.0, "max_volume_fraction": 1.0})  # fmt: skip

@@ -9,8 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from vpt_ray.bars import BarDataError, validate_bars
 from vpt_ray.data import local
+from vpt_ray.data.bars import BarDataError, validate_bars
 from vpt_ray.data.resample import resample_bars
 from vpt_ray.data.synthetic import SyntheticParams, generate_ticker
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from vpt_ray import budget
-from vpt_ray.config import load_config
+from vpt_ray.core.config import load_config
+from vpt_ray.model import budget
 
 
 def _cfg(*extra: str):

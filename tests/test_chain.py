@@ -27,12 +27,12 @@ from conftest import REPO, tiny_overrides
 from polygon_server import PolygonServer
 from remote_fixtures import daily_bars, fake_gcs, minute_bars
 
-from vpt_ray.bars import SCHEMA, BarDataError
-from vpt_ray.config import Config, load_config
-from vpt_ray.data import calendar as xcal
+from vpt_ray.core import calendar as xcal
+from vpt_ray.core.config import Config, load_config
+from vpt_ray.core.run import file_sha256
 from vpt_ray.data import chain, local
 from vpt_ray.data.__main__ import main as data_main
-from vpt_ray.run import file_sha256
+from vpt_ray.data.bars import SCHEMA, BarDataError
 
 D = dt.date
 KEY = "pk_CHAIN_TEST_4hQ8zLr2"
@@ -658,7 +658,7 @@ def test_fetch_fills_the_store_for_a_phase_and_says_what_is_missing(
 def test_phase_from_gcs_and_polygon_equals_a_full_local_store_and_reruns_locally(
     ray_session, tmp_path, gcs, polygon, served
 ):
-    from vpt_ray.phase import run_phase
+    from vpt_ray.pipeline.phase import run_phase
 
     proxy, fs = gcs
     period = (START, D(2024, 3, 28))

@@ -183,7 +183,7 @@ def test_runtime_env_excludes_keep_data_artifacts_logs_and_venvs_out(tmp_path):
     env = yaml.safe_load(RUNTIME_ENV_YAML.read_text())
     tree = tmp_path / "repo"
     files = {
-        "vpt_ray/phase.py": True,
+        "vpt_ray/pipeline/phase.py": True,
         "config/base.yaml": True,
         "pyproject.toml": True,
         "jobs/submit.sh": True,

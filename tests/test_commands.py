@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import REPO
-from vpt_ray import tracker
+from vpt_ray.report import tracker
 
 pytestmark = [
     pytest.mark.slow,
@@ -203,7 +203,7 @@ def test_backtest_model_takes_the_seeds_command_verbatim(ws):
 
 
 def test_train_model_takes_sample_days_in_both_spellings(ws):
-    from vpt_ray import train
+    from vpt_ray import train  # the public `python -m vpt_ray.train` module
 
     for flag in ("--sample_days", "--sample-days"):
         parser_args = []
@@ -213,7 +213,7 @@ def test_train_model_takes_sample_days_in_both_spellings(ws):
             return 0
 
         with pytest.MonkeyPatch.context() as mp:
-            mp.setattr("vpt_ray.cli.run_cli", capture)
+            mp.setattr("vpt_ray.pipeline.commands.run_cli", capture)
             assert train.main(["--config", "config/base.yaml", flag, "365"]) == 0
         assert parser_args[0].sample_days == 365
     short = [o for o in TINY_2023 if not o.startswith("data.end")] + ["data.end=2023-10-31"]
@@ -227,7 +227,7 @@ def test_train_model_takes_sample_days_in_both_spellings(ws):
 
 
 def test_the_readme_backtest_window_is_out_of_sample_for_the_default_phase1_model():
-    from vpt_ray.config import load_config
+    from vpt_ray.core.config import load_config
 
     cmd = next(
         c for c in readme_commands((REPO / "README.md").read_text()) if "backtest_model" in c

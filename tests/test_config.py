@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from vpt_ray.config import ConfigError, load_config
+from vpt_ray.core.config import ConfigError, load_config
 
 
 def test_every_phase_loads_and_follows_the_plan():

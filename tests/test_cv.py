@@ -14,7 +14,7 @@ import math
 import numpy as np
 import pytest
 
-from vpt_ray.cv import CombinatorialPurgedCV, PurgedWalkForward
+from vpt_ray.model.cv import CombinatorialPurgedCV, PurgedWalkForward
 
 
 def _pooled_samples(seed: int = 0, n_bars: int = 400, horizon: int = 5):
@@ -289,7 +289,7 @@ def test_early_stopping_split_holds_out_the_last_sessions_purged_and_embargoed()
     """10 sessions x 4 bars of two tickers, labels 2 bars long within a session: the slice is
     the last 2 sessions, every earlier row fits (no label crosses a session), embargo 1 drops
     the last bar before the slice."""
-    from vpt_ray.cv import early_stopping_split
+    from vpt_ray.model.cv import early_stopping_split
 
     slots = 4
     pos = np.tile(np.arange(40), 2)
@@ -309,7 +309,7 @@ def test_early_stopping_split_holds_out_the_last_sessions_purged_and_embargoed()
 
 
 def test_early_stopping_split_refuses_what_it_cannot_split():
-    from vpt_ray.cv import early_stopping_folds, early_stopping_split
+    from vpt_ray.model.cv import early_stopping_folds, early_stopping_split
 
     pos = np.arange(8)
     with pytest.raises(ValueError, match="spans 1 session"):

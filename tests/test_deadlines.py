@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from vpt_ray.config import load_config
+from vpt_ray.core.config import load_config
 from vpt_ray.data import gcs, polygon
 from vpt_ray.data.errors import SourceError
 
@@ -118,7 +118,7 @@ def test_data_fetch_against_a_silent_gcs_endpoint_ends_in_seconds(
         "gcs.read_timeout_s=1",
         "gcs.ticker_deadline_s=3",
     )
-    from vpt_ray.data.__main__ import fetch
+    from vpt_ray.pipeline.data_cli import fetch
 
     caplog.set_level(logging.INFO)
     assert within_limit(lambda: fetch(cfg)) == 1  # incomplete: no source had the bars
@@ -163,7 +163,7 @@ def test_polygon_unreachable_is_not_retried_and_goes_down(
         "polygon.max_retries=5",
         "polygon.backoff_s=2",
     )
-    from vpt_ray import stages
+    from vpt_ray.pipeline import stages
 
     caplog.set_level(logging.INFO)
     data = within_limit(lambda: stages.load_data(cfg))
@@ -197,7 +197,7 @@ def test_polygon_silent_server_times_out_and_goes_down(tmp_path, monkeypatch, si
         "polygon.max_retries=1",
         "polygon.backoff_s=0.1",
     )
-    from vpt_ray import stages
+    from vpt_ray.pipeline import stages
 
     data = within_limit(lambda: stages.load_data(cfg))
     assert data.synthetic

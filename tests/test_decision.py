@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import pytest
 
-from vpt_ray.config import DecisionConfig, HardwareConfig
-from vpt_ray.decision import RULES, Check, decide, verdict
+from vpt_ray.core.config import DecisionConfig, HardwareConfig
+from vpt_ray.validation.decision import RULES, Check, decide, verdict
 
 RULES_CFG, HW = DecisionConfig(), HardwareConfig()
 GOOD = dict(
@@ -175,7 +175,7 @@ def test_rules_are_pluggable_functions_of_the_evidence():
 
 @pytest.mark.parametrize("verdict_name", ["optimize", "stop"])
 def test_optimize_action_is_wanted_for_optimize_and_overfitting_stops(verdict_name):
-    from vpt_ray.optimize import wanted
+    from vpt_ray.pipeline.optimize import wanted
 
     prev = {"phase": 1, "run_id": "r1", "accuracy": 0.60, "accuracy_se": 0.004, "sharpe": 2.0}
     if verdict_name == "optimize":

@@ -13,8 +13,8 @@ import pytest
 import xgboost as xgb
 
 from tests.conftest import tiny_overrides
-from vpt_ray.config import load_config
-from vpt_ray.ensemble import (
+from vpt_ray.core.config import load_config
+from vpt_ray.model.ensemble import (
     EnsembleModel,
     _log_loss,
     candidates,
@@ -118,8 +118,8 @@ def test_ensemble_saves_loads_and_predicts_the_weighted_average(tmp_path):
 def test_phase_reports_the_ensemble_against_the_best_single_model(ray_session, workspace):
     from vpt_ray.backtest.run import pooled_predictions, run_backtests
     from vpt_ray.data.local import ticker_path
-    from vpt_ray.metrics import classification
-    from vpt_ray.phase import run_phase
+    from vpt_ray.model.metrics import classification
+    from vpt_ray.pipeline.phase import run_phase
 
     cfg = load_config(
         1,

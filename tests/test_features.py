@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from vpt_ray.data.synthetic import SyntheticParams, generate_ticker, ticker_profile
-from vpt_ray.features import META_COLUMNS, build_features, feature_names
+from vpt_ray.features.causal import META_COLUMNS, build_features, feature_names
 
 WINDOWS = [5, 15, 60]
 
@@ -116,9 +116,9 @@ def test_synthetic_market_is_realistic():
 
 
 def test_clock_starts_at_the_calendars_first_session_not_the_generators_epoch():
-    import vpt_ray.features as features
-    from vpt_ray.data.calendar import calendar_bounds
-    from vpt_ray.features import clock_info, clock_positions
+    import vpt_ray.features.causal as features
+    from vpt_ray.core.calendar import calendar_bounds
+    from vpt_ray.features.causal import clock_info, clock_positions
 
     source = Path(features.__file__).read_text()
     assert "vpt_ray.data.synthetic" not in source  # no clock from the generator's epoch
@@ -136,7 +136,7 @@ def test_clock_starts_at_the_calendars_first_session_not_the_generators_epoch():
 
 
 def test_daily_labels_span_sessions_and_files_without_trade_counts_keep_their_features():
-    from vpt_ray.features import complete_rows, feature_names
+    from vpt_ray.features.causal import complete_rows, feature_names
 
     days = pd.bdate_range("2021-01-04", periods=260)
     days = days[~days.isin(pd.to_datetime(["2021-01-18", "2021-02-15", "2021-04-02",
@@ -170,14 +170,14 @@ def test_five_minute_bins_start_at_the_calendar_open_when_0930_has_no_trade():
     assert b["timestamp"].iloc[0] == pd.Timestamp("2024-05-01 13:31", tz="UTC")
     assert (a["timestamp"].iloc[1:] == b["timestamp"].iloc[1:]).all()  # same 09:35... grid
     assert (a["close"] == b["close"]).all()
-    from vpt_ray.features import clock_positions
+    from vpt_ray.features.causal import clock_positions
 
     assert (clock_positions(a["timestamp"], 5) == clock_positions(b["timestamp"], 5)).all()
 
 
 def test_sixty_minute_bars_label_inside_the_session_on_seven_slots():
     from vpt_ray.data.resample import resample_bars
-    from vpt_ray.features import clock_positions
+    from vpt_ray.features.causal import clock_positions
 
     p = SyntheticParams(3, 1.0, 0.002)
     hourly = resample_bars(

@@ -15,9 +15,9 @@ import pyarrow.parquet as pq
 import pytest
 from remote_fixtures import fake_gcs, minute_bars
 
-from vpt_ray.bars import SCHEMA, BarDataError, validate_bars
-from vpt_ray.config import GcsConfig
-from vpt_ray.data import calendar as xcal
+from vpt_ray.core import calendar as xcal
+from vpt_ray.core.config import GcsConfig
+from vpt_ray.data.bars import SCHEMA, BarDataError, validate_bars
 from vpt_ray.data.errors import SourceError
 from vpt_ray.data.gcs import GcsSource
 

@@ -28,10 +28,10 @@ import yaml
 
 from tests.browser import find_chromium, render_page
 from tests.conftest import REPO, tiny_overrides
-from vpt_ray import compare, html_report, tracker
-from vpt_ray.config import load_config
-from vpt_ray.metrics import classification
-from vpt_ray.phase import run_phase
+from vpt_ray.core.config import load_config
+from vpt_ray.model.metrics import classification
+from vpt_ray.pipeline.phase import run_phase
+from vpt_ray.report import compare, html_report, tracker
 
 pytestmark = pytest.mark.slow
 RUN_ID = "rep"
@@ -431,7 +431,7 @@ def standalone(run) -> dict:
     """The run's saved model backtested on its own, on a month after its backtest window."""
     import datetime as dt
 
-    from vpt_ray.backtest.__main__ import run as backtest_run
+    from vpt_ray.pipeline.backtest_cli import run as backtest_run
 
     m = backtest_run(run["model"], dt.date(2024, 4, 1), dt.date(2024, 4, 30))
     return {"metrics": m, "dir": run["artifacts"] / "reports" / m["run_id"]}
@@ -643,7 +643,7 @@ def test_search_progress_logs_each_trial_with_best_so_far(ray_session, tmp_path)
 
     from ray import tune
 
-    from vpt_ray.search_progress import SearchProgress
+    from vpt_ray.model.search_progress import SearchProgress
 
     values = [0.70, 0.60, 0.65, 0.50]
     records: list[str] = []

@@ -14,11 +14,11 @@ import pandas as pd
 import pytest
 from conftest import REPO
 
-from vpt_ray.bars import BarDataError
-from vpt_ray.config import load_config
+from vpt_ray.core.calendar import calendar_bounds
+from vpt_ray.core.config import load_config
 from vpt_ray.data import local
 from vpt_ray.data.__main__ import main as data_main
-from vpt_ray.data.calendar import calendar_bounds
+from vpt_ray.data.bars import BarDataError
 from vpt_ray.data.importer import import_files
 
 NY = "America/New_York"

@@ -19,9 +19,9 @@ import xgboost as xgb
 import yaml
 
 from tests.conftest import REPO, tiny_overrides
-from vpt_ray import tracker
-from vpt_ray.config import ConfigError, load_config
-from vpt_ray.run import RunContext
+from vpt_ray.core.config import ConfigError, load_config
+from vpt_ray.core.run import RunContext
+from vpt_ray.report import tracker
 
 # What this issue added is imported inside the tests, so this file also runs against the code
 # before it and shows each test failing there for the reason it guards against.
@@ -47,7 +47,7 @@ def _drop_new_log_handlers():
     "bad", [".", "..", "../x", "a/b", "/tmp", "", " x", "-x", "x y", "a" * 129, "ü", "x\n"]
 )
 def test_run_id_must_be_a_name(bad):
-    from vpt_ray.run import check_run_id
+    from vpt_ray.core.run import check_run_id
 
     with pytest.raises(ConfigError, match="a run id is a name, not a path"):
         check_run_id(bad)
@@ -55,7 +55,7 @@ def test_run_id_must_be_a_name(bad):
 
 @pytest.mark.parametrize("good", ["t", "phase1-try2", "20261126-064900-p1-abc123", "A.b_c-9"])
 def test_run_id_names_pass(good):
-    from vpt_ray.run import check_run_id
+    from vpt_ray.core.run import check_run_id
 
     assert check_run_id(good) == good
 
@@ -102,7 +102,7 @@ def test_publish_refuses_a_model_dir_that_points_elsewhere(workspace):
 def _search_result(ended_by: str | None, trials: int):
     import pandas as pd
 
-    from vpt_ray.search import SearchResult
+    from vpt_ray.model.search import SearchResult
 
     info = {"trials_requested": trials} | ({"ended_by": ended_by} if ended_by else {})
     return SearchResult(
@@ -115,10 +115,10 @@ def _search_result(ended_by: str | None, trials: int):
     )
 
 
-def test_partial_search_is_never_cached_and_an_old_entry_is_redone(tmp_path, monkeypatch):
+def test_partial_search_is_never_cached_and_an_old_entry_is_redone(tmp_path):
     """A Ctrl-C'd search (1 of 8 trials) replaced the full one in the cache and later runs reused
     it. Entries now record the trial count and how the search ended."""
-    from vpt_ray import resume, stages
+    from vpt_ray.pipeline import resume
 
     cfg = load_config(1, overrides=["search.num_samples=8"])
     cache = tmp_path / "cache"
@@ -130,15 +130,14 @@ def test_partial_search_is_never_cached_and_an_old_entry_is_redone(tmp_path, mon
         runs.append(1)
         return next_result
 
-    monkeypatch.setattr(stages, "search", fake_search)
     next_result = _search_result("interrupted", 8)
-    result, from_cache = resume.search(cfg, {}, None, [], tmp_path / "w", 1, cache)
+    result, from_cache = resume.search(fake_search, cfg, {}, None, [], tmp_path / "w", 1, cache)
     assert runs == [1] and not from_cache  # the old 1-trial entry was not reused
     assert resume.load_search(path).info.get("ended_by") is None  # and nothing replaced it
     next_result = _search_result("asha", 8)
-    resume.search(cfg, {}, None, [], tmp_path / "w", 1, cache)
+    resume.search(fake_search, cfg, {}, None, [], tmp_path / "w", 1, cache)
     assert resume.load_search(path).info == {"trials_requested": 8, "ended_by": "asha"}
-    _, from_cache = resume.search(cfg, {}, None, [], tmp_path / "w", 1, cache)
+    _, from_cache = resume.search(fake_search, cfg, {}, None, [], tmp_path / "w", 1, cache)
     assert from_cache and runs == [1, 1]
     other = load_config(1, overrides=["search.num_samples=9"])
     assert "it ran 8 trials" in resume.incomplete_reason(resume.load_search(path), other)
@@ -149,8 +148,9 @@ def test_partial_search_is_never_cached_and_an_old_entry_is_redone(tmp_path, mon
 WRITER = """
 import sys, time
 from pathlib import Path
-from vpt_ray import tracker, storage
-from vpt_ray.config import GcsConfig
+from vpt_ray.report import tracker
+from vpt_ray.core import storage
+from vpt_ray.core.config import GcsConfig
 i, gate, where = int(sys.argv[1]), Path(sys.argv[2]), sys.argv[3]
 if where.startswith("gs://"):
     path = storage.parse(where, Path.cwd(), GcsConfig(endpoint_url=sys.argv[4], token="anon"))
@@ -212,8 +212,8 @@ def test_concurrent_runs_on_gcs_each_leave_their_tracker_row(tmp_path):
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from remote_fixtures import fake_gcs
 
-    from vpt_ray import storage
-    from vpt_ray.config import GcsConfig
+    from vpt_ray.core import storage
+    from vpt_ray.core.config import GcsConfig
 
     with fake_gcs() as url:
         gcs = GcsConfig(endpoint_url=url, token="anon")
@@ -236,7 +236,7 @@ def test_config_file_overlays_the_phase_file(tmp_path, monkeypatch):
         seen["cfg"] = cfg
         return {}
 
-    monkeypatch.setattr("vpt_ray.phase.run_phase", fake_run_phase)
+    monkeypatch.setattr("vpt_ray.pipeline.phase.run_phase", fake_run_phase)
     from vpt_ray.phase import main
 
     assert main(["2", "--config", str(mine), "--set", "search.seed=5"]) == 0
@@ -278,8 +278,8 @@ def test_help_states_the_config_chain(capsys):
 VICTIM = """
 import sys, time
 from pathlib import Path
-from vpt_ray.config import load_config
-from vpt_ray.run import RunContext
+from vpt_ray.core.config import load_config
+from vpt_ray.core.run import RunContext
 ws = Path(sys.argv[1])
 cfg = load_config(1, overrides=[f"paths.artifacts={ws / 'artifacts'}", f"paths.logs={ws / 'logs'}"])
 RunContext(cfg, "victim", root=ws).mark("RUNNING")
@@ -290,7 +290,7 @@ time.sleep(600)
 
 def test_a_run_killed_with_sigkill_shows_as_abandoned(workspace, capsys, caplog):
     """A run killed with -9 used to stay RUNNING in status.json forever."""
-    from vpt_ray.run import mark_abandoned, read_status
+    from vpt_ray.core.run import mark_abandoned, read_status
 
     proc = subprocess.Popen(
         [sys.executable, "-c", VICTIM, str(workspace)],
@@ -325,7 +325,7 @@ def test_a_run_killed_with_sigkill_shows_as_abandoned(workspace, capsys, caplog)
 def test_remote_runs_are_judged_by_their_heartbeat():
     import datetime as dt
 
-    from vpt_ray.run import abandoned_reason
+    from vpt_ray.core.run import abandoned_reason
 
     now = dt.datetime(2026, 1, 1, 12, 0, tzinfo=dt.timezone.utc)
     base = {"status": "RUNNING", "pid": 1, "host": "another-node"}
@@ -414,7 +414,7 @@ def test_damaged_tracker_stops_the_run_before_compute(workspace, capsys):
     assert err.startswith(f"error: {path}: damaged tracker state (Expecting value")
     assert err.endswith("move it away (a new tracker is started) or point paths.tracker elsewhere")
     assert not (workspace / "artifacts" / "reports" / "after-damage").exists()  # nothing ran
-    from vpt_ray.storage import ArtifactError
+    from vpt_ray.core.storage import ArtifactError
 
     with pytest.raises(ArtifactError, match="not a vpt-ray tracker"):
         tracker.parse_state("# someone else's notes\n", path)
@@ -430,7 +430,7 @@ def test_signals_raise_except_inside_tune_and_the_commit():
     raises, and the signal is reported afterwards."""
     import os
 
-    from vpt_ray import interrupt
+    from vpt_ray.core import interrupt
 
     before = signal.getsignal(signal.SIGINT), os.environ.get("TUNE_DISABLE_SIGINT_HANDLER")
     with interrupt.handle_signals():

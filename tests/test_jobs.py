@@ -28,10 +28,10 @@ from pathlib import Path
 
 import pytest
 
-from vpt_ray import storage
-from vpt_ray.config import GcsConfig
-from vpt_ray.storage import GcsPath
-from vpt_ray.tracker import load_state
+from vpt_ray.core import storage
+from vpt_ray.core.config import GcsConfig
+from vpt_ray.core.storage import GcsPath
+from vpt_ray.report.tracker import load_state
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from ray_head import LocalHead, free_ports  # noqa: E402

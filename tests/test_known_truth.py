@@ -27,10 +27,10 @@ import pytest
 import yaml
 
 from tests.conftest import tiny_overrides
-from vpt_ray import tracker
-from vpt_ray.config import load_config
+from vpt_ray.core.config import load_config
 from vpt_ray.phase import main as phase_main
-from vpt_ray.phase import run_phase
+from vpt_ray.pipeline.phase import run_phase
+from vpt_ray.report import tracker
 
 pytestmark = pytest.mark.slow
 PLANTED, NULL = "synthetic.signal_strength=1.0", "synthetic.signal_strength=0"
@@ -164,7 +164,7 @@ def test_forced_degradation_optimizes_and_the_reduced_config_recovers(planted):
 
 
 def crippled_all_features(ws: Path) -> list[str]:
-    from vpt_ray.features import feature_names
+    from vpt_ray.features.causal import feature_names
 
     return feature_names(load_config(2, overrides=tiny_overrides(ws)).features.windows)
 

@@ -16,12 +16,12 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from vpt_ray import node_memory
-from vpt_ray.html_report import _nodes_table
-from vpt_ray.node_memory import NodeProbe, NodeSample, PssCache, read_pss
-from vpt_ray.report import node_memory_line
-from vpt_ray.resources import GB, MemoryLimitExceeded, MemorySampler
-from vpt_ray.tracker import memory_note
+from vpt_ray.core import node_memory
+from vpt_ray.core.node_memory import NodeProbe, NodeSample, PssCache, read_pss
+from vpt_ray.core.resources import GB, MemoryLimitExceeded, MemorySampler
+from vpt_ray.report.html_report import _nodes_table
+from vpt_ray.report.run_report import node_memory_line
+from vpt_ray.report.tracker import memory_note
 
 HOLD = "import sys, time; x = bytearray(int(sys.argv[2]) * 2**20); x[::4096] = b'1' * len(x[::4096]); time.sleep(60)"  # noqa: E501
 

@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 import xgboost as xgb
 
-from vpt_ray.config import load_config
-from vpt_ray.cv import EarlyStopFold
-from vpt_ray.optimize import CvFit, FoldData, comparison, subset_sizes, within_one_se
-from vpt_ray.samples import COLUMNS, SampleFile, SampleRule
+from vpt_ray.core.config import load_config
+from vpt_ray.features.samples import COLUMNS, SampleFile, SampleRule
+from vpt_ray.model.cv import EarlyStopFold
+from vpt_ray.pipeline.optimize import CvFit, FoldData, comparison, subset_sizes, within_one_se
 
 
 def test_subset_sizes_and_the_one_se_rule():

@@ -17,7 +17,7 @@ import pytest
 from scipy.stats import chi2
 
 from tests.conftest import tiny_overrides
-from vpt_ray.config import load_config
+from vpt_ray.core.config import load_config
 from vpt_ray.data.synthetic import (
     GARCH_ALPHA,
     GARCH_BETA,
@@ -28,8 +28,8 @@ from vpt_ray.data.synthetic import (
     _intraday_curve,
     generate_ticker,
 )
-from vpt_ray.features import build_features
-from vpt_ray.oracle import oracle_frame, oracle_proba, probability, summary_line
+from vpt_ray.features.causal import build_features
+from vpt_ray.validation.oracle import oracle_frame, oracle_proba, probability, summary_line
 
 HORIZON = 15
 TICKERS = ["AAA", "BBB", "CCC", "DDD"]
@@ -186,7 +186,7 @@ def test_summary_line_says_what_it_can():
 
 @pytest.mark.slow
 def test_run_reports_the_oracle(ray_session, workspace):
-    from vpt_ray.phase import run_phase
+    from vpt_ray.pipeline.phase import run_phase
 
     overrides = tiny_overrides(workspace, "synthetic.signal_strength=2.0")
     m = run_phase(load_config(1, overrides=overrides), run_id="oracle")

@@ -24,7 +24,7 @@ import pandas as pd
 import pytest
 from scipy import integrate, special, stats
 
-from vpt_ray.overfitting import (
+from vpt_ray.validation.overfitting import (
     SharpeStats,
     config_stability,
     deflated_sharpe_ratio,
@@ -189,7 +189,7 @@ def test_sharpe_inputs_are_validated():
 
 def _pypbo_reference(m: np.ndarray, s: int, metric_func, threshold: float) -> dict:
     """Transcribed from esvhd/pypbo pypbo/pbo.py `pbo()` (serial branch; plotting, stochastic
-    dominance and pandas handling left out). Kept independent of vpt_ray.overfitting."""
+    dominance and pandas handling left out). Kept independent of vpt_ray.validation.overfitting."""
     t, n = m.shape
     residual = t % s
     if residual != 0:
@@ -415,11 +415,11 @@ def test_config_stability_hand_example_and_lower_is_better():
         config_stability(np.zeros((3, 1)))
 
 
-# ------------------------------------------------------- the run's section (vpt_ray.honesty)
+# ---------------------------------------- the run's section (vpt_ray.validation.honesty)
 
 
 def _search_result(daily: pd.DataFrame, folds: list[dict]):
-    from vpt_ray.search import SearchResult
+    from vpt_ray.model.search import SearchResult
 
     n = daily.shape[1]
     return SearchResult(
@@ -432,7 +432,7 @@ def _search_result(daily: pd.DataFrame, folds: list[dict]):
 
 
 def test_daily_returns_keep_the_first_session():
-    from vpt_ray.honesty import daily_returns
+    from vpt_ray.validation.honesty import daily_returns
 
     eq = pd.Series([101.0, 102.01, 100.9899])  # +1%, +1%, -1% from a capital of 100
     assert daily_returns(eq, 100.0) == pytest.approx([0.01, 0.01, -0.01])
@@ -440,7 +440,7 @@ def test_daily_returns_keep_the_first_session():
 
 
 def test_dsr_sees_every_backtest_day_and_the_trials_after_cost_spread():
-    from vpt_ray.honesty import overfitting_section
+    from vpt_ray.validation.honesty import overfitting_section
 
     rng = np.random.default_rng(3)
     daily = pd.DataFrame(rng.normal(0.001, 0.01, (64, 4)))  # 4 trials' validation days

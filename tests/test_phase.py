@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import REPO, tiny_overrides
-from vpt_ray import tracker
-from vpt_ray.config import load_config
-from vpt_ray.phase import run_phase
+from vpt_ray.core.config import load_config
+from vpt_ray.pipeline.phase import run_phase
+from vpt_ray.report import tracker
 
 pytestmark = pytest.mark.slow
 
@@ -165,7 +165,7 @@ def test_saved_model_backtests_outside_its_training_window(planted):
     import datetime as dt
 
     from vpt_ray.backtest.__main__ import main as backtest_main
-    from vpt_ray.backtest.__main__ import run as backtest_run
+    from vpt_ray.pipeline.backtest_cli import run as backtest_run
 
     ws, _ = planted
     model_dir = ws / "artifacts" / "models" / "planted"
@@ -179,7 +179,7 @@ def test_saved_model_backtests_outside_its_training_window(planted):
 
 
 def test_train_entry_point_stops_after_the_model(ray_session, workspace):
-    from vpt_ray.train import load_model
+    from vpt_ray.model.train import load_model
 
     cfg = load_config(1, overrides=tiny_overrides(workspace))
     out = run_phase(cfg, run_id="trainonly", stop_after="train")
@@ -189,7 +189,7 @@ def test_train_entry_point_stops_after_the_model(ray_session, workspace):
 
 
 def test_crash_mid_run_leaves_nothing_that_looks_complete(ray_session, workspace, monkeypatch):
-    from vpt_ray import stages
+    from vpt_ray.pipeline import stages
 
     def boom(*args, **kwargs):
         raise RuntimeError("simulated crash in the backtest stage")

@@ -16,9 +16,9 @@ import pytest
 from polygon_server import PolygonServer
 from remote_fixtures import daily_bars, minute_bars
 
-from vpt_ray.bars import BarDataError, validate_bars
-from vpt_ray.config import PolygonConfig
-from vpt_ray.data import calendar as xcal
+from vpt_ray.core import calendar as xcal
+from vpt_ray.core.config import PolygonConfig
+from vpt_ray.data.bars import BarDataError, validate_bars
 from vpt_ray.data.errors import SourceError
 from vpt_ray.data.polygon import (
     Pacer,

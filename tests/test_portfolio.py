@@ -30,8 +30,8 @@ from vpt_ray.backtest.portfolio import (
     trailing_vol,
 )
 from vpt_ray.backtest.stats import trading_stats
-from vpt_ray.config import DecisionConfig, HardwareConfig
-from vpt_ray.decision import apply_concentration, decide
+from vpt_ray.core.config import DecisionConfig, HardwareConfig
+from vpt_ray.validation.decision import apply_concentration, decide
 
 FREE = dict(commission_per_share=0.0, min_commission=0.0)
 T0 = pd.Timestamp("2024-01-02 09:30", tz="America/New_York").tz_convert("UTC").value

@@ -24,15 +24,15 @@ import pandas as pd
 import pytest
 from conftest import REPO, fresh_console, tiny_overrides
 
-from vpt_ray.config import ConfigError, load_config
-from vpt_ray.cv import PurgedWalkForward
+from vpt_ray.core.calendar import get_calendar
+from vpt_ray.core.config import ConfigError, load_config
 from vpt_ray.data import local
 from vpt_ray.data.__main__ import main as data_main
-from vpt_ray.data.calendar import get_calendar
 from vpt_ray.data.synthetic import SyntheticParams, generate_ticker
-from vpt_ray.features import build_features, clock_positions
-from vpt_ray.phase import run_phase
-from vpt_ray.store import load_matrix
+from vpt_ray.features.causal import build_features, clock_positions
+from vpt_ray.features.store import load_matrix
+from vpt_ray.model.cv import PurgedWalkForward
+from vpt_ray.pipeline.phase import run_phase
 
 pytestmark = pytest.mark.slow
 NY = "America/New_York"
@@ -153,8 +153,8 @@ def test_saved_daily_model_backtests_with_its_clock_and_warm_up(real_daily):
     """The run above is `phase 1 --set data.bar=1day` with flat_at_close left on (the default);
     its saved model backtests on a real window of its own, warming up its daily features over
     enough sessions (240 bars), with the clock its meta.json records."""
-    from vpt_ray.backtest.__main__ import check_clock
-    from vpt_ray.backtest.__main__ import run as backtest_run
+    from vpt_ray.pipeline.backtest_cli import check_clock
+    from vpt_ray.pipeline.backtest_cli import run as backtest_run
 
     ws, m = real_daily
     cfg = load_config(1, overrides=tiny_overrides(ws, *FAST, *REAL))
@@ -223,7 +223,7 @@ def test_zero_volume_ticker_is_excluded_by_rule_and_reported(minutes_2010):
 def test_partial_local_file_with_local_source_only_exits_2_naming_ticker_and_ranges(
     ray_session, workspace, capsys
 ):
-    from vpt_ray.cli import run_cli
+    from vpt_ray.pipeline.phase import run_cli
 
     bars = generate_ticker(
         SyntheticParams(7, 1.0, 0.0), "PPP", dt.date(2024, 1, 2), dt.date(2024, 1, 2)

@@ -14,16 +14,17 @@ import pytest
 import xgboost as xgb
 from conftest import fresh_console, tiny_overrides
 
-from vpt_ray import remote_error
-from vpt_ray.bars import BarDataError
-from vpt_ray.cli import run_cli, user_error_exit
-from vpt_ray.config import load_config
+from vpt_ray.core import remote_error
+from vpt_ray.core.config import load_config
 from vpt_ray.data import local
+from vpt_ray.data.bars import BarDataError
 from vpt_ray.data.chain import TickerData
 from vpt_ray.data.errors import SourceError
 from vpt_ray.data.synthetic import SyntheticParams, generate_ticker
-from vpt_ray.features import feature_names
-from vpt_ray.store import ticker_features
+from vpt_ray.features.causal import feature_names
+from vpt_ray.features.store import ticker_features
+from vpt_ray.pipeline.cli import user_error_exit
+from vpt_ray.pipeline.phase import run_cli
 
 
 def test_project_errors_survive_pickling_and_capture():

@@ -14,11 +14,9 @@ import time
 import pytest
 
 from tests.conftest import tiny_overrides
-from vpt_ray import tracker
-from vpt_ray.config import load_config
-from vpt_ray.node_memory import node_scratch
-from vpt_ray.phase import run_phase
-from vpt_ray.resources import (
+from vpt_ray.core.config import load_config
+from vpt_ray.core.node_memory import node_scratch
+from vpt_ray.core.resources import (
     GB,
     XGB_TRAIN_BYTES_PER_ROW,
     MemoryLimitExceeded,
@@ -32,6 +30,8 @@ from vpt_ray.resources import (
     wait_for_exit,
     xgb_matrix_bytes,
 )
+from vpt_ray.pipeline.phase import run_phase
+from vpt_ray.report import tracker
 
 
 def test_tiny_memory_limit_stops_the_phase_cleanly(ray_session, workspace):
@@ -65,7 +65,7 @@ def test_tiny_memory_limit_stops_the_phase_cleanly(ray_session, workspace):
 
 
 def test_ray_oom_in_a_stage_becomes_the_same_clean_stop(ray_session, workspace, monkeypatch):
-    from vpt_ray import stages
+    from vpt_ray.pipeline import stages
 
     @ray_session.remote(num_cpus=1, max_retries=0)
     def killed():
@@ -97,7 +97,7 @@ def test_ray_oom_in_a_stage_becomes_the_same_clean_stop(ray_session, workspace, 
 
 
 def test_fanout_stops_on_the_flag_and_cancels_pending_tasks(ray_session):
-    from vpt_ray.progress import track
+    from vpt_ray.core.progress import track
 
     ray = ray_session
 

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import tiny_overrides
-from vpt_ray import resume
-from vpt_ray.config import load_config
-from vpt_ray.phase import run_phase
+from vpt_ray.core.config import load_config
+from vpt_ray.pipeline import resume
+from vpt_ray.pipeline.phase import run_phase
 
 SAME = ("cv", "features", "oos", "backtest", "overfitting")
 TUNE_BOOKKEEPING = {"date", "pid", "hostname", "node_ip", "timestamp", "trial_id", "experiment_tag"}

@@ -1,4 +1,4 @@
-"""The sample file (`vpt_ray.samples`): the search's features on disk instead of in memory.
+"""The sample file (`vpt_ray.features.samples`): the search's features on disk instead of in memory.
 
 It must hold exactly the training samples of the old whole-window rule, in the same time order;
 a fold's `QuantileDMatrix` read from it a chunk at a time must be the matrix the in-memory path
@@ -16,11 +16,12 @@ import pytest
 import xgboost as xgb
 
 from tests.conftest import tiny_overrides
-from vpt_ray import samples, stages
-from vpt_ray.config import load_config
-from vpt_ray.features import clock_slots, feature_names
-from vpt_ray.samples import SampleFile, fold_dmatrix
-from vpt_ray.store import build_store, load_matrix, load_samples
+from vpt_ray.core.config import load_config
+from vpt_ray.features import samples
+from vpt_ray.features.causal import clock_slots, feature_names
+from vpt_ray.features.samples import SampleFile, fold_dmatrix
+from vpt_ray.features.store import build_store, load_matrix, load_samples
+from vpt_ray.pipeline import stages
 
 
 @pytest.fixture(scope="module")
@@ -147,8 +148,8 @@ def test_an_interrupted_write_never_looks_complete(built, tmp_path, monkeypatch)
 
 def test_fold_cache_keeps_folds_within_its_budget_and_forgets_another_search(built):
     *_, m, _ = built
-    from vpt_ray.resources import xgb_matrix_bytes
-    from vpt_ray.search import FoldCache
+    from vpt_ray.core.resources import xgb_matrix_bytes
+    from vpt_ray.model.search import FoldCache
 
     y = m.y
     small = (

@@ -17,17 +17,17 @@ import pytest
 import xgboost as xgb
 
 from tests.conftest import tiny_overrides
-from vpt_ray import stages
-from vpt_ray.audit import split_audit
-from vpt_ray.config import SEARCH_PARAMS, load_config
-from vpt_ray.cv import early_stopping_folds
-from vpt_ray.honesty import overfitting_section
-from vpt_ray.metrics import VAL_LOG_LOSS
-from vpt_ray.phase import run_phase
-from vpt_ray.resources import MemoryLimitExceeded, MemorySampler
-from vpt_ray.resume import search_key
-from vpt_ray.search import COMPLETED, STOPPED_BY_BUDGET, STOPPED_EARLY, fit_folds, run_search
-from vpt_ray.train import final_rounds
+from vpt_ray.core.config import SEARCH_PARAMS, load_config
+from vpt_ray.core.resources import MemoryLimitExceeded, MemorySampler
+from vpt_ray.model.cv import early_stopping_folds
+from vpt_ray.model.metrics import VAL_LOG_LOSS
+from vpt_ray.model.search import COMPLETED, STOPPED_BY_BUDGET, STOPPED_EARLY, fit_folds, run_search
+from vpt_ray.model.train import final_rounds
+from vpt_ray.pipeline import stages
+from vpt_ray.pipeline.audit import split_audit
+from vpt_ray.pipeline.phase import run_phase
+from vpt_ray.pipeline.resume import search_key
+from vpt_ray.validation.honesty import overfitting_section
 
 pytestmark = pytest.mark.slow
 FAST = ("cv.n_splits=4", "model.n_estimators=40", "model.early_stopping_rounds=10")

@@ -23,14 +23,17 @@ import pytest
 from remote_fixtures import fake_gcs, minute_bars
 
 from tests.conftest import tiny_overrides
-from vpt_ray import resume, stages, storage, tracker
-from vpt_ray.bars import BarDataError
-from vpt_ray.config import ConfigError, GcsConfig, load_config
+from vpt_ray.core import storage
+from vpt_ray.core.config import ConfigError, GcsConfig, load_config
+from vpt_ray.core.run import RunContext
+from vpt_ray.core.storage import GcsPath, StorageError
+from vpt_ray.data import gcs
+from vpt_ray.data.bars import BarDataError
 from vpt_ray.data.chain import TickerData
 from vpt_ray.data.local import read_bars, write_bars
-from vpt_ray.phase import run_phase
-from vpt_ray.run import RunContext
-from vpt_ray.storage import GcsPath, StorageError
+from vpt_ray.pipeline import resume, stages
+from vpt_ray.pipeline.phase import run_phase
+from vpt_ray.report import tracker
 
 BUCKET = "vpt-results"
 
@@ -112,12 +115,12 @@ def test_round_trips_on_the_emulator(emulator, tmp_path):
 
 
 def test_check_names_what_is_wrong_in_one_line(emulator):
-    storage.check(_prefix(emulator))  # an empty prefix of an existing bucket is fine
+    gcs.check_location(_prefix(emulator))  # an empty prefix of an existing bucket is fine
     with pytest.raises(StorageError, match="bucket gs://no-such-bucket does not exist"):
-        storage.check(GcsPath("no-such-bucket/x", emulator))
+        gcs.check_location(GcsPath("no-such-bucket/x", emulator))
     dead = GcsConfig(endpoint_url="http://127.0.0.1:9", token="anon")
     with pytest.raises(StorageError, match="not reachable"):
-        storage.check(GcsPath(f"{BUCKET}/x", dead))
+        gcs.check_location(GcsPath(f"{BUCKET}/x", dead))
 
 
 def test_tracker_is_read_modified_and_written_as_objects(emulator):
@@ -241,8 +244,8 @@ def test_tiny_phase_writes_everything_to_gcs_and_resumes_from_it(
     assert sum(f.endswith("result.json") for f in tune) == 2  # one per trial
     # The saved-model backtest reads a gs:// model; one whose upload never finished is refused.
     from vpt_ray.backtest.__main__ import main as backtest_main
-    from vpt_ray.backtest.__main__ import model_files
-    from vpt_ray.train import load_model
+    from vpt_ray.model.train import load_model
+    from vpt_ray.pipeline.backtest_cli import model_files
 
     gcs_flags = [f"gcs.endpoint_url={emulator.endpoint_url}", "gcs.token=anon"]
     with model_files(str(model), gcs_flags) as local_model:

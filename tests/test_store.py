@@ -8,10 +8,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from tests.conftest import tiny_overrides
-from vpt_ray import stages
-from vpt_ray.config import load_config
-from vpt_ray.resources import ray_data_limits
-from vpt_ray.store import build_store, read_ticker_window, ticker_features
+from vpt_ray.core.config import load_config
+from vpt_ray.core.resources import ray_data_limits
+from vpt_ray.features.store import build_store, read_ticker_window, ticker_features
+from vpt_ray.pipeline import stages
 
 
 @pytest.fixture(scope="module")

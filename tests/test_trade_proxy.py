@@ -1,5 +1,6 @@
 """The trials' after-cost validation returns (`backtest.proxy`) and the standard errors the
-decision uses (`vpt_ray.uncertainty`), on hand-made samples with hand-computed answers."""
+decision uses (`vpt_ray.validation.uncertainty`), on hand-made samples with hand-computed
+answers."""
 
 from __future__ import annotations
 
@@ -10,8 +11,8 @@ import pytest
 from scipy import stats
 
 from vpt_ray.backtest.proxy import TradeProxy, round_trip_cost, signals, trade_returns
-from vpt_ray.config import load_config
-from vpt_ray.uncertainty import (
+from vpt_ray.core.config import load_config
+from vpt_ray.validation.uncertainty import (
     accuracy_se,
     difference_se,
     effective_samples,

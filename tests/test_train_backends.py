@@ -15,13 +15,11 @@ import pytest
 import xgboost as xgb
 
 from tests.conftest import tiny_overrides
-from vpt_ray.config import load_config
+from vpt_ray.core.config import load_config
 from vpt_ray.data.chain import ensure_synthetic
-from vpt_ray.distributed import plan_workers
-from vpt_ray.phase import run_phase
-from vpt_ray.stages import make_folds
-from vpt_ray.store import ticker_features
-from vpt_ray.train import (
+from vpt_ray.features.store import ticker_features
+from vpt_ray.model.distributed import plan_workers
+from vpt_ray.model.train import (
     MODEL_FILE,
     SpilledBatches,
     fit_final,
@@ -29,6 +27,8 @@ from vpt_ray.train import (
     load_model,
     training_rows,
 )
+from vpt_ray.pipeline.phase import run_phase
+from vpt_ray.pipeline.stages import make_folds
 
 HP = {
     "max_depth": 4,

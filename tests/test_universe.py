@@ -8,10 +8,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from vpt_ray.config import ConfigError, UniverseConfig, load_config
+from vpt_ray.core.config import ConfigError, UniverseConfig, load_config
 from vpt_ray.data.chain import expected_sessions
 from vpt_ray.data.local import read_bars, ticker_path
-from vpt_ray.universe import UniverseError, select_universe, summary_line
+from vpt_ray.data.universe import UniverseError, select_universe, summary_line
 
 START = dt.date(2024, 7, 8)  # backtest start: a Monday
 SESSIONS = expected_sessions("XNYS", dt.date(2024, 5, 1), dt.date(2024, 7, 31))
@@ -137,7 +137,7 @@ def test_stage_selects_synthetic_tickers_and_builds_their_backtest_data(ray_sess
     """End to end on the synthetic market: chain -> selection -> chain -> feature task."""
     from conftest import tiny_overrides
 
-    from vpt_ray import stages
+    from vpt_ray.pipeline import stages
 
     cands = ["VALE", "INTC", "PFE", "CDE", "CVX", "GILD"]
     cfg = load_config(

@@ -56,7 +56,7 @@ import pandas as pd
 from numba import njit
 
 if TYPE_CHECKING:  # pragma: no cover
-    from vpt_ray.config import BacktestConfig
+    from vpt_ray.core.config import BacktestConfig
 
 SESSION_TZ = "America/New_York"
 BAR_COLUMNS = ("timestamp", "open", "high", "low", "close", "volume")

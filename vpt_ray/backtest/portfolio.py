@@ -68,7 +68,7 @@ from vpt_ray.backtest.engine import (
 from vpt_ray.backtest.stats import STAT_KEYS, summarize, trading_stats
 
 if TYPE_CHECKING:  # pragma: no cover
-    from vpt_ray.config import BacktestConfig
+    from vpt_ray.core.config import BacktestConfig
 
 # The plan's cash budget: large enough that only the volume cap ever limits a planned entry.
 PLAN_CAPITAL = 1e15

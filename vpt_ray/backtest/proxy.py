@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 from numba import njit
 
-from vpt_ray.config import Config
+from vpt_ray.core.config import Config
 
 
 @dataclass(frozen=True)

@@ -19,17 +19,17 @@ import pandas as pd
 import ray
 import xgboost as xgb
 
-from vpt_ray import storage
 from vpt_ray.backtest.engine import SimSettings, session_days
 from vpt_ray.backtest.portfolio import TradePlan, plan_trades
 from vpt_ray.backtest.tearsheet import daily_closes
-from vpt_ray.config import Config
+from vpt_ray.core import storage
+from vpt_ray.core.config import Config
+from vpt_ray.core.node_memory import node_label
+from vpt_ray.core.progress import track
+from vpt_ray.core.resources import clamp_task_memory, release_freed_memory
 from vpt_ray.data.local import read_bars
 from vpt_ray.data.resample import resample_bars
-from vpt_ray.node_memory import node_label
-from vpt_ray.progress import track
-from vpt_ray.resources import clamp_task_memory, release_freed_memory
-from vpt_ray.store import read_ticker_window, window_task_memory
+from vpt_ray.features.store import read_ticker_window, window_task_memory
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +37,7 @@ log = logging.getLogger(__name__)
 def predict(booster: xgb.Booster, X: np.ndarray, names: list[str]) -> np.ndarray:
     """P(up) for each row; rows with missing features still get one (XGBoost handles NaN).
 
-    `booster` may also be an ensemble (`vpt_ray.ensemble.EnsembleModel`), which averages its
+    `booster` may also be an ensemble (`vpt_ray.model.ensemble.EnsembleModel`), which averages its
     members' probabilities over the feature columns each member uses."""
     if len(X) == 0:
         return np.empty(0, dtype=np.float32)

@@ -27,14 +27,14 @@ from typing import Protocol
 import numpy as np
 import pandas as pd
 
-from vpt_ray.bars import BarDataError, empty_bars, validate_bars
-from vpt_ray.config import Config
+from vpt_ray.core.calendar import bound_problem, exchange_dates, get_calendar, in_session_mask
+from vpt_ray.core.config import Config
+from vpt_ray.core.storage import Location
 from vpt_ray.data import local
-from vpt_ray.data.calendar import bound_problem, exchange_dates, get_calendar, in_session_mask
+from vpt_ray.data.bars import BarDataError, empty_bars, validate_bars
 from vpt_ray.data.errors import SourceError
 from vpt_ray.data.resample import is_daily, resample_bars
 from vpt_ray.data.synthetic import SyntheticParams, generate_ticker
-from vpt_ray.storage import Location
 
 log = logging.getLogger(__name__)
 REMOTE = ("gcs", "polygon")

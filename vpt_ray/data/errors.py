@@ -2,7 +2,7 @@
 
 A remote failure must tell the user which ticker and dates were affected and why, in one line, so
 the chain can report it or move on to the next source. Bar contract violations stay
-`vpt_ray.bars.BarDataError`; this type is for transport, service and credential problems.
+`vpt_ray.data.bars.BarDataError`; this type is for transport, service and credential problems.
 """
 
 from __future__ import annotations

@@ -44,16 +44,16 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from vpt_ray.bars import SCHEMA, BarDataError, empty_bars, validate_bars
-from vpt_ray.config import GcsConfig
-from vpt_ray.data import calendar as xcal
+from vpt_ray.core import calendar as xcal
+from vpt_ray.core.config import GcsConfig
+from vpt_ray.core.storage import GOOGLE_ENDPOINT, GcsPath, StorageError, request_timeout
+from vpt_ray.data.bars import SCHEMA, BarDataError, empty_bars, validate_bars
 from vpt_ray.data.errors import SourceError
 
 os.environ.setdefault("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")
 
 log = logging.getLogger(__name__)
 
-GOOGLE_ENDPOINT = "https://storage.googleapis.com"
 PROBE_TTL_S = 300.0  # the chain builds a source per ticker; probe a bucket once per 5 minutes
 _PROBES: dict[tuple, tuple[float, str | None]] = {}
 _PROBES_LOCK = threading.Lock()
@@ -98,13 +98,6 @@ def _tcp_probe(url: str, timeout_s: float) -> str | None:
             return None
     except OSError as exc:
         return f"{parts.hostname}:{port} unreachable ({exc.strerror or type(exc).__name__})"
-
-
-def request_timeout(cfg: GcsConfig) -> Any:
-    """aiohttp's per-request timeout for gcsfs (`requests_timeout`): connect and read."""
-    import aiohttp
-
-    return aiohttp.ClientTimeout(sock_connect=cfg.connect_timeout_s, sock_read=cfg.read_timeout_s)
 
 
 def is_deadline(exc: BaseException) -> bool:
@@ -389,3 +382,13 @@ class GcsSource:
             ) from None
         self._cached = (path, merged)
         log.info("gcs: gs://%s now holds %d bars (+%d uploaded)", path, len(merged), len(new))
+
+
+def check_location(loc: GcsPath) -> None:
+    """Raise StorageError (one line) unless the bucket answers: no credentials, endpoint down or
+    no bucket are found in seconds, before a run spends minutes and then fails to write."""
+    reason = GcsSource(loc.gcs.model_copy(update={"bucket_path": loc.key})).unavailable_reason(
+        refresh=True
+    )
+    if reason:
+        raise StorageError(f"{loc}: {reason}")

@@ -42,10 +42,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from vpt_ray.bars import BarDataError, validate_bars
-from vpt_ray.config import TICKER_RE, Config
+from vpt_ray.core.calendar import calendar_bounds, exchange_dates, get_calendar, in_session_mask
+from vpt_ray.core.config import TICKER_RE, Config
 from vpt_ray.data import local
-from vpt_ray.data.calendar import calendar_bounds, exchange_dates, get_calendar, in_session_mask
+from vpt_ray.data.bars import BarDataError, validate_bars
 from vpt_ray.data.resample import is_daily
 
 ALIASES = {  # lower-cased input column -> contract column

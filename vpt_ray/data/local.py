@@ -10,16 +10,15 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from vpt_ray import storage
-from vpt_ray.bars import SCHEMA, BarDataError, validate_bars
+from vpt_ray.core import storage
+from vpt_ray.core.storage import write_parquet_atomic as write_parquet_atomic  # re-exported
+from vpt_ray.data.bars import SCHEMA, BarDataError, validate_bars
 
 META_KEY = b"vpt_ray"
 EXCHANGE_TZ = "America/New_York"
@@ -28,19 +27,6 @@ EXCHANGE_TZ = "America/New_York"
 def ticker_path(data_dir: str | Path, ticker: str, synthetic: bool = False) -> Path:
     base = Path(data_dir) / "_synthetic" if synthetic else Path(data_dir)
     return base / f"{ticker}.parquet"
-
-
-def write_parquet_atomic(table: pa.Table, path: Path) -> None:
-    """Write `table` to `path` through a temp file + rename (atomic on POSIX)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        pq.write_table(table, tmp, compression="zstd")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def write_bars(df: pd.DataFrame, path: Path, meta: dict | None = None) -> None:

@@ -46,9 +46,9 @@ import numpy as np
 import pandas as pd
 import urllib3
 
-from vpt_ray.bars import BarDataError, empty_bars, validate_bars
-from vpt_ray.config import PolygonConfig
-from vpt_ray.data import calendar as xcal
+from vpt_ray.core import calendar as xcal
+from vpt_ray.core.config import PolygonConfig
+from vpt_ray.data.bars import BarDataError, empty_bars, validate_bars
 from vpt_ray.data.errors import SourceError
 
 log = logging.getLogger(__name__)

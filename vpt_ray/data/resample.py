@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from vpt_ray.data.calendar import session_opens
+from vpt_ray.core.calendar import session_opens
 from vpt_ray.data.local import EXCHANGE_TZ
 
 

@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 from numba import njit
 
-from vpt_ray.data.calendar import get_calendar
+from vpt_ray.core.calendar import get_calendar
 
 GENERATOR_VERSION = 2
 EPOCH = dt.date(2015, 1, 2)
@@ -171,8 +171,8 @@ def _session_draws(
 class SessionDraw:
     """One generated session: its bars and the hidden state behind them (every minute, kept or not).
 
-    `vpt_ray.oracle` reads the hidden state to compute the true probability of each label; the
-    bars are what the rest of the pipeline sees.
+    `vpt_ray.validation.oracle` reads the hidden state to compute the true probability of each
+    label; the bars are what the rest of the pipeline sees.
     """
 
     bars: pd.DataFrame  # the contract bars of the kept minutes

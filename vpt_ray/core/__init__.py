@@ -1,0 +1,10 @@
+"""The ground every stage stands on: the validated config (`config`, one pydantic object passed
+down), the exchange-calendar clock (`calendar`), local and gs:// storage with atomic writes
+(`storage`), the run context that marks a run RUNNING / FINISHED / FAILED (`run`), Ray start-up,
+CPU and memory budgets and the memory sampler (`resources`, `node_memory`), signals
+(`interrupt`), console output and progress bars (`console`, `progress`), MLflow logging
+(`tracking`) and Ray task errors (`remote_error`).
+
+The bottom layer: it imports no other `vpt_ray` package (`lint-imports` checks it), so a stage
+can use any of it and none of it knows about stages.
+"""

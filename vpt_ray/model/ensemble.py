@@ -1,0 +1,403 @@
+"""Phase 5 ensembles: probability averaging over the search's best configurations, seeds and
+feature subsets, with weights chosen on out-of-fold predictions of the purged CV folds only.
+
+Why: the search keeps one configuration and throws the runners-up away; averaging a few good,
+differently seeded (and optionally differently fed) models lowers variance, and the purged folds
+say whether it does before any out-of-sample bar is touched.
+
+Members are the top `model.ensemble.top_k` configurations of the search that fitted every fold
+(best validation log loss first) x `model.ensemble.seeds`; with `feature_fraction` < 1 every
+member but the first sees a seeded random subset of the features. One Ray task per member fits
+it on every fold (early stopping on the last sessions of the fold's training part, never on its
+validation part, as in the search: `cv.early_stopping_folds`), keeps its
+out-of-fold probabilities, then fits it on the whole training set with the rounds the folds
+suggest (`train.final_rounds`).
+Weights: greedy forward selection with replacement (Caruana et al., 2004) on the pooled
+out-of-fold log loss, starting from the best member and stopping when no step improves it, so the
+ensemble is never worse than its best member on those folds, and weights are sparse.
+Cost: top_k x len(seeds) x (folds + 1) XGBoost fits spread over the cluster's CPUs.
+
+On disk, next to the single model: `ensemble/member_{i}.ubj` (XGBoost's native format) and
+`ensemble/ensemble.json` (weights, configurations, seeds, feature lists, rounds), written into a
+temp directory and renamed into place. `EnsembleModel.predict_proba(X, names)` is what the
+backtest tasks call.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import ray
+import xgboost as xgb
+
+from vpt_ray.core.config import SEARCH_PARAMS, Config
+from vpt_ray.core.progress import track
+from vpt_ray.core.resources import WORKER_BASELINE_BYTES, clamp_task_memory, quantized_bytes
+from vpt_ray.core.run import atomic_dir
+from vpt_ray.features.store import Matrix
+from vpt_ray.model.cv import EarlyStopFold, early_stopping_folds
+from vpt_ray.model.metrics import classification
+from vpt_ray.model.search import SearchResult, train_early_stopped, xgb_params
+from vpt_ray.model.train import final_rounds
+
+log = logging.getLogger("vpt_ray.ensemble")
+Folds = list[tuple[np.ndarray, np.ndarray]]
+ENSEMBLE_DIR = "ensemble"
+ENSEMBLE_FILE = "ensemble.json"
+EPS = 1e-7
+
+
+@dataclass(frozen=True)
+class Member:
+    """One candidate: a search configuration (by rank), a seed and the features it sees."""
+
+    rank: int
+    params: dict
+    seed: int
+    features: tuple[str, ...]
+
+
+@dataclass
+class EnsembleModel:
+    """Weighted average of member probabilities; members with weight 0 are not kept."""
+
+    boosters: list[xgb.Booster]
+    weights: list[float]
+    features: list[list[str]]
+    info: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not (len(self.boosters) == len(self.weights) == len(self.features)) or not self.weights:
+            raise ValueError(
+                f"EnsembleModel: {len(self.boosters)} boosters, {len(self.weights)} weights and "
+                f"{len(self.features)} feature lists: need the same number, at least one"
+            )
+        total = float(sum(self.weights))
+        if total <= 0 or min(self.weights) < 0:
+            raise ValueError(f"EnsembleModel: weights {self.weights} must be >= 0 with a sum > 0")
+        self.weights = [float(w) / total for w in self.weights]
+
+    def predict_proba(self, X: np.ndarray, names: list[str]) -> np.ndarray:
+        """P(up) per row of `X` (columns named `names`): the weighted member average."""
+        col = {n: i for i, n in enumerate(names)}
+        missing = sorted({f for fs in self.features for f in fs} - set(col))
+        if missing:
+            raise ValueError(f"EnsembleModel: features {missing} are not among the inputs")
+        out = np.zeros(len(X), dtype=np.float64)
+        for booster, w, feats in zip(self.boosters, self.weights, self.features, strict=True):
+            Xm = X if list(feats) == list(names) else X[:, [col[f] for f in feats]]
+            out += w * booster.predict(xgb.DMatrix(Xm, feature_names=list(feats)))
+        return out.astype(np.float32)
+
+    def set_nthread(self, n: int) -> None:
+        for b in self.boosters:
+            b.set_param({"nthread": n})
+
+
+def candidates(cfg: Config, trials: pd.DataFrame, names: list[str]) -> list[Member]:
+    """Top-k search configurations x seeds; member 0 (best config, first seed) sees all features."""
+    ens = cfg.model.ensemble
+    keys = list(SEARCH_PARAMS)
+    missing = [k for k in keys if k not in trials.columns]
+    if missing:
+        raise ValueError(f"search trials table lacks parameter columns {missing}")
+    k_feats = max(1, int(round(ens.feature_fraction * len(names))))
+    out = []
+    for rank, (_, row) in enumerate(trials.head(ens.top_k).iterrows()):
+        hp = {k: _py(row[k]) for k in keys}
+        for j, seed in enumerate(ens.seeds):
+            feats = tuple(names)
+            if k_feats < len(names) and (rank, j) != (0, 0):
+                rng = np.random.default_rng([cfg.search.seed, rank, seed])
+                keep = np.sort(rng.choice(len(names), size=k_feats, replace=False))
+                feats = tuple(names[i] for i in keep)
+            out.append(Member(rank, hp, int(seed), feats))
+    return out
+
+
+def _py(v: object) -> object:
+    return v.item() if hasattr(v, "item") else v
+
+
+def fit_member(
+    member: Member,
+    X: np.ndarray,
+    y: np.ndarray,
+    folds: list[EarlyStopFold],
+    names: list[str],
+    *,
+    n_estimators: int,
+    early_stopping_rounds: int,
+    max_bin: int,
+    nthread: int,
+) -> dict:
+    """Out-of-fold probabilities of `member` on every fold (fit on `fit`, stopped on `stop`,
+    predicted on `val`), then its fit on all of (X, y)."""
+    feats = list(member.features)
+    Xm = X if feats == list(names) else X[:, [names.index(f) for f in feats]]
+    params = xgb_params(member.params, nthread, max_bin, seed=member.seed)
+    oof, fold_rounds = [], []
+    for fit, stop, va in folds:
+        dtrain = xgb.QuantileDMatrix(Xm[fit], y[fit], max_bin=max_bin)
+        dstop = xgb.QuantileDMatrix(Xm[stop], y[stop], ref=dtrain, max_bin=max_bin)
+        dval = xgb.QuantileDMatrix(Xm[va], y[va], ref=dtrain, max_bin=max_bin)
+        booster, rounds = train_early_stopped(
+            params, dtrain, dstop, n_estimators, early_stopping_rounds
+        )
+        oof.append(booster.predict(dval, iteration_range=(0, rounds)).astype(np.float32))
+        fold_rounds.append(rounds)
+        del dtrain, dstop, dval, booster
+    rounds = final_rounds(fold_rounds, [len(f.fit) for f in folds], len(y))
+    dfull = xgb.QuantileDMatrix(Xm, y, max_bin=max_bin, feature_names=feats)
+    final = xgb.train(params, dfull, num_boost_round=max(1, rounds), verbose_eval=False)
+    return {
+        "oof": oof,
+        "fold_rounds": fold_rounds,
+        "rounds": rounds,
+        "model": bytes(final.save_raw("ubj")),
+    }
+
+
+@ray.remote(num_cpus=1, max_retries=0)
+def _member_task(i: int, member: Member, X, y, folds, names, settings) -> dict:
+    return {"i": i, **fit_member(member, X, y, folds, names, **settings)}
+
+
+def _log_loss(y: np.ndarray, p: np.ndarray) -> float:
+    p = np.clip(p, EPS, 1 - EPS)
+    return float(-np.mean(y * np.log(p) + (1 - y) * np.log1p(-p)))
+
+
+def greedy_weights(P: np.ndarray, y: np.ndarray, rounds: int) -> np.ndarray:
+    """Weights (summing to 1) from greedy forward selection with replacement on log loss.
+
+    P: (members, samples) out-of-fold probabilities; y: labels. Starts from the best member and
+    adds, `rounds` times at most, the member whose addition lowers the averaged log loss most;
+    stops early when no addition lowers it. Ties go to the lower index (the better-ranked config).
+    """
+    P = np.asarray(P, dtype=np.float64)
+    y = np.asarray(y, dtype=np.float64)
+    if P.ndim != 2 or P.shape[1] != len(y) or P.shape[0] == 0:
+        raise ValueError(f"greedy_weights: P has shape {P.shape}, need (members, {len(y)})")
+    if rounds < 1:
+        raise ValueError(f"greedy_weights: rounds = {rounds}: must be >= 1")
+    losses = [_log_loss(y, p) for p in P]
+    best = int(np.argmin(losses))
+    counts = np.zeros(len(P))
+    counts[best] = 1
+    current, loss = P[best].copy(), losses[best]
+    for n in range(1, rounds):
+        trial = [_log_loss(y, (current * n + p) / (n + 1)) for p in P]
+        j = int(np.argmin(trial))
+        if trial[j] >= loss - 1e-12:
+            break
+        counts[j] += 1
+        current = (current * n + P[j]) / (n + 1)
+        loss = trial[j]
+    return counts / counts.sum()
+
+
+def cv_summary(y: np.ndarray, folds: Folds, oof: list[np.ndarray]) -> dict:
+    """Mean over folds of validation accuracy, AUC and log loss (the search's definition)."""
+    per = [classification(y[va], p) for (_, va), p in zip(folds, oof, strict=True)]
+    return {k: float(np.nanmean([f[k] for f in per])) for k in ("accuracy", "auc", "log_loss")}
+
+
+def _member_memory(m: Matrix, folds: Folds, max_bin: int) -> int:
+    rows, feats = len(m), len(m.feature_names)
+    largest = max(len(tr) + len(va) for tr, va in folds)
+    return int(
+        rows * feats * 4  # a feature-subset copy
+        + largest * feats * 4  # the fold's row copy
+        + 2 * quantized_bytes(rows, feats, max_bin)
+        + 32 * rows
+        + WORKER_BASELINE_BYTES
+    )
+
+
+def run_ensemble(
+    cfg: Config, m: Matrix, folds: Folds, result: SearchResult, num_cpus: int
+) -> tuple[EnsembleModel, dict]:
+    """Fit the candidates (one Ray task each), choose weights on their out-of-fold probabilities.
+
+    Returns the model (members with weight > 0) and a JSON-ready description: members with their
+    weights and out-of-fold CV figures, and the CV of the ensemble and of the best single member.
+    """
+    ens = cfg.model.ensemble
+    members = candidates(cfg, result.completed_trials, m.feature_names)
+    settings = {
+        "n_estimators": cfg.model.n_estimators,
+        "early_stopping_rounds": cfg.model.early_stopping_rounds,
+        "max_bin": cfg.model.max_bin,
+        "nthread": 1,
+    }
+    es_folds = early_stopping_folds(
+        folds, m.pos, m.label_end, m.slots, cfg.cv.early_stopping_fraction, cfg.embargo_bars
+    )
+    x_ref, y_ref, folds_ref = ray.put(m.features()), ray.put(m.y), ray.put(es_folds)
+    memory = clamp_task_memory(
+        _member_memory(m, folds, cfg.model.max_bin), max(1, int(num_cpus)), "ensemble member"
+    )
+    log.info(
+        "ensemble: %d candidates (top %d configs x %d seeds, feature fraction %g), %d folds each",
+        len(members),
+        ens.top_k,
+        len(ens.seeds),
+        ens.feature_fraction,
+        len(folds),
+    )
+    refs = {
+        _member_task.options(name=f"ensemble:member{i}", memory=memory).remote(
+            i, mb, x_ref, y_ref, folds_ref, m.feature_names, settings
+        ): f"member {i}"
+        for i, mb in enumerate(members)
+    }
+    fits = {r["i"]: r for r in track(refs, "ensemble", unit="member")}
+    fits = [fits[i] for i in range(len(members))]
+    y_pooled = np.concatenate([m.y[va] for _, va in folds])
+    P = np.stack([np.concatenate(f["oof"]) for f in fits])
+    weights = greedy_weights(P, y_pooled, ens.selection_rounds)
+    used = [i for i, w in enumerate(weights) if w > 0]
+    model = EnsembleModel(
+        boosters=[_booster(fits[i]["model"]) for i in used],
+        weights=[float(weights[i]) for i in used],
+        features=[list(members[i].features) for i in used],
+    )
+    p_ens = [sum(weights[i] * fits[i]["oof"][k] for i in used) for k in range(len(folds))]
+    table = [
+        {
+            "member": i,
+            "config_rank": mb.rank,
+            "seed": mb.seed,
+            "features": len(mb.features),
+            "feature_names": list(mb.features) if len(mb.features) < len(m.feature_names) else None,
+            "rounds": fits[i]["rounds"],
+            "weight": round(float(weights[i]), 6),
+            "params": {k: _py(v) for k, v in mb.params.items()},
+            "cv": cv_summary(m.y, folds, fits[i]["oof"]),
+        }
+        for i, mb in enumerate(members)
+    ]
+    info = {
+        "method": "probability averaging, greedy forward selection on out-of-fold log loss",
+        "top_k": ens.top_k,
+        "seeds": list(ens.seeds),
+        "feature_fraction": ens.feature_fraction,
+        "candidates": len(members),
+        "used": len(used),
+        "members": table,
+        "cv": cv_summary(m.y, folds, p_ens),
+        "cv_single": table[0]["cv"],
+        "weights_chosen_on": "out-of-fold predictions of the purged CV folds (no OOS bar)",
+    }
+    model.info = info
+    log.info(
+        "ensemble: %d of %d members weighted; CV log loss %.5f vs best single %.5f",
+        len(used),
+        len(members),
+        info["cv"]["log_loss"],
+        info["cv_single"]["log_loss"],
+    )
+    return model, info
+
+
+def _booster(raw: bytes) -> xgb.Booster:
+    b = xgb.Booster()
+    b.load_model(bytearray(raw))
+    return b
+
+
+def comparison(info: dict, single_bt: dict, ensemble_bt: dict) -> dict:
+    """metrics.json's `ensemble` section: the ensemble against the best single model."""
+    trading = ("sharpe", "total_return", "max_drawdown", "trades", "win_rate")
+    cls = ("accuracy", "auc", "log_loss", "samples")
+    oos = {
+        "ensemble": {k: ensemble_bt["oos"][k] for k in cls},
+        "single": {k: single_bt["oos"][k] for k in cls},
+    }
+    bt = {
+        "ensemble": {k: ensemble_bt["stats"].get(k) for k in trading},
+        "single": {k: single_bt["stats"].get(k) for k in trading},
+    }
+    cv = {"ensemble": info["cv"], "single": info["cv_single"]}
+    return {
+        **{k: v for k, v in info.items() if k not in ("cv", "cv_single")},
+        "cv": cv,
+        "oos": oos,
+        "backtest": bt,
+        "improvement": {
+            "cv_log_loss": cv["single"]["log_loss"] - cv["ensemble"]["log_loss"],
+            "cv_accuracy": cv["ensemble"]["accuracy"] - cv["single"]["accuracy"],
+            "oos_accuracy": oos["ensemble"]["accuracy"] - oos["single"]["accuracy"],
+            "oos_log_loss": oos["single"]["log_loss"] - oos["ensemble"]["log_loss"],
+            "sharpe": _diff(bt["ensemble"]["sharpe"], bt["single"]["sharpe"]),
+        },
+        "note": "the ensemble's CV figures are measured on the folds its weights were chosen on "
+        "(optimistic by construction); its OOS and backtest figures are not",
+    }
+
+
+def _diff(a: float | None, b: float | None) -> float | None:
+    if a is None or b is None or not np.isfinite(a) or not np.isfinite(b):
+        return None
+    return float(a - b)
+
+
+def save_ensemble(model_dir: Path, model: EnsembleModel) -> Path:
+    """Write `model_dir/ensemble/` (members + ensemble.json) atomically: temp dir, then rename."""
+    final = Path(model_dir) / ENSEMBLE_DIR
+    with atomic_dir(final) as tmp:
+        files = []
+        for i, b in enumerate(model.boosters):
+            name = f"member_{i}.ubj"
+            b.save_model(tmp / name)
+            files.append(name)
+        spec = {
+            "members": [
+                {"file": f, "weight": w, "features": feats}
+                for f, w, feats in zip(files, model.weights, model.features, strict=True)
+            ],
+            "info": model.info,
+        }
+        (tmp / ENSEMBLE_FILE).write_text(json.dumps(spec, indent=2, default=str) + "\n")
+    return final
+
+
+def load_ensemble(model_dir: str | Path) -> EnsembleModel | None:
+    """The ensemble saved in `model_dir`, or None when the model has none."""
+    spec_path = Path(model_dir) / ENSEMBLE_DIR / ENSEMBLE_FILE
+    if not spec_path.exists():
+        return None
+    spec = json.loads(spec_path.read_text())
+    boosters = []
+    for mb in spec["members"]:
+        b = xgb.Booster()
+        b.load_model(spec_path.parent / mb["file"])
+        boosters.append(b)
+    return EnsembleModel(
+        boosters=boosters,
+        weights=[mb["weight"] for mb in spec["members"]],
+        features=[mb["features"] for mb in spec["members"]],
+        info=spec.get("info", {}),
+    )
+
+
+def print_comparison(section: dict) -> None:
+    """Console lines: the ensemble against the best single model."""
+    cv, oos, bt = section["cv"], section["oos"], section["backtest"]
+    print(f"  ensemble ({section['used']} of {section['candidates']} members weighted) vs single:")
+    print(
+        f"    CV log loss {cv['ensemble']['log_loss']:.5f} vs {cv['single']['log_loss']:.5f}; "
+        f"OOS accuracy {oos['ensemble']['accuracy']:.4f} vs {oos['single']['accuracy']:.4f}; "
+        f"Sharpe {_f(bt['ensemble']['sharpe'])} vs {_f(bt['single']['sharpe'])}"
+    )
+    print()
+
+
+def _f(v: float | None) -> str:
+    return "n/a" if v is None or v != v else f"{v:.2f}"

@@ -31,7 +31,10 @@ from tests.conftest import REPO, tiny_overrides
 from vpt_ray.core.config import load_config
 from vpt_ray.model.metrics import classification
 from vpt_ray.pipeline.phase import run_phase
-from vpt_ray.report import compare, html_report, tracker
+from vpt_ray.report import compare, tracker
+from vpt_ray.report.html import backtest as html_backtest
+from vpt_ray.report.html import decision, inputs, predictions
+from vpt_ray.report.html import page as html_page
 
 pytestmark = pytest.mark.slow
 RUN_ID = "rep"
@@ -62,9 +65,9 @@ def run(ray_session, tmp_path_factory) -> dict:
 
 
 @pytest.fixture(scope="module")
-def loaded(run) -> tuple[html_report.RunFiles, dict]:
-    files = html_report.load_run(run["report"], run["model"])
-    return files, html_report.build_figures(files)
+def loaded(run) -> tuple[inputs.RunFiles, dict]:
+    files = inputs.load_run(run["report"], run["model"])
+    return files, html_page.build_figures(files)
 
 
 def _trace(fig, name: str, axis: str = "x"):
@@ -158,7 +161,7 @@ def test_oos_predictions_reproduce_metrics_oos(run, loaded):
     assert c["accuracy"] == pytest.approx(oos["accuracy"], abs=1e-9)
     assert c["auc"] == pytest.approx(oos["auc"], abs=1e-6)
     assert c["base_rate"] == pytest.approx(oos["base_rate"], abs=1e-9)
-    table = html_report.calibration_table(pred)
+    table = predictions.calibration_table(pred)
     assert table["n"].sum() == oos["samples"]
     weighted = float((table["observed"] * table["n"]).sum() / table["n"].sum())
     assert weighted == pytest.approx(oos["base_rate"], abs=1e-9)
@@ -215,7 +218,7 @@ def test_resources_chart_draws_samples_and_limits(run, loaded):
 def test_decision_rules_carry_the_runs_figures(run):
     m = run["metrics"]
     cfg = yaml.safe_load((run["report"] / "config.yaml").read_text())
-    rules = html_report.decision_rules(m, cfg).set_index("rule")
+    rules = decision.decision_rules(m, cfg).set_index("rule")
     assert rules.loc["OOS accuracy", "value"] == m["oos"]["accuracy"]
     assert rules.loc["Sharpe (daily, annualized)", "value"] == m["backtest"]["sharpe"]
     gap = rules.loc["train - validation accuracy gap"]
@@ -269,9 +272,8 @@ def test_new_backtest_panels_equal_their_inputs(run, loaded):
     from vpt_ray.backtest import tearsheet
 
     files, figs = loaded
-    rs = _trace(figs["rolling_sharpe"], f"strategy ({html_report.rolling_window(len(files.equity))}"
-                " sessions)")  # fmt: skip
-    window = html_report.rolling_window(len(files.equity))
+    window = html_backtest.rolling_window(len(files.equity))
+    rs = _trace(figs["rolling_sharpe"], f"strategy ({window} sessions)")
     r = files.equity.pct_change()
     r.iloc[0] = files.equity.iloc[0] / files.capital - 1
     tail = r.iloc[-window:]
@@ -299,7 +301,7 @@ def test_new_backtest_panels_equal_their_inputs(run, loaded):
     )
     assert marked == len(in_window) > 0
     assert len(prices.layout.updatemenus[0].buttons) == len(files.prices)
-    other = html_report.load_run(run["report"], run["model"], (a, a))
+    other = inputs.load_run(run["report"], run["model"], (a, a))
     assert set(pd.to_datetime(other.prices[first]["timestamp"]).dt.tz_convert(
         "America/New_York").dt.date) == {a}  # fmt: skip
 
@@ -517,7 +519,7 @@ def test_report_rebuilds_standalone_from_disk(run, tmp_path):
     (copy / "predictions.parquet").unlink()
     # the copy has no feature store next to it: point at the run's model and store
     shutil.copytree(run["artifacts"] / "runs", tmp_path / "runs")
-    assert html_report.main([str(copy), "--model-dir", str(run["model"])]) == 0
+    assert html_page.main([str(copy), "--model-dir", str(run["model"])]) == 0
     after = pd.read_parquet(copy / "predictions.parquet")
     pd.testing.assert_frame_equal(before, after)
     assert "Not shown:" not in (copy / "report.html").read_text()
@@ -529,17 +531,17 @@ def test_report_without_model_or_store_says_what_is_missing(run, tmp_path):
     metrics = json.loads((copy / "metrics.json").read_text())
     metrics["model_dir"] = str(tmp_path / "gone")
     (copy / "metrics.json").write_text(json.dumps(metrics))
-    files = html_report.load_run(copy)
+    files = inputs.load_run(copy)
     assert set(files.notes) == {"importance", "calibration"}
-    page = html_report.write_html_report(copy).read_text()
+    page = html_page.write_html_report(copy).read_text()
     assert page.count("Not shown:") == 2 and "equity" in page
 
 
 def test_report_needs_metrics_json(tmp_path):
     (tmp_path / "status.json").write_text(json.dumps({"status": "FAILED"}))
     with pytest.raises(FileNotFoundError, match=r"no metrics\.json \(run status: FAILED\)"):
-        html_report.write_html_report(tmp_path)
-    assert html_report.main([str(tmp_path / "nope"), "--artifacts", str(tmp_path)]) == 2
+        html_page.write_html_report(tmp_path)
+    assert html_page.main([str(tmp_path / "nope"), "--artifacts", str(tmp_path)]) == 2
 
 
 def test_compare_shows_only_differing_settings(run, tmp_path, capsys):

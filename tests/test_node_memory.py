@@ -19,7 +19,7 @@ import pytest
 from vpt_ray.core import node_memory
 from vpt_ray.core.node_memory import NodeProbe, NodeSample, PssCache, read_pss
 from vpt_ray.core.resources import GB, MemoryLimitExceeded, MemorySampler
-from vpt_ray.report.html_report import _nodes_table
+from vpt_ray.report.html.resources import _nodes_table
 from vpt_ray.report.run_report import node_memory_line
 from vpt_ray.report.tracker import memory_note
 

@@ -1,10 +1,10 @@
 """`python -m vpt_ray.html_report RUN_DIR` (and `vpt report`): the public path of the report
-builder, `vpt_ray.report.html_report`.
+builder, `vpt_ray.report.html` (one module per section).
 """
 
 from __future__ import annotations
 
-from vpt_ray.report.html_report import main
+from vpt_ray.report.html.page import main
 
 __all__ = ["main"]
 

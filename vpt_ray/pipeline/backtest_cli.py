@@ -151,7 +151,7 @@ def run(
     from vpt_ray.model.train import load_model
     from vpt_ray.pipeline import stages
     from vpt_ray.report import tracker
-    from vpt_ray.report.html_report import write_html_report
+    from vpt_ray.report.html.page import write_html_report
     from vpt_ray.report.run_report import write_report
 
     overrides = overrides or []

@@ -49,7 +49,7 @@ from vpt_ray.pipeline import resume
 from vpt_ray.pipeline.resume import file_digest
 from vpt_ray.pipeline.resume import stage_bars as stage_ticker_bars
 from vpt_ray.report import tracker
-from vpt_ray.report.html_report import write_html_report
+from vpt_ray.report.html.page import write_html_report
 from vpt_ray.report.run_report import concentration_line, num, pct, write_report
 from vpt_ray.validation.decision import apply_concentration, decide
 from vpt_ray.validation.honesty import overfitting_section

@@ -1,0 +1,132 @@
+"""The "Did it learn?" and search sections: the purged CV folds, the Tune trials' objective,
+their parallel coordinates and which hyperparameters mattered.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+from vpt_ray.core.config import SEARCH_PARAMS
+from vpt_ray.report.html.common import BLUE, GREEN, GREY, _fmt, _layout, html_table
+from vpt_ray.report.html.inputs import TRIAL_METRICS
+
+
+def fig_cv_folds(cv: dict) -> go.Figure:
+    """Train vs validation accuracy, AUC and log loss per purged fold (dotted: a coin flip)."""
+    folds = cv["folds"]
+    x = [f["fold"] for f in folds]
+    fig = make_subplots(rows=1, cols=3, subplot_titles=("accuracy", "AUC", "log loss"))
+    for col, m in enumerate(("accuracy", "auc", "log_loss"), start=1):
+        for split, color in (("train", GREY), ("val", BLUE)):
+            fig.add_scatter(
+                x=x,
+                y=[f[f"{split}_{m}"] for f in folds],
+                mode="lines+markers",
+                name="train" if split == "train" else "validation",
+                line={"color": color},
+                marker={"size": 9},
+                legendgroup=split,
+                showlegend=col == 1,
+                row=1,
+                col=col,
+            )
+        ref = 0.5 if m in ("accuracy", "auc") else math.log(2)
+        fig.add_hline(y=ref, line_dash="dot", line_color=GREY, row=1, col=col)
+    fig.update_xaxes(title="fold", dtick=1)
+    return _layout(fig, "Cross-validation per fold (dotted: coin flip)", 340)
+
+
+def fig_search_objective(trials: pd.DataFrame, metric: str = "val_log_loss") -> go.Figure:
+    """Objective of each trial in creation order with the best so far."""
+    fig = go.Figure()
+    fig.add_scatter(
+        x=trials["trial"],
+        y=trials[metric],
+        mode="markers",
+        name="trial",
+        marker={"color": BLUE, "size": 8},
+        customdata=trials.get("trial_id", trials["trial"]),
+        hovertemplate="trial %{customdata}<br>" + metric + " %{y:.5f}<extra></extra>",
+    )
+    fig.add_scatter(
+        x=trials["trial"],
+        y=trials[metric].cummin(),
+        mode="lines",
+        name="best so far",
+        line={"color": GREEN, "shape": "hv"},
+    )
+    fig.update_xaxes(title="trial (creation order)")
+    fig.update_yaxes(title=f"{metric} (mean over folds, lower is better)")
+    return _layout(fig, "Tune search: objective over trials", 340)
+
+
+def fig_search_parallel(trials: pd.DataFrame, metric: str = "val_log_loss") -> go.Figure:
+    """Parallel coordinates of the searched parameters, coloured by the objective."""
+    dims = []
+    for p in [*SEARCH_PARAMS, metric, "val_accuracy"]:
+        if p not in trials:
+            continue
+        v = trials[p].astype(float)
+        log_scale = p in ("learning_rate", "min_child_weight", "reg_alpha", "reg_lambda")
+        dims.append(
+            {
+                "label": f"log10 {p}" if log_scale else p,
+                "values": np.log10(v) if log_scale else v,
+            }
+        )
+    fig = go.Figure(
+        go.Parcoords(
+            line={
+                "color": trials[metric],
+                "colorscale": "Viridis",
+                "reversescale": True,  # lowest (best) value drawn yellow, highest dark purple
+                "showscale": True,
+                "colorbar": {"title": {"text": f"{metric}<br>(yellow = lowest = best)"}},
+            },
+            dimensions=dims,
+        )
+    )
+    fig = _layout(fig, f"Searched parameters (yellow = lowest {metric} = best trial)", 440)
+    fig.update_layout(margin={"t": 110, "l": 80})
+    return fig
+
+
+def param_importance(trials: pd.DataFrame, metric: str = "val_log_loss") -> pd.Series:
+    """|Spearman rank correlation| of each parameter with the objective (association only)."""
+    out = {}
+    for p in SEARCH_PARAMS:
+        if p in trials and trials[p].nunique() > 1:
+            out[p] = abs(trials[p].rank().corr(trials[metric].rank()))
+    return pd.Series(out, dtype=float).fillna(0.0).sort_values()
+
+
+def fig_param_importance(imp: pd.Series) -> go.Figure:
+    fig = go.Figure(go.Bar(x=imp.values, y=imp.index, orientation="h", marker_color=BLUE))
+    fig.update_xaxes(title="|rank correlation| with the objective", range=[0, 1])
+    return _layout(fig, "Parameter importance (association over trials, not causal)", 320)
+
+
+def _cv_table(cv: dict) -> str:
+    df = pd.DataFrame(cv["folds"])
+    cols = [c for c in ("fold", "train_samples", "val_samples", "rounds", "train_accuracy",
+                        "val_accuracy", "train_auc", "val_auc", "train_log_loss", "val_log_loss")
+            if c in df]  # fmt: skip
+    mean = (
+        f"<p>Mean over {cv.get('folds_count', len(df))} purged walk-forward folds "
+        f"({_fmt(cv.get('samples'))} samples): validation accuracy {_fmt(cv.get('accuracy'))}, "
+        f"AUC {_fmt(cv.get('auc'))}, log loss {_fmt(cv.get('log_loss'))}; train accuracy "
+        f"{_fmt(cv.get('train_accuracy'))} (gap {_fmt(cv.get('train_val_gap'))}).</p>"
+    )
+    return mean + html_table(df[cols])
+
+
+def _trials_table(trials: pd.DataFrame) -> str:
+    cols = [c for c in ("trial", "trial_id", *TRIAL_METRICS, "rounds", "status", "folds_fitted",
+                        "partial_val_log_loss", *SEARCH_PARAMS, "time_total_s")
+            if c in trials]  # fmt: skip
+    return html_table(trials[cols].sort_values("val_log_loss"), cls="wide")

@@ -149,7 +149,7 @@ def run(
     from vpt_ray.core.resources import MemorySampler, init_ray
     from vpt_ray.core.run import RunContext, setup_logging
     from vpt_ray.model.train import load_model
-    from vpt_ray.pipeline import stages
+    from vpt_ray.pipeline import outputs, stages
     from vpt_ray.report import tracker
     from vpt_ray.report.html.page import write_html_report
     from vpt_ray.report.run_report import write_report
@@ -191,7 +191,7 @@ def run(
             write_report(
                 ctx.report_dir, metrics, bt["trades"], bt["equity"],
                 predictions=predictions_frame(bt["results"]), benchmark=bt["benchmark"],
-                bar_equity=stages.bar_equity_frame(bt),
+                bar_equity=outputs.bar_equity_frame(bt),
             )  # fmt: skip
             local = Path(model_dir)
             write_html_report(ctx.report_dir, local if local.is_dir() else None)
@@ -212,7 +212,7 @@ def backtest_metrics(cfg, ctx, meta: dict, model_dir: str, data, store, bt, samp
     """metrics.json of a standalone backtest: a phase's keys where they apply, `kind` and the
     model run it tests."""
     from vpt_ray.core.run import git_commit
-    from vpt_ray.pipeline import stages
+    from vpt_ray.pipeline import outputs
 
     sources = {o["source"] for td in data.tickers.values() for o in td.origins}
     train = meta.get("train_window") or ["?", "?"]
@@ -242,7 +242,7 @@ def backtest_metrics(cfg, ctx, meta: dict, model_dir: str, data, store, bt, samp
         "features": {"count": len(meta["feature_names"]), "names": meta["feature_names"]},
         "model": {k: meta.get(k) for k in ("cv", "params", "rounds", "git_commit")},
         "oos": bt["oos"],
-        "backtest": stages.backtest_section(bt),
+        "backtest": outputs.backtest_section(bt),
         "benchmark": bt["benchmark_stats"],
         "backtest_bars": bt["bars_paths"],
         "resources": {
@@ -259,7 +259,7 @@ def backtest_metrics(cfg, ctx, meta: dict, model_dir: str, data, store, bt, samp
 
 
 def print_backtest_summary(m: dict, report_dir: Path) -> None:
-    from vpt_ray.pipeline.stages import benchmark_row
+    from vpt_ray.pipeline.outputs import benchmark_row
     from vpt_ray.report.run_report import num, pct
 
     s, b = m["backtest"], m.get("benchmark") or {}

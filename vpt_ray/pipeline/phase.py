@@ -36,7 +36,7 @@ from vpt_ray.core.resources import MemorySampler, init_ray
 from vpt_ray.core.run import RunContext, mark_abandoned, new_run_id, remove_owned, setup_logging
 from vpt_ray.data import gcs
 from vpt_ray.model import ensemble
-from vpt_ray.pipeline import memory_stop, optimize, resume, stages
+from vpt_ray.pipeline import memory_stop, optimize, outputs, resume, stages
 from vpt_ray.pipeline.cli import (
     EXIT_STOPPED,
     add_config_args,
@@ -159,7 +159,7 @@ def _run(
                 with step("backtest_ensemble"):
                     ens_bt = stages.backtest(cfg, ens, bt_data, bt_store, matrix.feature_names)
             sampler.check("the end of the backtest")
-        metrics = stages.assemble_metrics(
+        metrics = outputs.assemble_metrics(
             cfg, ctx, data, store, matrix, folds, search, backtest, sampler, ray_info
         )
         if universe is not None:
@@ -186,7 +186,7 @@ def _run(
         interrupt.check()
         with interrupt.held() as held:  # the commit: all of it, or (interrupted before) none
             with ctx.stage("report"):
-                stages.write_outputs(cfg, ctx, metrics, backtest)
+                outputs.write_outputs(cfg, ctx, metrics, backtest)
             ctx.publish_model()
             ctx.mark("FINISHED")
         _note_held(held)
@@ -212,7 +212,7 @@ def _run(
         with contextlib.suppress(OSError):
             remove_owned(ctx.work_dir / "samples", ctx.work_dir)
         ctx.remove_temp_scratch()  # gs:// outputs: the local mirror, once uploaded
-    stages.print_summary(metrics)  # its last line: where report.html is
+    outputs.print_summary(metrics)  # its last line: where report.html is
     return metrics
 
 

@@ -4,7 +4,7 @@ Issue 5's target: the fan-out of 100 tickers x 6 months of minute bars finishes 
 the engine's single-process time divided across the cores. Both sides do the same per-ticker
 work as the real backtest task: read the ticker's parquet (validated, like `read_bars` in
 `run_backtests`), draw its fixed probabilities (seeded per ticker) and plan its trades with the
-engine (`portfolio.plan_trades`, which runs `simulate`), returning the plan. The single-process
+engine (`plans.plan_trades`, which runs `simulate`), returning the plan. The single-process
 side loops over the tickers in the driver; the fan-out
 submits one `@ray.remote(num_cpus=1, max_retries=0)` task per ticker and consumes results as
 they finish through `vpt_ray.core.progress.track`, as `run_backtests` does.
@@ -59,7 +59,7 @@ def ensure_bars(names: list[str], start: dt.date, end: dt.date, cache: Path) -> 
 def one_ticker(path: str, seed: int, capital: float) -> tuple[int, int]:
     """The per-ticker work: read + validate bars, fixed probabilities, the trade plan."""
     from vpt_ray.backtest.engine import SimSettings
-    from vpt_ray.backtest.portfolio import plan_trades
+    from vpt_ray.backtest.plans import plan_trades
     from vpt_ray.data.local import read_bars
 
     bars = read_bars(Path(path))

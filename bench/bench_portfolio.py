@@ -73,16 +73,15 @@ def best_of(repeat: int, fn) -> tuple[float, object]:
 
 def main() -> None:
     from vpt_ray.backtest.engine import SimSettings, simulate
-    from vpt_ray.backtest.portfolio import (
-        PortfolioSettings,
-        combine,
+    from vpt_ray.backtest.plans import plan_trades
+    from vpt_ray.backtest.portfolio import PortfolioSettings, simulate_portfolio
+    from vpt_ray.backtest.portfolio_stats import (
         concentration,
         cost_section,
         per_ticker_stats,
-        plan_trades,
         portfolio_stats,
-        simulate_portfolio,
     )
+    from vpt_ray.backtest.sleeves import combine
     from vpt_ray.backtest.stats import summarize
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])

@@ -526,7 +526,7 @@ VBT_SCENARIOS = {
 @pytest.mark.parametrize("scenario", list(VBT_SCENARIOS))
 def test_agrees_with_vectorbt_from_signals(scenario):
     pytest.importorskip("vectorbt")
-    from vpt_ray.backtest.portfolio import combine
+    from vpt_ray.backtest.sleeves import combine
 
     kw = {"commission_per_share": 0.0, "hold_bars": 15, **VBT_SCENARIOS[scenario]}
     s = SimSettings(capital=1_000_000.0, max_volume_fraction=0.01, **kw)

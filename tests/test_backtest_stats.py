@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 from vpt_ray.backtest.engine import SimSettings, TickerResult, simulate
-from vpt_ray.backtest.portfolio import combine, daily_equity_frame, per_ticker_table
+from vpt_ray.backtest.sleeves import combine, daily_equity_frame, per_ticker_table
 from vpt_ray.backtest.stats import STAT_KEYS, summarize, trading_stats
 
 

@@ -16,18 +16,15 @@ import pytest
 
 from tests.test_backtest_engine import random_market
 from vpt_ray.backtest.engine import EXIT_HOLD, EXIT_SESSION, SimSettings, simulate
-from vpt_ray.backtest.portfolio import (
-    PortfolioSettings,
-    TradePlan,
+from vpt_ray.backtest.plans import TradePlan, plan_trades, trailing_vol
+from vpt_ray.backtest.portfolio import PortfolioSettings, simulate_portfolio
+from vpt_ray.backtest.portfolio_stats import (
     concentration,
     cost_check,
     cost_section,
     cost_warning,
     per_ticker_stats,
-    plan_trades,
     portfolio_stats,
-    simulate_portfolio,
-    trailing_vol,
 )
 from vpt_ray.backtest.stats import trading_stats
 from vpt_ray.core.config import DecisionConfig, HardwareConfig

@@ -6,14 +6,9 @@ calls these plain functions and is imported only where it is used.
 """
 
 from vpt_ray.backtest.engine import SimSettings, TickerResult, simulate
-from vpt_ray.backtest.portfolio import (
-    PortfolioSettings,
-    TradePlan,
-    combine,
-    per_ticker_table,
-    plan_trades,
-    simulate_portfolio,
-)
+from vpt_ray.backtest.plans import TradePlan, plan_trades
+from vpt_ray.backtest.portfolio import PortfolioSettings, simulate_portfolio
+from vpt_ray.backtest.sleeves import combine, per_ticker_table
 from vpt_ray.backtest.stats import summarize, trading_stats
 
 __all__ = [

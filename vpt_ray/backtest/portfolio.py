@@ -7,12 +7,12 @@ is sized from the portfolio's equity at that moment.
 
 The split of work (each part where it is cheapest):
 
-1. Per ticker (a Ray task, `plan_trades`): predictions -> signals -> the round trips the
-   one-ticker engine's rules make of them (entry/exit bar, side, fill prices with slippage and
-   spread, exit at the open or the close), the volume cap of each entry (`max_volume_fraction`
-   of the signal bar's volume) and every bar's close for marking. The rules are the engine's own:
-   `engine.simulate` runs unchanged with an unlimited cash budget, so only the volume cap limits
-   its size; what it plans does not depend on the money.
+1. Per ticker (a Ray task, `vpt_ray.backtest.plans.plan_trades`): predictions -> signals -> the
+   round trips the one-ticker engine's rules make of them (entry/exit bar, side, fill prices with
+   slippage and spread, exit at the open or the close), the volume cap of each entry
+   (`max_volume_fraction` of the signal bar's volume) and every bar's close for marking. The
+   rules are the engine's own: `engine.simulate` runs unchanged with an unlimited cash budget, so
+   only the volume cap limits its size; what it plans does not depend on the money.
 2. For the portfolio (`simulate_portfolio`, one pass in a compiled kernel): all tickers' bars
    merged onto one clock (the union of their bar timestamps); at each clock step, in order:
    exits at the open, entries at the open, session-end close-outs at the close, then every open
@@ -42,9 +42,10 @@ Cost (bench/bench_portfolio.py prints it against the sleeve roll-up it replaces)
 the clock once, touching every ticker at every step (clock steps x tickers, ~6 M for phase 4's 120
 tickers x 6 months of minute bars) plus one update per bar of an open position.
 
-The equal-sleeve roll-up (`combine`) stays as the baseline the benchmark compares with and as the
-bridge to vectorbt's per-column portfolios in the engine's cross-check; the pipeline does not use
-it.
+What the book made and cost is measured in `vpt_ray.backtest.portfolio_stats`. The equal-sleeve
+roll-up (`vpt_ray.backtest.sleeves.combine`) stays as the baseline the benchmark compares with and
+as the bridge to vectorbt's per-column portfolios in the engine's cross-check; the pipeline does
+not use it.
 """
 
 from __future__ import annotations
@@ -59,21 +60,18 @@ from numba import njit
 
 from vpt_ray.backtest.engine import (
     EXIT_REASONS,
-    EXIT_SESSION,
-    SimSettings,
-    TickerResult,
     session_days,
-    simulate,
 )
-from vpt_ray.backtest.stats import STAT_KEYS, summarize, trading_stats
 
 if TYPE_CHECKING:  # pragma: no cover
     from vpt_ray.core.config import BacktestConfig
 
 # The plan's cash budget: large enough that only the volume cap ever limits a planned entry.
-PLAN_CAPITAL = 1e15
-VOL_MIN_BARS = 30  # trailing returns needed before a ticker's volatility counts in the sizing
+from vpt_ray.backtest.plans import TradePlan
+
 SIZINGS = ("volatility", "equal")
+
+
 PORTFOLIO_TRADE_COLUMNS = (
     "ticker",
     "entry_time",
@@ -91,87 +89,6 @@ PORTFOLIO_TRADE_COLUMNS = (
     "entry_bar",
     "exit_bar",
 )
-
-
-# -- per ticker: the plan -------------------------------------------------------------------------
-
-
-@dataclass
-class TradePlan:
-    """One ticker's planned round trips and bar marks, before any sizing (see module docstring).
-
-    timestamp: every bar's start, int64 ns UTC; close: every bar's close (the marks).
-    entry_bar, exit_bar: bar indices of each round trip (fill at the entry bar's open; the exit
-        fills at the exit bar's open, or at its close when `exit_at_close`).
-    entry_price, exit_price: fill prices (slippage and spread included); entry_ref, exit_ref: the
-        open/close they are based on (for the cost accounting). max_shares: the volume cap.
-    """
-
-    timestamp: np.ndarray
-    close: np.ndarray
-    entry_bar: np.ndarray
-    exit_bar: np.ndarray
-    side: np.ndarray
-    entry_price: np.ndarray
-    exit_price: np.ndarray
-    entry_ref: np.ndarray
-    exit_ref: np.ndarray
-    exit_at_close: np.ndarray
-    exit_reason: np.ndarray
-    max_shares: np.ndarray
-    vol: np.ndarray | None = None  # trailing volatility at each entry's signal bar (sizing)
-
-    @property
-    def n_trades(self) -> int:
-        return len(self.entry_bar)
-
-    @property
-    def n_bars(self) -> int:
-        return len(self.timestamp)
-
-
-def trailing_vol(close: np.ndarray, lookback: int) -> np.ndarray:
-    """Std of the 1-bar log returns over the last `lookback` returns ending at each bar (NaN
-    until VOL_MIN_BARS are known): what a trader knows at that bar's close."""
-    r = pd.Series(np.diff(np.log(close), prepend=np.nan))
-    return r.rolling(lookback, min_periods=VOL_MIN_BARS).std().to_numpy()
-
-
-def plan_trades(
-    bars: pd.DataFrame, proba: np.ndarray, settings: SimSettings, vol_lookback: int = 390
-) -> TradePlan:
-    """The round trips the engine's rules make of `proba` on `bars`, sized by nothing but the
-    volume cap (pure; `settings.capital` and `position_fraction` play no part), with each
-    entry's trailing volatility (`vol_lookback` bars up to the signal bar) for the sizing."""
-    unlimited = settings.replace(capital=PLAN_CAPITAL, position_fraction=1.0)
-    res = simulate(bars, proba, unlimited)
-    t = res.trades
-    entry = t["entry_bar"].to_numpy(np.int64)
-    exit_ = t["exit_bar"].to_numpy(np.int64)
-    reason = t["exit_reason"].cat.codes.to_numpy().astype(np.int8) + 1
-    at_close = reason >= EXIT_SESSION
-    open_ = bars["open"].to_numpy(np.float64)
-    close = bars["close"].to_numpy(np.float64)
-    volume = bars["volume"].to_numpy(np.float64)
-    cap = np.floor(settings.max_volume_fraction * volume[np.maximum(entry - 1, 0)])
-    return TradePlan(
-        timestamp=pd.DatetimeIndex(bars["timestamp"]).as_unit("ns").asi8.astype(np.int64),
-        close=close,
-        entry_bar=entry,
-        exit_bar=exit_,
-        side=t["side"].to_numpy(np.int8),
-        entry_price=t["entry_price"].to_numpy(np.float64),
-        exit_price=t["exit_price"].to_numpy(np.float64),
-        entry_ref=open_[entry],
-        exit_ref=np.where(at_close, close[exit_], open_[exit_]),
-        exit_at_close=at_close,
-        exit_reason=reason,
-        max_shares=cap,
-        vol=trailing_vol(close, vol_lookback)[np.maximum(entry - 1, 0)],
-    )
-
-
-# -- the portfolio --------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -588,254 +505,3 @@ def _trades_frame(plans, a, shares, comm, pnl, eq_entry) -> pd.DataFrame:
         }
     )
     return frame[filled].reset_index(drop=True)
-
-
-# -- statistics -----------------------------------------------------------------------------------
-
-
-def portfolio_stats(result: PortfolioResult) -> dict:
-    """`trading_stats` of the portfolio (Sharpe etc. on daily returns, max drawdown intraday on
-    the bar-level equity) plus its size: tickers, planned and skipped round trips.
-
-    exposure: the mean gross exposure (sum of |notional| / equity) over the clock's bars;
-    turnover: traded value of all fills / capital."""
-    t = result.trades
-    traded = float((t["shares"] * (t["entry_price"] + t["exit_price"])).sum()) if len(t) else 0.0
-    gross = result.gross.to_numpy()
-    stats = trading_stats(
-        result.daily_equity,
-        t,
-        exposure=float(np.nanmean(gross)) if len(gross) and np.isfinite(gross).any() else 0.0,
-        turnover=traded / result.capital,
-        initial_equity=result.capital,
-        bar_equity=result.bar_equity,
-    )
-    stats["capital"] = result.capital
-    stats["tickers"] = len(result.planned)
-    stats["trades_planned"] = int(sum(result.planned.values()))
-    stats["trades_skipped"] = int(sum(result.skipped.values()))
-    return stats
-
-
-def per_ticker_stats(result: PortfolioResult) -> dict[str, dict]:
-    """Each ticker's contribution to the portfolio: `trading_stats` of capital + its cumulative
-    PnL by session (so total_return = its PnL / the portfolio's capital, Sharpe = the Sharpe of
-    its daily contributions), plus pnl (net dollars), pnl_share (of the portfolio's net PnL; None
-    when that is not positive), trades skipped and exposure (share of its bars in a position)."""
-    t = result.trades
-    by_ticker = dict(tuple(t.groupby("ticker", observed=False))) if len(t) else {}
-    total = float(t["pnl"].sum()) if len(t) else 0.0
-    empty = pd.DataFrame({"pnl": [], "return": [], "commission": []})
-    out = {}
-    for name in result.planned:
-        trades = by_ticker.get(name, empty)
-        path = result.capital + result.ticker_pnl[name]
-        held = float(trades["bars_held"].sum()) if len(trades) else 0.0
-        traded = (
-            float((trades["shares"] * (trades["entry_price"] + trades["exit_price"])).sum())
-            if len(trades)
-            else 0.0
-        )
-        s = trading_stats(
-            path,
-            trades,
-            exposure=held / result.bars[name] if result.bars[name] else 0.0,
-            turnover=traded / result.capital,
-            initial_equity=result.capital,
-        )
-        pnl = float(trades["pnl"].sum()) if len(trades) else 0.0
-        s["pnl"] = pnl
-        s["pnl_share"] = pnl / total if total > 0 else None
-        s["trades_skipped"] = result.skipped[name]
-        out[name] = s
-    return out
-
-
-def concentration(per_ticker: dict[str, dict]) -> dict:
-    """Who made the PnL: top-1 and top-5 tickers' share of the net PnL (None when the portfolio
-    made none), the share of tickers that made money, and the median ticker Sharpe."""
-    pnl = pd.Series({t: s["pnl"] for t, s in per_ticker.items()}, dtype=float)
-    total = float(pnl.sum())
-    ranked = pnl.sort_values(ascending=False)
-    sharpes = [s["sharpe"] for s in per_ticker.values() if s.get("sharpe") is not None]
-    top = str(ranked.index[0]) if len(ranked) else None
-    return {
-        "pnl": total,
-        "top_ticker": top,
-        "top_ticker_pnl": float(ranked.iloc[0]) if len(ranked) else None,
-        "top_ticker_share": float(ranked.iloc[0]) / total if total > 0 and len(ranked) else None,
-        "top5_share": float(ranked.iloc[:5].sum()) / total if total > 0 and len(ranked) else None,
-        "tickers_profitable_share": float((pnl > 0).mean()) if len(pnl) else None,
-        "median_ticker_sharpe": float(np.median(sharpes)) if sharpes else None,
-    }
-
-
-def cost_section(result: PortfolioResult) -> dict:
-    """Costs against what the trades made before them: commissions and slippage (spread
-    included) in dollars, their share of the gross PnL, and per fill in bps of the notional."""
-    t = result.trades
-    if not len(t):
-        return {"gross_pnl": 0.0, "commissions": 0.0, "slippage": 0.0, "total": 0.0,
-                "net_pnl": 0.0, "cost_share_of_gross": None, "commission_bps_per_fill": None,
-                "cost_bps_per_fill": None}  # fmt: skip
-    n, side = t["shares"].to_numpy(float), t["side"].to_numpy(float)
-    gross = float((side * n * (t["exit_ref"] - t["entry_ref"])).sum())
-    slip = float(
-        (side * n * ((t["entry_price"] - t["entry_ref"]) - (t["exit_price"] - t["exit_ref"]))).sum()
-    )
-    comm = float(t["commission"].sum())
-    notional = float((n * (t["entry_price"] + t["exit_price"])).sum())  # both fills
-    return {
-        "gross_pnl": gross,
-        "commissions": comm,
-        "slippage": slip,
-        "total": comm + slip,
-        "net_pnl": float(t["pnl"].sum()),
-        "cost_share_of_gross": (comm + slip) / gross if gross > 0 else None,
-        "commission_bps_per_fill": comm / notional * 1e4 if notional else None,
-        "cost_bps_per_fill": (comm + slip) / notional * 1e4 if notional else None,
-    }
-
-
-def cost_check(
-    settings: PortfolioSettings, n_tickers: int, max_cost_bps: float, prices: dict[str, float]
-) -> dict:
-    """Is the capital large enough for the commission schedule? The expected position is the
-    full-book one (capital x `settings.weight(n_tickers)`, every ticker held at once: the
-    smallest regular size), at each ticker's typical price; its commission per fill in bps of the
-    position is max(min_commission / position, commission_per_share / price) (the first part
-    alone when no prices are known yet: before the data is read). `capital_needed`: the capital
-    that brings the minimum-commission part under `max_cost_bps` (None if it already is);
-    `per_share_over`: tickers whose per-share commission alone exceeds it (capital cannot fix).
-    `warn` when the median ticker's expected commission exceeds the limit."""
-    w = settings.weight(n_tickers)
-    position = settings.capital * w
-    limit = max_cost_bps * 1e-4
-    bps = {
-        t: max(settings.min_commission / position, settings.commission_per_share / p) * 1e4
-        for t, p in prices.items()
-        if p > 0
-    } or {"(any)": settings.min_commission / position * 1e4}
-    over = sorted(t for t, v in bps.items() if v > max_cost_bps)
-    per_share_over = sorted(
-        t for t, p in prices.items() if p > 0 and settings.commission_per_share / p > limit
-    )
-    min_part = settings.min_commission / position
-    needed = (
-        math.ceil(settings.min_commission / (limit * w) / 1000.0) * 1000.0
-        if min_part > limit and limit > 0
-        else None
-    )
-    typical = float(np.median(list(bps.values())))
-    return {
-        "max_cost_bps": max_cost_bps,
-        "expected_position": position,
-        "expected_commission_bps": typical,
-        "tickers_over": over,
-        "per_share_over": per_share_over,
-        "capital_needed": needed,
-        "warn": typical > max_cost_bps,  # the typical (median) ticker, not the cheapest stock
-    }
-
-
-def cost_warning(check: dict, capital: float) -> str | None:
-    """The log and summary line for a `cost_check` that failed (None when it passed)."""
-    if not check["warn"]:
-        return None
-    over = check["tickers_over"]
-    who = "every ticker" if over == ["(any)"] else f"{len(over)} tickers"
-    parts = [
-        f"expected commission per fill {check['expected_commission_bps']:.2f} bps (median "
-        f"ticker) of a ${check['expected_position']:,.0f} position (every ticker held at once); "
-        f"{who} over backtest.max_cost_bps = {check['max_cost_bps']:g}"
-    ]
-    if check["capital_needed"]:
-        parts.append(
-            f"the minimum commission is the cause: backtest.capital >= "
-            f"{check['capital_needed']:,.0f} (now {capital:,.0f}) brings it under the limit"
-        )
-    if check["per_share_over"]:
-        parts.append(
-            f"{len(check['per_share_over'])} tickers pay more than that per share alone "
-            f"({', '.join(check['per_share_over'][:5])}...): capital cannot fix it, a cheaper "
-            "commission schedule or fewer trades can"
-        )
-    return "costs: " + "; ".join(parts)
-
-
-# -- the equal-sleeve roll-up (the old scheme; baseline of bench/bench_portfolio.py) -------------
-
-
-def _sleeve_capital(ticker: str, result: TickerResult, expected: float) -> float:
-    """The ticker's starting capital, checked against the equal-weight share."""
-    if result.capital is None:
-        return expected
-    if not math.isclose(result.capital, expected, rel_tol=1e-9):
-        raise ValueError(
-            f"combine: {ticker} was simulated with capital {result.capital}, but equal weight of "
-            f"the portfolio's capital gives {expected}; simulate each ticker with capital / N"
-        )
-    return float(result.capital)
-
-
-def daily_equity_frame(results: dict[str, TickerResult], capital: float) -> pd.DataFrame:
-    """Sleeve equity by session (rows) and ticker (columns) on the union of sessions.
-
-    A ticker with no bar on a session keeps its previous close's equity (it is flat or holds
-    an unchanged mark); before its first session it holds its starting capital.
-    """
-    if not results:
-        raise ValueError("combine: no ticker results to roll up")
-    if not (math.isfinite(capital) and capital > 0):
-        raise ValueError(f"combine: capital = {capital!r}: must be a finite number > 0")
-    share = capital / len(results)
-    cols = {t: r.daily_equity for t, r in results.items()}
-    frame = pd.concat(cols, axis=1, sort=True) if cols else pd.DataFrame()
-    frame = frame.ffill()
-    for t, r in results.items():
-        frame[t] = frame[t].fillna(_sleeve_capital(t, r, share))
-    frame.index.name = "session"
-    return frame
-
-
-def combine(results: dict[str, TickerResult], capital: float) -> tuple[pd.Series, dict]:
-    """Equal, never-rebalanced sleeves (capital / N per ticker, each simulated on its own):
-    (daily equity, `trading_stats` of it). Not the pipeline's portfolio (`simulate_portfolio`)."""
-    frame = daily_equity_frame(results, capital)
-    equity = frame.sum(axis=1).rename("equity")
-    trades = [r.trades for r in results.values() if len(r.trades)]
-    all_trades = (
-        pd.concat([t[["pnl", "return", "commission"]] for t in trades], ignore_index=True)
-        if trades
-        else pd.DataFrame({"pnl": [], "return": [], "commission": []})
-    )
-    exposure = float(np.mean([r.exposure for r in results.values()]))
-    turnover = sum(r.traded_value for r in results.values()) / capital
-    stats = trading_stats(
-        equity, all_trades, exposure=exposure, turnover=turnover, initial_equity=capital
-    )
-    stats["tickers"] = len(results)
-    return equity, stats
-
-
-def per_ticker_table(results: dict[str, TickerResult]) -> pd.DataFrame:
-    """One row of `summarize` per ticker (index: ticker), for the sleeve roll-up."""
-    rows = {t: summarize(r) for t, r in results.items()}
-    return pd.DataFrame.from_dict(rows, orient="index", columns=list(STAT_KEYS)).rename_axis(
-        "ticker"
-    )
-
-
-__all__ = [
-    "PortfolioResult",
-    "PortfolioSettings",
-    "TradePlan",
-    "combine",
-    "concentration",
-    "cost_check",
-    "cost_section",
-    "per_ticker_stats",
-    "plan_trades",
-    "portfolio_stats",
-    "simulate_portfolio",
-]

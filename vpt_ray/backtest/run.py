@@ -2,7 +2,7 @@
 
 Each task receives references (the model bytes and config are put in the object store once),
 predicts its ticker's out-of-sample bars, turns the predictions into the one-ticker engine's
-planned round trips (`portfolio.plan_trades`: signals, entry/exit bars and fill prices, the volume
+planned round trips (`plans.plan_trades`: signals, entry/exit bars and fill prices, the volume
 cap, every bar's close for marking) and returns that plan with the labelled predictions (for OOS
 accuracy). The driver then sizes every ticker's plan from one pool of capital on one clock
 (`portfolio.simulate_portfolio`). Tasks run
@@ -20,7 +20,7 @@ import ray
 import xgboost as xgb
 
 from vpt_ray.backtest.engine import SimSettings, session_days
-from vpt_ray.backtest.portfolio import TradePlan, plan_trades
+from vpt_ray.backtest.plans import TradePlan, plan_trades
 from vpt_ray.backtest.tearsheet import daily_closes
 from vpt_ray.core import storage
 from vpt_ray.core.config import Config

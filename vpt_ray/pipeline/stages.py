@@ -21,15 +21,14 @@ import pandas as pd
 import xgboost as xgb
 import yaml
 
-from vpt_ray.backtest.portfolio import (
-    PortfolioSettings,
+from vpt_ray.backtest.portfolio import PortfolioSettings, simulate_portfolio
+from vpt_ray.backtest.portfolio_stats import (
     concentration,
     cost_check,
     cost_section,
     cost_warning,
     per_ticker_stats,
     portfolio_stats,
-    simulate_portfolio,
 )
 from vpt_ray.backtest.run import plans, pooled_predictions, run_backtests
 from vpt_ray.backtest.tearsheet import benchmark_section, buy_and_hold

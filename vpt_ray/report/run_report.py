@@ -319,7 +319,7 @@ def _portfolio_lines(bt: dict) -> list[str]:
             f"{bt.get('trades_skipped', 0)} of {bt.get('trades_planned', 0)} planned trades "
             "skipped (no room or under one share)"
         )  # fmt: skip
-        from vpt_ray.backtest.portfolio import cost_warning
+        from vpt_ray.backtest.portfolio_stats import cost_warning
 
         warning = cost_warning(c["check"], bt.get("capital") or 0.0) if c.get("check") else None
         if warning:

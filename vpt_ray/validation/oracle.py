@@ -44,12 +44,9 @@ from numba import njit
 from scipy.special import ndtr, ndtri, stdtr
 
 from vpt_ray.backtest.engine import SimSettings
-from vpt_ray.backtest.portfolio import (
-    PortfolioSettings,
-    plan_trades,
-    portfolio_stats,
-    simulate_portfolio,
-)
+from vpt_ray.backtest.plans import plan_trades
+from vpt_ray.backtest.portfolio import PortfolioSettings, simulate_portfolio
+from vpt_ray.backtest.portfolio_stats import portfolio_stats
 from vpt_ray.core import storage
 from vpt_ray.core.config import Config
 from vpt_ray.data.local import read_bars

@@ -65,7 +65,7 @@ def plain_loop(work: Path, m: dict) -> tuple[float, int, int]:
 
     from vpt_ray.core.config import SEARCH_PARAMS, Config
     from vpt_ray.model.cv import early_stopping_folds
-    from vpt_ray.model.search import fit_folds
+    from vpt_ray.model.folds import fit_folds
     from vpt_ray.pipeline.stages import make_folds, search_sample
 
     cfg = Config.model_validate(

@@ -218,7 +218,7 @@ from pathlib import Path
 import numpy as np, psutil
 from vpt_ray.model.cv import PurgedWalkForward, early_stopping_folds
 from vpt_ray.features.samples import COLUMNS, SampleFile, SampleRule
-from vpt_ray.model.search import iter_folds
+from vpt_ray.model.folds import iter_folds
 rows, features, max_bin = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
 rng = np.random.default_rng(0)
 d = Path(tempfile.mkdtemp(prefix="vpt-trial-footprint-"))
@@ -257,7 +257,7 @@ def trial_footprint(
     features: int, max_bin: int, sizes: tuple[int, int] = (200_000, 600_000)
 ) -> float:
     """One search trial's memory growth per sample, bytes: the peak of a fresh process running
-    the search's own fold loop (`search.iter_folds`: 4 purged walk-forward folds, each built a
+    the search's own fold loop (`folds.iter_folds`: 4 purged walk-forward folds, each built a
     chunk at a time from a sample file, fitted, predicted, scored; no fold cache) over random
     data of the runs' width, fitted over two sizes so the process's fixed part drops out. The
     whole-run sampler sees this mixed with the driver and Ray; this is the per-trial figure

@@ -149,7 +149,7 @@ def test_an_interrupted_write_never_looks_complete(built, tmp_path, monkeypatch)
 def test_fold_cache_keeps_folds_within_its_budget_and_forgets_another_search(built):
     *_, m, _ = built
     from vpt_ray.core.resources import xgb_matrix_bytes
-    from vpt_ray.model.search import FoldCache
+    from vpt_ray.model.folds import FoldCache
 
     y = m.y
     small = (

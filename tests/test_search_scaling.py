@@ -20,8 +20,9 @@ from tests.conftest import tiny_overrides
 from vpt_ray.core.config import SEARCH_PARAMS, load_config
 from vpt_ray.core.resources import MemoryLimitExceeded, MemorySampler
 from vpt_ray.model.cv import early_stopping_folds
+from vpt_ray.model.folds import fit_folds
 from vpt_ray.model.metrics import VAL_LOG_LOSS
-from vpt_ray.model.search import COMPLETED, STOPPED_BY_BUDGET, STOPPED_EARLY, fit_folds, run_search
+from vpt_ray.model.search import COMPLETED, STOPPED_BY_BUDGET, STOPPED_EARLY, run_search
 from vpt_ray.model.train import final_rounds
 from vpt_ray.pipeline import stages
 from vpt_ray.pipeline.audit import split_audit

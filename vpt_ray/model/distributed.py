@@ -50,7 +50,7 @@ from vpt_ray.core.resources import (
     ray_data_limits,
 )
 from vpt_ray.features.causal import complete_rows
-from vpt_ray.model.search import xgb_params
+from vpt_ray.model.folds import xgb_params
 from vpt_ray.model.train import MODEL_FILE, SpilledBatches, TrainingRows
 
 log = logging.getLogger("vpt_ray.distributed")

@@ -41,8 +41,9 @@ from vpt_ray.core.resources import WORKER_BASELINE_BYTES, clamp_task_memory, qua
 from vpt_ray.core.run import atomic_dir
 from vpt_ray.features.store import Matrix
 from vpt_ray.model.cv import EarlyStopFold, early_stopping_folds
+from vpt_ray.model.folds import train_early_stopped, xgb_params
 from vpt_ray.model.metrics import classification
-from vpt_ray.model.search import SearchResult, train_early_stopped, xgb_params
+from vpt_ray.model.search import SearchResult
 from vpt_ray.model.train import final_rounds
 
 log = logging.getLogger("vpt_ray.ensemble")

@@ -45,7 +45,7 @@ from vpt_ray.features.causal import clock_slots, complete_rows
 from vpt_ray.features.samples import batch_windows
 from vpt_ray.features.store import Matrix
 from vpt_ray.model.cv import sample_days_mask
-from vpt_ray.model.search import xgb_params
+from vpt_ray.model.folds import xgb_params
 
 MODEL_FILE = "model.ubj"
 

@@ -79,7 +79,7 @@ def null_market(cfg: Config, workdir: Path) -> list[Check]:
 
 def shuffled_labels(cfg: Config, matrix, folds) -> Check:
     from vpt_ray.model.cv import early_stopping_folds
-    from vpt_ray.model.search import fit_folds
+    from vpt_ray.model.folds import fit_folds
 
     rng = np.random.default_rng(cfg.search.seed)
     y = matrix.y.copy()

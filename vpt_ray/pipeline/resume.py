@@ -60,7 +60,13 @@ CACHE_VERSION = 1
 PACKAGE = Path(__file__).resolve().parent.parent  # vpt_ray/
 FEATURE_CODE = ("features/causal.py", "features/store.py", "data/resample.py", "data/local.py",
                 "data/bars.py", "data/quality.py", "core/calendar.py")  # fmt: skip
-SEARCH_CODE = ("model/search.py", "model/cv.py", "model/metrics.py", "pipeline/stages.py")
+SEARCH_CODE = (
+    "model/search.py",
+    "model/folds.py",
+    "model/cv.py",
+    "model/metrics.py",
+    "pipeline/stages.py",
+)
 _DIGESTS: dict[tuple[str, int, int], str] = {}
 _STAGED: dict[str, dict] = {}  # gs:// URI of a bar object staged by this process -> its digest
 

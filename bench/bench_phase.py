@@ -63,7 +63,8 @@ def plain_loop(work: Path, m: dict) -> tuple[float, int, int]:
     import pandas as pd
     import yaml
 
-    from vpt_ray.core.config import SEARCH_PARAMS, Config
+    from vpt_ray.core.config import Config
+    from vpt_ray.core.config_sections import SEARCH_PARAMS
     from vpt_ray.model.cv import early_stopping_folds
     from vpt_ray.model.folds import fit_folds
     from vpt_ray.pipeline.stages import make_folds, search_sample

@@ -17,7 +17,8 @@ import pytest
 import xgboost as xgb
 
 from tests.conftest import tiny_overrides
-from vpt_ray.core.config import SEARCH_PARAMS, load_config
+from vpt_ray.core.config import load_config
+from vpt_ray.core.config_sections import SEARCH_PARAMS
 from vpt_ray.core.resources import MemoryLimitExceeded, MemorySampler
 from vpt_ray.model.cv import early_stopping_folds
 from vpt_ray.model.folds import fit_folds

@@ -43,7 +43,8 @@ import numpy as np
 import pandas as pd
 
 from vpt_ray.core.calendar import calendar_bounds, exchange_dates, get_calendar, in_session_mask
-from vpt_ray.core.config import TICKER_RE, Config
+from vpt_ray.core.config import Config
+from vpt_ray.core.config_sections import TICKER_RE
 from vpt_ray.data import local
 from vpt_ray.data.bars import BarDataError, validate_bars
 from vpt_ray.data.resample import is_daily

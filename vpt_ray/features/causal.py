@@ -31,7 +31,7 @@ import numpy as np
 import pandas as pd
 
 from vpt_ray.core.calendar import calendar_bounds, get_calendar, session_opens
-from vpt_ray.core.config import feature_names  # the list the config validates
+from vpt_ray.core.config_sections import feature_names  # the list the config validates
 from vpt_ray.data.local import EXCHANGE_TZ
 
 EPS = 1e-12

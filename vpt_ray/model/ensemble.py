@@ -35,7 +35,8 @@ import pandas as pd
 import ray
 import xgboost as xgb
 
-from vpt_ray.core.config import SEARCH_PARAMS, Config
+from vpt_ray.core.config import Config
+from vpt_ray.core.config_sections import SEARCH_PARAMS
 from vpt_ray.core.progress import track
 from vpt_ray.core.resources import WORKER_BASELINE_BYTES, clamp_task_memory, quantized_bytes
 from vpt_ray.core.run import atomic_dir

@@ -49,7 +49,8 @@ from ray.tune.stopper import CombinedStopper
 
 from vpt_ray.backtest.proxy import trade_proxy
 from vpt_ray.core import interrupt, tracking
-from vpt_ray.core.config import SEARCH_PARAMS, Config, SearchSpace
+from vpt_ray.core.config import Config
+from vpt_ray.core.config_sections import SEARCH_PARAMS, SearchSpace
 from vpt_ray.core.console import library_output_to_log, tune_loggers
 from vpt_ray.core.node_memory import node_label
 from vpt_ray.core.resources import (

@@ -11,7 +11,7 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from vpt_ray.core.config import SEARCH_PARAMS
+from vpt_ray.core.config_sections import SEARCH_PARAMS
 from vpt_ray.report.html.common import BLUE, GREEN, GREY, _fmt, _layout, html_table
 from vpt_ray.report.html.inputs import TRIAL_METRICS
 

@@ -17,8 +17,9 @@ from dataclasses import dataclass, field
 import pytest
 
 from vpt_ray.core import node_memory
+from vpt_ray.core.memory_sampler import MemoryLimitExceeded, MemorySampler
 from vpt_ray.core.node_memory import NodeProbe, NodeSample, PssCache, read_pss
-from vpt_ray.core.resources import GB, MemoryLimitExceeded, MemorySampler
+from vpt_ray.core.resources import GB
 from vpt_ray.report.html.resources import _nodes_table
 from vpt_ray.report.run_report import node_memory_line
 from vpt_ray.report.tracker import memory_note

@@ -15,19 +15,21 @@ import pytest
 
 from tests.conftest import tiny_overrides
 from vpt_ray.core.config import load_config
+from vpt_ray.core.memory_sampler import (
+    MemoryLimitExceeded,
+    MemorySampler,
+    check_memory,
+    is_ray_oom,
+    wait_for_exit,
+)
 from vpt_ray.core.node_memory import node_scratch
 from vpt_ray.core.resources import (
     GB,
     XGB_TRAIN_BYTES_PER_ROW,
-    MemoryLimitExceeded,
-    MemorySampler,
-    check_memory,
     clamp_task_memory,
-    is_ray_oom,
     node_memory_bytes,
     quantized_bytes,
     trial_bytes,
-    wait_for_exit,
     xgb_matrix_bytes,
 )
 from vpt_ray.pipeline.phase import run_phase

@@ -19,7 +19,7 @@ import xgboost as xgb
 from tests.conftest import tiny_overrides
 from vpt_ray.core.config import load_config
 from vpt_ray.core.config_sections import SEARCH_PARAMS
-from vpt_ray.core.resources import MemoryLimitExceeded, MemorySampler
+from vpt_ray.core.memory_sampler import MemoryLimitExceeded, MemorySampler
 from vpt_ray.model.cv import early_stopping_folds
 from vpt_ray.model.folds import fit_folds
 from vpt_ray.model.metrics import VAL_LOG_LOSS

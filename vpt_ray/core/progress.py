@@ -22,7 +22,7 @@ import ray
 from tqdm import tqdm
 
 from vpt_ray.core.console import bar_owns_terminal
-from vpt_ray.core.resources import check_memory, note_node
+from vpt_ray.core.memory_sampler import check_memory, note_node
 
 log = logging.getLogger("vpt_ray.progress")
 CHECK_EVERY_S = 1.0

@@ -30,12 +30,11 @@ import ray.data
 
 from vpt_ray.core import remote_error, storage
 from vpt_ray.core.config import Config
+from vpt_ray.core.memory_sampler import check_memory, note_node
 from vpt_ray.core.node_memory import node_label
 from vpt_ray.core.resources import (
     WORKER_BASELINE_BYTES,
-    check_memory,
     clamp_task_memory,
-    note_node,
     ray_data_limits,
     release_freed_memory,
 )

@@ -42,13 +42,7 @@ from ray.train.xgboost import XGBoostTrainer
 from vpt_ray.core import storage
 from vpt_ray.core.config import Config
 from vpt_ray.core.node_memory import node_scratch
-from vpt_ray.core.resources import (
-    GB,
-    MB,
-    WORKER_BASELINE_BYTES,
-    clamp_task_memory,
-    ray_data_limits,
-)
+from vpt_ray.core.resources import GB, MB, WORKER_BASELINE_BYTES, clamp_task_memory, ray_data_limits
 from vpt_ray.features.causal import complete_rows
 from vpt_ray.model.folds import xgb_params
 from vpt_ray.model.train import MODEL_FILE, SpilledBatches, TrainingRows

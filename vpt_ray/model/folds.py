@@ -14,10 +14,7 @@ import pandas as pd
 import xgboost as xgb
 
 from vpt_ray.backtest.proxy import TradeProxy
-from vpt_ray.core.resources import (
-    release_freed_memory,
-    xgb_matrix_bytes,
-)
+from vpt_ray.core.resources import release_freed_memory, xgb_matrix_bytes
 from vpt_ray.features.samples import SampleFile, fold_dmatrix
 from vpt_ray.model.cv import EarlyStopFold
 from vpt_ray.model.metrics import VAL_LOG_LOSS, classification

@@ -52,16 +52,9 @@ from vpt_ray.core import interrupt, tracking
 from vpt_ray.core.config import Config
 from vpt_ray.core.config_sections import SEARCH_PARAMS, SearchSpace
 from vpt_ray.core.console import library_output_to_log, tune_loggers
+from vpt_ray.core.memory_sampler import check_memory, memory_exceeded, wait_for_exit
 from vpt_ray.core.node_memory import node_label
-from vpt_ray.core.resources import (
-    MB,
-    check_memory,
-    clamp_task_memory,
-    memory_exceeded,
-    trial_bytes,
-    wait_for_exit,
-    xgb_matrix_bytes,
-)
+from vpt_ray.core.resources import MB, clamp_task_memory, trial_bytes, xgb_matrix_bytes
 from vpt_ray.features.samples import SampleFile
 from vpt_ray.features.store import Matrix
 from vpt_ray.model.cv import EarlyStopFold, early_stopping_folds

@@ -15,7 +15,7 @@ import time
 
 from ray.tune import Callback
 
-from vpt_ray.core.resources import note_node
+from vpt_ray.core.memory_sampler import note_node
 
 log = logging.getLogger("vpt_ray.search_progress")
 

@@ -146,7 +146,8 @@ def run(
     end: dt.date | None = None,
     overrides: list[str] | None = None,
 ) -> dict:
-    from vpt_ray.core.resources import MemorySampler, init_ray
+    from vpt_ray.core.memory_sampler import MemorySampler
+    from vpt_ray.core.resources import init_ray
     from vpt_ray.core.run import RunContext, setup_logging
     from vpt_ray.model.train import load_model
     from vpt_ray.pipeline import outputs, stages

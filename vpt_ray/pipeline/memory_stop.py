@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 
 from vpt_ray.core.config import Config
-from vpt_ray.core.resources import MemoryLimitExceeded, MemorySampler, is_ray_oom, ray_oom_stop
+from vpt_ray.core.memory_sampler import MemoryLimitExceeded, MemorySampler, is_ray_oom, ray_oom_stop
 from vpt_ray.core.run import RunContext, git_commit, write_json_atomic, write_text_atomic
 from vpt_ray.report import tracker
 from vpt_ray.report.run_report import SYNTHETIC_BANNER, json_safe, node_memory_line

@@ -17,7 +17,7 @@ import pandas as pd
 
 from vpt_ray.backtest.run import predictions_frame
 from vpt_ray.core.config import Config
-from vpt_ray.core.resources import MemorySampler
+from vpt_ray.core.memory_sampler import MemorySampler
 from vpt_ray.core.run import RunContext, git_commit
 from vpt_ray.features.causal import clock_info, session_of
 from vpt_ray.features.store import Matrix

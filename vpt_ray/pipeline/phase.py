@@ -32,7 +32,8 @@ import numpy as np
 
 from vpt_ray.core import interrupt, storage
 from vpt_ray.core.config import Config, ConfigError, load_config
-from vpt_ray.core.resources import MemorySampler, init_ray
+from vpt_ray.core.memory_sampler import MemorySampler
+from vpt_ray.core.resources import init_ray
 from vpt_ray.core.run import RunContext, mark_abandoned, new_run_id, remove_owned, setup_logging
 from vpt_ray.data import gcs
 from vpt_ray.model import ensemble

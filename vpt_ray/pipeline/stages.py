@@ -34,8 +34,9 @@ from vpt_ray.backtest.run import plans, pooled_predictions, run_backtests
 from vpt_ray.backtest.tearsheet import benchmark_section, buy_and_hold
 from vpt_ray.core import storage
 from vpt_ray.core.config import Config
+from vpt_ray.core.memory_sampler import note_node
 from vpt_ray.core.node_memory import node_label
-from vpt_ray.core.resources import note_node, release_freed_memory
+from vpt_ray.core.resources import release_freed_memory
 from vpt_ray.core.run import RunContext, git_commit, package_versions
 from vpt_ray.data import chain, quality
 from vpt_ray.data.chain import TickerData

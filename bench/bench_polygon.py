@@ -26,7 +26,8 @@ from polygon_server import PolygonServer  # noqa: E402
 from remote_fixtures import minute_bars  # noqa: E402
 
 from vpt_ray.core.config import load_config  # noqa: E402
-from vpt_ray.data.polygon import Pacer, PolygonSource  # noqa: E402
+from vpt_ray.data.polygon import PolygonSource  # noqa: E402
+from vpt_ray.data.polygon_transport import Pacer
 
 KEY = "bench-key"
 

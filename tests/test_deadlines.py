@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from vpt_ray.core.config import load_config
-from vpt_ray.data import gcs, polygon
+from vpt_ray.data import gcs, polygon_transport
 from vpt_ray.data.errors import SourceError
 
 HANG_LIMIT_S = 120  # far above the seconds these take; only a hang reaches it
@@ -65,8 +65,8 @@ def fresh_source_state(monkeypatch):
     """Down-marks and probes are per process (one run); each test starts clean."""
     monkeypatch.setattr(gcs, "_DOWN", {}, raising=False)
     monkeypatch.setattr(gcs, "_PROBES", {})
-    monkeypatch.setattr(polygon, "_HEALTH", {}, raising=False)
-    monkeypatch.setattr(polygon, "_PACERS", {})
+    monkeypatch.setattr(polygon_transport, "_HEALTH", {}, raising=False)
+    monkeypatch.setattr(polygon_transport, "_PACERS", {})
 
 
 def within_limit(fn: Callable[[], object]) -> object:
@@ -168,9 +168,11 @@ def test_polygon_unreachable_is_not_retried_and_goes_down(
     caplog.set_level(logging.INFO)
     data = within_limit(lambda: stages.load_data(cfg))
     assert data.synthetic and set(data.tickers) == {"AAA", "BBB", "CCC", "DDD"}
-    health = polygon._HEALTH[base]
+    health = polygon_transport._HEALTH[base]
     assert health.total_failures == 3 and health.down  # 3 requests in all, then down
-    assert polygon.shared_pacer(cfg.polygon).waited_s == 0  # they used no quota: no pacing
+    assert (
+        polygon_transport.shared_pacer(cfg.polygon).waited_s == 0
+    )  # they used no quota: no pacing
     text = caplog.text
     assert "retry" not in text.lower()
     assert "not retried (a DNS or connection failure: no server answered)" in text
@@ -201,6 +203,6 @@ def test_polygon_silent_server_times_out_and_goes_down(tmp_path, monkeypatch, si
 
     data = within_limit(lambda: stages.load_data(cfg))
     assert data.synthetic
-    health = polygon._HEALTH[silent_endpoint]
+    health = polygon_transport._HEALTH[silent_endpoint]
     assert health.down and "ReadTimeoutError" in health.down
     assert health.total_failures == 2  # the third ticker did not try

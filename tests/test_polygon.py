@@ -20,14 +20,8 @@ from vpt_ray.core import calendar as xcal
 from vpt_ray.core.config import PolygonConfig
 from vpt_ray.data.bars import BarDataError, validate_bars
 from vpt_ray.data.errors import SourceError
-from vpt_ray.data.polygon import (
-    Pacer,
-    PolygonSource,
-    RetryPolicy,
-    chunk_ranges,
-    polygon_span,
-    strip_api_key,
-)
+from vpt_ray.data.polygon import PolygonSource, chunk_ranges, polygon_span
+from vpt_ray.data.polygon_transport import Pacer, RetryPolicy, strip_api_key
 
 KEY = "pk_TEST_9f3Kq2ZsX7wLm4Rv"  # distinctive, so a leak anywhere is detectable
 D = dt.date

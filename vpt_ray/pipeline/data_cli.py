@@ -141,7 +141,7 @@ def check_file(path: Path, cfg: Config) -> dict:
     """One row of the check table; `problem` is empty when the file honours the contract."""
     from vpt_ray.core.calendar import exchange_dates, get_calendar
     from vpt_ray.data import local
-    from vpt_ray.data.chain import check_calendar_bounds, check_session
+    from vpt_ray.data.local_file import check_calendar_bounds, check_session
     from vpt_ray.data.quality import window_facts
     from vpt_ray.data.resample import is_daily
 

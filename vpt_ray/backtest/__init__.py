@@ -1,5 +1,7 @@
-"""Backtest: the pure one-ticker simulation, its statistics and the portfolio that sizes every
-ticker's planned trades from one pool of capital on one clock.
+"""Backtest: the pure one-ticker simulation (`engine`), its statistics (`stats`, `tearsheet`),
+each ticker's planned round trips (`plans`) and the portfolio that sizes them from one pool of
+capital on one clock (`portfolio`, measured in `portfolio_stats`; the old equal sleeves in
+`sleeves`). `proxy` applies the backtest's trading rules to the search's CV samples.
 
 Ray stays out of this package's import path: the per-ticker fan-out (`vpt_ray.backtest.run`)
 calls these plain functions and is imported only where it is used.

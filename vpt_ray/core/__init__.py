@@ -1,7 +1,8 @@
 """The ground every stage stands on: the validated config (`config`, one pydantic object passed
-down), the exchange-calendar clock (`calendar`), local and gs:// storage with atomic writes
-(`storage`), the run context that marks a run RUNNING / FINISHED / FAILED (`run`), Ray start-up,
-CPU and memory budgets and the memory sampler (`resources`, `node_memory`), signals
+down; its sections in `config_sections`), the exchange-calendar clock (`calendar`), local and
+gs:// storage with atomic writes (`storage`), the run context that marks a run RUNNING /
+FINISHED / FAILED (`run`), Ray start-up and the memory estimates (`resources`), the memory
+sampler and stop rule over every node (`memory_sampler`, `node_memory`), signals
 (`interrupt`), console output and progress bars (`console`, `progress`), MLflow logging
 (`tracking`) and Ray task errors (`remote_error`).
 

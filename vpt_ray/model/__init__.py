@@ -1,5 +1,6 @@
-"""Stages 3-5, the model: purged walk-forward CV splits (`cv`), the Ray Tune hyperparameter
-search with its time budget and progress (`search`, `budget`, `search_progress`), the final
+"""Stages 3-5, the model: purged walk-forward CV splits (`cv`), fitting the folds with plain
+XGBoost (`folds`), the Ray Tune hyperparameter search with its time budget and progress
+(`search`, `budget`, `search_progress`), the final
 XGBoost fit and the saved model format (`train`, with Ray Train in `distributed`), the seed /
 hyperparameter ensemble (`ensemble`) and the one definition of the classification metrics
 (`metrics`).

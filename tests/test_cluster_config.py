@@ -226,7 +226,7 @@ def test_stage_script_snapshots_committed_code_and_makes_a_private_token(tmp_pat
     )
     assert run.returncode == 0, run.stderr
     assert (out / ".vpt-cluster-src").read_text().strip() == head.stdout.strip()
-    assert (out / "pyproject.toml").is_file() and (out / "vpt_ray" / "config.py").is_file()
+    assert (out / "pyproject.toml").is_file() and (out / "vpt_ray" / "core" / "config.py").is_file()
     assert not list(out.rglob("*.parquet")) and not (out / ".venv").exists()
     token_file = home / ".ray" / "auth_token"
     token = token_file.read_text().strip()

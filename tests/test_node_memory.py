@@ -20,7 +20,7 @@ from vpt_ray.core import node_memory
 from vpt_ray.core.memory_sampler import MemoryLimitExceeded, MemorySampler
 from vpt_ray.core.node_memory import NodeProbe, NodeSample, PssCache, read_pss
 from vpt_ray.core.resources import GB
-from vpt_ray.report.html.resources import _nodes_table
+from vpt_ray.report.html.resources import nodes_table
 from vpt_ray.report.run_report import node_memory_line
 from vpt_ray.report.tracker import memory_note
 
@@ -160,8 +160,8 @@ def test_reports_give_every_nodes_peak():
     assert line.startswith("- Peak memory per node (2 nodes; all together 1.90 GB)")
     assert "aaaaaaaa (driver) 1.10 GB (object store 0.20 GB); bbbbbbbb 0.90 GB" in line
     assert memory_note(res) == "peak memory 1.90 GB on 2 nodes (aaaaaaaa 1.10, bbbbbbbb 0.90)"
-    table = _nodes_table(res)
+    table = nodes_table(res)
     assert "bbbbbbbb" in table and "backtest: 2" in table
     local = {"measured": "process tree", "peak_memory_gb": 1.8, "nodes": {"x": {"peak_gb": 1.8}}}
-    assert node_memory_line(local) is None and _nodes_table(local) == ""
+    assert node_memory_line(local) is None and nodes_table(local) == ""
     assert memory_note(local) == "peak memory 1.80 GB"

@@ -31,7 +31,13 @@ from vpt_ray.core.storage import Location
 from vpt_ray.data import local
 from vpt_ray.data.bars import BarDataError
 from vpt_ray.data.errors import SourceError
-from vpt_ray.data.local_file import LocalFile, _fmt_ranges, _ranges, expected_sessions, fetch_bar
+from vpt_ray.data.local_file import (
+    LocalFile,
+    expected_sessions,
+    fetch_bar,
+    fmt_ranges,
+    session_ranges,
+)
 from vpt_ray.data.synthetic import SyntheticParams, generate_ticker
 
 log = logging.getLogger(__name__)
@@ -226,7 +232,7 @@ def resolve_ticker(
             ticker,
             len(held),
             len(wanted),
-            _fmt_ranges(_ranges(held, cal)),
+            fmt_ranges(session_ranges(held, cal)),
         )
     tried = ["local" if held else "local (no file)" if not lf.path.exists() else "local (none)"]
     blocked: dict[str, str] = {}  # source -> why it could not answer
@@ -249,7 +255,7 @@ def resolve_ticker(
             continue
         src = sources.get(name, bar)
         delivered: list[pd.DataFrame] = []
-        for i, (a, b) in enumerate(runs := _ranges(todo, cal)):
+        for i, (a, b) in enumerate(runs := session_ranges(todo, cal)):
             before, n0 = set(lf.dates), len(delivered)
             sources.calls[name] = sources.calls.get(name, 0) + 1
             try:
@@ -279,7 +285,7 @@ def resolve_ticker(
                     a,
                     b,
                     bars,
-                    _fmt_ranges(_ranges(got, cal)),
+                    fmt_ranges(session_ranges(got, cal)),
                 )
             if failure is not None:
                 left = [d for r in runs[i:] for d in expected_sessions(cal, *r) if d in todo]
@@ -313,14 +319,14 @@ def resolve_ticker(
     stuck = [d for d in missing if d in unanswered]
     if stuck:
         raise DataUnavailableError(
-            f"{ticker}: {len(stuck)} sessions missing ({_fmt_ranges(_ranges(stuck, cal))}) "
+            f"{ticker}: {len(stuck)} sessions missing ({fmt_ranges(session_ranges(stuck, cal))}) "
             f"that no source could supply: " + "; ".join(f"{n} {why}" for n, why in blocked.items())
         )
     if len(missing) > cfg.data.max_missing_sessions:
         asked = ", ".join(tried[1:]) or f"none (data.sources: [{', '.join(cfg.data.sources)}])"
         raise DataUnavailableError(
             f"{ticker}: {len(missing)} of {len(wanted)} sessions of {start}..{end} have no bars "
-            f"({_fmt_ranges(_ranges(missing, cal))}), more than data.max_missing_sessions "
+            f"({fmt_ranges(session_ranges(missing, cal))}), more than data.max_missing_sessions "
             f"({cfg.data.max_missing_sessions}); remote sources asked: {asked}. Fill the file "
             "(vpt data import / vpt data fetch), shorten the period, or set "
             "data.on_missing: skip to run without this ticker"
@@ -331,7 +337,7 @@ def resolve_ticker(
             "(%d); sources asked: %s",
             ticker,
             len(missing),
-            _fmt_ranges(_ranges(missing, cal)),
+            fmt_ranges(session_ranges(missing, cal)),
             cfg.data.max_missing_sessions,
             ", ".join(tried[1:]) or "none",
         )
@@ -341,7 +347,7 @@ def resolve_ticker(
         False,
         origins=origins,
         missing_sessions=len(missing),
-        missing_ranges=_fmt_ranges(_ranges(missing, cal)),
+        missing_ranges=fmt_ranges(session_ranges(missing, cal)),
     )
 
 

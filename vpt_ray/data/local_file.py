@@ -29,7 +29,7 @@ def expected_sessions(calendar: str, start: dt.date, end: dt.date) -> list[dt.da
     return [d.date() for d in get_calendar(calendar).sessions_in_range(start, end)]
 
 
-def _ranges(dates: list[dt.date], calendar: str) -> list[Range]:
+def session_ranges(dates: list[dt.date], calendar: str) -> list[Range]:
     """Group sorted session dates into runs of consecutive sessions."""
     if not dates:
         return []
@@ -46,7 +46,7 @@ def _ranges(dates: list[dt.date], calendar: str) -> list[Range]:
     return runs
 
 
-def _fmt_ranges(runs: list[Range], limit: int = 4) -> str:
+def fmt_ranges(runs: list[Range], limit: int = 4) -> str:
     text = ", ".join(f"{a}..{b}" if a != b else f"{a}" for a, b in runs[:limit])
     return text + (f" (+{len(runs) - limit} more)" if len(runs) > limit else "")
 
@@ -173,7 +173,7 @@ class LocalFile:
         if not dates:
             return
         known = self.absent(source) | dates
-        runs = _ranges(sorted(known), self.cal)
+        runs = session_ranges(sorted(known), self.cal)
         self.meta.setdefault("absent", {})[source] = [[str(a), str(b)] for a, b in runs]
         self._dirty = True
 

@@ -14,7 +14,16 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from vpt_ray.backtest import tearsheet
-from vpt_ray.report.html.common import BLUE, GREEN, GREY, ORANGE, RED, _fmt, _layout, html_table
+from vpt_ray.report.html.common import (
+    BLUE,
+    GREEN,
+    GREY,
+    ORANGE,
+    RED,
+    apply_layout,
+    html_table,
+    show,
+)
 from vpt_ray.report.html.inputs import RunFiles
 
 
@@ -70,7 +79,7 @@ def fig_equity(equity: pd.Series, capital: float, benchmark: pd.Series | None = 
     title = "Portfolio equity (daily close) and drawdown"
     if has_bench:
         title = "Portfolio equity vs buy-and-hold (daily close), drawdown and excess return"
-    return _layout(fig, title, 560 if has_bench else 460)
+    return apply_layout(fig, title, 560 if has_bench else 460)
 
 
 def fig_rolling_sharpe(
@@ -87,7 +96,7 @@ def fig_rolling_sharpe(
                         line={"color": GREY, "dash": "dash"})  # fmt: skip
     fig.add_hline(y=0, line_color=GREY, line_dash="dot")
     fig.update_yaxes(title="Sharpe (annualized)")
-    return _layout(fig, f"Rolling Sharpe ({window} sessions, daily returns x sqrt(252))", 340)
+    return apply_layout(fig, f"Rolling Sharpe ({window} sessions, daily returns x sqrt(252))", 340)
 
 
 def fig_turnover(turnover: pd.Series) -> go.Figure:
@@ -98,7 +107,7 @@ def fig_turnover(turnover: pd.Series) -> go.Figure:
     mean = float(turnover.mean()) if len(turnover) else 0.0
     fig.add_hline(y=mean, line_dash="dot", line_color=GREY)
     fig.update_yaxes(title="traded value / equity")
-    return _layout(fig, f"Turnover per session (mean {mean:.2f}x equity, dotted)", 300)
+    return apply_layout(fig, f"Turnover per session (mean {mean:.2f}x equity, dotted)", 300)
 
 
 def fig_monthly(table: pd.DataFrame) -> go.Figure:
@@ -120,7 +129,7 @@ def fig_monthly(table: pd.DataFrame) -> go.Figure:
         )
     )
     fig.update_yaxes(type="category", autorange="reversed")
-    return _layout(fig, "Monthly returns", 170 + 45 * len(table))
+    return apply_layout(fig, "Monthly returns", 170 + 45 * len(table))
 
 
 def rolling_window(sessions: int) -> int:
@@ -128,7 +137,7 @@ def rolling_window(sessions: int) -> int:
     return max(5, min(63, sessions // 3))
 
 
-def _portfolio_text(bt: dict) -> str:
+def portfolio_text(bt: dict) -> str:
     """How the book was run and who made its PnL: the portfolio's definitions (one pool, Sharpe
     on daily returns, intraday drawdown), the concentration and the costs (summary.md's lines)."""
     from vpt_ray.report.run_report import _portfolio_lines
@@ -136,32 +145,32 @@ def _portfolio_text(bt: dict) -> str:
     head = (
         "<p>One pool of capital, every ticker on one clock; Sharpe from daily returns x "
         f"sqrt(252); max drawdown intraday on the bar closes (close to close: "
-        f"{_fmt(bt.get('max_drawdown_daily'), 'pct')}). Per-ticker figures are each ticker's "
+        f"{show(bt.get('max_drawdown_daily'), 'pct')}). Per-ticker figures are each ticker's "
         "contribution to the portfolio.</p>"
     )
     lines = [html.escape(x.removeprefix("- ").replace("**", "")) for x in _portfolio_lines(bt)]
     return head + ("<ul>" + "".join(f"<li>{x}</li>" for x in lines) + "</ul>" if lines else "")
 
 
-def _benchmark_text(b: dict | None) -> str:
+def benchmark_text(b: dict | None) -> str:
     if not b or b.get("total_return") is None:
         return ""
     return (
         f'<p id="benchmark">Benchmark: {html.escape(str(b.get("method")))}: total return '
-        f"{_fmt(b.get('total_return'), 'pct')}, Sharpe {_fmt(b.get('sharpe'), digits=2)}, max "
-        f"drawdown {_fmt(b.get('max_drawdown'), 'pct')}. Excess return of the strategy "
-        f"<b>{_fmt(b.get('excess_return'), 'pct')}</b>.</p>"
+        f"{show(b.get('total_return'), 'pct')}, Sharpe {show(b.get('sharpe'), digits=2)}, max "
+        f"drawdown {show(b.get('max_drawdown'), 'pct')}. Excess return of the strategy "
+        f"<b>{show(b.get('excess_return'), 'pct')}</b>.</p>"
     )
 
 
-def _drawdowns_table(run: RunFiles) -> str:
+def drawdowns_table(run: RunFiles) -> str:
     if run.equity is None or not len(run.equity):
         return ""
     dd = tearsheet.worst_drawdowns(run.equity, run.capital, 5)
     if dd.empty:
         return "<h3>Worst drawdowns</h3><p>The equity never fell below a previous high.</p>"
     day = lambda v: "start" if pd.isna(v) else str(pd.Timestamp(v).date())  # noqa: E731
-    formats = {"depth": lambda v: _fmt(v, "pct"), "peak": day, "trough": day,
+    formats = {"depth": lambda v: show(v, "pct"), "peak": day, "trough": day,
                "recovery": lambda v: "not recovered" if pd.isna(v) else day(v),
                "recovery_sessions": lambda v: "" if pd.isna(v) else f"{int(v)}"}  # fmt: skip
     return (

@@ -24,7 +24,7 @@ TEMPLATE = "plotly_white"
 STAGE_COLORS = ("#ddf4ff", "#fff8c5", "#ffebe9", "#dafbe1", "#fbefff", "#eaeef2", "#fff1e5")
 
 
-def _finite(v: object) -> bool:
+def finite(v: object) -> bool:
     return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
 
 
@@ -41,7 +41,7 @@ def binned(values: np.ndarray, bins: int, clip: float = 0.0) -> tuple[np.ndarray
     return np.histogram(np.clip(v, lo, hi), bins=bins, range=(lo, hi))
 
 
-def _layout(fig: go.Figure, title: str, height: int) -> go.Figure:
+def apply_layout(fig: go.Figure, title: str, height: int) -> go.Figure:
     fig.update_layout(
         title={"text": title, "x": 0.01, "font": {"size": 15}},
         template=TEMPLATE,
@@ -52,7 +52,9 @@ def _layout(fig: go.Figure, title: str, height: int) -> go.Figure:
     return fig
 
 
-def _fmt(v: object, kind: str = "num", digits: int = 4) -> str:
+def show(v: object, kind: str = "num", digits: int = 4) -> str:
+    """A figure as the page shows it: "n/a" when missing or not finite, yes/no, integers with
+    thousands separators, `kind` "pct" as a percentage, else `digits` decimals."""
     if v is None or (isinstance(v, float) and not math.isfinite(v)):
         return "n/a"
     if isinstance(v, bool):
@@ -77,7 +79,7 @@ def html_table(
         cells = []
         for col, v in zip(df.columns, rec, strict=True):
             raw = "" if v is None else str(v)
-            text = formats.get(col, _fmt)(v)
+            text = formats.get(col, show)(v)
             num = isinstance(v, int | float | np.number) and not isinstance(v, bool)
             cells.append(
                 f'<td data-v="{html.escape(raw)}"{" class=num" if num else ""}>'
@@ -90,7 +92,7 @@ def html_table(
     )
 
 
-def _figure_html(key: str, fig: go.Figure) -> str:
+def figure_html(key: str, fig: go.Figure) -> str:
     return pio.to_html(
         fig,
         full_html=False,
@@ -100,12 +102,12 @@ def _figure_html(key: str, fig: go.Figure) -> str:
     )
 
 
-def _note(run: RunFiles, *keys: str) -> str:
+def missing_note(run: RunFiles, *keys: str) -> str:
     notes = [run.notes[k] for k in keys if k in run.notes]
     return "".join(f'<p class="note">Not shown: {html.escape(n)}</p>' for n in notes)
 
 
-def _model_run_text(run: RunFiles, what: str) -> str:
+def model_run_text(run: RunFiles, what: str) -> str:
     """In a standalone backtest's report: where the model's own figures are (its run's report)."""
     if not run.is_backtest:
         return ""
@@ -118,12 +120,12 @@ def _model_run_text(run: RunFiles, what: str) -> str:
     cv = (run.metrics.get("model") or {}).get("cv") or {}
     if what == "cross-validation" and cv:
         text += (
-            f" Its CV: validation accuracy {_fmt(cv.get('val_accuracy'))}, AUC "
-            f"{_fmt(cv.get('val_auc'))}, log loss {_fmt(cv.get('val_log_loss'))}, train accuracy "
-            f"{_fmt(cv.get('train_accuracy'))}."
+            f" Its CV: validation accuracy {show(cv.get('val_accuracy'))}, AUC "
+            f"{show(cv.get('val_auc'))}, log loss {show(cv.get('val_log_loss'))}, train accuracy "
+            f"{show(cv.get('train_accuracy'))}."
         )
     return text + "</p>"
 
 
-def _wrap(table: str) -> str:
+def scroll_wrap(table: str) -> str:
     return f'<div class="tablewrap">{table}</div>'

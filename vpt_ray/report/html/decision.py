@@ -9,7 +9,7 @@ import html
 
 import pandas as pd
 
-from vpt_ray.report.html.common import _finite, _fmt, html_table
+from vpt_ray.report.html.common import finite, html_table, show
 from vpt_ray.report.html.inputs import RunFiles
 
 _IF_FAILS = {
@@ -69,7 +69,7 @@ def decision_rules(metrics: dict, config: dict) -> pd.DataFrame:
     out = []
     for name, op, threshold, value, on_fail in rows:
         ok = None
-        if _finite(threshold) and _finite(value):
+        if finite(threshold) and finite(value):
             ok = {">": value > threshold, ">=": value >= threshold, "<=": value <= threshold}[op]
         out.append(
             {"rule": name, "needs": f"{op} {threshold}", "value": value, "passed": ok,
@@ -78,17 +78,17 @@ def decision_rules(metrics: dict, config: dict) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
-def _kpis(m: dict) -> str:
+def kpi_html(m: dict) -> str:
     cv, oos, bt = m.get("cv", {}), m.get("oos", {}), m.get("backtest", {})
     res = m.get("resources", {})
     cards = [
-        ("CV accuracy", _fmt(cv.get("accuracy")), f"AUC {_fmt(cv.get('auc'))}"),
-        ("OOS accuracy", _fmt(oos.get("accuracy")), f"AUC {_fmt(oos.get('auc'))}"),
-        ("total return", _fmt(bt.get("total_return"), "pct"), f"{_fmt(bt.get('trades'))} trades"),
-        ("Sharpe", _fmt(bt.get("sharpe"), digits=2),
-         f"max DD {_fmt(bt.get('max_drawdown'), 'pct')}"),
-        ("peak memory", f"{_fmt(res.get('peak_memory_gb'), digits=2)} GB",
-         f"wall {_fmt(res.get('wall_seconds'), digits=0)} s"),
+        ("CV accuracy", show(cv.get("accuracy")), f"AUC {show(cv.get('auc'))}"),
+        ("OOS accuracy", show(oos.get("accuracy")), f"AUC {show(oos.get('auc'))}"),
+        ("total return", show(bt.get("total_return"), "pct"), f"{show(bt.get('trades'))} trades"),
+        ("Sharpe", show(bt.get("sharpe"), digits=2),
+         f"max DD {show(bt.get('max_drawdown'), 'pct')}"),
+        ("peak memory", f"{show(res.get('peak_memory_gb'), digits=2)} GB",
+         f"wall {show(res.get('wall_seconds'), digits=0)} s"),
         ("decision", str(m.get("decision", {}).get("verdict", "n/a")).upper(), "")
         if m.get("kind") != "backtest"
         else ("backtest of", str(m.get("model_run_id")), "no decision of its own"),
@@ -104,7 +104,7 @@ def _kpis(m: dict) -> str:
     )
 
 
-def _decision(run: RunFiles) -> str:
+def decision_section(run: RunFiles) -> str:
     if run.is_backtest:
         m = run.metrics
         rules = decision_rules(m, run.config)
@@ -144,19 +144,19 @@ def _overfitting(over: dict | None) -> str:
         return ""
     stab = over.get("stability") or {}
     parts = [
-        f"{_fmt(over.get('n_trials'))} trials over {_fmt(over.get('validation_days'))} "
+        f"{show(over.get('n_trials'))} trials over {show(over.get('validation_days'))} "
         "validation days",
-        f"probability of backtest overfitting (CSCV) {_fmt(over.get('pbo'), digits=3)}",
-        f"deflated Sharpe {_fmt(over.get('dsr'), digits=3)} "
-        f"(Sharpe {_fmt(over.get('sharpe_annual'), digits=2)} vs "
-        f"{_fmt(over.get('dsr_benchmark_sr_annual'), digits=2)} expected from the best of "
+        f"probability of backtest overfitting (CSCV) {show(over.get('pbo'), digits=3)}",
+        f"deflated Sharpe {show(over.get('dsr'), digits=3)} "
+        f"(Sharpe {show(over.get('sharpe_annual'), digits=2)} vs "
+        f"{show(over.get('dsr_benchmark_sr_annual'), digits=2)} expected from the best of "
         "the trials by luck)",
-        f"probabilistic Sharpe {_fmt(over.get('psr'), digits=3)}",
+        f"probabilistic Sharpe {show(over.get('psr'), digits=3)}",
     ]
     if stab:
         parts.append(
             f"chosen configuration's rank per fold {stab.get('ranks')}, top in "
-            f"{_fmt(stab.get('top_hit_rate'), 'pct')} of folds"
+            f"{show(stab.get('top_hit_rate'), 'pct')} of folds"
         )
     notes = [over[k] for k in ("trials_note", "pbo_note", "dsr_note") if over.get(k)]
     return "<h3>Overfitting</h3><p>" + html.escape("; ".join(parts + notes)) + ".</p>"

@@ -12,7 +12,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from vpt_ray.core.config_sections import SEARCH_PARAMS
-from vpt_ray.report.html.common import BLUE, GREEN, GREY, _fmt, _layout, html_table
+from vpt_ray.report.html.common import BLUE, GREEN, GREY, apply_layout, html_table, show
 from vpt_ray.report.html.inputs import TRIAL_METRICS
 
 
@@ -38,7 +38,7 @@ def fig_cv_folds(cv: dict) -> go.Figure:
         ref = 0.5 if m in ("accuracy", "auc") else math.log(2)
         fig.add_hline(y=ref, line_dash="dot", line_color=GREY, row=1, col=col)
     fig.update_xaxes(title="fold", dtick=1)
-    return _layout(fig, "Cross-validation per fold (dotted: coin flip)", 340)
+    return apply_layout(fig, "Cross-validation per fold (dotted: coin flip)", 340)
 
 
 def fig_search_objective(trials: pd.DataFrame, metric: str = "val_log_loss") -> go.Figure:
@@ -62,7 +62,7 @@ def fig_search_objective(trials: pd.DataFrame, metric: str = "val_log_loss") -> 
     )
     fig.update_xaxes(title="trial (creation order)")
     fig.update_yaxes(title=f"{metric} (mean over folds, lower is better)")
-    return _layout(fig, "Tune search: objective over trials", 340)
+    return apply_layout(fig, "Tune search: objective over trials", 340)
 
 
 def fig_search_parallel(trials: pd.DataFrame, metric: str = "val_log_loss") -> go.Figure:
@@ -91,7 +91,7 @@ def fig_search_parallel(trials: pd.DataFrame, metric: str = "val_log_loss") -> g
             dimensions=dims,
         )
     )
-    fig = _layout(fig, f"Searched parameters (yellow = lowest {metric} = best trial)", 440)
+    fig = apply_layout(fig, f"Searched parameters (yellow = lowest {metric} = best trial)", 440)
     fig.update_layout(margin={"t": 110, "l": 80})
     return fig
 
@@ -108,24 +108,24 @@ def param_importance(trials: pd.DataFrame, metric: str = "val_log_loss") -> pd.S
 def fig_param_importance(imp: pd.Series) -> go.Figure:
     fig = go.Figure(go.Bar(x=imp.values, y=imp.index, orientation="h", marker_color=BLUE))
     fig.update_xaxes(title="|rank correlation| with the objective", range=[0, 1])
-    return _layout(fig, "Parameter importance (association over trials, not causal)", 320)
+    return apply_layout(fig, "Parameter importance (association over trials, not causal)", 320)
 
 
-def _cv_table(cv: dict) -> str:
+def cv_table(cv: dict) -> str:
     df = pd.DataFrame(cv["folds"])
     cols = [c for c in ("fold", "train_samples", "val_samples", "rounds", "train_accuracy",
                         "val_accuracy", "train_auc", "val_auc", "train_log_loss", "val_log_loss")
             if c in df]  # fmt: skip
     mean = (
         f"<p>Mean over {cv.get('folds_count', len(df))} purged walk-forward folds "
-        f"({_fmt(cv.get('samples'))} samples): validation accuracy {_fmt(cv.get('accuracy'))}, "
-        f"AUC {_fmt(cv.get('auc'))}, log loss {_fmt(cv.get('log_loss'))}; train accuracy "
-        f"{_fmt(cv.get('train_accuracy'))} (gap {_fmt(cv.get('train_val_gap'))}).</p>"
+        f"({show(cv.get('samples'))} samples): validation accuracy {show(cv.get('accuracy'))}, "
+        f"AUC {show(cv.get('auc'))}, log loss {show(cv.get('log_loss'))}; train accuracy "
+        f"{show(cv.get('train_accuracy'))} (gap {show(cv.get('train_val_gap'))}).</p>"
     )
     return mean + html_table(df[cols])
 
 
-def _trials_table(trials: pd.DataFrame) -> str:
+def trials_table(trials: pd.DataFrame) -> str:
     cols = [c for c in ("trial", "trial_id", *TRIAL_METRICS, "rounds", "status", "folds_fitted",
                         "partial_val_log_loss", *SEARCH_PARAMS, "time_total_s")
             if c in trials]  # fmt: skip

@@ -20,41 +20,47 @@ from vpt_ray.backtest import tearsheet
 from vpt_ray.core.run import write_text_atomic
 from vpt_ray.core.storage import ArtifactError
 from vpt_ray.report.html.backtest import (
-    _benchmark_text,
-    _drawdowns_table,
-    _portfolio_text,
+    benchmark_text,
+    drawdowns_table,
     fig_equity,
     fig_monthly,
     fig_rolling_sharpe,
     fig_turnover,
     monthly_returns,
+    portfolio_text,
     rolling_window,
 )
-from vpt_ray.report.html.common import _figure_html, _fmt, _model_run_text, _note, _wrap
-from vpt_ray.report.html.decision import _decision, _kpis
+from vpt_ray.report.html.common import (
+    figure_html,
+    missing_note,
+    model_run_text,
+    scroll_wrap,
+    show,
+)
+from vpt_ray.report.html.decision import decision_section, kpi_html
 from vpt_ray.report.html.inputs import RunFiles, load_run
 from vpt_ray.report.html.learning import (
-    _cv_table,
-    _trials_table,
+    cv_table,
     fig_cv_folds,
     fig_param_importance,
     fig_search_objective,
     fig_search_parallel,
     param_importance,
+    trials_table,
 )
 from vpt_ray.report.html.predictions import (
-    _oos_text,
     calibration_table,
     fig_calibration,
     fig_feature_importance,
+    oos_text,
 )
-from vpt_ray.report.html.resources import _provenance, _resources_text, fig_resources
+from vpt_ray.report.html.resources import fig_resources, provenance_section, resources_text
 from vpt_ray.report.html.trades import (
-    _per_ticker_table,
-    _price_window_text,
     fig_per_ticker,
     fig_prices,
     fig_trades,
+    per_ticker_html,
+    price_window_text,
 )
 
 log = logging.getLogger("vpt_ray.html_report")
@@ -143,7 +149,7 @@ def _header(run: RunFiles) -> str:
         ("data", f"{', '.join(d.get('sources_used', [])) or 'n/a'}; "
                  f"{len(d.get('tickers', []))} tickers ({', '.join(d.get('tickers', [])[:12])}"
                  f"{', ...' if len(d.get('tickers', [])) > 12 else ''}), "
-                 f"{_fmt(d.get('bars'))} {d.get('bar', '')} bars"),
+                 f"{show(d.get('bars'))} {d.get('bar', '')} bars"),
         ("train window", w.get("train")),
         ("backtest window", w.get("backtest")),
         ("label horizon / embargo", f"{w.get('label_horizon')} / {w.get('embargo_bars')} bars"),
@@ -163,7 +169,7 @@ def _header(run: RunFiles) -> str:
             f"{html.escape(str(d.get('signal_strength')))}), not real prices. Its figures measure "
             "the pipeline, not a tradable edge.</div>"
         )
-    return f"{banner}<dl class=header>{dl}</dl>{_kpis(m)}"
+    return f"{banner}<dl class=header>{dl}</dl>{kpi_html(m)}"
 
 
 CSS = """
@@ -234,16 +240,16 @@ def render_html(run: RunFiles, figs: dict[str, go.Figure]) -> str:
     m = run.metrics
 
     def fig(key: str) -> str:
-        return _figure_html(key, figs[key]) if key in figs else ""
+        return figure_html(key, figs[key]) if key in figs else ""
 
     bt = m.get("backtest", {})
     sections = [
-        ("decision", "Should I scale? The decision", _decision(run)),
+        ("decision", "Should I scale? The decision", decision_section(run)),
         (
             "learn",
             "Did it learn? Cross-validation",
-            _model_run_text(run, "cross-validation")
-            + (_cv_table(m["cv"]) if m.get("cv", {}).get("folds") else "")
+            model_run_text(run, "cross-validation")
+            + (cv_table(m["cv"]) if m.get("cv", {}).get("folds") else "")
             + fig("cv_folds"),
         ),
         (
@@ -252,52 +258,52 @@ def render_html(run: RunFiles, figs: dict[str, go.Figure]) -> str:
             fig("search_objective")
             + fig("search_parallel")
             + fig("search_importance")
-            + (_wrap(_trials_table(run.trials)) if len(run.trials) else "")
-            + _model_run_text(run, "search")
-            + _note(run, "search_objective", "search_parallel", "search_importance"),
+            + (scroll_wrap(trials_table(run.trials)) if len(run.trials) else "")
+            + model_run_text(run, "search")
+            + missing_note(run, "search_objective", "search_parallel", "search_importance"),
         ),
         (
             "oos",
             "Out of sample: calibration of the probabilities",
-            _oos_text(run) + fig("calibration") + _note(run, "calibration"),
+            oos_text(run) + fig("calibration") + missing_note(run, "calibration"),
         ),
         (
             "where",
             "Where does the edge come from? Features",
-            fig("feature_importance") + _note(run, "importance", "feature_importance"),
+            fig("feature_importance") + missing_note(run, "importance", "feature_importance"),
         ),
         (
             "backtest",
             "Backtest",
-            f"<p>{_fmt(bt.get('trades'))} trades; total return "
-            f"{_fmt(bt.get('total_return'), 'pct')}, "
-            f"CAGR {_fmt(bt.get('cagr'), 'pct')}, Sharpe {_fmt(bt.get('sharpe'), digits=2)}, "
-            f"Sortino {_fmt(bt.get('sortino'), digits=2)}, max drawdown "
-            f"{_fmt(bt.get('max_drawdown'), 'pct')}, win rate {_fmt(bt.get('win_rate'), 'pct')}, "
-            f"profit factor {_fmt(bt.get('profit_factor'), digits=2)}, exposure "
-            f"{_fmt(bt.get('exposure'), 'pct')}, turnover {_fmt(bt.get('turnover'), digits=1)}x "
-            f"capital, commissions ${_fmt(bt.get('commissions'), digits=2)}.</p>"
-            + _portfolio_text(bt)
-            + _benchmark_text(m.get("benchmark"))
+            f"<p>{show(bt.get('trades'))} trades; total return "
+            f"{show(bt.get('total_return'), 'pct')}, "
+            f"CAGR {show(bt.get('cagr'), 'pct')}, Sharpe {show(bt.get('sharpe'), digits=2)}, "
+            f"Sortino {show(bt.get('sortino'), digits=2)}, max drawdown "
+            f"{show(bt.get('max_drawdown'), 'pct')}, win rate {show(bt.get('win_rate'), 'pct')}, "
+            f"profit factor {show(bt.get('profit_factor'), digits=2)}, exposure "
+            f"{show(bt.get('exposure'), 'pct')}, turnover {show(bt.get('turnover'), digits=1)}x "
+            f"capital, commissions ${show(bt.get('commissions'), digits=2)}.</p>"
+            + portfolio_text(bt)
+            + benchmark_text(m.get("benchmark"))
             + fig("equity")
             + fig("rolling_sharpe")
-            + _drawdowns_table(run)
+            + drawdowns_table(run)
             + fig("monthly")
             + fig("turnover")
             + fig("per_ticker")
-            + (_per_ticker_table(bt["per_ticker"]) if bt.get("per_ticker") else "")
+            + (per_ticker_html(bt["per_ticker"]) if bt.get("per_ticker") else "")
             + fig("trades")
-            + _price_window_text(run)
+            + price_window_text(run)
             + fig("prices")
-            + _note(run, "equity", "rolling_sharpe", "monthly", "turnover", "per_ticker",
+            + missing_note(run, "equity", "rolling_sharpe", "monthly", "turnover", "per_ticker",
                     "trades", "prices"),
         ),
         (
             "cost",
             "What did it cost? Resources",
-            _resources_text(run) + fig("resources") + _note(run, "resources"),
+            resources_text(run) + fig("resources") + missing_note(run, "resources"),
         ),
-        ("provenance", "Provenance", _provenance(run)),
+        ("provenance", "Provenance", provenance_section(run)),
     ]  # fmt: skip
     nav = "".join(f'<a href="#{k}">{html.escape(NAV.get(k, k))}</a>' for k, _, _ in sections)
     body = "".join(

@@ -16,11 +16,11 @@ from vpt_ray.report.html.common import (
     GREEN,
     GREY,
     RED,
-    _finite,
-    _fmt,
-    _layout,
+    apply_layout,
     binned,
+    finite,
     html_table,
+    show,
 )
 from vpt_ray.report.html.inputs import RunFiles
 
@@ -63,7 +63,9 @@ def fig_feature_importance(imp: pd.DataFrame, top: int = 30) -> go.Figure:
         )
     )
     fig.update_xaxes(title="gain (average loss reduction per split)")
-    return _layout(fig, "Feature importance of the final model (gain)", max(320, 18 * len(d) + 90))
+    return apply_layout(
+        fig, "Feature importance of the final model (gain)", max(320, 18 * len(d) + 90)
+    )
 
 
 def fig_calibration(pred: pd.DataFrame, table: pd.DataFrame, backtest_cfg: dict) -> go.Figure:
@@ -112,18 +114,18 @@ def fig_calibration(pred: pd.DataFrame, table: pd.DataFrame, backtest_cfg: dict)
         col=2,
     )
     for key, color in (("long_threshold", GREEN), ("short_threshold", RED)):
-        if _finite(backtest_cfg.get(key)):
+        if finite(backtest_cfg.get(key)):
             fig.add_vline(x=backtest_cfg[key], line_dash="dash", line_color=color, row=1, col=2)
     fig.update_xaxes(title="P(up) (dashed: long / short thresholds)", row=1, col=2)
-    return _layout(fig, "Calibration of out-of-sample probabilities", 380)
+    return apply_layout(fig, "Calibration of out-of-sample probabilities", 380)
 
 
-def _oos_text(run: RunFiles) -> str:
+def oos_text(run: RunFiles) -> str:
     oos = run.metrics.get("oos", {})
     text = (
-        f"<p>{_fmt(oos.get('samples'))} labelled out-of-sample bars: accuracy "
-        f"{_fmt(oos.get('accuracy'))}, AUC {_fmt(oos.get('auc'))}, log loss "
-        f"{_fmt(oos.get('log_loss'))}, base rate (share of up moves) {_fmt(oos.get('base_rate'))}."
+        f"<p>{show(oos.get('samples'))} labelled out-of-sample bars: accuracy "
+        f"{show(oos.get('accuracy'))}, AUC {show(oos.get('auc'))}, log loss "
+        f"{show(oos.get('log_loss'))}, base rate (share of up moves) {show(oos.get('base_rate'))}."
     )
     if run.predictions is not None and len(run.predictions):
         from vpt_ray.model.metrics import classification
@@ -133,7 +135,7 @@ def _oos_text(run: RunFiles) -> str:
         brier = float(np.mean((pred["p"] - pred["y"]) ** 2))
         same = math.isclose(c["accuracy"], oos.get("accuracy") or -1, abs_tol=1e-9)
         text += (
-            f" Rescored from the saved model: accuracy {_fmt(c['accuracy'])} "
+            f" Rescored from the saved model: accuracy {show(c['accuracy'])} "
             f"({'matches' if same else 'DIFFERS FROM'} metrics.json), Brier score {brier:.5f}.</p>"
         )
         text += html_table(per_ticker_oos(pred))

@@ -18,10 +18,10 @@ from vpt_ray.report.html.common import (
     ORANGE,
     RED,
     STAGE_COLORS,
-    _finite,
-    _fmt,
-    _layout,
+    apply_layout,
+    finite,
     html_table,
+    show,
 )
 from vpt_ray.report.html.inputs import RunFiles
 
@@ -59,7 +59,7 @@ def fig_resources(resources: dict, hardware: dict) -> go.Figure:
     tops = [peak]
     for key, label, color in (("memory_warn_gb", "warn", ORANGE), ("memory_limit_gb", "stop", RED)):
         v = hardware.get(key)
-        if _finite(v) and v > 0:
+        if finite(v) and v > 0:
             tops.append(float(v))
             fig.add_hline(y=v, line_dash="dash", line_color=color)
             # hline annotations are misplaced on log axes: place the label in log units
@@ -102,10 +102,10 @@ def fig_resources(resources: dict, hardware: dict) -> go.Figure:
         secondary_y=False,
     )
     fig.update_xaxes(title="seconds since the sampler started (bands: stages)")
-    return _layout(fig, f"Memory over the run (peak {peak:.2f} GB)", 400)
+    return apply_layout(fig, f"Memory over the run (peak {peak:.2f} GB)", 400)
 
 
-def _resources_text(run: RunFiles) -> str:
+def resources_text(run: RunFiles) -> str:
     res = run.metrics.get("resources", {})
     ray_info = res.get("ray", {})
     stages = pd.DataFrame(
@@ -114,7 +114,7 @@ def _resources_text(run: RunFiles) -> str:
     hw = run.config.get("hardware", {})
     warn, limit = hw.get("memory_warn_gb", "n/a"), hw.get("memory_limit_gb", "n/a")
     text = (
-        f"<p>Peak memory {_fmt(res.get('peak_memory_gb'), digits=2)} GB ("
+        f"<p>Peak memory {show(res.get('peak_memory_gb'), digits=2)} GB ("
         + (
             "this job's Ray processes on every node"
             if res.get("measured") == "per node"
@@ -122,20 +122,20 @@ def _resources_text(run: RunFiles) -> str:
         )
         + ", proportional set size) against warn "
         f"{warn} GB and stop {limit} GB; wall "
-        f"time {_fmt(res.get('wall_seconds'), digits=1)} s. "
+        f"time {show(res.get('wall_seconds'), digits=1)} s. "
         f"Ray: {html.escape(str(ray_info.get('mode')))}"
-        f", {_fmt(ray_info.get('num_cpus'))} CPUs"
+        f", {show(ray_info.get('num_cpus'))} CPUs"
     )
     if ray_info.get("object_store_gb") is not None:
-        text += f", object store {_fmt(ray_info.get('object_store_gb'), digits=1)} GB"
+        text += f", object store {show(ray_info.get('object_store_gb'), digits=1)} GB"
     if ray_info.get("clamped"):
         text += "; clamped to this machine: " + html.escape("; ".join(ray_info["clamped"]))
     text += ".</p>"
-    secs = {"seconds": lambda v: _fmt(v, digits=1)}
-    return text + (html_table(stages, secs) if len(stages) else "") + _nodes_table(res)
+    secs = {"seconds": lambda v: show(v, digits=1)}
+    return text + (html_table(stages, secs) if len(stages) else "") + nodes_table(res)
 
 
-def _nodes_table(res: dict) -> str:
+def nodes_table(res: dict) -> str:
     """A cluster run's memory node by node: peak, object store, and what ran there."""
     nodes = res.get("nodes") or {}
     if res.get("measured") != "per node" or not nodes:
@@ -145,8 +145,8 @@ def _nodes_table(res: dict) -> str:
         {
             "node": name + (" (driver)" if n.get("driver") else ""),
             "peak GB": n.get("peak_gb"),
-            "object store peak / size GB": f"{_fmt(n.get('object_store_peak_gb'), digits=2)} / "
-            f"{_fmt(n.get('object_store_gb'), digits=2)}",
+            "object store peak / size GB": f"{show(n.get('object_store_peak_gb'), digits=2)} / "
+            f"{show(n.get('object_store_gb'), digits=2)}",
             "ran": "; ".join(
                 f"{stage}: {len(where[name])}" for stage, where in ran.items() if name in where
             ),
@@ -155,13 +155,13 @@ def _nodes_table(res: dict) -> str:
     ]
     return (
         f"<p>Memory per node ({len(nodes)} nodes; the run's total peaked at "
-        f"{_fmt(res.get('peak_memory_gb'), digits=2)} GB): hardware.memory_limit_gb holds per "
+        f"{show(res.get('peak_memory_gb'), digits=2)} GB): hardware.memory_limit_gb holds per "
         "node, hardware.job_memory_limit_gb for the total.</p>"
-        + html_table(pd.DataFrame(rows), {"peak GB": lambda v: _fmt(v, digits=2)})
+        + html_table(pd.DataFrame(rows), {"peak GB": lambda v: show(v, digits=2)})
     )
 
 
-def _provenance(run: RunFiles) -> str:
+def provenance_section(run: RunFiles) -> str:
     meta = run.meta or {}
     parts = []
     versions = meta.get("versions")

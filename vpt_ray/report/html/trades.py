@@ -11,7 +11,7 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from vpt_ray.report.html.common import GREEN, GREY, RED, _fmt, _layout, binned, html_table
+from vpt_ray.report.html.common import GREEN, GREY, RED, apply_layout, binned, html_table, show
 from vpt_ray.report.html.inputs import RunFiles
 
 
@@ -71,7 +71,7 @@ def fig_prices(prices: dict[str, pd.DataFrame], trades: pd.DataFrame) -> go.Figu
     fig.update_xaxes(rangebreaks=[{"bounds": ["sat", "mon"]}, {"bounds": [16, 9.5],
                                                                 "pattern": "hour"}])  # fmt: skip
     fig.update_yaxes(title="price ($)")
-    return _layout(fig, "Prices and trades (choose a ticker; New York time)", 420)
+    return apply_layout(fig, "Prices and trades (choose a ticker; New York time)", 420)
 
 
 def fig_per_ticker(per_ticker: dict) -> go.Figure:
@@ -99,7 +99,7 @@ def fig_per_ticker(per_ticker: dict) -> go.Figure:
     )
     fig.update_xaxes(tickformat=".2%", row=1, col=1)
     fig.update_layout(showlegend=False)
-    return _layout(fig, "Per-ticker returns", max(300, 22 * len(tickers) + 120))
+    return apply_layout(fig, "Per-ticker returns", max(300, 22 * len(tickers) + 120))
 
 
 def fig_trades(trades: pd.DataFrame, bins: int = 50) -> go.Figure:
@@ -131,10 +131,10 @@ def fig_trades(trades: pd.DataFrame, bins: int = 50) -> go.Figure:
     counts = trades["exit_reason"].astype(str).value_counts()
     fig.add_bar(x=counts.index, y=counts.values, marker_color=GREY, showlegend=False, row=1, col=2)
     fig.update_layout(barmode="overlay")
-    return _layout(fig, f"Trade distribution ({len(trades)} trades)", 360)
+    return apply_layout(fig, f"Trade distribution ({len(trades)} trades)", 360)
 
 
-def _price_window_text(run: RunFiles) -> str:
+def price_window_text(run: RunFiles) -> str:
     if run.price_window is None or not run.prices:
         return ""
     a, b = run.price_window
@@ -146,13 +146,13 @@ def _price_window_text(run: RunFiles) -> str:
     )
 
 
-def _per_ticker_table(per_ticker: dict) -> str:
+def per_ticker_html(per_ticker: dict) -> str:
     cols = ["trades", "pnl", "pnl_share", "total_return", "sharpe", "max_drawdown", "win_rate",
             "profit_factor", "exposure"]  # fmt: skip
     df = pd.DataFrame.from_dict(per_ticker, orient="index").reindex(columns=cols)
     df = df.rename_axis("ticker").reset_index()
-    pct = {c: (lambda v: _fmt(v, "pct")) for c in ("pnl_share", "total_return", "max_drawdown",
+    pct = {c: (lambda v: show(v, "pct")) for c in ("pnl_share", "total_return", "max_drawdown",
                                                     "win_rate", "exposure")}  # fmt: skip
     return html_table(
-        df, {**pct, "sharpe": lambda v: _fmt(v, digits=2), "pnl": lambda v: _fmt(v, digits=0)}
+        df, {**pct, "sharpe": lambda v: show(v, digits=2), "pnl": lambda v: show(v, digits=0)}
     )

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import REPO
+from conftest import REPO, fresh_console
 
 from vpt_ray.core.calendar import calendar_bounds
 from vpt_ray.core.config import load_config
@@ -152,6 +152,11 @@ def test_a_bad_file_names_the_rule_and_nothing_is_written(tmp_path):
 def test_real_daily_bars_from_a_pypi_package_import_check_and_clip_to_the_clock(tmp_path, capsys):
     """bokeh-sampledata's Quandl daily bars (AAPL, GOOG, IBM, MSFT 2000-2013, FB) through the
     CLI: adjusted by adj close, vwap and trade counts recorded as absent, `data check` passes."""
+    with fresh_console():  # the CLI's console log handler must not outlive this test's stderr
+        _import_and_check_real_daily_bars(tmp_path, capsys)
+
+
+def _import_and_check_real_daily_bars(tmp_path, capsys):
     from bokeh_sampledata.stocks import data as stocks
 
     src = tmp_path / "stocks.csv.gz"

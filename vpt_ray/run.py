@@ -472,6 +472,9 @@ def setup_logging(log_path: Path | None, level: int = logging.INFO) -> None:
             root.removeHandler(h)
             h.close()
     fmt = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S")
+    for h in root.handlers:  # stderr may have been replaced since (a test's capture, a redirect)
+        if getattr(h, "_vpt_console", False) and h.stream is not sys.stderr:  # type: ignore[attr-defined]
+            h.setStream(sys.stderr)  # type: ignore[attr-defined]
     if not any(getattr(h, "_vpt_console", False) for h in root.handlers):
         console = logging.StreamHandler(sys.stderr)
         console.setFormatter(fmt)

@@ -459,6 +459,23 @@ def mark_abandoned(reports: Path, skip: str | None = None) -> list[str]:
     return found
 
 
+class StderrHandler(logging.StreamHandler):
+    """A console handler that writes to whatever `sys.stderr` is when a record comes: a redirect
+    (or a test's capture) made after the first run of the process is followed, never a stream
+    that has since been closed."""
+
+    def __init__(self) -> None:
+        super().__init__()
+
+    @property
+    def stream(self):  # type: ignore[override]
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value: object) -> None:
+        pass
+
+
 def setup_logging(log_path: Path | None, level: int = logging.INFO) -> None:
     """Console + run log file for the `vpt_ray` logger tree (idempotent per process); Ray's
     libraries stop drawing on the console (`vpt_ray.console`)."""
@@ -472,11 +489,8 @@ def setup_logging(log_path: Path | None, level: int = logging.INFO) -> None:
             root.removeHandler(h)
             h.close()
     fmt = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S")
-    for h in root.handlers:  # stderr may have been replaced since (a test's capture, a redirect)
-        if getattr(h, "_vpt_console", False) and h.stream is not sys.stderr:  # type: ignore[attr-defined]
-            h.setStream(sys.stderr)  # type: ignore[attr-defined]
     if not any(getattr(h, "_vpt_console", False) for h in root.handlers):
-        console = logging.StreamHandler(sys.stderr)
+        console = StderrHandler()
         console.setFormatter(fmt)
         console.addFilter(ConsoleFilter())
         console._vpt_console = True  # type: ignore[attr-defined]

@@ -60,6 +60,7 @@ from numba import njit
 from vpt_ray.backtest.engine import (
     EXIT_REASONS,
     EXIT_SESSION,
+    TRADE_COLUMNS,
     SimSettings,
     TickerResult,
     session_days,
@@ -74,22 +75,13 @@ if TYPE_CHECKING:  # pragma: no cover
 PLAN_CAPITAL = 1e15
 VOL_MIN_BARS = 30  # trailing returns needed before a ticker's volatility counts in the sizing
 SIZINGS = ("volatility", "equal")
+# the engine's round-trip columns, with the ticker first and the entry's weight of the equity
+_AFTER_RETURN = TRADE_COLUMNS.index("return") + 1
 PORTFOLIO_TRADE_COLUMNS = (
     "ticker",
-    "entry_time",
-    "exit_time",
-    "side",
-    "shares",
-    "entry_price",
-    "exit_price",
-    "commission",
-    "pnl",
-    "return",
+    *TRADE_COLUMNS[:_AFTER_RETURN],
     "weight",
-    "bars_held",
-    "exit_reason",
-    "entry_bar",
-    "exit_bar",
+    *TRADE_COLUMNS[_AFTER_RETURN:],
 )
 
 

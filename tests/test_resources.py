@@ -18,6 +18,7 @@ from vpt_ray.core.config import load_config
 from vpt_ray.core.memory_sampler import (
     MemoryLimitExceeded,
     MemorySampler,
+    _run_titles,
     check_memory,
     is_ray_oom,
     wait_for_exit,
@@ -177,6 +178,11 @@ def test_wait_for_exit_waits_for_the_titled_children_only():
     sleep = ["vpt-test-sleeper", "-c", "import time; time.sleep(1.0)"]
     child = subprocess.Popen(sleep, executable=sys.executable)
     try:
+        # the child carries the title only once it has exec'd (a loaded machine takes a while)
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < 10 and "vpt-test-sleeper" not in _run_titles():
+            time.sleep(0.01)
+        assert "vpt-test-sleeper" in _run_titles()
         assert wait_for_exit("no-such-title", timeout_s=5) < 0.5
         waited = wait_for_exit("vpt-test-sleeper", timeout_s=10)
         assert child.poll() is not None, "returned while the child still ran"

@@ -60,34 +60,22 @@ from numba import njit
 
 from vpt_ray.backtest.engine import (
     EXIT_REASONS,
+    TRADE_COLUMNS,
     session_days,
 )
+from vpt_ray.backtest.plans import TradePlan
 
 if TYPE_CHECKING:  # pragma: no cover
     from vpt_ray.core.config import BacktestConfig
 
-# The plan's cash budget: large enough that only the volume cap ever limits a planned entry.
-from vpt_ray.backtest.plans import TradePlan
-
 SIZINGS = ("volatility", "equal")
-
-
+# the engine's round-trip columns, with the ticker first and the entry's weight of the equity
+_AFTER_RETURN = TRADE_COLUMNS.index("return") + 1
 PORTFOLIO_TRADE_COLUMNS = (
     "ticker",
-    "entry_time",
-    "exit_time",
-    "side",
-    "shares",
-    "entry_price",
-    "exit_price",
-    "commission",
-    "pnl",
-    "return",
+    *TRADE_COLUMNS[:_AFTER_RETURN],
     "weight",
-    "bars_held",
-    "exit_reason",
-    "entry_bar",
-    "exit_bar",
+    *TRADE_COLUMNS[_AFTER_RETURN:],
 )
 
 

@@ -461,6 +461,23 @@ def mark_abandoned(reports: Path, skip: str | None = None) -> list[str]:
     return found
 
 
+class StderrHandler(logging.StreamHandler):
+    """A console handler that writes to whatever `sys.stderr` is when a record comes: a redirect
+    (or a test's capture) made after the first run of the process is followed, never a stream
+    that has since been closed."""
+
+    def __init__(self) -> None:
+        super().__init__()
+
+    @property
+    def stream(self):  # type: ignore[override]
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value: object) -> None:
+        pass
+
+
 def setup_logging(log_path: Path | None, level: int = logging.INFO) -> None:
     """Console + run log file for the `vpt_ray` logger tree (idempotent per process); Ray's
     libraries stop drawing on the console (`vpt_ray.core.console`)."""
@@ -475,7 +492,7 @@ def setup_logging(log_path: Path | None, level: int = logging.INFO) -> None:
             h.close()
     fmt = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S")
     if not any(getattr(h, "_vpt_console", False) for h in root.handlers):
-        console = logging.StreamHandler(sys.stderr)
+        console = StderrHandler()
         console.setFormatter(fmt)
         console.addFilter(ConsoleFilter())
         console._vpt_console = True  # type: ignore[attr-defined]

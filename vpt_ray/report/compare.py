@@ -20,6 +20,7 @@ from pathlib import Path
 import yaml
 
 from vpt_ray.core.run import read_status, write_text_atomic
+from vpt_ray.core.tracking import flatten
 
 # (label, dotted key in metrics.json, format): "pct" = fraction shown in percent
 METRIC_ROWS = (
@@ -84,18 +85,6 @@ def load(run_dir: Path) -> tuple[dict, dict]:
     cfg_path = run_dir / "config.yaml"
     config = yaml.safe_load(cfg_path.read_text()) if cfg_path.exists() else {}
     return metrics, config or {}
-
-
-def flatten(d: dict, prefix: str = "") -> dict[str, object]:
-    """Nested dicts to dotted keys; lists stay whole values."""
-    out: dict[str, object] = {}
-    for k, v in d.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, dict):
-            out.update(flatten(v, key + "."))
-        else:
-            out[key] = v
-    return out
 
 
 MISSING = object()

@@ -215,25 +215,13 @@ def backtest_metrics(cfg, ctx, meta: dict, model_dir: str, data, store, bt, samp
     from vpt_ray.core.run import git_commit
     from vpt_ray.pipeline import outputs
 
-    sources = {o["source"] for td in data.tickers.values() for o in td.origins}
     train = meta.get("train_window") or ["?", "?"]
     return {
         "run_id": ctx.run_id,
         "kind": "backtest",
         "model_run_id": meta["run_id"],
         "phase": cfg.phase,
-        "data": {
-            "synthetic": data.synthetic,
-            "synthetic_tickers": sorted(t for t, td in data.tickers.items() if td.synthetic),
-            "tickers": list(data.tickers),
-            "skipped": data.skipped,
-            "bars": int(sum(s["bars"] for s in store.values())),
-            "start": str(cfg.data.start),
-            "end": str(cfg.backtest.end),
-            "bar": cfg.data.bar,
-            "sources_used": sorted(sources),
-            "signal_strength": cfg.synthetic.signal_strength if data.synthetic else None,
-        },
+        "data": outputs.data_section(cfg, data, store),
         "windows": {
             "train": f"{train[0]}..{train[1]}",
             "backtest": f"{cfg.backtest.start}..{cfg.backtest.end}",

@@ -34,6 +34,25 @@ from vpt_ray.validation.uncertainty import accuracy_se, effective_samples, mean_
 log = logging.getLogger("vpt_ray.stages")
 
 
+def data_section(cfg: Config, data: Data, store: dict, **extra: object) -> dict:
+    """metrics.json `data`: the tickers, bars, dates and sources a run used (`extra` after
+    `skipped`); shared by the phase and the standalone backtest."""
+    sources = {o["source"] for td in data.tickers.values() for o in td.origins}
+    return {
+        "synthetic": data.synthetic,
+        "synthetic_tickers": sorted(t for t, td in data.tickers.items() if td.synthetic),
+        "tickers": list(data.tickers),
+        "skipped": data.skipped,
+        **extra,
+        "bars": int(sum(s["bars"] for s in store.values())),
+        "start": str(cfg.data.start),
+        "end": str(cfg.backtest.end),
+        "bar": cfg.data.bar,
+        "sources_used": sorted(sources),
+        "signal_strength": cfg.synthetic.signal_strength if data.synthetic else None,
+    }
+
+
 def backtest_section(bt: dict) -> dict:
     """metrics.json's `backtest`: the portfolio's statistics, each ticker's contribution, the
     concentration of the PnL and the costs."""
@@ -84,26 +103,16 @@ def assemble_metrics(
         overfitting=overfit,
     )
     decision = apply_concentration(decision, cfg.decision, bt["concentration"])
-    sources = {o["source"] for td in data.tickers.values() for o in td.origins}
     return {
         "run_id": ctx.run_id,
         "phase": cfg.phase,
-        "data": {
-            "synthetic": data.synthetic,
-            "synthetic_tickers": sorted(t for t, td in data.tickers.items() if td.synthetic),
-            "tickers": list(data.tickers),
-            "skipped": data.skipped,
-            "excluded": data.excluded,  # ticker -> the data quality rule it breaks
-            "no_training_samples": sorted(
-                t for t, s in store.items() if s.get("train_samples") == 0
-            ),
-            "bars": int(sum(s["bars"] for s in store.values())),
-            "start": str(cfg.data.start),
-            "end": str(cfg.backtest.end),
-            "bar": cfg.data.bar,
-            "sources_used": sorted(sources),
-            "signal_strength": cfg.synthetic.signal_strength if data.synthetic else None,
-        },
+        "data": data_section(
+            cfg,
+            data,
+            store,
+            excluded=data.excluded,  # ticker -> the data quality rule it breaks
+            no_training_samples=sorted(t for t, s in store.items() if s.get("train_samples") == 0),
+        ),
         "windows": {
             "train": f"{cfg.data.start}..{cfg.data.end}",
             "backtest": f"{cfg.backtest.start}..{cfg.backtest.end}",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import logging
 import os
@@ -83,3 +84,24 @@ def fresh_console() -> Iterator[None]:
         yield
     finally:
         drop()
+
+
+def cli_error_line(ws: Path, capsys, run_id: str, *extra: str) -> str:
+    """Run phase 1 through the CLI path on `ws` with `extra` settings, expect exit 2 and
+    return its one `error:` line (no traceback on the console)."""
+    from vpt_ray.pipeline.phase import run_cli
+
+    args = argparse.Namespace(
+        phase=1,
+        config=None,
+        overrides=tiny_overrides(ws, *extra),
+        run_id=run_id,
+        sample_days=None,
+        force=False,
+    )
+    with fresh_console():  # the run's console log writes to this test's stderr
+        assert run_cli(args) == 2
+    out = capsys.readouterr().err  # the console log may go to stderr too
+    err = [line for line in out.splitlines() if line.startswith("error")]
+    assert len(err) == 1 and "Traceback" not in out, out[-2000:]
+    return err[0]

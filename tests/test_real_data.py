@@ -14,7 +14,6 @@ Each phase run is tiny and shared by the tests that read it (module fixtures).
 
 from __future__ import annotations
 
-import argparse
 import datetime as dt
 import json
 from pathlib import Path
@@ -22,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import REPO, fresh_console, tiny_overrides
+from conftest import REPO, cli_error_line, tiny_overrides
 
 from vpt_ray.core.calendar import get_calendar
 from vpt_ray.core.config import ConfigError, load_config
@@ -223,27 +222,16 @@ def test_zero_volume_ticker_is_excluded_by_rule_and_reported(minutes_2010):
 def test_partial_local_file_with_local_source_only_exits_2_naming_ticker_and_ranges(
     ray_session, workspace, capsys
 ):
-    from vpt_ray.pipeline.phase import run_cli
 
     bars = generate_ticker(
         SyntheticParams(7, 1.0, 0.0), "PPP", dt.date(2024, 1, 2), dt.date(2024, 1, 2)
     )
     local.write_bars(bars.iloc[:1], workspace / "data" / "PPP.parquet")  # one bar in 61 sessions
-    args = argparse.Namespace(
-        phase=1,
-        config=None,
-        overrides=tiny_overrides(workspace, "data.tickers=[PPP]", "data.sources=[local]"),
-        run_id="partial",
-        sample_days=None,
-        force=False,
+    line = cli_error_line(
+        workspace, capsys, "partial", "data.tickers=[PPP]", "data.sources=[local]"
     )
-    with fresh_console():  # the run's console log writes to this test's stderr
-        assert run_cli(args) == 2
-    out = capsys.readouterr().err  # the console log may go to stderr too
-    err = [line for line in out.splitlines() if line.startswith("error")]
-    assert len(err) == 1 and "Traceback" not in out, out[-2000:]
-    assert err[0].startswith("error: PPP: 60 of 61 sessions")
-    assert "2024-01-03..2024-03-28" in err[0] and "data.max_missing_sessions (5)" in err[0]
+    assert line.startswith("error: PPP: 60 of 61 sessions")
+    assert "2024-01-03..2024-03-28" in line and "data.max_missing_sessions (5)" in line
     arts = workspace / "artifacts"
     status = json.loads((arts / "reports" / "partial" / "status.json").read_text())
     assert status["status"] == "FAILED" and "DataUnavailableError: PPP" in status["error"]

@@ -4,7 +4,6 @@ process a data block")."""
 
 from __future__ import annotations
 
-import argparse
 import datetime as dt
 import pickle
 
@@ -12,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import xgboost as xgb
-from conftest import fresh_console, tiny_overrides
+from conftest import cli_error_line, tiny_overrides
 
 from vpt_ray.core import remote_error
 from vpt_ray.core.config import load_config
@@ -24,7 +23,6 @@ from vpt_ray.data.synthetic import SyntheticParams, generate_ticker
 from vpt_ray.features.causal import feature_names
 from vpt_ray.features.store import ticker_features
 from vpt_ray.pipeline.cli import user_error_exit
-from vpt_ray.pipeline.phase import run_cli
 
 
 def test_project_errors_survive_pickling_and_capture():
@@ -52,30 +50,17 @@ def test_bad_bars_in_the_feature_map_exit_2_with_the_original_one_line_error(
     saturday = bars.iloc[[-1]].assign(timestamp=pd.Timestamp("2024-02-10 15:00", tz="UTC"))
     bars = pd.concat([bars, saturday]).sort_values("timestamp", ignore_index=True)
     local.write_bars(bars, workspace / "data" / "AAA.parquet")  # a Saturday bar
-    args = argparse.Namespace(
-        phase=1,
-        config=None,
-        overrides=tiny_overrides(
-            workspace,
-            "data.tickers=[AAA]",
-            "data.sources=[local]",
-            "data.regular_session_only=false",
-            "data.max_missing_sessions=0",
-        ),  # fmt: skip
-        run_id="udf",
-        sample_days=None,
-        force=False,
+    line = cli_error_line(
+        workspace,
+        capsys,
+        "udf",
+        "data.tickers=[AAA]",
+        "data.sources=[local]",
+        "data.regular_session_only=false",
+        "data.max_missing_sessions=0",
     )
-    with fresh_console():  # the run's console log writes to this test's stderr
-        assert run_cli(args) == 2
-    out = capsys.readouterr().err  # the console log may go to stderr too
-    err = [line for line in out.splitlines() if line.startswith("error")]
-    assert len(err) == 1 and "Traceback" not in out, out[-2000:]
-    assert (
-        err[0].startswith("error: AAA (")
-        and "AAA.parquet): 1 bar(s) on dates not a XNYS " in err[0]
-    )
-    assert "(first: 2024-02-10)" in err[0] and "UserCodeException" not in err[0]
+    assert line.startswith("error: AAA (") and "AAA.parquet): 1 bar(s) on dates not a XNYS " in line
+    assert "(first: 2024-02-10)" in line and "UserCodeException" not in line
 
 
 def test_bad_bars_in_a_backtest_task_reach_the_cli_as_bar_data_errors(ray_session, tmp_path):

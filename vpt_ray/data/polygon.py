@@ -34,17 +34,17 @@ from vpt_ray.core.config import PolygonConfig
 from vpt_ray.data.bars import BarDataError, empty_bars, validate_bars
 from vpt_ray.data.errors import SourceError
 from vpt_ray.data.polygon_transport import (
+    BadPayload,
     FetchStats,
+    HttpStatus,
     Pacer,
+    Redactor,
+    RetriesExhausted,
     RetryPolicy,
-    _BadPayload,
-    _HttpStatus,
-    _Redactor,
-    _RetriesExhausted,
-    _StrictJson,
-    _Transport,
-    _TransportError,
-    _Unreachable,
+    StrictJson,
+    Transport,
+    TransportError,
+    Unreachable,
     shared_pacer,
     source_health,
 )
@@ -93,7 +93,7 @@ _AGG_FIELDS = {
 def aggs_to_frame(aggs: Iterable[Any]) -> pd.DataFrame:
     """Polygon `Agg` objects -> contract columns (t in ms -> UTC timestamp).
 
-    Raises `_BadPayload` naming the Polygon field (`vw`, `n`, ...) and the first bar lacking it:
+    Raises `BadPayload` naming the Polygon field (`vw`, `n`, ...) and the first bar lacking it:
     filling a missing vwap or trade count would invent data.
     """
     rows = list(aggs)
@@ -104,7 +104,7 @@ def aggs_to_frame(aggs: Iterable[Any]) -> pd.DataFrame:
         missing = [i for i, v in enumerate(cols[c]) if v is None]
         if missing:
             t = cols["timestamp"][missing[0]]
-            raise _BadPayload(
+            raise BadPayload(
                 f"{len(missing)} aggregate(s) lack field {short!r} ({c}), e.g. the bar at t={t}"
             )
     ts = pd.to_datetime(np.asarray(cols["timestamp"], dtype=np.int64), unit="ms", utc=True)
@@ -146,7 +146,7 @@ class PolygonSource:
         environ = os.environ if env is None else env
         key = (environ.get(cfg.api_key_env) or "").strip()
         self._key = key or None
-        self._redact = _Redactor(self._key)
+        self._redact = Redactor(self._key)
         self.pacer = pacer or shared_pacer(cfg)
         self.retry = retry or RetryPolicy(max_retries=cfg.max_retries, backoff_s=cfg.backoff_s)
         self.health = source_health(cfg)
@@ -177,7 +177,7 @@ class PolygonSource:
                 connect_timeout=self.cfg.connect_timeout_s,
                 read_timeout=self.cfg.timeout_s,
                 retries=0,
-                custom_json=_StrictJson(self._redact),
+                custom_json=StrictJson(self._redact),
             )
             if not isinstance(getattr(rest, "client", None), urllib3.PoolManager):
                 raise SourceError(
@@ -185,7 +185,7 @@ class PolygonSource:
                     "this polygon-api-client version has no urllib3 `client` attribute to pace; "
                     "pin polygon-api-client 1.x",
                 )
-            rest.client = _Transport(
+            rest.client = Transport(
                 self.pacer,
                 self.retry,
                 self.cfg.timeout_s,
@@ -198,7 +198,7 @@ class PolygonSource:
         return self._rest
 
     def _error(self, ticker: str, a: dt.date, b: dt.date, exc: Exception) -> SourceError:
-        if isinstance(exc, _HttpStatus):
+        if isinstance(exc, HttpStatus):
             if exc.status == 401:
                 cause = (
                     f"HTTP 401: the API key was rejected ({exc.detail}); "
@@ -209,7 +209,7 @@ class PolygonSource:
             else:
                 cause = str(exc)
             return SourceError(self.name, self._redact(cause), ticker, a, b, retryable=False)
-        if isinstance(exc, _RetriesExhausted | _Unreachable):
+        if isinstance(exc, RetriesExhausted | Unreachable):
             return SourceError(self.name, self._redact(exc), ticker, a, b, retryable=True)
         return SourceError(self.name, self._redact(exc), ticker, a, b, retryable=False)
 
@@ -227,7 +227,7 @@ class PolygonSource:
                 limit=PAGE_LIMIT,
             )
             raw = aggs_to_frame(aggs)
-        except _TransportError as exc:
+        except TransportError as exc:
             raise self._error(ticker, a, b, exc) from None
         except (AttributeError, TypeError, KeyError) as exc:  # e.g. results holding non-objects
             cause = self._redact(f"unexpected payload shape ({type(exc).__name__}: {exc})")

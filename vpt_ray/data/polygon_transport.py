@@ -155,27 +155,27 @@ class FetchStats:
     request_times: list[float] = field(default_factory=list)  # pacer clock at each attempt
 
 
-class _TransportError(Exception):
+class TransportError(Exception):
     """Raised inside the client's call stack; not a ValueError, which the client swallows."""
 
 
-class _HttpStatus(_TransportError):
+class HttpStatus(TransportError):
     def __init__(self, status: int, detail: str):
         self.status, self.detail = status, detail
         super().__init__(f"HTTP {status}: {detail}")
 
 
-class _RetriesExhausted(_TransportError):
+class RetriesExhausted(TransportError):
     def __init__(self, attempts: int, cause: str):
         self.attempts, self.cause = attempts, cause
         super().__init__(f"gave up after {attempts} attempt(s); last error: {cause}")
 
 
-class _BadPayload(_TransportError):
+class BadPayload(TransportError):
     pass
 
 
-class _Unreachable(_TransportError):
+class Unreachable(TransportError):
     """No server answered: DNS failure, refused or timed-out connection. Not retried."""
 
 
@@ -227,7 +227,7 @@ _UNREACHABLE = (
 )
 
 
-class _Redactor:
+class Redactor:
     """Replaces the API key in any text with ***."""
 
     def __init__(self, key: str | None):
@@ -249,7 +249,7 @@ def strip_api_key(url: str) -> str:
     return urlunsplit(parts._replace(query=urlencode(query)))
 
 
-def _body_detail(data: bytes, redact: _Redactor, limit: int = 200) -> str:
+def _body_detail(data: bytes, redact: Redactor, limit: int = 200) -> str:
     text = data.decode("utf-8", errors="replace").strip()
     try:
         obj = json.loads(text)
@@ -261,7 +261,7 @@ def _body_detail(data: bytes, redact: _Redactor, limit: int = 200) -> str:
     return text if len(text) <= limit else text[:limit] + "..."
 
 
-class _Transport(urllib3.PoolManager):
+class Transport(urllib3.PoolManager):
     """The client's HTTP layer: pacing, retries with backoff, status errors, no key in URLs."""
 
     def __init__(
@@ -269,7 +269,7 @@ class _Transport(urllib3.PoolManager):
         pacer: Pacer,
         retry: RetryPolicy,
         timeout_s: float,
-        redact: _Redactor,
+        redact: Redactor,
         stats: FetchStats,
         connect_timeout_s: float | None = None,
         health: SourceHealth | None = None,
@@ -301,7 +301,7 @@ class _Transport(urllib3.PoolManager):
                 cause = self.redact(f"cannot connect to {where} ({type(exc).__name__}: {why})")
                 self.pacer.refund()
                 self.health.failed(where, cause)
-                raise _Unreachable(
+                raise Unreachable(
                     f"{cause}; not retried (a DNS or connection failure: no server answered)"
                 ) from None
             except (urllib3.exceptions.HTTPError, OSError) as exc:
@@ -312,18 +312,18 @@ class _Transport(urllib3.PoolManager):
                     try:
                         resp.data.decode("utf-8")
                     except UnicodeDecodeError as exc:
-                        raise _BadPayload(f"response is not UTF-8 ({exc.reason})") from None
+                        raise BadPayload(f"response is not UTF-8 ({exc.reason})") from None
                     return resp
                 detail = _body_detail(resp.data, self.redact)
                 if resp.status not in RETRY_STATUSES:
-                    raise _HttpStatus(resp.status, detail)
+                    raise HttpStatus(resp.status, detail)
                 cause = f"HTTP {resp.status}: {detail}"
                 retry_after = _parse_retry_after(resp.headers.get("Retry-After"))
             if attempt >= self.retry.max_retries:
                 if retry_after is None and not cause.startswith("HTTP "):  # timeouts, drops
                     parts = urlsplit(url)
                     self.health.failed(f"{parts.scheme}://{parts.netloc}", cause)
-                raise _RetriesExhausted(attempt + 1, cause)
+                raise RetriesExhausted(attempt + 1, cause)
             wait = self.retry.wait(attempt, retry_after)
             log.warning(
                 "polygon: %s: %s; retry %d/%d in %.2fs",
@@ -350,10 +350,10 @@ def _parse_retry_after(value: str | None) -> float | None:
     return seconds if math.isfinite(seconds) and seconds >= 0 else None
 
 
-class _StrictJson:
+class StrictJson:
     """`custom_json` for the client: raise on malformed bodies and error statuses, not return []."""
 
-    def __init__(self, redact: _Redactor):
+    def __init__(self, redact: Redactor):
         self.redact = redact
 
     def loads(self, text: str) -> Any:
@@ -361,14 +361,14 @@ class _StrictJson:
             obj = json.loads(text)
         except ValueError as exc:
             head = self.redact(text[:60])
-            raise _BadPayload(f"malformed JSON body ({exc}); body starts {head!r}") from None
+            raise BadPayload(f"malformed JSON body ({exc}); body starts {head!r}") from None
         if isinstance(obj, dict):
             status = obj.get("status")
             if status is not None and status not in OK_STATUSES:
                 detail = self.redact(obj.get("error") or obj.get("message") or "no message")
-                raise _BadPayload(f"response status {status!r}: {detail}")
+                raise BadPayload(f"response status {status!r}: {detail}")
             if "results" in obj and not isinstance(obj["results"], list):
-                raise _BadPayload(f"'results' is a {type(obj['results']).__name__}, not a list")
+                raise BadPayload(f"'results' is a {type(obj['results']).__name__}, not a list")
         return obj
 
     def dumps(self, obj: Any, **kw: Any) -> str:  # for completeness; the client only loads

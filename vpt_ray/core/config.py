@@ -39,16 +39,16 @@ from vpt_ray.core.config_sections import (
     PathsConfig,
     PolygonConfig,
     SearchConfig,
+    Section,
     SyntheticConfig,
     TrackingConfig,
     UniverseConfig,
-    _Section,
 )
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "config"
 
 
-class Config(_Section):
+class Config(Section):
     """The whole run's settings. Build with `load_config`."""
 
     phase: int = Field(1, ge=1, le=5)

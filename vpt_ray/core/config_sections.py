@@ -56,11 +56,13 @@ class ConfigError(ValueError):
     """A config file or override breaks a rule; the message names key, origin and the fix."""
 
 
-class _Section(BaseModel):
+class Section(BaseModel):
+    """A config section: an unknown key is an error, assignments are validated."""
+
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
-class DataConfig(_Section):
+class DataConfig(Section):
     dir: str = "data"
     tickers: list[str] = Field(min_length=1)
     start: dt.date
@@ -95,7 +97,7 @@ class DataConfig(_Section):
         return 390 if self.bar == "1day" else int(self.bar.removesuffix("min"))
 
 
-class GcsConfig(_Section):
+class GcsConfig(Section):
     bucket_path: str = "jwss_data_store/stocks"
     endpoint_url: str | None = None
     token: str | None = None
@@ -105,7 +107,7 @@ class GcsConfig(_Section):
     ticker_deadline_s: float = Field(120, gt=0, le=86400)
 
 
-class PolygonConfig(_Section):
+class PolygonConfig(Section):
     api_key_env: str = "POLYGON_API_KEY"
     base_url: str = "https://api.polygon.io"
     requests_per_minute: float = Field(5, gt=0)
@@ -125,7 +127,7 @@ class PolygonConfig(_Section):
 SIGNAL_STRENGTHS = {"none": 0.0, "demo": 0.75, "strong": 1.0}
 
 
-class SyntheticConfig(_Section):
+class SyntheticConfig(Section):
     seed: int = 7
     signal_strength: float = Field(SIGNAL_STRENGTHS["demo"], ge=0, le=10)
     missing_minute_rate: float = Field(0.002, ge=0, lt=0.5)
@@ -166,7 +168,7 @@ def feature_names(windows: list[int]) -> list[str]:
     return names
 
 
-class FeaturesConfig(_Section):
+class FeaturesConfig(Section):
     windows: list[int] = Field(default_factory=lambda: [5, 15, 60], min_length=1)
     dtype: Literal["float32", "float64"] = "float32"
     include: list[str] | None = None  # the model's features (None: every feature built)
@@ -206,12 +208,12 @@ class FeaturesConfig(_Section):
         return names if self.include is None else [f for f in names if f in set(self.include)]
 
 
-class LabelsConfig(_Section):
+class LabelsConfig(Section):
     horizon: int = Field(15, ge=1)
     stride: int = Field(5, ge=1)
 
 
-class CvConfig(_Section):
+class CvConfig(Section):
     method: Literal["walk_forward", "combinatorial"] = "walk_forward"
     n_splits: int = Field(4, ge=2, le=20)
     embargo_bars: int | None = Field(None, ge=0)
@@ -230,7 +232,7 @@ class CvConfig(_Section):
         return self
 
 
-class SearchSpace(_Section):
+class SearchSpace(Section):
     max_depth: tuple[int, int] = (3, 6)
     learning_rate: tuple[float, float] = (0.02, 0.2)
     subsample: tuple[float, float] = (0.6, 1.0)
@@ -253,7 +255,7 @@ class SearchSpace(_Section):
 SEARCH_PARAMS = tuple(SearchSpace.model_fields)  # the searched XGBoost hyperparameters
 
 
-class SearchConfig(_Section):
+class SearchConfig(Section):
     num_samples: int = Field(8, ge=1)
     time_budget_s: float | None = Field(None, gt=0)  # None = derived (vpt_ray.model.budget)
     cpus_per_trial: int = Field(1, ge=1)
@@ -267,7 +269,7 @@ class SearchConfig(_Section):
     space: SearchSpace = Field(default_factory=SearchSpace)
 
 
-class EnsembleConfig(_Section):
+class EnsembleConfig(Section):
     enabled: bool = False
     top_k: int = Field(3, ge=1, le=50)
     seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
@@ -281,7 +283,7 @@ class EnsembleConfig(_Section):
         return self
 
 
-class ModelConfig(_Section):
+class ModelConfig(Section):
     n_estimators: int = Field(400, ge=1)
     early_stopping_rounds: int = Field(30, ge=1)
     max_bin: int = Field(128, ge=2, le=1024)
@@ -290,7 +292,7 @@ class ModelConfig(_Section):
     ensemble: EnsembleConfig = Field(default_factory=EnsembleConfig)
 
 
-class BacktestConfig(_Section):
+class BacktestConfig(Section):
     start: dt.date
     end: dt.date
     capital: float = Field(100_000.0, gt=0)
@@ -324,7 +326,7 @@ class BacktestConfig(_Section):
         return self
 
 
-class UniverseConfig(_Section):
+class UniverseConfig(Section):
     """Backtest universe (phase 5): candidates whose average close over `lookback_days` sessions
     before backtest.start lies in [min_price, max_price]. Off unless enabled with candidates."""
 
@@ -366,7 +368,7 @@ class UniverseConfig(_Section):
         return self.enabled and bool(self.candidates)
 
 
-class HardwareConfig(_Section):
+class HardwareConfig(Section):
     num_cpus: int = Field(8, ge=1)
     memory_gb: float = Field(32, gt=0)
     object_store_gb: float = Field(4, gt=0)
@@ -378,7 +380,7 @@ class HardwareConfig(_Section):
     max_hours: float = Field(4.0, gt=0)
 
 
-class DecisionConfig(_Section):
+class DecisionConfig(Section):
     min_accuracy: float = Field(0.52, gt=0, lt=1)
     min_sharpe: float = 1.0
     max_train_val_gap: float = Field(0.05, ge=0)
@@ -391,7 +393,7 @@ class DecisionConfig(_Section):
     max_top_ticker_share: float = Field(1.0, gt=0)
 
 
-class PathsConfig(_Section):
+class PathsConfig(Section):
     artifacts: str = "artifacts"
     logs: str = "logs"
     tracker: str = "artifacts/SCALING_TRACKER.md"
@@ -415,7 +417,7 @@ class PathsConfig(_Section):
         return self
 
 
-class TrackingConfig(_Section):
+class TrackingConfig(Section):
     """Experiment tracking beyond the scaling tracker (`vpt_ray.core.tracking`): off by default."""
 
     mlflow: bool = False

@@ -150,7 +150,7 @@ def summary_markdown(m: dict) -> str:
         f"{pct(bt.get('max_drawdown_daily'))}), "
         f"win rate {pct(bt['win_rate'])}, profit factor {num(bt.get('profit_factor'), 2)}, "
         f"mean gross exposure {pct(bt.get('exposure'))}",
-        *_portfolio_lines(bt),
+        *portfolio_lines(bt),
         *filter(None, [benchmark_line(m)]),
         *filter(None, [oracle_summary_line(m)]),
         f"- Resources: peak memory {res['peak_memory_gb']:.2f} GB, "
@@ -222,7 +222,7 @@ def backtest_summary_markdown(m: dict) -> str:
         f"drawdown {pct(bt['max_drawdown'])} (intraday; close to close "
         f"{pct(bt.get('max_drawdown_daily'))}), win rate {pct(bt['win_rate'])}, profit factor "
         f"{num(bt.get('profit_factor'), 2)}, mean gross exposure {pct(bt.get('exposure'))}",
-        *_portfolio_lines(bt),
+        *portfolio_lines(bt),
         *filter(None, [benchmark_line(m)]),
         f"- Resources: peak memory {res.get('peak_memory_gb', 0):.2f} GB, "
         f"wall {res.get('wall_seconds', 0):.0f} s",
@@ -303,7 +303,7 @@ def _money(v: float | None) -> str:
     return "the capital" if v is None else f"${v:,.0f}"
 
 
-def _portfolio_lines(bt: dict) -> list[str]:
+def portfolio_lines(bt: dict) -> list[str]:
     """Concentration and costs of the portfolio (runs before issue 21 have neither)."""
     lines = []
     if bt.get("concentration"):

@@ -140,7 +140,7 @@ def rolling_window(sessions: int) -> int:
 def portfolio_text(bt: dict) -> str:
     """How the book was run and who made its PnL: the portfolio's definitions (one pool, Sharpe
     on daily returns, intraday drawdown), the concentration and the costs (summary.md's lines)."""
-    from vpt_ray.report.run_report import _portfolio_lines
+    from vpt_ray.report.run_report import portfolio_lines
 
     head = (
         "<p>One pool of capital, every ticker on one clock; Sharpe from daily returns x "
@@ -148,7 +148,7 @@ def portfolio_text(bt: dict) -> str:
         f"{show(bt.get('max_drawdown_daily'), 'pct')}). Per-ticker figures are each ticker's "
         "contribution to the portfolio.</p>"
     )
-    lines = [html.escape(x.removeprefix("- ").replace("**", "")) for x in _portfolio_lines(bt)]
+    lines = [html.escape(x.removeprefix("- ").replace("**", "")) for x in portfolio_lines(bt)]
     return head + ("<ul>" + "".join(f"<li>{x}</li>" for x in lines) + "</ul>" if lines else "")
 
 

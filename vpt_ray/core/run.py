@@ -466,9 +466,6 @@ class StderrHandler(logging.StreamHandler):
     (or a test's capture) made after the first run of the process is followed, never a stream
     that has since been closed."""
 
-    def __init__(self) -> None:
-        super().__init__()
-
     @property
     def stream(self):  # type: ignore[override]
         return sys.stderr

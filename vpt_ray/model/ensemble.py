@@ -44,7 +44,7 @@ from vpt_ray.features.store import Matrix
 from vpt_ray.model.cv import EarlyStopFold, early_stopping_folds
 from vpt_ray.model.folds import train_early_stopped, xgb_params
 from vpt_ray.model.metrics import classification
-from vpt_ray.model.search import SearchResult
+from vpt_ray.model.search_result import SearchResult
 from vpt_ray.model.train import final_rounds
 
 log = logging.getLogger("vpt_ray.ensemble")

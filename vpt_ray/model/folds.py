@@ -18,6 +18,7 @@ from vpt_ray.core.resources import release_freed_memory, xgb_matrix_bytes
 from vpt_ray.features.samples import SampleFile, fold_dmatrix
 from vpt_ray.model.cv import EarlyStopFold
 from vpt_ray.model.metrics import VAL_LOG_LOSS, classification
+from vpt_ray.model.trial_cache import TrialCache
 
 Folds = list[tuple[np.ndarray, np.ndarray]]
 
@@ -136,6 +137,7 @@ def iter_folds(
     proxy: TradeProxy | None = None,
     cache_token: str | None = None,
     cache_bytes: int = 0,
+    trial_cache: TrialCache | None = None,
 ) -> Iterator[tuple[dict, pd.Series | None]]:
     """Fit one configuration fold by fold, in fold order: each booster is fit on the fold's
     `fit` rows with its rounds chosen on the `stop` slice, then scored on `val`, which nothing
@@ -144,43 +146,70 @@ def iter_folds(
     costs of trading the predictions like the backtest (`backtest.proxy`), else None. `X` is
     the feature matrix or the sample file the fold indices point into (`y`, `fwd_ret`, `day`,
     `pos` are indexed alike). With `cache_token`, this process's `FoldCache` keeps fold
-    matrices up to `cache_bytes`."""
+    matrices up to `cache_bytes`; with `trial_cache`, a fold this configuration already fitted on
+    the same samples is read from it (record and validation probabilities) instead of fitted."""
     params = xgb_params(hp, nthread, max_bin)
     for k, fold in enumerate(folds):
         fold = _sorted_fold(fold)  # the sample file's (time) order
-        mats = _FOLD_CACHE.get(cache_token, k) if cache_token else None
-        if mats is None:
-            mats = _fold_matrices(X, y, fold, max_bin, nthread)
-            if cache_token:
-                _FOLD_CACHE.offer(k, mats, cache_bytes)
-        booster, rounds = train_early_stopped(
-            params, mats[0], mats[1], n_estimators, early_stopping_rounds
-        )
-        it = (0, rounds)
-        p_val = booster.predict(mats[2], iteration_range=it)
-        p_fit = booster.predict(mats[0], iteration_range=it)
-        # the fold's matrices and booster go before the metrics' float64 copies are made, and
-        # before the next fold is built (unless the fold cache keeps them)
-        del booster, mats
+        hit = trial_cache.get(hp, k) if trial_cache is not None else None
+        if hit is None:
+            record, p_val = _fit_fold(k, params, X, y, fold, n_estimators, early_stopping_rounds,
+                                      max_bin, nthread, cache_token, cache_bytes)  # fmt: skip
+            if trial_cache is not None:
+                trial_cache.put(hp, k, record, p_val)
+        else:
+            record, p_val = {**hit[0], "from_cache": True}, hit[1]
         va = fold.val
-        val = classification(y[va], p_val)
         daily = None
         if proxy is not None and fwd_ret is not None and day is not None and pos is not None:
             days, ret = proxy.daily_returns(va, p_val, pos[va], fwd_ret[va], day[va])
             daily = pd.Series(ret, index=days)
-        train = classification(y[fold.fit], p_fit)
-        del p_fit
-        release_freed_memory()  # else the worker's heap keeps every fold's high-water mark
-        record = {
-            "fold": k,
-            "rounds": rounds,
-            "train_samples": int(len(fold.fit)),  # the rows the booster was fit on
-            "stop_samples": int(len(fold.stop)),  # the early-stopping slice
-            "val_samples": int(len(va)),
-            **{f"val_{m}": val[m] for m in ("accuracy", "auc", "log_loss")},
-            **{f"train_{m}": train[m] for m in ("accuracy", "auc", "log_loss")},
-        }
         yield record, daily
+
+
+def _fit_fold(
+    k: int,
+    params: dict,
+    X: np.ndarray | SampleFile,
+    y: np.ndarray,
+    fold: EarlyStopFold,
+    n_estimators: int,
+    early_stopping_rounds: int,
+    max_bin: int,
+    nthread: int,
+    cache_token: str | None,
+    cache_bytes: int,
+) -> tuple[dict, np.ndarray]:
+    """Fit fold `k` of one configuration: (its record, its validation probabilities)."""
+    mats = _FOLD_CACHE.get(cache_token, k) if cache_token else None
+    if mats is None:
+        mats = _fold_matrices(X, y, fold, max_bin, nthread)
+        if cache_token:
+            _FOLD_CACHE.offer(k, mats, cache_bytes)
+    booster, rounds = train_early_stopped(
+        params, mats[0], mats[1], n_estimators, early_stopping_rounds
+    )
+    it = (0, rounds)
+    p_val = booster.predict(mats[2], iteration_range=it)
+    p_fit = booster.predict(mats[0], iteration_range=it)
+    # the fold's matrices and booster go before the metrics' float64 copies are made, and
+    # before the next fold is built (unless the fold cache keeps them)
+    del booster, mats
+    va = fold.val
+    val = classification(y[va], p_val)
+    train = classification(y[fold.fit], p_fit)
+    del p_fit
+    release_freed_memory()  # else the worker's heap keeps every fold's high-water mark
+    record = {
+        "fold": k,
+        "rounds": rounds,
+        "train_samples": int(len(fold.fit)),  # the rows the booster was fit on
+        "stop_samples": int(len(fold.stop)),  # the early-stopping slice
+        "val_samples": int(len(va)),
+        **{f"val_{m}": val[m] for m in ("accuracy", "auc", "log_loss")},
+        **{f"train_{m}": train[m] for m in ("accuracy", "auc", "log_loss")},
+    }
+    return record, p_val
 
 
 def summarize_folds(per_fold: list[dict], daily: list[pd.Series]) -> dict:

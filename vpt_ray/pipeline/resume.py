@@ -53,7 +53,7 @@ from vpt_ray.core.run import atomic_dir, file_sha256
 from vpt_ray.data.chain import TickerData
 from vpt_ray.features.store import Matrix, build_store
 from vpt_ray.model import ensemble as ens
-from vpt_ray.model.search import OWN_ENDINGS, SearchResult
+from vpt_ray.model.search_result import OWN_ENDINGS, SearchResult
 
 log = logging.getLogger("vpt_ray.resume")
 CACHE_VERSION = 1
@@ -62,11 +62,16 @@ FEATURE_CODE = ("features/causal.py", "features/store.py", "data/resample.py", "
                 "data/bars.py", "data/quality.py", "core/calendar.py")  # fmt: skip
 SEARCH_CODE = (
     "model/search.py",
+    "model/search_result.py",
+    "model/racing.py",
     "model/folds.py",
     "model/cv.py",
     "model/metrics.py",
+    "model/trial_cache.py",
     "pipeline/stages.py",
 )
+# what a single fold fit computes from its rows (`model.trial_cache`: the rows are in its key)
+FIT_CODE = ("model/folds.py", "model/metrics.py", "features/samples.py", "model/trial_cache.py")
 _DIGESTS: dict[tuple[str, int, int], str] = {}
 _STAGED: dict[str, dict] = {}  # gs:// URI of a bar object staged by this process -> its digest
 
@@ -321,6 +326,24 @@ def _py(v: object) -> object:
     return v.item() if hasattr(v, "item") else str(v)
 
 
+def samples_key(cfg: Config, feature_keys: dict[str, str]) -> str:
+    """The training samples' content, for the trial cache (`model.trial_cache`): each ticker's
+    feature file, in code order, the features used, the window and labels, and the fit code.
+    Unlike `search_key` it leaves out the search's own settings (trials, scheduler, budget), so
+    searches that differ only there share their fold fits."""
+    d = cfg.to_dict()
+    return digest(
+        {
+            "v": CACHE_VERSION,
+            "features": [feature_keys[t] for t in feature_keys],
+            "shape": feature_shape(cfg),
+            "names": cfg.features.model_features(),
+            "code": code_digest(FIT_CODE),
+            "labels": d["labels"],
+        }
+    )
+
+
 def search(
     run: Callable[..., SearchResult],
     cfg: Config,
@@ -351,9 +374,13 @@ def search(
         cached.daily_perf.rename(columns=str).to_parquet(work_dir / "trials_daily.parquet")
         return cached, True
     bars = int(sum(s.get("bars", 0) for s in store.values()))  # the data size the budget needs
+    trials = (storage.portable(cache / "trials"), samples_key(cfg, keys))
+    if not cfg.search.trial_cache:
+        trials = None
     result = run(
-        cfg, m, folds, work_dir, num_cpus, tune_storage=tune_storage, store=store, bars=bars
-    )
+        cfg, m, folds, work_dir, num_cpus, tune_storage=tune_storage, store=store, bars=bars,
+        trial_cache=trials,
+    )  # fmt: skip
     if why := incomplete_reason(result, cfg):
         log.warning("search: not cached (%s)", why)
         return result, False

@@ -107,7 +107,7 @@ def node_memory_line(res: dict) -> str | None:
 
 def summary_markdown(m: dict) -> str:
     from vpt_ray.data.universe import summary_line as universe_line
-    from vpt_ray.model.search import summary_line as search_line
+    from vpt_ray.model.search_result import summary_line as search_line
     from vpt_ray.validation.oracle import summary_line as oracle_summary_line  # imports Ray
 
     d, cv, oos, bt, res = m["data"], m["cv"], m["oos"], m["backtest"], m["resources"]

@@ -73,19 +73,21 @@ def _fold_matrices(
     fold: EarlyStopFold,
     max_bin: int,
     nthread: int,
+    columns: list[int] | None = None,
 ) -> tuple[xgb.DMatrix, xgb.DMatrix, xgb.DMatrix]:
     """One fold's quantized fit, early-stopping and validation matrices (the last two binned on
     the fit part's cuts), from an in-memory matrix or a chunk at a time from the sample file
-    (`samples.fold_dmatrix`)."""
+    (`samples.fold_dmatrix`); only the feature `columns` when given."""
     if isinstance(X, SampleFile):
-        dfit = fold_dmatrix(X, fold.fit, y, max_bin, nthread=nthread)
+        dfit = fold_dmatrix(X, fold.fit, y, max_bin, nthread=nthread, columns=columns)
         return dfit, *(
-            fold_dmatrix(X, rows, y, max_bin, ref=dfit, nthread=nthread)
+            fold_dmatrix(X, rows, y, max_bin, ref=dfit, nthread=nthread, columns=columns)
             for rows in (fold.stop, fold.val)
         )
-    dfit = xgb.QuantileDMatrix(X[fold.fit], y[fold.fit], max_bin=max_bin, nthread=nthread)
+    Xc = X if columns is None else X[:, columns]
+    dfit = xgb.QuantileDMatrix(Xc[fold.fit], y[fold.fit], max_bin=max_bin, nthread=nthread)
     return dfit, *(
-        xgb.QuantileDMatrix(X[rows], y[rows], ref=dfit, max_bin=max_bin, nthread=nthread)
+        xgb.QuantileDMatrix(Xc[rows], y[rows], ref=dfit, max_bin=max_bin, nthread=nthread)
         for rows in (fold.stop, fold.val)
     )
 
@@ -121,7 +123,7 @@ def _sorted_fold(fold: EarlyStopFold | tuple) -> EarlyStopFold:
     return EarlyStopFold(*(np.sort(part) for part in fold))
 
 
-def iter_folds(
+def fold_predictions(
     hp: dict,
     X: np.ndarray | SampleFile,
     y: np.ndarray,
@@ -131,35 +133,59 @@ def iter_folds(
     early_stopping_rounds: int,
     max_bin: int,
     nthread: int,
+    seed: int = 0,
+    columns: list[int] | None = None,
+    cache_token: str | None = None,
+    cache_bytes: int = 0,
+    trial_cache: TrialCache | None = None,
+) -> Iterator[tuple[dict, np.ndarray]]:
+    """Fit one configuration fold by fold, in fold order: each booster is fit on the fold's
+    `fit` rows with its rounds chosen on the `stop` slice, then scored on `val`, which nothing
+    in the fit has seen. Yields each fold's record (rounds, sizes, fit and validation metrics)
+    and its validation probabilities. `X` is the feature matrix or the sample file the fold
+    indices point into (`y` is indexed alike); `seed` and the feature `columns` make a phase 5
+    ensemble member. With `cache_token`, this process's `FoldCache` keeps fold matrices (of all
+    columns) up to `cache_bytes`; with `trial_cache`, a fold already fitted on the same samples
+    with the same settings is read from it instead of fitted (`record["from_cache"]`)."""
+    params = xgb_params(hp, nthread, max_bin, seed=seed)
+    key = dict(hp)
+    if seed:
+        key["seed"] = seed
+    if columns is not None:
+        key["columns"] = list(map(int, columns))
+        cache_token = None  # the fold cache holds all columns
+    for k, fold in enumerate(folds):
+        fold = _sorted_fold(fold)  # the sample file's (time) order
+        hit = trial_cache.get(key, k) if trial_cache is not None else None
+        if hit is None:
+            record, p_val = _fit_fold(
+                k, params, X, y, fold, n_estimators, early_stopping_rounds, max_bin, nthread,
+                cache_token, cache_bytes, columns,
+            )  # fmt: skip
+            if trial_cache is not None:
+                trial_cache.put(key, k, record, p_val)
+        else:
+            record, p_val = {**hit[0], "from_cache": True}, hit[1]
+        yield record, p_val
+
+
+def iter_folds(
+    hp: dict,
+    X: np.ndarray | SampleFile,
+    y: np.ndarray,
+    folds: list[EarlyStopFold],
+    *,
     fwd_ret: np.ndarray | None = None,
     day: np.ndarray | None = None,
     pos: np.ndarray | None = None,
     proxy: TradeProxy | None = None,
-    cache_token: str | None = None,
-    cache_bytes: int = 0,
-    trial_cache: TrialCache | None = None,
+    **fit: object,
 ) -> Iterator[tuple[dict, pd.Series | None]]:
-    """Fit one configuration fold by fold, in fold order: each booster is fit on the fold's
-    `fit` rows with its rounds chosen on the `stop` slice, then scored on `val`, which nothing
-    in the fit has seen. Yields each fold's record (rounds, sizes, fit and validation metrics)
-    and, with `proxy`, `fwd_ret`, `day` and `pos`, its validation days' portfolio return after
-    costs of trading the predictions like the backtest (`backtest.proxy`), else None. `X` is
-    the feature matrix or the sample file the fold indices point into (`y`, `fwd_ret`, `day`,
-    `pos` are indexed alike). With `cache_token`, this process's `FoldCache` keeps fold
-    matrices up to `cache_bytes`; with `trial_cache`, a fold this configuration already fitted on
-    the same samples is read from it (record and validation probabilities) instead of fitted."""
-    params = xgb_params(hp, nthread, max_bin)
-    for k, fold in enumerate(folds):
-        fold = _sorted_fold(fold)  # the sample file's (time) order
-        hit = trial_cache.get(hp, k) if trial_cache is not None else None
-        if hit is None:
-            record, p_val = _fit_fold(k, params, X, y, fold, n_estimators, early_stopping_rounds,
-                                      max_bin, nthread, cache_token, cache_bytes)  # fmt: skip
-            if trial_cache is not None:
-                trial_cache.put(hp, k, record, p_val)
-        else:
-            record, p_val = {**hit[0], "from_cache": True}, hit[1]
-        va = fold.val
+    """`fold_predictions` (its keyword arguments in `fit`) for a search trial: each fold's
+    record and, with `proxy`, `fwd_ret`, `day` and `pos`, its validation days' portfolio return
+    after costs of trading the predictions like the backtest (`backtest.proxy`), else None."""
+    for record, p_val in fold_predictions(hp, X, y, folds, **fit):
+        va = _sorted_fold(folds[record["fold"]]).val
         daily = None
         if proxy is not None and fwd_ret is not None and day is not None and pos is not None:
             days, ret = proxy.daily_returns(va, p_val, pos[va], fwd_ret[va], day[va])
@@ -179,11 +205,12 @@ def _fit_fold(
     nthread: int,
     cache_token: str | None,
     cache_bytes: int,
+    columns: list[int] | None = None,
 ) -> tuple[dict, np.ndarray]:
     """Fit fold `k` of one configuration: (its record, its validation probabilities)."""
     mats = _FOLD_CACHE.get(cache_token, k) if cache_token else None
     if mats is None:
-        mats = _fold_matrices(X, y, fold, max_bin, nthread)
+        mats = _fold_matrices(X, y, fold, max_bin, nthread, columns)
         if cache_token:
             _FOLD_CACHE.offer(k, mats, cache_bytes)
     booster, rounds = train_early_stopped(

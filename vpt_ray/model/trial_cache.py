@@ -36,6 +36,14 @@ def digest(obj: object) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:24]
 
 
+def _canonical(v: object) -> object:
+    """A configuration value as the key sees it: numbers rounded (a float's last bits do not
+    change a fit), lists (an ensemble member's feature columns) kept."""
+    if isinstance(v, list | tuple):
+        return [_canonical(x) for x in v]
+    return round(float(v), 12)
+
+
 def folds_digest(folds: list[tuple[np.ndarray, ...]]) -> list[str]:
     """One digest per fold of its row ids (fit, early-stopping and validation parts)."""
     out = []
@@ -67,7 +75,7 @@ class TrialCache:
                 "data": self.data_key,
                 "fold": self.fold_keys[k],
                 "fit": dict(self.fit),
-                "hp": {n: round(float(v), 12) for n, v in sorted(hp.items())},
+                "hp": {n: _canonical(v) for n, v in sorted(hp.items())},
             }
         )
 

@@ -46,6 +46,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import xgboost as xgb
 
 from vpt_ray.core import storage
 from vpt_ray.core.config import Config
@@ -54,6 +55,7 @@ from vpt_ray.data.chain import TickerData
 from vpt_ray.features.store import Matrix, build_store
 from vpt_ray.model import ensemble as ens
 from vpt_ray.model.search_result import OWN_ENDINGS, SearchResult
+from vpt_ray.model.train import training_rows
 
 log = logging.getLogger("vpt_ray.resume")
 CACHE_VERSION = 1
@@ -395,7 +397,7 @@ def search(
     return result, False
 
 
-ENSEMBLE_CODE = ("model/ensemble.py", *SEARCH_CODE)
+ENSEMBLE_CODE = ("model/ensemble.py", "model/train.py", *SEARCH_CODE)
 
 
 def ensemble_key(cfg: Config, feature_keys: dict[str, str]) -> str:
@@ -416,13 +418,17 @@ def ensemble(
     m: Matrix,
     folds: list,
     result: SearchResult,
+    single: xgb.Booster,
     num_cpus: float,
     cache: storage.Location,
     force: bool = False,
+    spill_root: Path | None = None,
 ) -> tuple[ens.EnsembleModel, dict, bool]:
     """Phase 5's ensemble from the cache, else `ensemble.run_ensemble` (then cached): (model,
     its description, whether it came from the cache). The entry is the saved ensemble directory
-    (members + ensemble.json, which is written last)."""
+    (members + ensemble.json, which is written last). `m`, `folds`: the samples the search
+    cross-validated; `single`: the train stage's model, reused as the member it is; the members'
+    folds go through the trial cache as the search's do."""
     keys = {t: s["cache_key"] for t, s in store.items()}
     path = cache / "ensemble" / ensemble_key(cfg, keys)
     if not force:
@@ -436,7 +442,13 @@ def ensemble(
         if cached is not None:
             log.info("ensemble: reused from the resume cache %s", path)
             return cached, cached.info, True
-    model, info = ens.run_ensemble(cfg, m, folds, result, int(num_cpus))
+    trials = None
+    if cfg.search.trial_cache:
+        trials = (storage.portable(cache / "trials"), samples_key(cfg, keys))
+    rows = training_rows(cfg, store)
+    model, info = ens.run_ensemble(
+        cfg, m, folds, result, int(num_cpus), rows, single, trials, spill_root
+    )
     with contextlib.suppress(OSError):
         if isinstance(path, storage.GcsPath):
             with tempfile.TemporaryDirectory(prefix="vpt-ensemble-") as tmp:

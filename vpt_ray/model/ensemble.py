@@ -41,6 +41,7 @@ import pandas as pd
 import ray
 import xgboost as xgb
 
+from vpt_ray.backtest.run import pooled_predictions
 from vpt_ray.core.config import Config
 from vpt_ray.core.config_sections import SEARCH_PARAMS
 from vpt_ray.core.progress import track
@@ -50,7 +51,11 @@ from vpt_ray.features.samples import SampleFile
 from vpt_ray.features.store import Matrix
 from vpt_ray.model.cv import EarlyStopFold, early_stopping_folds
 from vpt_ray.model.folds import fold_predictions
-from vpt_ray.model.metrics import classification
+from vpt_ray.model.metrics import (
+    classification,
+    paired_accuracy_difference,
+    sharpe_difference,
+)
 from vpt_ray.model.search_result import SearchResult
 from vpt_ray.model.train import TrainingRows, final_rounds, fit_final
 from vpt_ray.model.trial_cache import TrialCache, folds_digest
@@ -358,8 +363,11 @@ def _booster(raw: bytes) -> xgb.Booster:
     return b
 
 
-def comparison(info: dict, single_bt: dict, ensemble_bt: dict) -> dict:
-    """metrics.json's `ensemble` section: the ensemble against the best single model."""
+def comparison(
+    info: dict, single_bt: dict, ensemble_bt: dict, horizon: int = 1, capital: float = 1.0
+) -> dict:
+    """metrics.json's `ensemble` section: the ensemble against the best single model, with the
+    paired differences' SEs on the same out-of-sample bars and sessions (`differences`)."""
     trading = ("sharpe", "total_return", "max_drawdown", "trades", "win_rate")
     cls = ("accuracy", "auc", "log_loss", "samples")
     oos = {
@@ -371,7 +379,22 @@ def comparison(info: dict, single_bt: dict, ensemble_bt: dict) -> dict:
         "single": {k: single_bt["stats"].get(k) for k in trading},
     }
     cv = {"ensemble": info["cv"], "single": info["cv_single"]}
+    y, p_single = pooled_predictions(single_bt["results"])
+    _, p_ens = pooled_predictions(ensemble_bt["results"])
+    acc, acc_se = paired_accuracy_difference(y, p_ens, p_single, len(y) / max(1, horizon))
+    sharpe, sharpe_se = sharpe_difference(
+        _daily_returns(ensemble_bt["equity"], capital), _daily_returns(single_bt["equity"], capital)
+    )
+    differences = {  # ensemble - single, paired on the same bars / sessions
+        "oos_accuracy": acc,
+        "oos_accuracy_se": acc_se,
+        "sharpe": sharpe,
+        "sharpe_se": sharpe_se,
+        "se_note": "accuracy: paired hit differences over labels / horizon effective samples; "
+        "Sharpe: Jobson-Korkie with Memmel's correction on the daily returns",
+    }
     return {
+        "differences": differences,
         **{k: v for k, v in info.items() if k not in ("cv", "cv_single")},
         "cv": cv,
         "oos": oos,
@@ -386,6 +409,11 @@ def comparison(info: dict, single_bt: dict, ensemble_bt: dict) -> dict:
         "note": "the ensemble's CV figures are measured on the folds its weights were chosen on "
         "(optimistic by construction); its OOS and backtest figures are not",
     }
+
+
+def _daily_returns(equity: pd.Series, capital: float) -> np.ndarray:
+    path = np.concatenate(([capital], np.asarray(equity, dtype=float)))
+    return path[1:] / path[:-1] - 1.0
 
 
 def _diff(a: float | None, b: float | None) -> float | None:
@@ -442,8 +470,13 @@ def print_comparison(section: dict) -> None:
         f"OOS accuracy {oos['ensemble']['accuracy']:.4f} vs {oos['single']['accuracy']:.4f}; "
         f"Sharpe {_f(bt['ensemble']['sharpe'])} vs {_f(bt['single']['sharpe'])}"
     )
+    if d := section.get("differences"):
+        print(
+            f"    ensemble - single: OOS accuracy {_f(d['oos_accuracy'], 4)} (SE "
+            f"{_f(d['oos_accuracy_se'], 4)}), Sharpe {_f(d['sharpe'])} (SE {_f(d['sharpe_se'])})"
+        )
     print()
 
 
-def _f(v: float | None) -> str:
-    return "n/a" if v is None or v != v else f"{v:.2f}"
+def _f(v: float | None, d: int = 2) -> str:
+    return "n/a" if v is None or v != v else f"{v:.{d}f}"

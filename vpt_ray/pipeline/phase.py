@@ -174,7 +174,9 @@ def _run(
             "ensemble_from_cache": ens_cached,
         }
         if ens is not None:
-            metrics["ensemble"] = ensemble.comparison(ens_info, backtest, ens_bt)
+            metrics["ensemble"] = ensemble.comparison(
+                ens_info, backtest, ens_bt, cfg.labels.horizon, cfg.backtest.capital
+            )
         if optimized_from is not None:
             metrics["optimized_from"] = optimize.comparison(
                 optimized_from, metrics, cfg.decision.optimize_se

@@ -69,6 +69,32 @@ def test_a_flat_landscape_settles_once_enough_trials_tie():
     assert race.settle() == why  # settled once, for good
 
 
+def test_a_consistent_difference_below_one_scores_noise_is_a_tie():
+    """Phase 4's trials differed by 3e-5 to 9e-5 in log loss, consistently enough for the paired
+    test, while one score's SE (the folds' sampling noise) was ~5e-5: such trials cannot be told
+    apart by any score and count as ties; a difference of several SEs does not."""
+    level = np.array([0.68981, 0.68941, 0.68969, 0.68949])
+    race = Race(n_folds=4, alpha=0.05, min_trials=4, grace_folds=2)
+    fold_se = 1e-4  # each fold's; the mean over 4 folds has SE 5e-5
+    for f in level:
+        race.record("best", f, fold_se)
+    for i, off in enumerate((3e-5, 4e-5, 4.5e-5)):
+        for f in level + off + np.array([1e-6, -1e-6, 1e-6, -1e-6]):
+            race.record(f"near{i}", f, fold_se)
+    assert compare(race.losses["near0"], race.losses["best"], 0.05).worse  # real, but tiny
+    assert race.score_se("best") == pytest.approx(5e-5)
+    for f in level + 4e-4:  # eight SEs: told apart
+        race.record("far", f, fold_se)
+    assert sorted(race.ties()) == ["best", "near0", "near1", "near2"]
+    why = race.settle()
+    assert why is not None and "within the best score's SE 0.00005" in why
+    no_se = Race(n_folds=4, alpha=0.05, min_trials=2, grace_folds=2)  # unknown SEs: the test only
+    for name, off in (("best", 0.0), ("near", 3e-5)):
+        for f in level + off + np.array([1e-6, -1e-6, 1e-6, -1e-6]):
+            no_se.record(name, f)
+    assert no_se.ties() == ["best"]
+
+
 def test_one_clearly_better_configuration_keeps_the_search_going():
     level = np.array([0.70, 0.69, 0.68, 0.67])
     race = Race(n_folds=4, alpha=0.05, min_trials=2, grace_folds=2)

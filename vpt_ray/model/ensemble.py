@@ -254,6 +254,7 @@ def run_ensemble(
         "early_stopping_rounds": cfg.model.early_stopping_rounds,
         "max_bin": cfg.model.max_bin,
         "nthread": cpus,
+        "overlap": min(1.0, cfg.labels.stride / cfg.labels.horizon),
     }
     if m.samples is None:
         raise ValueError("run_ensemble needs the samples on disk (store.load_samples)")

@@ -17,7 +17,7 @@ from vpt_ray.backtest.proxy import TradeProxy
 from vpt_ray.core.resources import release_freed_memory, xgb_matrix_bytes
 from vpt_ray.features.samples import SampleFile, fold_dmatrix
 from vpt_ray.model.cv import EarlyStopFold
-from vpt_ray.model.metrics import VAL_LOG_LOSS, classification
+from vpt_ray.model.metrics import VAL_LOG_LOSS, classification, log_loss_se
 from vpt_ray.model.trial_cache import TrialCache
 
 Folds = list[tuple[np.ndarray, np.ndarray]]
@@ -135,6 +135,7 @@ def fold_predictions(
     nthread: int,
     seed: int = 0,
     columns: list[int] | None = None,
+    overlap: float = 1.0,
     cache_token: str | None = None,
     cache_bytes: int = 0,
     trial_cache: TrialCache | None = None,
@@ -144,9 +145,11 @@ def fold_predictions(
     in the fit has seen. Yields each fold's record (rounds, sizes, fit and validation metrics)
     and its validation probabilities. `X` is the feature matrix or the sample file the fold
     indices point into (`y` is indexed alike); `seed` and the feature `columns` make a phase 5
-    ensemble member. With `cache_token`, this process's `FoldCache` keeps fold matrices (of all
-    columns) up to `cache_bytes`; with `trial_cache`, a fold already fitted on the same samples
-    with the same settings is read from it instead of fitted (`record["from_cache"]`)."""
+    ensemble member; `overlap` (min(1, stride / horizon): labels overlap) makes the record's
+    `val_log_loss_se` count effective samples. With `cache_token`, this process's `FoldCache`
+    keeps fold matrices (of all columns) up to `cache_bytes`; with `trial_cache`, a fold already
+    fitted on the same samples with the same settings is read from it instead of fitted
+    (`record["from_cache"]`)."""
     params = xgb_params(hp, nthread, max_bin, seed=seed)
     key = dict(hp)
     if seed:
@@ -160,7 +163,7 @@ def fold_predictions(
         if hit is None:
             record, p_val = _fit_fold(
                 k, params, X, y, fold, n_estimators, early_stopping_rounds, max_bin, nthread,
-                cache_token, cache_bytes, columns,
+                cache_token, cache_bytes, columns, overlap,
             )  # fmt: skip
             if trial_cache is not None:
                 trial_cache.put(key, k, record, p_val)
@@ -206,6 +209,7 @@ def _fit_fold(
     cache_token: str | None,
     cache_bytes: int,
     columns: list[int] | None = None,
+    overlap: float = 1.0,
 ) -> tuple[dict, np.ndarray]:
     """Fit fold `k` of one configuration: (its record, its validation probabilities)."""
     mats = _FOLD_CACHE.get(cache_token, k) if cache_token else None
@@ -224,6 +228,7 @@ def _fit_fold(
     del booster, mats
     va = fold.val
     val = classification(y[va], p_val)
+    val["log_loss_se"] = log_loss_se(y[va], p_val, len(va) * overlap)
     train = classification(y[fold.fit], p_fit)
     del p_fit
     release_freed_memory()  # else the worker's heap keeps every fold's high-water mark
@@ -233,7 +238,7 @@ def _fit_fold(
         "train_samples": int(len(fold.fit)),  # the rows the booster was fit on
         "stop_samples": int(len(fold.stop)),  # the early-stopping slice
         "val_samples": int(len(va)),
-        **{f"val_{m}": val[m] for m in ("accuracy", "auc", "log_loss")},
+        **{f"val_{m}": val[m] for m in ("accuracy", "auc", "log_loss", "log_loss_se")},
         **{f"train_{m}": train[m] for m in ("accuracy", "auc", "log_loss")},
     }
     return record, p_val

@@ -30,6 +30,17 @@ def classification(y: np.ndarray, p: np.ndarray) -> dict[str, float]:
     }
 
 
+def log_loss_se(y: np.ndarray, p: np.ndarray, n_eff: float) -> float:
+    """SE of a mean log loss: the per-sample losses' spread over `n_eff` effective samples (the
+    noise of one score, against which two configurations' difference is judged)."""
+    y = np.asarray(y, dtype=np.float64)
+    p = np.clip(np.asarray(p, dtype=np.float64), 1e-7, 1 - 1e-7)
+    if len(y) < 2 or not n_eff > 1:
+        return float("nan")
+    losses = -(y * np.log(p) + (1 - y) * np.log1p(-p))
+    return float(losses.std(ddof=1) / np.sqrt(n_eff))
+
+
 def paired_accuracy_difference(
     y: np.ndarray, p_a: np.ndarray, p_b: np.ndarray, n_eff: float
 ) -> tuple[float, float]:

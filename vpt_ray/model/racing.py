@@ -13,9 +13,11 @@ them).
   `max(2, search.grace_folds)` folds is stopped there (it cannot win on the remaining folds
   unless the evidence so far is wrong at level `search.race_alpha`).
 - The search is settled, and ends, once at least `search.race_min_trials` trials that fitted
-  every fold tie for first place: none of them is worse than the best by the test at
-  `race_alpha` (the others were). The choice among them is within the noise, and more draws
-  from the same space would only add to the tie. Trials still running are then stopped and
+  every fold tie for first place: the test at `race_alpha` does not find them worse than the
+  best, or their mean validation log loss is within one SE of the best's score (the folds' own
+  sampling noise: a consistent difference of 1e-5 in log loss is real but below what one score
+  resolves, and no choice can rest on it). The choice among them is within the noise, and more
+  draws from the same space would only add to the tie. Trials still running are then stopped and
   recorded as such; trials not started are not counted as tried. When one configuration is
   clearly better than the rest, nothing ties with it and the search goes on to its trial count.
 
@@ -33,9 +35,8 @@ from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 from ray.tune.stopper import Stopper
 from scipy import stats
 
-FOLD_LOSS = (
-    "fold_val_log_loss"  # in every trial report: the validation log loss of the fold just fitted
-)
+FOLD_LOSS = "fold_val_log_loss"  # in every trial report: the log loss of the fold just fitted
+FOLD_LOSS_SE = "fold_val_log_loss_se"  # and its SE (per-sample losses, effective samples)
 
 
 @dataclass(frozen=True)
@@ -74,11 +75,38 @@ class Race:
     min_trials: int = 4
     grace_folds: int = 2
     losses: dict[str, list[float]] = field(default_factory=dict)
+    ses: dict[str, list[float]] = field(default_factory=dict)
     stopped: dict[str, str] = field(default_factory=dict)
     settled_reason: str | None = None
 
-    def record(self, trial: str, fold_loss: float) -> None:
+    def record(self, trial: str, fold_loss: float, fold_se: float = math.nan) -> None:
         self.losses.setdefault(trial, []).append(float(fold_loss))
+        self.ses.setdefault(trial, []).append(float(fold_se))
+
+    def score_se(self, trial: str) -> float:
+        """SE of the trial's mean loss over its folds (the folds' own sampling noise; NaN when
+        a fold's is unknown): how finely one score can tell configurations apart."""
+        se = np.asarray(self.ses.get(trial, []), dtype=float)
+        if not len(se) or not np.isfinite(se).all():
+            return math.nan
+        return float(np.sqrt(np.sum(se**2)) / len(se))
+
+    def ties(self) -> list[str]:
+        """Complete trials that cannot be told apart from the best: the paired test does not
+        find them worse, or their mean loss is within one SE of the best's score (a difference
+        below what one score resolves, however consistent across folds)."""
+        done, best = self.complete(), self.best()
+        if best is None:
+            return []
+        noise = self.score_se(best)
+        out = []
+        for t, v in done.items():
+            gap = float(np.mean(v) - np.mean(done[best]))
+            if not compare(v, done[best], self.alpha).worse or (
+                math.isfinite(noise) and gap <= noise
+            ):
+                out.append(t)
+        return out
 
     def complete(self) -> dict[str, list[float]]:
         return {t: v for t, v in self.losses.items() if len(v) >= self.n_folds}
@@ -109,24 +137,21 @@ class Race:
 
     def settle(self) -> str | None:
         """Why the search can end now (None: not yet); sets `settled_reason` once. It ends when
-        at least `min_trials` trials that fitted every fold tie for first place: none of them is
-        worse than the best by the test (the others were), so the choice among them is within
-        the noise and more draws from the same space would only add to the tie."""
+        at least `min_trials` trials that fitted every fold tie for first place (`ties`): the
+        choice among them is within the noise, and more draws from the same space would only
+        add to the tie."""
         if self.settled_reason is not None:
             return self.settled_reason
-        done = self.complete()
-        best = self.best()
-        if best is None:
-            return None
-        ties = [t for t, v in done.items() if not compare(v, done[best], self.alpha).worse]
-        if len(ties) < self.min_trials:
+        done, best, ties = self.complete(), self.best(), self.ties()
+        if best is None or len(ties) < self.min_trials:
             return None
         widest = max(float(np.mean(done[t]) - np.mean(done[best])) for t in ties)
         self.settled_reason = (
             f"{len(ties)} of the {len(done)} trials that fitted every fold cannot be told apart "
             f"from the best (paired t-tests over the {self.n_folds} folds at alpha "
-            f"{self.alpha:g}; widest mean log loss difference {widest:.5f}), the others were "
-            "worse: the choice among them is within the noise"
+            f"{self.alpha:g}, or a mean log loss within the best score's SE "
+            f"{self.score_se(best):.5f}; widest difference {widest:.5f}): the choice among them "
+            "is within the noise"
         )
         return self.settled_reason
 
@@ -141,7 +166,8 @@ class RaceScheduler(FIFOScheduler):
 
     def on_trial_result(self, tune_controller, trial, result: dict) -> str:  # noqa: ANN001
         if FOLD_LOSS in result:
-            self.race.record(trial.trial_id, result[FOLD_LOSS])
+            se = result.get(FOLD_LOSS_SE, math.nan)
+            self.race.record(trial.trial_id, result[FOLD_LOSS], math.nan if se is None else se)
         if self.race.verdict(trial.trial_id) is not None:
             return TrialScheduler.STOP
         return TrialScheduler.CONTINUE

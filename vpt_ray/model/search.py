@@ -59,7 +59,7 @@ from vpt_ray.features.store import Matrix
 from vpt_ray.model.cv import EarlyStopFold, early_stopping_folds
 from vpt_ray.model.folds import Folds, iter_folds, summarize_folds
 from vpt_ray.model.metrics import VAL_LOG_LOSS
-from vpt_ray.model.racing import FOLD_LOSS, Race, RaceScheduler, RaceSettled
+from vpt_ray.model.racing import FOLD_LOSS, FOLD_LOSS_SE, Race, RaceScheduler, RaceSettled
 from vpt_ray.model.search_progress import SearchProgress
 from vpt_ray.model.search_result import (
     COMPLETED,
@@ -112,6 +112,7 @@ def _trainable(
                 {
                     VAL_LOG_LOSS: running,
                     FOLD_LOSS: record["val_log_loss"],
+                    FOLD_LOSS_SE: record.get("val_log_loss_se", float("nan")),
                     FOLDS_DONE: len(per_fold),
                     FOLDS_CACHED: sum(bool(f.get("from_cache")) for f in per_fold),
                     "cpu_time_s": cpu,
@@ -120,6 +121,7 @@ def _trainable(
     result = summarize_folds(per_fold, daily)
     result[FOLDS_DONE] = len(per_fold)
     result[FOLD_LOSS] = per_fold[-1]["val_log_loss"]
+    result[FOLD_LOSS_SE] = per_fold[-1].get("val_log_loss_se", float("nan"))
     result[FOLDS_CACHED] = sum(bool(f.get("from_cache")) for f in per_fold)
     result["cpu_time_s"] = time.process_time() - cpu0
     result["node"] = node_label()  # the progress line and the run's placement name it
@@ -244,6 +246,7 @@ def run_search(
         "early_stopping_rounds": cfg.model.early_stopping_rounds,
         "max_bin": cfg.model.max_bin,
         "nthread": cpus,
+        "overlap": min(1.0, cfg.labels.stride / cfg.labels.horizon),
         "slots": m.slots,
         "cache_token": f"{storage}:{m.samples.rule.key()}:{len(m)}:{time.time_ns()}",
         "cache_bytes": cfg.search.fold_cache_mb * MB,

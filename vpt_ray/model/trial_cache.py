@@ -29,7 +29,7 @@ from vpt_ray.core import storage
 
 log = logging.getLogger("vpt_ray.trial_cache")
 
-VERSION = 1  # bump when what a fold fit computes changes
+VERSION = 2  # bump when what a fold fit computes changes (2: val_log_loss_se)
 
 
 def digest(obj: object) -> str:

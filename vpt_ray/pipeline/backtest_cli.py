@@ -192,7 +192,7 @@ def run(
             write_report(
                 ctx.report_dir, metrics, bt["trades"], bt["equity"],
                 predictions=predictions_frame(bt["results"]), benchmark=bt["benchmark"],
-                bar_equity=outputs.bar_equity_frame(bt),
+                bar_equity=outputs.bar_equity_frame(bt), ticker_pnl=bt.get("ticker_pnl"),
             )  # fmt: skip
             local = Path(model_dir)
             write_html_report(ctx.report_dir, local if local.is_dir() else None)

@@ -438,6 +438,8 @@ def backtest(cfg: Config, booster: xgb.Booster, data: Data, store: dict, names: 
         "equity": result.daily_equity,
         "bar_equity": result.bar_equity,
         "gross": result.gross,
+        "net": result.net,
+        "ticker_pnl": result.ticker_pnl,  # per-ticker equity in the report
         "stats": pf["stats"],
         "benchmark": bench,
         "benchmark_stats": benchmark_section(

@@ -61,12 +61,20 @@ def test_rerun_skips_features_and_search_and_gives_identical_results(ray_session
     }
     assert (arts / "runs" / "second" / "trials.parquet").exists()
     assert (arts / "models" / "second" / "model.ubj").exists()
+    # the same configuration on the same rows: the final fit comes from the fit cache
+    meta = json.loads((arts / "models" / "second" / "meta.json").read_text())
+    assert meta["final_fit"].get("from_cache") is True
+    assert "final fit: reused from the fit cache" in log
 
     forced = run_phase(cfg, run_id="forced", force=True)
     assert forced["resume"]["features_from_cache"] == 0
     assert not forced["resume"]["search_from_cache"]
     assert "2 to build (--force)" in (workspace / "logs" / "run-forced.log").read_text()
     _same(first, forced, bookkeeping=False)
+    # --force fits again: no fold from the trial cache, no final fit from the fit cache
+    assert forced["search"]["fold_fits_from_cache"] == 0
+    meta = json.loads((arts / "models" / "forced" / "meta.json").read_text())
+    assert not meta["final_fit"].get("from_cache")
 
 
 def _bars(tmp_path: Path, name: str, payload: bytes) -> Path:

@@ -50,6 +50,7 @@ from vpt_ray.core.run import atomic_dir
 from vpt_ray.features.samples import SampleFile
 from vpt_ray.features.store import Matrix
 from vpt_ray.model.cv import EarlyStopFold, early_stopping_folds
+from vpt_ray.model.fit_cache import FitCache
 from vpt_ray.model.folds import fold_predictions
 from vpt_ray.model.metrics import (
     classification,
@@ -232,8 +233,9 @@ def run_ensemble(
     num_cpus: int,
     rows: TrainingRows,
     single: xgb.Booster | None = None,
-    trial_cache: tuple[str | object, str] | None = None,
+    trial_cache: tuple | None = None,
     spill_root: Path | None = None,
+    fit_cache: FitCache | None = None,
 ) -> tuple[EnsembleModel, dict]:
     """Cross-validate the candidates on the search's samples and folds (`m`, `folds`: after
     `search.sample_days`), one Ray task each with the search's threads per trial, choose weights
@@ -269,7 +271,10 @@ def run_ensemble(
             (k, settings[k])
             for k in ("n_estimators", "early_stopping_rounds", "max_bin", "nthread")
         )
-        cache = TrialCache(trial_cache[0], trial_cache[1], tuple(folds_digest(file_folds)), fit)
+        read = bool(trial_cache[2]) if len(trial_cache) > 2 else True
+        cache = TrialCache(
+            trial_cache[0], trial_cache[1], tuple(folds_digest(file_folds)), fit, read
+        )
     memory = clamp_task_memory(
         trial_bytes(max(sum(map(len, f)) for f in es_folds), len(names), m.samples.rows),
         max(1, num_cpus // cpus),
@@ -303,11 +308,20 @@ def run_ensemble(
             boosters[i] = single
             log.info("ensemble: member %d is the single final model: reused", i)
             continue
+        columns = None if list(mb.features) == names else tuple(mb.features)
+        how = {"rounds": rounds[i], "seed": mb.seed, "max_bin": cfg.model.max_bin,
+               "backend": "local", "workers": 1, "nthread": max(1, num_cpus),
+               "columns": columns}  # fmt: skip
+        if fit_cache is not None and (hit := fit_cache.get(mb.params, **how)) is not None:
+            boosters[i] = hit
+            continue
         t0 = time.monotonic()
         boosters[i] = fit_final(
             cfg, rows, mb.params, rounds[i], max(1, num_cpus), spill_root, seed=mb.seed,
-            columns=None if list(mb.features) == names else mb.features,
+            columns=columns,
         )  # fmt: skip
+        if fit_cache is not None:
+            fit_cache.put(boosters[i], mb.params, **how)
         log.info(
             "ensemble: member %d fit on %d samples (%d rounds) in %.0f s",
             i, rows.n_rows, rounds[i], time.monotonic() - t0,

@@ -226,14 +226,14 @@ def run_search(
     storage_filesystem: object
     | None = None,  # a pyarrow.fs.FileSystem: gs:// (vpt_ray.core.storage)
     prices: list[float | None] | None = None,
-    trial_cache: tuple[str | object, str] | None = None,
+    trial_cache: tuple | None = None,
 ) -> SearchResult:
     """Search `cfg.search.num_samples` configurations within the time budget; best by val loss
     among the trials that fitted every fold. Each fold's training part is split for early
     stopping (`cv.early_stopping_folds`); `prices` (each ticker code's median training close)
     set the commissions of the trials' after-cost validation returns (`backtest.proxy`);
-    `trial_cache` (a location and the samples' content key) keeps and serves fold fits by
-    content (`vpt_ray.model.trial_cache`)."""
+    `trial_cache` (a location, the samples' content key and, optionally, whether to read it:
+    False under --force) keeps and serves fold fits by content (`vpt_ray.model.trial_cache`)."""
     cpus = min(cfg.search.cpus_per_trial, max(1, num_cpus))
     if cpus < cfg.search.cpus_per_trial:  # a trial asking for more CPUs than Ray has never runs
         log.info(
@@ -266,6 +266,7 @@ def run_search(
             data_key=trial_cache[1],
             fold_keys=tuple(folds_digest(file_folds)),
             fit=tuple((k, settings[k]) for k in fit),
+            read=bool(trial_cache[2]) if len(trial_cache) > 2 else True,
         )
     ticker_by_row = np.zeros(m.samples.rows, dtype=np.int16)
     ticker_by_row[rows] = m.ticker

@@ -67,6 +67,7 @@ class TrialCache:
     data_key: str
     fold_keys: tuple[str, ...]
     fit: tuple[tuple[str, object], ...]
+    read: bool = True  # False (--force): fit every fold again, and keep the new fits
 
     def key(self, hp: dict, k: int) -> str:
         return digest(
@@ -87,7 +88,7 @@ class TrialCache:
         """Fold `k`'s record and validation probabilities for configuration `hp`, or None."""
         meta, arr = self._paths(self.key(hp, k))
         try:
-            if not storage.exists(meta):  # written last: its presence means complete
+            if not self.read or not storage.exists(meta):  # meta is written last: complete
                 return None
             record = json.loads(storage.read_text(meta))
             p_val = np.load(io.BytesIO(storage.read_bytes(arr)), allow_pickle=False)

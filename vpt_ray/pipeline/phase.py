@@ -133,7 +133,7 @@ def _run(
                     cache, force, tune_storage=ctx.work_location,
                 )  # fmt: skip
             with step("train"):
-                booster = stages.train_final(cfg, ctx, store, search, data, ray_info)
+                booster = stages.train_final(cfg, ctx, store, search, data, ray_info, cache, force)
             ens, ens_cached = None, False
             if cfg.model.ensemble.enabled:
                 with step("ensemble"):

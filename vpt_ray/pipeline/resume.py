@@ -54,6 +54,7 @@ from vpt_ray.core.run import atomic_dir, file_sha256
 from vpt_ray.data.chain import TickerData
 from vpt_ray.features.store import Matrix, build_store
 from vpt_ray.model import ensemble as ens
+from vpt_ray.model.fit_cache import FitCache
 from vpt_ray.model.search_result import OWN_ENDINGS, SearchResult
 from vpt_ray.model.train import training_rows
 
@@ -346,6 +347,25 @@ def samples_key(cfg: Config, feature_keys: dict[str, str]) -> str:
     )
 
 
+def fit_cache(
+    cfg: Config, store: dict[str, dict], cache: storage.Location, force: bool = False
+) -> FitCache | None:
+    """The final fits' cache (`model.fit_cache`) for this run's training rows, keyed like
+    `samples_key` plus the session sampling and the final fit's code; None when
+    `search.trial_cache` is off; write-only with `force` (--force recomputes)."""
+    if not cfg.search.trial_cache:
+        return None
+    keys = {t: s["cache_key"] for t, s in store.items()}
+    rows = digest(
+        {
+            "samples": samples_key(cfg, keys),
+            "sample_days": cfg.cv.sample_days,
+            "code": code_digest(("model/train.py", "model/fit_cache.py", "features/store.py")),
+        }
+    )
+    return FitCache(storage.portable(cache / "models"), rows, read=not force)
+
+
 def search(
     run: Callable[..., SearchResult],
     cfg: Config,
@@ -376,7 +396,7 @@ def search(
         cached.daily_perf.rename(columns=str).to_parquet(work_dir / "trials_daily.parquet")
         return cached, True
     bars = int(sum(s.get("bars", 0) for s in store.values()))  # the data size the budget needs
-    trials = (storage.portable(cache / "trials"), samples_key(cfg, keys))
+    trials = (storage.portable(cache / "trials"), samples_key(cfg, keys), not force)
     if not cfg.search.trial_cache:
         trials = None
     result = run(
@@ -444,11 +464,12 @@ def ensemble(
             return cached, cached.info, True
     trials = None
     if cfg.search.trial_cache:
-        trials = (storage.portable(cache / "trials"), samples_key(cfg, keys))
+        trials = (storage.portable(cache / "trials"), samples_key(cfg, keys), not force)
     rows = training_rows(cfg, store)
     model, info = ens.run_ensemble(
-        cfg, m, folds, result, int(num_cpus), rows, single, trials, spill_root
-    )
+        cfg, m, folds, result, int(num_cpus), rows, single, trials, spill_root,
+        fit_cache(cfg, store, cache, force),
+    )  # fmt: skip
     with contextlib.suppress(OSError):
         if isinstance(path, storage.GcsPath):
             with tempfile.TemporaryDirectory(prefix="vpt-ensemble-") as tmp:

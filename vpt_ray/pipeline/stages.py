@@ -254,7 +254,7 @@ def search(
     tune_storage: storage.Location | None = None,
     store: dict[str, dict] | None = None,
     bars: int | None = None,
-    trial_cache: tuple[str | object, str] | None = None,
+    trial_cache: tuple | None = None,
 ) -> SearchResult:
     """The search on the full training matrix, or on `search.sample_days` sampled sessions,
     within the budget and trial count `budget.resolve` derives from the phase's time limit and
@@ -307,9 +307,13 @@ def train_final(
     result: SearchResult,
     data: Data,
     ray_info: dict,
+    cache: storage.Location | None = None,
+    force: bool = False,
 ) -> xgb.Booster:
     """The final fit on the whole training set, streamed from the feature store (`train`), in
-    this process (`model.backend: local`) or on Ray Train workers (`distributed`)."""
+    this process (`model.backend: local`) or on Ray Train workers (`distributed`); from the
+    resume `cache`'s fit cache (`model.fit_cache`) when the same fit was made before (never
+    with `force`, which fits again)."""
     rows = training_rows(cfg, store)
     rounds = final_rounds(
         [f["rounds"] for f in result.best["folds"]],
@@ -317,7 +321,14 @@ def train_final(
         rows.n_rows,
     )
     fit_info: dict = {"backend": cfg.model.backend, "samples": rows.n_rows}
-    if cfg.model.backend == "distributed":
+    fits = resume.fit_cache(cfg, store, cache, force) if cache is not None else None
+    how = {"rounds": rounds, "seed": cfg.search.seed, "max_bin": cfg.model.max_bin,
+           "backend": cfg.model.backend, "workers": cfg.model.num_workers,
+           "nthread": int(ray_info["num_cpus"])}  # fmt: skip
+    booster = fits.get(result.best_params, **how) if fits is not None else None
+    if booster is not None:
+        fit_info["from_cache"] = True
+    elif cfg.model.backend == "distributed":
         from vpt_ray.model.distributed import fit_distributed  # Ray Train: only when configured
 
         booster, used = fit_distributed(
@@ -329,6 +340,8 @@ def train_final(
         booster = fit_final(cfg, rows, result.best_params, rounds, nthread, ctx.work_dir)
         note_node("final fit (driver)", node_label())
         release_freed_memory()  # the quantized matrix is gone; the backtest comes next
+    if fits is not None and not fit_info.get("from_cache"):
+        fits.put(booster, result.best_params, **how)
     meta = {
         "run_id": ctx.run_id,
         "phase": cfg.phase,

@@ -17,7 +17,7 @@ from vpt_ray.backtest.proxy import TradeProxy
 from vpt_ray.core.resources import release_freed_memory, xgb_matrix_bytes
 from vpt_ray.features.samples import SampleFile, fold_dmatrix
 from vpt_ray.model.cv import EarlyStopFold
-from vpt_ray.model.metrics import VAL_LOG_LOSS, classification
+from vpt_ray.model.metrics import VAL_LOG_LOSS, classification, majority_direction, versus_naive
 
 Folds = list[tuple[np.ndarray, np.ndarray]]
 
@@ -170,6 +170,8 @@ def iter_folds(
             daily = pd.Series(ret, index=days)
         train = classification(y[fold.fit], p_fit)
         del p_fit
+        # the naive predictor (the fit rows' majority direction) on the same validation labels
+        naive = versus_naive(y[va], p_val, majority_direction(y[fold.fit]))
         release_freed_memory()  # else the worker's heap keeps every fold's high-water mark
         record = {
             "fold": k,
@@ -179,6 +181,7 @@ def iter_folds(
             "val_samples": int(len(va)),
             **{f"val_{m}": val[m] for m in ("accuracy", "auc", "log_loss")},
             **{f"train_{m}": train[m] for m in ("accuracy", "auc", "log_loss")},
+            **{f"val_{k}": v for k, v in naive.items()},
         }
         yield record, daily
 

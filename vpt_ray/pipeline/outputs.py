@@ -25,6 +25,7 @@ from vpt_ray.model.search import SearchResult
 from vpt_ray.pipeline.evidence import decision_evidence, evidence_sections
 from vpt_ray.pipeline.stages import Data, Folds
 from vpt_ray.report import tracker
+from vpt_ray.report.evidence import console_row
 from vpt_ray.report.html.page import write_html_report
 from vpt_ray.report.run_report import concentration_line, num, pct, write_report
 from vpt_ray.validation.decision import apply_concentration, decide
@@ -249,6 +250,7 @@ def print_summary(m: dict) -> None:
             "OOS accuracy / AUC",
             f"{num(oos['accuracy'])} / {num(oos['auc'])} on {oos['samples']:,} bars",
         ),
+        *filter(None, [console_row(m)]),  # the naive predictor on the same labels
         (
             "backtest",
             f"{bt['trades']} trades, return {pct(bt['total_return'])}, Sharpe "

@@ -11,12 +11,14 @@ import pandas as pd
 
 from vpt_ray.report.html.common import finite, html_table, show
 from vpt_ray.report.html.inputs import RunFiles
+from vpt_ray.report.html.naive import baseline_html
 
 _IF_FAILS = {
     "stop": "stop",
     "optimize": "optimize",
     "advance": "advance",
     "info": "sign of overfitting (stops only if confirmed out of sample)",
+    "note": "nothing: information, not a rule",
 }
 
 
@@ -29,15 +31,19 @@ def _rules_from_checks(checks: list[dict]) -> pd.DataFrame:
                         "value": None, "SE": None, "passed": not c["fired"],
                         "if it fails": "stop (overfitting)"})  # fmt: skip
             continue
-        passed = c["fired"] if c["effect"] == "advance" else not c["fired"]
+        passed = c["fired"] if c["effect"] in ("advance", "note") else not c["fired"]
         threshold = c.get("threshold")
-        op = ">" if c["effect"] == "advance" else "<="
-        op = ">=" if c["rule"].startswith("deflated") else op
+        op = ">" if c["effect"] in ("advance", "note") else "<="
+        op = ">=" if c["rule"].startswith(("deflated", "minimum evidence")) else op
+        # a one-sided test: the lower bound (figure - z SE) is what must clear the threshold
+        needs = "n/a" if threshold is None else f"{op} {threshold:g}"
+        if c.get("bound") is not None:
+            needs = f"lower bound {op} {threshold:g}"
         out.append(
-            {"rule": c["rule"], "needs": "n/a" if threshold is None else f"{op} {threshold:g}",
-             "value": c.get("figure"), "SE": c.get("se"),
+            {"rule": c["rule"], "needs": needs, "value": c.get("figure"), "SE": c.get("se"),
+             "lower bound": c.get("bound"),
              "passed": passed if c.get("decisive", True) else None,
-             "if it fails": _IF_FAILS[c["effect"]]}
+             "if it fails": _IF_FAILS.get(c["effect"], c["effect"])}
         )  # fmt: skip
     return pd.DataFrame(out)
 
@@ -134,7 +140,8 @@ def decision_section(run: RunFiles) -> str:
     )
     return (
         f'<div class="verdict v-{html.escape(verdict)}" id="verdict">{html.escape(verdict.upper())}'
-        f"</div><ul>{reasons}</ul>{table}{_overfitting(run.metrics.get('overfitting'))}{prev_txt}"
+        f"</div><ul>{reasons}</ul>{table}{baseline_html(run.metrics)}"
+        f"{_overfitting(run.metrics.get('overfitting'))}{prev_txt}"
     )
 
 

@@ -8,9 +8,13 @@ flow imbalance `u` (buyers vs sellers) that shows in the bar as where the vwap s
 range (buy pressure trades below the close), as extra volume and as more, smaller trades. The
 imbalance feeds a persistent pressure state `s = phi*s + sqrt(1-phi^2)*u`, and the next minutes
 drift with `kappa * g * s` (times the bar's volatility), where `g` is a monthly regime and
-`kappa = 0.08 * signal_strength`. `drift` (annual, log) adds a trend to every minute: with
-`signal_strength` 0 that is the drift-only market, where prices trend and nothing else is
-predictable, so the naive predictor (always up) is the best any model can do. Volatility
+`kappa = 0.08 * signal_strength`. `drift` (annual, log) adds a trend to every minute of a
+session: with `signal_strength` 0 that is the drift-only market, where prices trend inside every
+session and nothing else is predictable, so for intraday labels the naive predictor (always up)
+is the best any model can do. The overnight pull toward the ticker's level gives the trend back
+between sessions (prices settle about drift / 252 / 0.01 in log above the level, so any date
+range stays a slice of one bounded market): buy-and-hold across sessions does not gain from it,
+and daily bars do not see a trend. Volatility
 clusters (GARCH(1,1) on minute shocks), shocks are Student-t(4), volume and volatility follow a
 U-shaped intraday curve, sessions come from the NYSE calendar (holidays, half days) and a few
 minutes are missing, as in Polygon's data.
@@ -216,9 +220,9 @@ def iter_sessions(
         rng, u, e = _session_draws(params, ticker, k, int(lengths[k]))
         n = len(u)
         arr = np.empty((n, 4))
-        # keeps price levels in range: around the ticker's level, trending with the drift
-        level = np.log(prof.base_price) + params.drift * k / TRADING_DAYS
-        pull = -REVERSION * (np.log(close) - level)
+        # keeps price levels in range (with a drift: the overnight pull gives back the session's
+        # trend at equilibrium, prices settle about drift / 252 / REVERSION above the level)
+        pull = -REVERSION * np.log(close / prof.base_price)
         open_k = close * np.exp(days["gap"][k] + pull)
         curve = _intraday_curve(n)
         mu = params.drift / TRADING_DAYS / n  # a session's share of the trend, minute by minute

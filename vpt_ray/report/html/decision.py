@@ -31,7 +31,9 @@ def _rules_from_checks(checks: list[dict]) -> pd.DataFrame:
                         "value": None, "SE": None, "passed": not c["fired"],
                         "if it fails": "stop (overfitting)"})  # fmt: skip
             continue
-        passed = c["fired"] if c["effect"] in ("advance", "note") else not c["fired"]
+        passed = c["fired"] if c["effect"] == "advance" else not c["fired"]
+        if c["effect"] == "note":  # information: its line says what it shows, nothing passes
+            passed = None
         threshold = c.get("threshold")
         op = ">" if c["effect"] in ("advance", "note") else "<="
         op = ">=" if c["rule"].startswith(("deflated", "minimum evidence")) else op

@@ -206,7 +206,8 @@ def test_drift_only_market_never_advances_at_any_phase(drift):
         o = m["oos"]
         assert m["decision"]["verdict"] != "advance", (name, m["decision"]["reasons"])
         assert o["naive_direction"] == "up" and o["base_rate"] > 0.52, (name, o)
-        assert o["skill"] < 3 * o["skill_se"], (name, o)  # no skill beyond noise
+        assert o["skill"] <= 3 * o["skill_se"], (name, o)  # no skill beyond noise (0 when the
+        # model calls "up" everywhere: it is the naive predictor)
         skill = next(c for c in m["decision"]["checks"] if c["rule"].startswith("skill"))
         assert not skill["fired"] and skill["bound"] <= 0, (name, skill)
         assert "synthetic.drift" in m["oracle"]["skipped"], name  # the oracle models no drift

@@ -95,8 +95,12 @@ def skill_test(rules: DecisionConfig, ev: Evidence) -> Check:
         f"accuracy {fmt(ev.naive_accuracy)})"
     )
     line = c.line.replace("skill", naive, 1)
-    if not bad(ev.skill) and ev.skill <= 0:
-        line += ": the model does not beat the naive predictor"
+    if not bad(ev.skill) and ev.skill <= 0:  # say why first, then that data cannot help
+        line = line.replace(
+            "; the skill itself is not above 0:",
+            ": the model does not beat the naive predictor;",
+            1,
+        )
     return Check(c.rule, c.effect, c.fired, line, c.figure, c.se, c.threshold, bound=c.bound)
 
 

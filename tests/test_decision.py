@@ -157,7 +157,11 @@ def test_robustness_lines_inform_and_never_decide():
     assert two["effect"] == "note" and not two["fired"]
     assert "robustness (information): Sharpe at 2x the configured costs 0.800 <= 1" in two["line"]
     ex = _check(d, "excess return over buy-and-hold")
-    assert "excess return over equal-weight buy-and-hold -21.59% (SE 0.0500" in ex["line"]
+    assert (
+        "excess return over equal-weight buy-and-hold -21.59% (SE 5.00% from the daily "
+        in (ex["line"])
+    )
+    assert "buy-and-hold 28.02%): lower bound -29.82% <= 0" in ex["line"]
     assert ex["bound"] == pytest.approx(-0.2159 - 1.645 * 0.05)
     assert any(r.startswith("robustness (information): Sharpe at 3x") for r in d["reasons"])
 

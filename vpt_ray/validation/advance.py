@@ -197,12 +197,16 @@ def robustness_notes(rules: DecisionConfig, ev: Evidence) -> list[Check]:
         out.append(Check(
             "excess return over buy-and-hold", "note", ok,
             f"robustness (information): excess return over equal-weight buy-and-hold "
-            f"{ex:+.2%} ({se_text(ex_se)} from the daily differences; buy-and-hold "
-            f"{fmt(r.get('benchmark_return'))}): lower bound "
+            f"{ex:+.2%} (SE {_pct(ex_se)} from the daily differences; buy-and-hold "
+            f"{_pct(r.get('benchmark_return'))}): lower bound "
             + ("n/a" if lb is None else f"{lb:+.2%} {'>' if ok else '<='} 0"),
             ex, ex_se, 0.0, bound=lb,
         ))  # fmt: skip
     return out
+
+
+def _pct(x: float | None) -> str:
+    return "n/a" if bad(x) else f"{x:.2%}"
 
 
 def advance_rule(rules: DecisionConfig, hw: HardwareConfig, ev: Evidence) -> list[Check]:

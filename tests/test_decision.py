@@ -83,6 +83,7 @@ def test_a_point_estimate_above_the_threshold_is_not_enough_the_bound_must_clear
     assert "= 0.478 <= 1" in lead
     # power: the SE shrinks as 1/sqrt(sessions): 120 x (1.645 x 0.5 / 0.3)^2 = 902.0 sessions
     assert "at this Sharpe, about 903 OOS sessions (now 120) would clear it" in lead
+    assert d["summary"] == "hold: not enough evidence (Sharpe (daily, annualized))"  # tracker
     seed = _check(d, "seed rule: Sharpe > 1 (point estimate)")
     assert seed["effect"] == "note" and seed["fired"]  # shown: the literal rule passes
     assert (

@@ -100,7 +100,8 @@ def row_from_metrics(metrics: dict) -> dict:
     if skill := tracker_note(metrics):
         notes.append(skill)
     notes.append(memory_note(metrics.get("resources", {})))
-    reasons = (metrics.get("decision") or {}).get("reasons") or []
+    decision = metrics.get("decision") or {}
+    reasons = [decision["summary"]] if decision.get("summary") else decision.get("reasons") or []
     return {
         "phase": metrics["phase"],
         "run_id": metrics["run_id"],

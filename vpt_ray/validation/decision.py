@@ -267,8 +267,15 @@ def verdict(checks: list[Check]) -> dict:
         v, lead = "hold", ["hold: not enough evidence: " + "; ".join(c.line for c in failed)]
     said = " ".join(lead)
     rest = [c.line for c in checks if c.line not in said]  # each line once
+    if v == "hold":  # one line for the tracker: which gates failed
+        summary = "hold: not enough evidence (" + ", ".join(c.rule for c in failed) + ")"
+    elif v == "advance":
+        summary = f"advance: every gate's lower bound cleared ({len(gates)} gates)"
+    else:
+        summary = lead[0]
     return {
         "verdict": v,
+        "summary": summary,
         "reasons": lead + rest,
         "checks": [dataclasses.asdict(c) for c in checks],
     }
@@ -356,5 +363,6 @@ def apply_concentration(verdict: dict, rules: DecisionConfig, concentration: dic
     )
     if verdict["verdict"] == "advance":
         passed = [r.replace("advance: ", "the other rules pass: ", 1) for r in verdict["reasons"]]
-        return {**verdict, "verdict": "hold", "reasons": [f"hold: {line}", *passed]}
+        return {**verdict, "verdict": "hold", "summary": f"hold: {line}",
+                "reasons": [f"hold: {line}", *passed]}  # fmt: skip
     return {**verdict, "reasons": [*verdict["reasons"], line]}

@@ -201,6 +201,12 @@ def test_real_goog_daily_holds_naming_the_naive_predictor_and_the_bound(goog_dai
     summary = (ws / "artifacts" / "reports" / "goog" / "summary.md").read_text()
     assert "- Against the naive predictor (the training labels' majority" in summary
     assert "seed rule on the point estimate (shown, not applied): OOS accuracy" in summary
+    page = (ws / "artifacts" / "reports" / "goog" / "report.html").read_text()
+    assert "<h3>Against the naive predictor</h3>" in page
+    tracker = (ws / "artifacts" / "SCALING_TRACKER.md").read_text()
+    assert (
+        "OOS skill over naive (always up)" in tracker and "hold: not enough evidence (" in tracker
+    )
 
 
 # -- 2. daily bars under the default backtest settings --------------------------------------------

@@ -6,7 +6,7 @@ the skill over it, the lower bounds).
 
     .venv/bin/python bench/bench_known_truth.py                  # phase 3, planted + null + drift
     .venv/bin/python bench/bench_known_truth.py --phase 1 --signals 1.0
-    .venv/bin/python bench/bench_known_truth.py --phase 1 --signals 0 --drift 3.0
+    .venv/bin/python bench/bench_known_truth.py --phase 1 --signals --drift 3.0   # drift only
     .venv/bin/python bench/bench_known_truth.py --set search.num_samples=24
 
 `--signals` are the planted/null markets (drift 0); `--drift D` (default 3.0; 0 to skip) adds
@@ -109,7 +109,7 @@ def row(m: dict) -> dict:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--phase", type=int, default=3)
-    parser.add_argument("--signals", type=float, nargs="+", default=[1.0, 0.0])
+    parser.add_argument("--signals", type=float, nargs="*", default=[1.0, 0.0])
     parser.add_argument("--drift", type=float, default=3.0)
     parser.add_argument("--set", dest="extra", action="append", default=[])
     args = parser.parse_args(argv)

@@ -192,7 +192,7 @@ def test_null_market_never_advances_at_any_phase(null):
         assert m["decision"]["verdict"] != "advance", (name, m["decision"]["reasons"])
         acc, se = m["oos"]["accuracy"], m["oos"]["accuracy_se"]
         assert abs(acc - 0.5) < 3 * se, (name, acc, se)  # no edge beyond noise
-        assert m["oos"]["skill"] < 3 * m["oos"]["skill_se"], (name, m["oos"])  # nor over naive
+        assert m["oos"]["skill"] <= 3 * m["oos"]["skill_se"], (name, m["oos"])  # nor over naive
         assert m["search"]["scheduler"] == "fifo" and m["overfitting"]["n_trials"] == 2
     assert all(null[f"n{n}"]["resume"]["search_from_cache"] for n in (2, 3, 4, 5))
     assert "ensemble" in null["n5"]

@@ -21,7 +21,7 @@ from vpt_ray.core.memory_sampler import MemorySampler
 from vpt_ray.core.run import RunContext, git_commit
 from vpt_ray.features.causal import clock_info, session_of
 from vpt_ray.features.store import Matrix
-from vpt_ray.model.search import SearchResult
+from vpt_ray.model.search_result import SearchResult
 from vpt_ray.pipeline.evidence import decision_evidence, evidence_sections
 from vpt_ray.pipeline.stages import Data, Folds
 from vpt_ray.report import tracker

@@ -21,6 +21,13 @@ GOOD = dict(
     cv_accuracy_se=0.003,
     peak_memory_gb=2.0,
     dsr=0.99,
+    skill=0.03,
+    skill_se=0.006,
+    naive_accuracy=0.52,
+    naive_direction="up",
+    oos_effective_samples=15_000.0,
+    trades=5_000,
+    oos_sessions=120,
 )
 # a decisive PBO: enough trials, told apart by more than one Sharpe's noise
 DECISIVE = dict(
@@ -42,18 +49,135 @@ def _check(d: dict, rule: str) -> dict:
     return next(c for c in d["checks"] if c["rule"] == rule)
 
 
-def test_advance_needs_accuracy_sharpe_and_deflated_sharpe_and_shows_each_se():
+def test_advance_needs_every_lower_bound_to_clear_its_threshold():
     d = _decide(overfitting=DECISIVE)
     assert d["verdict"] == "advance"
     lead = d["reasons"][0]
-    assert "OOS accuracy 0.5500 (SE 0.0040) > 0.52" in lead
-    assert "Sharpe 2.000 (SE 0.500) > 1" in lead and "deflated Sharpe 0.990 >= 0.95" in lead
+    assert (
+        "OOS accuracy 0.5500 (SE 0.0040): lower bound 0.5500 - 1.645 x 0.0040 = 0.5434 > 0.52"
+        in lead
+    )
+    assert "Sharpe 2.000 (SE 0.500): lower bound 2.000 - 1.645 x 0.500 = 1.177 > 1" in lead
+    assert (
+        "skill over the naive predictor (always up, the training majority: accuracy 0.5200) "
+        in lead
+    )
+    assert "deflated Sharpe 0.990 >= 0.95" in lead
+    acc = _check(d, "OOS accuracy")
+    assert acc["bound"] == pytest.approx(0.55 - 1.645 * 0.004) and acc["threshold"] == 0.52
     assert _decide(dsr=0.6)["verdict"] == "hold"
     assert _decide(dsr=None)["verdict"] == "hold"
     assert _decide(oos_accuracy=0.52)["verdict"] == "hold"
     assert _decide(sharpe=0.9)["verdict"] == "hold"
     d = _decide(sharpe=None)  # fewer than two days: no Sharpe
     assert d["verdict"] == "hold" and "Sharpe n/a" in d["reasons"][0]
+    assert _decide(skill=None)["verdict"] == "hold"  # no naive baseline: no advance
+
+
+def test_a_point_estimate_above_the_threshold_is_not_enough_the_bound_must_clear_it():
+    """Sharpe 1.3 > 1 passes the seed's literal rule; with SE 0.5 its bound 0.478 does not."""
+    d = _decide(sharpe=1.3, sharpe_se=0.5)
+    assert d["verdict"] == "hold"
+    lead = d["reasons"][0]
+    assert lead.startswith("hold: not enough evidence: Sharpe 1.300 (SE 0.500): lower bound")
+    assert "= 0.478 <= 1" in lead
+    # power: the SE shrinks as 1/sqrt(sessions): 120 x (1.645 x 0.5 / 0.3)^2 = 902.0 sessions
+    assert "at this Sharpe, about 903 OOS sessions (now 120) would clear it" in lead
+    assert d["summary"] == "hold: not enough evidence (Sharpe (daily, annualized))"  # tracker
+    seed = _check(d, "seed rule: Sharpe > 1 (point estimate)")
+    assert seed["effect"] == "note" and seed["fired"]  # shown: the literal rule passes
+    assert (
+        "seed rule on the point estimate (shown, not applied): Sharpe 1.300 > 1: pass"
+        in (seed["line"])
+    )
+    # the passing gates are still listed after the lead, each once
+    assert sum("OOS accuracy 0.5500 (SE 0.0040): lower bound" in r for r in d["reasons"]) == 1
+
+
+def test_real_goog_daily_holds_naming_the_naive_predictor_and_the_bound():
+    """Issue 26's case: OOS accuracy 0.6347 (SE 0.1133) on 271 labels that went up 68.6% of the
+    time, 19 trades, Sharpe 1.89 (SE 1.03): it advanced on point estimates."""
+    d = _decide(
+        oos_accuracy=0.6347, oos_accuracy_se=0.1133, sharpe=1.89, sharpe_se=1.03, dsr=0.96,
+        skill=0.6347 - 0.6863, skill_se=0.07, naive_accuracy=0.6863, trades=19,
+        oos_effective_samples=271 / 15, oos_sessions=285,
+    )  # fmt: skip
+    assert d["verdict"] == "hold"
+    lead = d["reasons"][0]
+    assert "skill over the naive predictor (always up, the training majority: accuracy 0.6863)" in (
+        lead
+    )
+    assert "-0.0516 (SE 0.0700): lower bound" in lead and "<= 0" in lead
+    assert "<= 0: the model does not beat the naive predictor; more data at this skill cannot " in (
+        lead
+    )
+    assert (
+        "OOS accuracy 0.6347 (SE 0.1133): lower bound 0.6347 - 1.645 x 0.1133 = 0.4483 <= 0.52"
+        in lead
+    )
+    assert "19 trades < decision.min_trades 30: too few to judge a Sharpe" in lead
+    assert "18 effective OOS samples" in lead and "< decision.min_effective_samples 100" in lead
+    seeds = [c for c in d["checks"] if c["rule"].startswith("seed rule")]
+    assert len(seeds) == 2 and all(c["fired"] for c in seeds)  # the old rule would advance
+
+
+def test_minimum_evidence_holds_and_says_how_much_more_would_do():
+    d = _decide(trades=12, oos_sessions=60)
+    assert d["verdict"] == "hold"
+    assert (
+        "12 trades < decision.min_trades 30: too few to judge a Sharpe; at this rate about "
+        in (d["reasons"][0])
+    )
+    assert "150 OOS sessions (now 60) would give it" in d["reasons"][0]
+    d = _decide(oos_effective_samples=50.0)
+    assert d["verdict"] == "hold" and "decision.min_effective_samples 100" in d["reasons"][0]
+    loose = DecisionConfig(min_trades=10, min_effective_samples=40)
+    kw = {**GOOD, "trades": 12, "oos_effective_samples": 50.0, "overfitting": DECISIVE}
+    assert decide(loose, HW, **kw)["verdict"] == "advance"
+
+
+def test_decision_z_sets_the_confidence_of_every_bound():
+    """Accuracy 0.5293 (SE 0.0040), phase 1 as shipped: bound 0.5227 at z 1.645, 0.5190 at 2.33."""
+    d = _decide(oos_accuracy=0.5293, oos_accuracy_se=0.004, overfitting=DECISIVE)
+    assert d["verdict"] == "advance" and "= 0.5227 > 0.52" in d["reasons"][0]
+    strict = DecisionConfig(z=2.33)
+    d = decide(strict, HW, **{**GOOD, "oos_accuracy": 0.5293, "overfitting": DECISIVE})
+    assert d["verdict"] == "hold" and "0.5293 - 2.33 x 0.0040 = 0.5200 <= 0.52" in d["reasons"][0]
+
+
+def test_robustness_lines_inform_and_never_decide():
+    rob = {
+        "sharpe_at_cost": {"2": 0.8, "3": -0.4},
+        "excess_return": -0.2159,
+        "excess_return_se": 0.05,
+        "benchmark_return": 0.2802,
+    }
+    d = _decide(overfitting=DECISIVE, robustness=rob)
+    assert d["verdict"] == "advance"  # information, not rules
+    two = _check(d, "Sharpe at 2x costs")
+    assert two["effect"] == "note" and not two["fired"]
+    assert "robustness (information): Sharpe at 2x the configured costs 0.800 <= 1" in two["line"]
+    ex = _check(d, "excess return over buy-and-hold")
+    assert (
+        "excess return over equal-weight buy-and-hold -21.59% (SE 5.00% from the daily "
+        in (ex["line"])
+    )
+    assert "buy-and-hold 28.02%): lower bound -29.82% <= 0" in ex["line"]
+    assert ex["bound"] == pytest.approx(-0.2159 - 1.645 * 0.05)
+    assert any(r.startswith("robustness (information): Sharpe at 3x") for r in d["reasons"])
+
+
+def test_concentration_at_a_threshold_of_one_is_not_applied():
+    from vpt_ray.validation.decision import apply_concentration
+
+    d = _decide(overfitting=DECISIVE)
+    out = apply_concentration(d, RULES_CFG, {"top_ticker": "GOOGL", "top_ticker_share": 0.947})
+    assert out["verdict"] == "advance"
+    assert out["reasons"][-1] == (
+        "concentration: not applied (decision.max_top_ticker_share 100%); top ticker GOOGL makes "
+        "94.7% of the net PnL (information)"
+    )
+    assert "<=" not in out["reasons"][-1]  # never shown as a pass
 
 
 def test_memory_stop_wins_over_everything():
@@ -158,6 +282,10 @@ def test_every_statistical_line_shows_figure_se_and_threshold():
     for c in d["checks"]:
         if c["rule"] in ("overfitting", "peak memory (GB)", "deflated Sharpe (probability)"):
             continue  # a summary; a measurement; a probability
+        if c["effect"] == "note" or c["rule"].startswith("minimum evidence"):
+            continue  # the seed's literal rule on point estimates; counts
+        if c["effect"] == "advance":
+            assert "lower bound" in c["line"] and c["bound"] is not None, c
         if c["rule"] in ("probability of backtest overfitting", "selection out of sample"):
             assert "no SE" in c["line"] or "rank" in c["line"]
             continue

@@ -1,4 +1,6 @@
-"""The pipeline on real data of any period and bar size (issue 15's five runs).
+"""The pipeline on real data of any period and bar size (issue 15's five runs), and the two real
+daily runs that must not advance (issue 26): bokeh-sampledata's four large caps and
+backtesting.py's GOOG sample, whose labels went up 68.6% of the time out of sample.
 
 1. Real daily bars from before 2015 (bokeh-sampledata's Quandl AAPL, GOOG, IBM, MSFT), imported
    with `vpt data import`, run phase-shaped with `data.bar=1day`: trades, stays real, shows no
@@ -143,6 +145,68 @@ def test_daily_features_on_real_bars_are_causal(real_daily):
     pd.testing.assert_frame_equal(a.loc[: cut - 1, cols], b.loc[: cut - 1, cols])
     # labels change only where their horizon reaches the perturbed bars
     assert a.loc[: cut - 6, "y"].equals(b.loc[: cut - 6, "y"])
+
+
+def test_real_daily_run_does_not_advance_and_names_the_naive_predictor(real_daily):
+    _, m = real_daily
+    assert m["decision"]["verdict"] != "advance", m["decision"]["reasons"]
+    o = m["oos"]
+    assert o["naive_direction"] in ("up", "down") and o["naive_accuracy"] is not None
+    assert abs(o["accuracy"] - o["naive_accuracy"]) < 0.06  # the market's drift, not skill
+    skill = next(c for c in m["decision"]["checks"] if c["rule"].startswith("skill"))
+    assert (
+        "skill over the naive predictor (always" in skill["line"] and "lower bound" in skill["line"]
+    )
+
+
+GOOG_DAILY = [  # issue 26's run: backtesting.py's GOOG, phase 1 on daily bars (labels: 15 days)
+    "data.tickers=[GOOG]",
+    "data.bar=1day",
+    "data.sources=[local]",
+    "data.start=2004-08-19",
+    "data.end=2011-12-30",
+    "backtest.start=2012-01-10",
+    "backtest.end=2013-03-01",
+]
+
+
+@pytest.fixture(scope="module")
+def goog_daily(ray_session, tmp_path_factory) -> tuple[Path, dict]:
+    from backtesting.test import GOOG
+
+    ws = tmp_path_factory.mktemp("goog_daily")
+    for d in ("data", "artifacts", "logs"):
+        (ws / d).mkdir()
+    GOOG.to_csv(ws / "GOOG.csv")  # a DatetimeIndex and Open/High/Low/Close/Volume
+    base = ["--config", str(REPO / "config" / "base.yaml")]
+    assert data_main(["import", str(ws / "GOOG.csv"), "--data-dir", str(ws / "data"), *base]) == 0
+    return ws, _phase(ws, *GOOG_DAILY, run_id="goog")
+
+
+def test_real_goog_daily_holds_naming_the_naive_predictor_and_the_bound(goog_daily):
+    """On point estimates this run advanced (accuracy 0.6347 > 0.52, Sharpe 1.89 > 1) while
+    always predicting "up" scored 0.686 on its 271 labels."""
+    ws, m = goog_daily
+    d, o = m["decision"], m["oos"]
+    assert m["data"]["synthetic"] is False and o["samples"] == 271
+    assert o["naive_direction"] == "up" and o["naive_accuracy"] == pytest.approx(o["base_rate"])
+    assert o["base_rate"] > 0.65 and o["effective_samples"] == pytest.approx(271 / 15)
+    assert d["verdict"] == "hold", d["reasons"]
+    lead = d["reasons"][0]
+    assert lead.startswith("hold: not enough evidence: OOS accuracy")
+    assert "lower bound" in lead and "decision.min_effective_samples 100" in lead
+    assert "skill over the naive predictor (always up, the training majority: accuracy" in (
+        "\n".join(d["reasons"])
+    )
+    summary = (ws / "artifacts" / "reports" / "goog" / "summary.md").read_text()
+    assert "- Against the naive predictor (the training labels' majority" in summary
+    assert "seed rule on the point estimate (shown, not applied): OOS accuracy" in summary
+    page = (ws / "artifacts" / "reports" / "goog" / "report.html").read_text()
+    assert "<h3>Against the naive predictor</h3>" in page
+    tracker = (ws / "artifacts" / "SCALING_TRACKER.md").read_text()
+    assert (
+        "OOS skill over naive (always up)" in tracker and "hold: not enough evidence (" in tracker
+    )
 
 
 # -- 2. daily bars under the default backtest settings --------------------------------------------

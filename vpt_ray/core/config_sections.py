@@ -131,6 +131,7 @@ class SyntheticConfig(Section):
     seed: int = 7
     signal_strength: float = Field(SIGNAL_STRENGTHS["demo"], ge=0, le=10)
     missing_minute_rate: float = Field(0.002, ge=0, lt=0.5)
+    drift: float = Field(0.0, ge=-5, le=5)  # annual log drift of every price: a trend, no edge
 
     @field_validator("signal_strength", mode="before")
     @classmethod
@@ -394,6 +395,9 @@ class DecisionConfig(Section):
     stop_se: float = Field(2.0, ge=0)
     optimize_se: float = Field(1.0, ge=0)
     max_top_ticker_share: float = Field(1.0, gt=0)
+    z: float = Field(1.645, gt=0)  # one-sided bound: figure - z SE must clear each threshold
+    min_trades: int = Field(30, ge=0)
+    min_effective_samples: float = Field(100.0, ge=0)
 
 
 class PathsConfig(Section):

@@ -138,6 +138,7 @@ def synthetic_params(cfg: Config) -> SyntheticParams:
         signal_strength=cfg.synthetic.signal_strength,
         missing_minute_rate=cfg.synthetic.missing_minute_rate,
         calendar=cfg.data.calendar,
+        drift=cfg.synthetic.drift,
     )
 
 
@@ -169,7 +170,10 @@ def ensure_synthetic(
             defer.append(job)
         how = "generated"
     origin = {"source": "synthetic", "how": how, "start": str(start), "end": str(end)}
-    log.warning("%s: SYNTHETIC bars (%s, signal_strength=%s)", ticker, how, params.signal_strength)
+    log.warning(
+        "%s: SYNTHETIC bars (%s, signal_strength=%s%s)", ticker, how, params.signal_strength,
+        f", drift={params.drift:g}/year" if params.drift else "",
+    )  # fmt: skip
     return TickerData(ticker, path, synthetic=True, origins=[origin])
 
 

@@ -8,9 +8,16 @@ flow imbalance `u` (buyers vs sellers) that shows in the bar as where the vwap s
 range (buy pressure trades below the close), as extra volume and as more, smaller trades. The
 imbalance feeds a persistent pressure state `s = phi*s + sqrt(1-phi^2)*u`, and the next minutes
 drift with `kappa * g * s` (times the bar's volatility), where `g` is a monthly regime and
-`kappa = 0.08 * signal_strength`. Volatility clusters (GARCH(1,1) on minute shocks), shocks are
-Student-t(4), volume and volatility follow a U-shaped intraday curve, sessions come from the NYSE
-calendar (holidays, half days) and a few minutes are missing, as in Polygon's data.
+`kappa = 0.08 * signal_strength`. `drift` (annual, log) adds a trend to every minute of a
+session: with `signal_strength` 0 that is the drift-only market, where prices trend inside every
+session and nothing else is predictable, so for intraday labels the naive predictor (always up)
+is the best any model can do. The overnight pull toward the ticker's level gives the trend back
+between sessions (prices settle about drift / 252 / 0.01 in log above the level, so any date
+range stays a slice of one bounded market): buy-and-hold across sessions does not gain from it,
+and daily bars do not see a trend. Volatility
+clusters (GARCH(1,1) on minute shocks), shocks are Student-t(4), volume and volatility follow a
+U-shaped intraday curve, sessions come from the NYSE calendar (holidays, half days) and a few
+minutes are missing, as in Polygon's data.
 
 Everything is deterministic per (seed, ticker, session): the daily path is drawn from a fixed
 epoch so any date range of one ticker is a slice of the same market. Cost: ~0.5 s per ticker-year.
@@ -40,6 +47,7 @@ VWAP_SKEW = 0.2  # how far flow pushes the vwap from the range midpoint, as a fr
 GARCH_ALPHA, GARCH_BETA = 0.06, 0.90
 T_DOF = 4.0
 REGIMES = np.array([0.25, 1.0, 1.6])
+TRADING_DAYS = 252  # sessions a year: the unit of `drift`
 REVERSION = 0.01  # overnight pull of the log price toward the ticker's level (half-life ~70 days)
 
 
@@ -52,9 +60,13 @@ class SyntheticParams:
     missing_minute_rate: float
     calendar: str = "XNYS"
     version: int = GENERATOR_VERSION
+    drift: float = 0.0  # annual log drift of every price (the drift-only market: a trend, no edge)
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), sort_keys=True)
+        d = asdict(self)
+        if not d["drift"]:  # files made before the drift existed stay valid
+            del d["drift"]
+        return json.dumps(d, sort_keys=True)
 
 
 @dataclass(frozen=True)
@@ -129,8 +141,10 @@ def _session_kernel(
     e: np.ndarray,
     curve: np.ndarray,
     out: np.ndarray,
+    mu: float = 0.0,
 ) -> None:
-    """Open/close/sigma/state for one session; out columns: open, close, sigma, state_before."""
+    """Open/close/sigma/state for one session; out columns: open, close, sigma, state_before.
+    `mu`: the drift added to every minute's log return (0: no trend)."""
     omega = 1.0 - GARCH_ALPHA - GARCH_BETA
     h = 1.0
     s = 0.0
@@ -139,7 +153,7 @@ def _session_kernel(
         if i > 0:
             h = omega + GARCH_ALPHA * e[i - 1] ** 2 + GARCH_BETA * h
         sig = minute_sd * curve[i] * np.sqrt(h)
-        r = sig * (kappa * s + e[i] + IMPACT * u[i]) / np.sqrt(1.0 + IMPACT**2)
+        r = sig * (kappa * s + e[i] + IMPACT * u[i]) / np.sqrt(1.0 + IMPACT**2) + mu
         out[i, 0] = price
         out[i, 2] = sig
         out[i, 3] = s
@@ -206,10 +220,13 @@ def iter_sessions(
         rng, u, e = _session_draws(params, ticker, k, int(lengths[k]))
         n = len(u)
         arr = np.empty((n, 4))
-        pull = -REVERSION * np.log(close / prof.base_price)  # keeps price levels in range
+        # keeps price levels in range (with a drift: the overnight pull gives back the session's
+        # trend at equilibrium, prices settle about drift / 252 / REVERSION above the level)
+        pull = -REVERSION * np.log(close / prof.base_price)
         open_k = close * np.exp(days["gap"][k] + pull)
         curve = _intraday_curve(n)
-        _session_kernel(open_k, days["minute_sd"][k], kappas[k], u, e, curve, arr)
+        mu = params.drift / TRADING_DAYS / n  # a session's share of the trend, minute by minute
+        _session_kernel(open_k, days["minute_sd"][k], kappas[k], u, e, curve, arr, mu)
         close = arr[-1, 1]
         if k < first:
             continue

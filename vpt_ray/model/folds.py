@@ -17,7 +17,13 @@ from vpt_ray.backtest.proxy import TradeProxy
 from vpt_ray.core.resources import release_freed_memory, xgb_matrix_bytes
 from vpt_ray.features.samples import SampleFile, fold_dmatrix
 from vpt_ray.model.cv import EarlyStopFold
-from vpt_ray.model.metrics import VAL_LOG_LOSS, classification, log_loss_se
+from vpt_ray.model.metrics import (
+    VAL_LOG_LOSS,
+    classification,
+    log_loss_se,
+    majority_direction,
+    versus_naive,
+)
 from vpt_ray.model.trial_cache import TrialCache
 
 Folds = list[tuple[np.ndarray, np.ndarray]]
@@ -231,6 +237,8 @@ def _fit_fold(
     val["log_loss_se"] = log_loss_se(y[va], p_val, len(va) * overlap)
     train = classification(y[fold.fit], p_fit)
     del p_fit
+    # the naive predictor (the fit rows' majority direction) on the same validation labels
+    naive = versus_naive(y[va], p_val, majority_direction(y[fold.fit]))
     release_freed_memory()  # else the worker's heap keeps every fold's high-water mark
     record = {
         "fold": k,
@@ -240,6 +248,7 @@ def _fit_fold(
         "val_samples": int(len(va)),
         **{f"val_{m}": val[m] for m in ("accuracy", "auc", "log_loss", "log_loss_se")},
         **{f"train_{m}": train[m] for m in ("accuracy", "auc", "log_loss")},
+        **{f"val_{key}": v for key, v in naive.items()},
     }
     return record, p_val
 

@@ -3,7 +3,9 @@ paired differences that compare two models on the same bars (the phase 5 ensembl
 single member).
 
 One function, so a number called "accuracy" means the same thing in the search, the final model
-and the report. Metric names used as Tune objectives are constants here.
+and the report. Metric names used as Tune objectives are constants here. `versus_naive` scores
+the same predictions against the naive predictor (always the training set's majority direction):
+on trending data "accuracy > 0.5" is not skill, accuracy above the majority's is.
 """
 
 from __future__ import annotations
@@ -68,3 +70,46 @@ def sharpe_difference(
     var = (2 - 2 * rho + 0.5 * (sa**2 + sb**2 - 2 * sa * sb * rho**2)) / len(a)
     k = np.sqrt(periods_per_year)
     return float((sa - sb) * k), float(np.sqrt(max(var, 0.0)) * k)
+
+
+def majority_direction(y_train: np.ndarray) -> int:
+    """The naive predictor's constant call: 1 (up) when at least half the training labels are
+    up, else 0 (down). A tie goes to up (the label is 1 when the forward return is > 0)."""
+    y = np.asarray(y_train, dtype=np.float64)
+    y = y[~np.isnan(y)]
+    if len(y) == 0:
+        raise ValueError("majority_direction: no training labels")
+    return int(np.mean(y > 0.5) >= 0.5)
+
+
+def versus_naive(y: np.ndarray, pred: np.ndarray, majority: int) -> dict[str, float]:
+    """Point figures of predictions against the naive predictor (always `majority`) on the same
+    labels, with what their standard errors need (the SEs themselves depend on how the samples
+    overlap: `vpt_ray.validation.baseline` adds them).
+
+    `pred` is P(up) or a 0/1 call (up when > 0.5, as `classification`). skill = accuracy -
+    naive accuracy = the mean of d = [model right] - [naive right] (paired, per sample),
+    `skill_sd` its per-sample standard deviation (ddof=1); balanced accuracy = the mean of the
+    recall of up and of down labels (NaN when a class is absent)."""
+    if majority not in (0, 1):
+        raise ValueError(f"versus_naive: majority = {majority!r}: must be 0 (down) or 1 (up)")
+    up = np.asarray(y, dtype=np.float64) > 0.5
+    call = np.asarray(pred, dtype=np.float64) > 0.5
+    if len(up) == 0 or len(up) != len(call):
+        raise ValueError(f"versus_naive: {len(up)} labels and {len(call)} predictions")
+    right = call == up
+    d = right.astype(np.float64) - (up == bool(majority))
+    n_up, n_down = int(up.sum()), int((~up).sum())
+    recall_up = float(right[up].mean()) if n_up else float("nan")
+    recall_down = float(right[~up].mean()) if n_down else float("nan")
+    return {
+        "naive_direction": "up" if majority else "down",
+        "naive_accuracy": float(np.mean(up == bool(majority))),
+        "skill": float(d.mean()),
+        "skill_sd": float(d.std(ddof=1)) if len(d) > 1 else float("nan"),
+        "recall_up": recall_up,
+        "recall_down": recall_down,
+        "balanced_accuracy": 0.5 * (recall_up + recall_down),
+        "n_up": n_up,
+        "n_down": n_down,
+    }

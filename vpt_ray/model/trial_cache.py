@@ -29,7 +29,7 @@ from vpt_ray.core import storage
 
 log = logging.getLogger("vpt_ray.trial_cache")
 
-VERSION = 2  # bump when what a fold fit computes changes (2: val_log_loss_se)
+VERSION = 3  # bump when what a fold fit computes changes (2: val_log_loss_se; 3: val_naive_*)
 
 
 def digest(obj: object) -> str:

@@ -22,8 +22,10 @@ from vpt_ray.core.run import RunContext, git_commit
 from vpt_ray.features.causal import clock_info, session_of
 from vpt_ray.features.store import Matrix
 from vpt_ray.model.search_result import SearchResult
+from vpt_ray.pipeline.evidence import decision_evidence, evidence_sections
 from vpt_ray.pipeline.stages import Data, Folds
 from vpt_ray.report import tracker
+from vpt_ray.report.evidence import console_row
 from vpt_ray.report.html.page import write_html_report
 from vpt_ray.report.run_report import concentration_line, num, pct, write_report
 from vpt_ray.validation.decision import apply_concentration, decide
@@ -61,6 +63,7 @@ def backtest_section(bt: dict) -> dict:
         "per_ticker": bt["per_ticker"],
         "concentration": bt["concentration"],
         "costs": bt["costs"],
+        "cost_stress": bt.get("cost_stress") or {},  # the same plans at 2x and 3x the costs
     }
 
 
@@ -86,6 +89,7 @@ def assemble_metrics(
     )
     se["sharpe_se"] = overfit["sharpe_se"]
     se["train_val_gap_se"] = overfit["train_val_gap_se"]
+    naive = evidence_sections(cfg, m.y, bt, folds_detail)  # the naive predictor, buy-and-hold
     decision = decide(
         cfg.decision,
         cfg.hardware,
@@ -101,6 +105,7 @@ def assemble_metrics(
         cv_accuracy=best["val_accuracy"],
         cv_accuracy_se=se["cv_accuracy_se"],
         overfitting=overfit,
+        **decision_evidence(naive, bt, bt["benchmark_stats"]),
     )
     decision = apply_concentration(decision, cfg.decision, bt["concentration"])
     return {
@@ -134,6 +139,7 @@ def assemble_metrics(
             "train_accuracy": best["train_accuracy"],
             "train_val_gap": best["train_val_gap"],
             "accuracy_se": se["cv_accuracy_se"],
+            **naive["cv"],  # the naive predictor per fold: naive accuracy, skill, balanced
             "train_val_gap_se": se["train_val_gap_se"],
             "early_stopping": (
                 f"rounds chosen on the last {cfg.cv.early_stopping_fraction:.0%} of each training "
@@ -153,10 +159,10 @@ def assemble_metrics(
             "table": result.trials.head(50).to_dict(orient="records"),
         },
         "overfitting": overfit,
-        "oos": {**bt["oos"], "accuracy_se": se["oos_accuracy_se"]},
+        "oos": {**bt["oos"], "accuracy_se": se["oos_accuracy_se"], **naive["oos"]},
         "backtest": {**backtest_section(bt), "sharpe_se": se["sharpe_se"]},
         "standard_errors": se,
-        "benchmark": bt["benchmark_stats"],
+        "benchmark": {**bt["benchmark_stats"], **naive["benchmark"]},
         "backtest_bars": bt["bars_paths"],  # the report's price panel reads its window from these
         # synthetic runs: the known-truth ruler, on the tickers backtested
         "oracle": oracle_section(cfg, bt["data"], bt["store"], bt),
@@ -246,6 +252,7 @@ def print_summary(m: dict) -> None:
             "OOS accuracy / AUC",
             f"{num(oos['accuracy'])} / {num(oos['auc'])} on {oos['samples']:,} bars",
         ),
+        *filter(None, [console_row(m)]),  # the naive predictor on the same labels
         (
             "backtest",
             f"{bt['trades']} trades, return {pct(bt['total_return'])}, Sharpe "

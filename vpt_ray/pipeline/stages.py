@@ -21,6 +21,7 @@ import pandas as pd
 import xgboost as xgb
 import yaml
 
+from vpt_ray.backtest.cost_stress import cost_stress
 from vpt_ray.backtest.portfolio import PortfolioSettings, simulate_portfolio
 from vpt_ray.backtest.portfolio_stats import (
     concentration,
@@ -402,6 +403,7 @@ def portfolio(cfg: Config, ticker_plans: dict) -> dict:
         "per_ticker": per_ticker,
         "concentration": concentration(per_ticker),
         "costs": cost_section(result),
+        "cost_stress": cost_stress(ticker_plans, settings),  # the same plans at 2x, 3x costs
     }
     log.info(
         "portfolio: %d tickers on one clock (%d bars), %d of %d planned trades filled, in %.2f s",
@@ -462,6 +464,7 @@ def backtest(cfg: Config, booster: xgb.Booster, data: Data, store: dict, names: 
         "per_ticker": pf["per_ticker"],
         "concentration": pf["concentration"],
         "costs": {**pf["costs"], "check": check_costs(cfg, len(ticker_plans), prices)},
+        "cost_stress": pf["cost_stress"],
         "oos": classification(y, p),
         "trades": result.trades,
         "data": data,  # what was backtested: the oracle replays these tickers

@@ -12,6 +12,7 @@ import pyarrow as pa
 
 from vpt_ray.core.run import write_json_atomic, write_text_atomic
 from vpt_ray.data.local import write_parquet_atomic
+from vpt_ray.report.evidence import baseline_lines
 
 PREDICTIONS_FILE = "predictions.parquet"  # labelled OOS bars: ticker, timestamp, y, p, fwd_ret
 # every bar of the clock: timestamp, equity, gross_exposure, net_exposure (shares of the equity)
@@ -154,6 +155,7 @@ def summary_markdown(m: dict) -> str:
         f"- Out of sample ({oos['samples']:,} labelled bars): accuracy {num(oos['accuracy'])}"
         f"{_se(oos.get('accuracy_se'))}, "
         f"AUC {num(oos['auc'])}, log loss {num(oos['log_loss'])}",
+        *baseline_lines(m),  # the naive predictor, the robustness of the backtest
         f"- Backtest (one pool of {_money(bt.get('capital'))}, every ticker on one "
         f"clock): {bt['trades']} trades, total return {pct(bt['total_return'])}, "
         f"Sharpe {num(bt['sharpe'], 2)} (daily returns x sqrt(252)), max drawdown "

@@ -25,6 +25,7 @@ import re
 
 from vpt_ray.core import storage
 from vpt_ray.core.storage import ArtifactError, Location
+from vpt_ray.report.evidence import tracker_note
 
 log = logging.getLogger("vpt_ray.tracker")
 
@@ -96,8 +97,11 @@ def row_from_metrics(metrics: dict) -> dict:
             f"top ticker {conc['top_ticker']} {conc['top_ticker_share']:.0%} of PnL, "
             f"{conc['tickers_profitable_share']:.0%} of tickers profitable"
         )
+    if skill := tracker_note(metrics):
+        notes.append(skill)
     notes.append(memory_note(metrics.get("resources", {})))
-    reasons = (metrics.get("decision") or {}).get("reasons") or []
+    decision = metrics.get("decision") or {}
+    reasons = [decision["summary"]] if decision.get("summary") else decision.get("reasons") or []
     return {
         "phase": metrics["phase"],
         "run_id": metrics["run_id"],

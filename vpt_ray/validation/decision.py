@@ -24,72 +24,35 @@ The verdict, in order (docs/decision.md has the reasoning and worked examples):
 2. **optimize** when OOS accuracy or Sharpe fell below the previous phase's by more than
    `optimize_se` standard errors of the difference (binomial SE of accuracy on the effective
    OOS samples; Mertens/Lo SE of the Sharpe ratio): scaling made it worse beyond noise.
-3. **advance** when OOS accuracy > `min_accuracy`, Sharpe > `min_sharpe` and the deflated Sharpe
-   (which prices in the number of trials and the track record's noise) >= `min_dsr`.
-4. **hold** otherwise.
+3. **advance** when every gate of `vpt_ray.validation.advance` passes: the lower confidence
+   bounds (figure - `z` SE) of OOS accuracy above `min_accuracy`, of the skill over the naive
+   predictor (always the training majority) above 0 and of the Sharpe above `min_sharpe`; the
+   deflated Sharpe (which prices in the number of trials and the track record's noise) >=
+   `min_dsr`; at least `min_trades` trades and `min_effective_samples` effective OOS samples.
+4. **hold** otherwise: "not enough evidence", naming each bound that failed and how many OOS
+   sessions would clear it at the observed effect.
+
+The seed's literal rule on the point estimates and the robustness lines (higher costs, the excess
+over buy-and-hold) are shown as notes that never change the verdict.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Literal
 
 from vpt_ray.core.config import DecisionConfig, HardwareConfig
+from vpt_ray.validation.advance import advance_rule
+from vpt_ray.validation.checks import Check, Effect, Evidence
+from vpt_ray.validation.checks import bad as _bad
+from vpt_ray.validation.checks import fmt as _f
+from vpt_ray.validation.checks import se_text as _se
 from vpt_ray.validation.uncertainty import difference_se
 
-Effect = Literal["stop", "optimize", "advance", "info"]
-
-
-@dataclass(frozen=True)
-class Evidence:
-    """The figures the rules read (None = not measured). SEs are standard errors of the figure
-    next to them; `overfitting` is metrics.json's overfitting section (`honesty`)."""
-
-    oos_accuracy: float
-    sharpe: float | None
-    train_val_gap: float
-    peak_memory_gb: float
-    dsr: float | None = None
-    previous: dict | None = None  # the previous phase's tracker row
-    oos_accuracy_se: float | None = None
-    sharpe_se: float | None = None
-    train_val_gap_se: float | None = None
-    cv_accuracy: float | None = None
-    cv_accuracy_se: float | None = None
-    overfitting: dict = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class Check:
-    """One rule's outcome. `fired`: for stop and optimize rules, the rule calls for that verdict;
-    for advance rules, the gate is passed. `line`: the figure, its SE and the threshold."""
-
-    rule: str
-    effect: Effect
-    fired: bool
-    line: str
-    figure: float | None = None
-    se: float | None = None
-    threshold: float | None = None
-    decisive: bool = True
+__all__ = ["RULES", "Check", "Effect", "Evidence", "apply_concentration", "decide", "verdict"]
 
 
 Rule = Callable[[DecisionConfig, HardwareConfig, Evidence], list[Check]]
-
-
-def _bad(x: float | None) -> bool:
-    return x is None or (isinstance(x, float) and math.isnan(x))
-
-
-def _f(x: float | None, d: int = 4) -> str:
-    return "n/a" if _bad(x) else f"{x:.{d}f}"
-
-
-def _se(x: float | None, d: int = 4) -> str:
-    return f"SE {_f(x, d)}"
 
 
 def memory_rule(rules: DecisionConfig, hw: HardwareConfig, ev: Evidence) -> list[Check]:
@@ -284,46 +247,6 @@ def degradation_rule(rules: DecisionConfig, hw: HardwareConfig, ev: Evidence) ->
     return out
 
 
-def advance_rule(rules: DecisionConfig, hw: HardwareConfig, ev: Evidence) -> list[Check]:
-    acc_ok = ev.oos_accuracy > rules.min_accuracy
-    sharpe_ok = not _bad(ev.sharpe) and ev.sharpe > rules.min_sharpe
-    dsr_ok = not _bad(ev.dsr) and ev.dsr >= rules.min_dsr
-    sharpe = (
-        "Sharpe n/a"
-        if _bad(ev.sharpe)
-        else f"Sharpe {ev.sharpe:.3f} ({_se(ev.sharpe_se, 3)}) "
-        f"{'>' if sharpe_ok else '<='} {rules.min_sharpe:g}"
-    )
-    dsr = (
-        "deflated Sharpe n/a"
-        if _bad(ev.dsr)
-        else f"deflated Sharpe {ev.dsr:.3f} {'>=' if dsr_ok else '<'} {rules.min_dsr:g} "
-        "(a probability: the noise is priced in)"
-    )
-    return [
-        Check(
-            "OOS accuracy",
-            "advance",
-            acc_ok,
-            f"OOS accuracy {ev.oos_accuracy:.4f} ({_se(ev.oos_accuracy_se)}) "
-            f"{'>' if acc_ok else '<='} {rules.min_accuracy:g}",
-            ev.oos_accuracy,
-            ev.oos_accuracy_se,
-            rules.min_accuracy,
-        ),
-        Check(
-            "Sharpe (daily, annualized)",
-            "advance",
-            sharpe_ok,
-            sharpe,
-            ev.sharpe,
-            ev.sharpe_se,
-            rules.min_sharpe,
-        ),
-        Check("deflated Sharpe (probability)", "advance", dsr_ok, dsr, ev.dsr, None, rules.min_dsr),
-    ]
-
-
 RULES: tuple[Rule, ...] = (memory_rule, overfitting_rule, degradation_rule, advance_rule)
 
 
@@ -340,11 +263,19 @@ def verdict(checks: list[Check]) -> dict:
     elif gates and all(c.fired for c in gates):
         v, lead = "advance", ["advance: " + " and ".join(c.line for c in gates)]
     else:
-        v, lead = "hold", ["hold: " + "; ".join(c.line for c in gates)]
+        failed = [c for c in gates if not c.fired] or gates
+        v, lead = "hold", ["hold: not enough evidence: " + "; ".join(c.line for c in failed)]
     said = " ".join(lead)
     rest = [c.line for c in checks if c.line not in said]  # each line once
+    if v == "hold":  # one line for the tracker: which gates failed
+        summary = "hold: not enough evidence (" + ", ".join(c.rule for c in failed) + ")"
+    elif v == "advance":
+        summary = f"advance: every gate's lower bound cleared ({len(gates)} gates)"
+    else:
+        summary = lead[0]
     return {
         "verdict": v,
+        "summary": summary,
         "reasons": lead + rest,
         "checks": [dataclasses.asdict(c) for c in checks],
     }
@@ -366,9 +297,18 @@ def decide(
     cv_accuracy: float | None = None,
     cv_accuracy_se: float | None = None,
     overfitting: dict | None = None,
+    skill: float | None = None,
+    skill_se: float | None = None,
+    naive_accuracy: float | None = None,
+    naive_direction: str | None = None,
+    oos_effective_samples: float | None = None,
+    trades: int | None = None,
+    oos_sessions: int | None = None,
+    robustness: dict | None = None,
 ) -> dict:
     """Verdict, reasons (each with figure, SE and threshold) and every check; `previous` is the
-    previous phase's tracker row (accuracy, sharpe and, when recorded, their SEs)."""
+    previous phase's tracker row (accuracy, sharpe and, when recorded, their SEs). The fields
+    are `Evidence`'s: an advance needs the skill, the trades and the effective samples too."""
     ev = Evidence(
         oos_accuracy=oos_accuracy,
         sharpe=sharpe,
@@ -382,6 +322,14 @@ def decide(
         cv_accuracy=cv_accuracy,
         cv_accuracy_se=cv_accuracy_se,
         overfitting=overfitting or {},
+        skill=skill,
+        skill_se=skill_se,
+        naive_accuracy=naive_accuracy,
+        naive_direction=naive_direction,
+        oos_effective_samples=oos_effective_samples,
+        trades=trades,
+        oos_sessions=oos_sessions,
+        robustness=robustness or {},
     )
     return verdict([c for rule in RULES for c in rule(rules, hardware, ev)])
 
@@ -392,11 +340,19 @@ def apply_concentration(verdict: dict, rules: DecisionConfig, concentration: dic
     an "advance" becomes "hold"; any other verdict keeps its course and notes the figure.
 
     `concentration` is metrics.json's `backtest.concentration` (top ticker and its share of the
-    net PnL, None when the portfolio made no net profit: nothing to attribute, no rule fires)."""
+    net PnL, None when the portfolio made no net profit: nothing to attribute, no rule fires).
+    A limit of 1.0 or more is "not applied": the share is shown as information (phases 1-2: with
+    5 tickers one may make most of the PnL), never as a pass."""
     share, top = concentration.get("top_ticker_share"), concentration.get("top_ticker")
     limit = rules.max_top_ticker_share
     if _bad(share):
         line = "concentration: no net profit to attribute (top ticker share n/a)"
+        return {**verdict, "reasons": [*verdict["reasons"], line]}
+    if limit >= 1.0:
+        line = (
+            f"concentration: not applied (decision.max_top_ticker_share {limit:.0%}); top ticker "
+            f"{top} makes {share:.1%} of the net PnL (information)"
+        )
         return {**verdict, "reasons": [*verdict["reasons"], line]}
     if share <= limit:
         line = f"concentration: top ticker {top} makes {share:.1%} of the net PnL <= {limit:.0%}"
@@ -407,5 +363,6 @@ def apply_concentration(verdict: dict, rules: DecisionConfig, concentration: dic
     )
     if verdict["verdict"] == "advance":
         passed = [r.replace("advance: ", "the other rules pass: ", 1) for r in verdict["reasons"]]
-        return {**verdict, "verdict": "hold", "reasons": [f"hold: {line}", *passed]}
+        return {**verdict, "verdict": "hold", "summary": f"hold: {line}",
+                "reasons": [f"hold: {line}", *passed]}  # fmt: skip
     return {**verdict, "reasons": [*verdict["reasons"], line]}

@@ -335,6 +335,13 @@ def oracle_section(cfg: Config, data, store: dict, bt: dict) -> dict | None:
     if cfg.data.bar != "1min":
         log.info("oracle: the synthetic market's truth is defined on 1-minute bars only")
         return {"skipped": f"bar {cfg.data.bar}: the oracle needs 1-minute bars"}
+    if cfg.synthetic.drift:
+        log.info("oracle: not modelled on a drifting market (synthetic.drift)")
+        return {
+            "skipped": f"synthetic.drift {cfg.synthetic.drift:g}: the oracle models the order-flow "
+            "edge only; on a drift-only market the naive predictor (always up) is the best any "
+            "model can do"
+        }
     t0 = time.monotonic()
     params = synthetic_params(cfg)
     cfg_ref = ray.put(cfg)

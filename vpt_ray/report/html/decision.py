@@ -11,12 +11,14 @@ import pandas as pd
 
 from vpt_ray.report.html.common import finite, html_table, readable, show
 from vpt_ray.report.html.inputs import RunFiles
+from vpt_ray.report.html.naive import baseline_html
 
 _IF_FAILS = {
     "stop": "stop",
     "optimize": "optimize",
     "advance": "advance",
     "info": "sign of overfitting (stops only if confirmed out of sample)",
+    "note": "nothing: information, not a rule",
 }
 
 
@@ -56,10 +58,14 @@ def _needs(c: dict, rules: dict) -> str:
     threshold = c.get("threshold")
     if threshold is None:
         return "n/a"
-    op = ">" if c["effect"] == "advance" else "<="
-    if c["rule"].startswith("deflated") or c["rule"] == "selection out of sample":
-        op = ">="  # a probability to reach; a rank at or above the median trial's
+    op = ">" if c["effect"] in ("advance", "note") else "<="
+    if c["rule"].startswith(("deflated", "minimum evidence")) or c["rule"] == (
+        "selection out of sample"
+    ):
+        op = ">="  # a probability to reach; a count to reach; a rank at or above the median's
     text = f"{op} {readable(threshold)}"
+    if c.get("bound") is not None:  # a one-sided test: the lower bound must clear it
+        text = f"lower bound {text}"
     z, se = rules.get("stop_se"), c.get("se")
     if c["rule"].startswith("train - validation") and finite(z) and finite(se):
         text += f" + {readable(z)} SE = {readable(threshold + z * se)}"
@@ -77,9 +83,12 @@ def _rules_from_checks(checks: list[dict], metrics: dict, config: dict) -> pd.Da
                         "if it fails": "stop (overfitting)"})  # fmt: skip
             continue
         passed = c["fired"] if c["effect"] == "advance" else not c["fired"]
+        if c["effect"] == "note":  # information: its line says what it shows, nothing passes
+            passed = None
         row = {"rule": c["rule"], "needs": _needs(c, rules), "value": c.get("figure"),
-               "SE": c.get("se"), "passed": passed if c.get("decisive", True) else None,
-               "if it fails": _IF_FAILS[c["effect"]]}  # fmt: skip
+               "SE": c.get("se"), "lower bound": c.get("bound"),
+               "passed": passed if c.get("decisive", True) else None,
+               "if it fails": _IF_FAILS.get(c["effect"], c["effect"])}  # fmt: skip
         if c["rule"].endswith(" vs previous phase"):
             row.update(_vs_previous(c, metrics, rules) or {})
         out.append(row)
@@ -178,7 +187,8 @@ def decision_section(run: RunFiles) -> str:
     )
     return (
         f'<div class="verdict v-{html.escape(verdict)}" id="verdict">{html.escape(verdict.upper())}'
-        f"</div><ul>{reasons}</ul>{table}{_overfitting(run.metrics.get('overfitting'))}{prev_txt}"
+        f"</div><ul>{reasons}</ul>{table}{baseline_html(run.metrics)}"
+        f"{_overfitting(run.metrics.get('overfitting'))}{prev_txt}"
     )
 
 

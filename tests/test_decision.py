@@ -274,6 +274,20 @@ def test_optimize_only_on_a_drop_beyond_noise():
     d = _decide(sharpe=1.2, sharpe_se=0.5, previous={**prev, "accuracy": 0.55, "sharpe_se": 0.5})
     assert d["verdict"] == "optimize" and "Sharpe 1.20 (SE 0.50)" in d["reasons"][0]
     assert "drop 0.80 > 1 SE of the difference (0.71)" in d["reasons"][0]
+    # phase 5 backtests on the $10-20 universe, phase 4 on its training tickers: other stocks
+    # and costs, so a lower Sharpe there is not a regression and the rule is not applied
+    p4 = {**prev, "phase": 4, "accuracy": 0.5340, "sharpe": 20.26, "sharpe_se": 1.74}
+    d = _decide(sharpe=8.83, sharpe_se=1.5, previous=p4, backtest_on="the $10-20 universe")
+    assert d["verdict"] != "optimize"
+    note = _check(d, "vs previous phase")
+    assert note["effect"] == "note" and not note["fired"]
+    assert "not compared (this run is backtested on the $10-20 universe, phase 4 on " in (
+        note["line"]
+    )
+    # a later phase 5 run against an earlier phase 5 row would compare (same universe)
+    same = {**p4, "backtest_on": "the $10-20 universe"}
+    d = _decide(sharpe=8.83, sharpe_se=1.5, previous=same, backtest_on="the $10-20 universe")
+    assert d["verdict"] == "optimize"
 
 
 def test_every_statistical_line_shows_figure_se_and_threshold():

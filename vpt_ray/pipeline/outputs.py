@@ -67,6 +67,13 @@ def backtest_section(bt: dict) -> dict:
     }
 
 
+def backtest_on(cfg: Config) -> str:
+    """What the backtest trades: the training tickers, or phase 5's price-band universe."""
+    if cfg.universe.active:
+        return f"the ${cfg.universe.min_price:g}-{cfg.universe.max_price:g} universe"
+    return "training tickers"
+
+
 def assemble_metrics(
     cfg: Config,
     ctx: RunContext,
@@ -106,6 +113,7 @@ def assemble_metrics(
         cv_accuracy_se=se["cv_accuracy_se"],
         overfitting=overfit,
         **decision_evidence(naive, bt, bt["benchmark_stats"]),
+        backtest_on=backtest_on(cfg),
     )
     decision = apply_concentration(decision, cfg.decision, bt["concentration"])
     return {
@@ -175,6 +183,7 @@ def assemble_metrics(
             "memory_samples": sampler.samples[:: max(1, len(sampler.samples) // 500)],
         },
         "decision": {**decision, "previous_phase_run": previous["run_id"] if previous else None},
+        "backtest_on": backtest_on(cfg),
         "model_dir": str(ctx.model_dir),
         "git_commit": git_commit(),
         "config_fingerprint": cfg.fingerprint(),

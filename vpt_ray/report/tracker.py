@@ -120,6 +120,7 @@ def row_from_metrics(metrics: dict) -> dict:
         "total_return": bt["total_return"],
         "sharpe": bt["sharpe"],
         "sharpe_se": _finite(bt.get("sharpe_se")),
+        "backtest_on": metrics.get("backtest_on", "training tickers"),  # phase 5: its universe
         "max_drawdown": bt["max_drawdown"],
         "max_drawdown_daily": bt.get("max_drawdown_daily"),
         "top_ticker_share": conc.get("top_ticker_share"),

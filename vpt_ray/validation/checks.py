@@ -46,6 +46,7 @@ class Evidence:
     trades: int | None = None
     oos_sessions: int | None = None
     robustness: dict = field(default_factory=dict)
+    backtest_on: str = "training tickers"  # or the phase 5 universe: what the Sharpe is measured on
 
 
 @dataclass(frozen=True)

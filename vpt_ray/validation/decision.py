@@ -210,6 +210,18 @@ def degradation_rule(rules: DecisionConfig, hw: HardwareConfig, ev: Evidence) ->
     prev = ev.previous
     if not prev:
         return []
+    before_on = prev.get("backtest_on") or "training tickers"  # rows before the field: phases 1-4
+    if before_on != ev.backtest_on:  # other stocks, other costs: a drop would not be a regression
+        return [
+            Check(
+                "vs previous phase",
+                "note",
+                False,
+                f"vs phase {prev.get('phase')}: not compared (this run is backtested on "
+                f"{ev.backtest_on}, phase {prev.get('phase')} on {before_on}: other stocks, "
+                "other costs); the degradation rule is not applied",
+            )
+        ]
     out = []
     for key, label, now, se_now, d in (
         ("accuracy", "OOS accuracy", ev.oos_accuracy, ev.oos_accuracy_se, 4),
@@ -305,6 +317,7 @@ def decide(
     trades: int | None = None,
     oos_sessions: int | None = None,
     robustness: dict | None = None,
+    backtest_on: str = "training tickers",
 ) -> dict:
     """Verdict, reasons (each with figure, SE and threshold) and every check; `previous` is the
     previous phase's tracker row (accuracy, sharpe and, when recorded, their SEs). The fields
@@ -330,6 +343,7 @@ def decide(
         trades=trades,
         oos_sessions=oos_sessions,
         robustness=robustness or {},
+        backtest_on=backtest_on,
     )
     return verdict([c for rule in RULES for c in rule(rules, hardware, ev)])
 

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import json
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -37,7 +36,8 @@ import pandas as pd
 import pyarrow as pa
 import xgboost as xgb
 
-from vpt_ray.core import storage
+from vpt_ray.core import interrupt, storage
+from vpt_ray.core.bounded import short_repr
 from vpt_ray.core.config import Config
 from vpt_ray.core.run import atomic_dir, write_json_atomic, write_text_atomic
 from vpt_ray.core.storage import ArtifactError
@@ -191,6 +191,16 @@ class SpilledBatches(xgb.DataIter):
         self.rows = 0  # samples the source gave
 
     def next(self, input_data: Callable) -> bool:
+        """XGBoost's callback (called from C): a KeyboardInterrupt (the run's SIGINT / SIGTERM,
+        `vpt_ray.core.interrupt`) raised here would be printed and dropped by ctypes, and the
+        matrix built from the batches so far; it ends the pass instead, and `fit_final` raises
+        the interruption once XGBoost has returned."""
+        try:
+            return self._next_batch(input_data)
+        except KeyboardInterrupt:
+            return False
+
+    def _next_batch(self, input_data: Callable) -> bool:
         if self._pulled:
             if self._next == len(self._spilled):
                 return False
@@ -253,6 +263,7 @@ def fit_final(
     with tempfile.TemporaryDirectory(prefix="final-fit-", dir=spill_root) as spill:
         it = SpilledBatches(lambda: store_batches(rows), list(rows.names), Path(spill))
         dtrain = xgb.QuantileDMatrix(it, max_bin=cfg.model.max_bin, nthread=nthread)
+    interrupt.check()  # a signal during the build ended it early (`SpilledBatches.next`)
     if it.rows != rows.n_rows:
         raise RuntimeError(
             f"final fit: the feature store gave {it.rows} samples, the selection has "
@@ -291,6 +302,24 @@ def save_model(model_dir: Path, booster: xgb.Booster, meta: dict, config_yaml: s
 META_KEYS = ("run_id", "feature_names", "train_window")  # what every reader of a model needs
 
 
+def meta_type_errors(meta: dict) -> list[str]:
+    """What in a model's meta.json has the wrong type for its readers (empty when all is well)."""
+    names, window, run_id = meta["feature_names"], meta["train_window"], meta["run_id"]
+    wrong = []
+    if not isinstance(run_id, str) or not run_id:
+        wrong.append(f"run_id is {short_repr(run_id, 60)}, not a run id")
+    if not (isinstance(names, list) and names and all(isinstance(n, str) for n in names)):
+        wrong.append(f"feature_names is {short_repr(names, 60)}, not a list of names")
+    try:
+        start, end = (dt.date.fromisoformat(str(d)) for d in window)
+        ok = isinstance(window, list) and start <= end
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        wrong.append(f"train_window is {short_repr(window, 60)}, not [start, end] dates")
+    return wrong
+
+
 def load_model(model_dir: str | Path) -> tuple[xgb.Booster, dict]:
     """The booster and its metadata; one clear error (`ArtifactError`, naming the file and the
     fix) if the directory is not a complete, readable model, before anything uses it."""
@@ -305,18 +334,18 @@ def load_model(model_dir: str | Path) -> tuple[xgb.Booster, dict]:
         "the model directory is damaged: write it again with `python -m vpt_ray.phase N "
         f"--run-id {model_dir.name}` (or `vpt train`), or pass another --model-dir"
     )
-    try:
-        meta = json.loads(meta_path.read_text())
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise ArtifactError(f"{meta_path}: not readable JSON ({exc}); {fix}") from None
-    missing = [k for k in META_KEYS if not isinstance(meta, dict) or k not in meta]
+    meta = storage.read_json_object(meta_path, fix)
+    missing = [k for k in META_KEYS if k not in meta]
     if missing:
         raise ArtifactError(f"{meta_path}: lacks {', '.join(missing)}; {fix}")
+    if wrong := meta_type_errors(meta):
+        raise ArtifactError(f"{meta_path}: {'; '.join(wrong)}; {fix}")
     booster = xgb.Booster()
     try:
         booster.load_model(model_path)
-    except xgb.core.XGBoostError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else "unreadable"
+    except (xgb.core.XGBoostError, UnicodeDecodeError) as exc:  # xgboost decodes C++'s message
+        text = str(exc).strip() if isinstance(exc, xgb.core.XGBoostError) else ""
+        first = text.splitlines()[0] if text else "unreadable"
         raise ArtifactError(
             f"{model_path}: not a readable XGBoost model ({first}); {fix}"
         ) from None

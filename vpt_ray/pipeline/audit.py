@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from vpt_ray.core.config import Config, load_config
+from vpt_ray.pipeline.cli import add_config_args, failure_exit, guarded, run_locations
 
 log = logging.getLogger("vpt_ray.audit")
 
@@ -214,9 +215,9 @@ def print_table(checks: list[Check]) -> None:
     print()
 
 
+@guarded
 def main(argv: list[str] | None = None) -> int:
     from vpt_ray.core.run import setup_logging
-    from vpt_ray.pipeline.cli import add_config_args, user_error_exit
 
     parser = argparse.ArgumentParser(
         prog="python -m vpt_ray.audit",
@@ -227,6 +228,7 @@ def main(argv: list[str] | None = None) -> int:
     add_config_args(parser)
     args = parser.parse_args(argv)
     setup_logging(None)
+    cfg = None
     try:
         cfg = load_config(
             phase=None if args.config else args.phase,
@@ -235,9 +237,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         checks = run_audit(cfg)
     except BaseException as exc:  # noqa: BLE001 - translated to an exit code
-        if (code := user_error_exit(exc)) is not None:
-            return code
-        raise
+        return failure_exit(exc, run_locations(cfg))
     print_table(checks)
     return 0 if all(c.passed for c in checks) else 1
 

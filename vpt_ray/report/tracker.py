@@ -58,17 +58,26 @@ def parse_state(text: str | None, path: Location) -> dict:
         state = json.loads(m.group(1))
     except ValueError as exc:
         raise ArtifactError(f"{path}: damaged tracker state ({exc}); {_FIX}") from None
-    if not (
+    ok = (
         isinstance(state, dict)
         and isinstance(state.get("latest"), dict)
         and isinstance(state.get("history"), list)
-        and all(isinstance(r, dict) and "run_id" in r for r in state["history"])
-    ):
+    )
+    if not (ok and all(_row_ok(r) for r in [*state["history"], *state["latest"].values()])):
         raise ArtifactError(
             f"{path}: damaged tracker state (want 'latest' per phase and a 'history' of rows); "
             + _FIX
         )
     return state
+
+
+def _row_ok(row: object) -> bool:
+    """A state row readers can use: a run id, and a phase 1-5."""
+    return (
+        isinstance(row, dict)
+        and isinstance(row.get("run_id"), str)
+        and str(row.get("phase")) in {str(p) for p in PHASES}
+    )
 
 
 def row_from_metrics(metrics: dict) -> dict:

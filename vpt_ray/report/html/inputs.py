@@ -7,7 +7,6 @@ are recomputed from the saved model and the feature store and cached as `predict
 from __future__ import annotations
 
 import datetime as dt
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,8 +16,9 @@ import pyarrow as pa
 import yaml
 
 from vpt_ray.backtest import tearsheet
+from vpt_ray.core.bounded import load_yaml
 from vpt_ray.core.run import read_status
-from vpt_ray.core.storage import ArtifactError
+from vpt_ray.core.storage import ArtifactError, read_json_object, read_parquet_artifact
 from vpt_ray.data.local import write_parquet_atomic
 from vpt_ray.report.run_report import BENCHMARK_FILE, PREDICTIONS_FILE
 
@@ -57,12 +57,33 @@ class RunFiles:
 
 
 def _read_json(path: Path) -> dict | None:
+    """A JSON object the run wrote, None when absent; ArtifactError naming a damaged one."""
     if not path.exists():
         return None
+    return read_json_object(path, "write the run again")
+
+
+def _read_frame(path: Path, column: str) -> pd.Series | None:
+    """`column` of a run's parquet table by its `date`, None when absent; ArtifactError naming
+    a damaged one."""
+    if not path.exists():
+        return None
+    df = read_parquet_artifact(path, "write the run again")
+    if "date" not in df or column not in df:
+        raise ArtifactError(f"{path}: lacks the date and {column} columns; write the run again")
+    return df.set_index(pd.to_datetime(df["date"]))[column].astype(float)
+
+
+SECTIONS = ("data", "cv", "oos", "backtest", "benchmark", "resources", "decision", "search")
+
+
+def _read_config(path: Path) -> dict:
+    """A run's config.yaml; ArtifactError naming it when it is damaged."""
     try:
-        return json.loads(path.read_text())
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise ArtifactError(f"{path}: not readable JSON ({exc}); write the run again") from None
+        config = load_yaml(path.read_bytes().decode())
+    except (OSError, ValueError, yaml.YAMLError) as exc:  # not UTF-8, not YAML, too large
+        raise ArtifactError(f"{path}: not a readable config ({exc}); write the run again") from None
+    return config if isinstance(config, dict) else {}
 
 
 def default_model_dir(report_dir: Path, metrics: dict) -> Path:
@@ -96,23 +117,25 @@ def load_run(
     cfg_path = next(
         (p for p in (report_dir / "config.yaml", model_dir / "config.yaml") if p.exists()), None
     )
+    bad = [k for k in SECTIONS if not isinstance(metrics.get(k, {}), dict)]
+    if bad:
+        raise ArtifactError(
+            f"{report_dir / 'metrics.json'}: damaged: {', '.join(bad)} is not a section of "
+            "figures; write the run again"
+        )
     run = RunFiles(
         report_dir=report_dir,
         metrics=metrics,
-        config=yaml.safe_load(cfg_path.read_text()) if cfg_path else {},
+        config=_read_config(cfg_path) if cfg_path else {},
         status=read_status(report_dir),
         meta=_read_json(model_dir / "meta.json"),
     )
     if not run.config:
         run.notes["config"] = f"no config.yaml in {report_dir} or {model_dir}"
     if (report_dir / "trades.parquet").exists():
-        run.trades = pd.read_parquet(report_dir / "trades.parquet")
-    if (report_dir / "equity.parquet").exists():
-        eq = pd.read_parquet(report_dir / "equity.parquet")
-        run.equity = eq.set_index(pd.to_datetime(eq["date"]))["equity"].astype(float)
-    if (report_dir / BENCHMARK_FILE).exists():
-        b = pd.read_parquet(report_dir / BENCHMARK_FILE)
-        run.benchmark = b.set_index(pd.to_datetime(b["date"]))["benchmark"].astype(float)
+        run.trades = read_parquet_artifact(report_dir / "trades.parquet", "write the run again")
+    run.equity = _read_frame(report_dir / "equity.parquet", "equity")
+    run.benchmark = _read_frame(report_dir / BENCHMARK_FILE, "benchmark")
     try:
         run.price_window = price_window or default_price_window(run.equity, run.capital)
         if run.price_window is not None:

@@ -254,14 +254,15 @@ def chart_path(path: Location) -> Location:
 
 
 def update(path: Location, row: dict) -> None:
-    """Put `row` as its phase's latest run (a phase run's row only, not a backtest's) and
-    prepend it to the history, as one locked read-modify-write (`storage.update_text`):
+    """Put `row` as its phase's latest run (a finished phase run's row only: not a backtest's,
+    nor a run STOPPED on memory, whose row says `status`) and prepend it to the history, as one
+    locked read-modify-write (`storage.update_text`):
     concurrent runs each add their row. The chart is redrawn inside the lock, before the
     markdown that shows it."""
 
     def change(text: str | None) -> str:
         state = parse_state(text, path)
-        if row.get("kind", "phase") == "phase":
+        if row.get("kind", "phase") == "phase" and row.get("status", "FINISHED") == "FINISHED":
             state["latest"][str(row["phase"])] = row
         state["history"] = [row] + [h for h in state["history"] if h["run_id"] != row["run_id"]]
         chart = None

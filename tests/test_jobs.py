@@ -411,5 +411,9 @@ def test_submit_fails_clearly_when_no_cluster_answers():
         env={k: v for k, v in os.environ.items() if k != "POLYGON_API_KEY"},
     )
     assert proc.returncode == 2
-    assert f"ray job submit to http://127.0.0.1:{port} failed" in proc.stderr
+    # one line, not the Ray CLI's 116 lines and five tracebacks (issue 30)
+    assert proc.stderr.splitlines() == [proc.stderr.strip()], proc.stderr
+    assert proc.stderr.startswith(
+        f"error: jobs/submit.sh: no Ray cluster answers at http://127.0.0.1:{port}"
+    )
     assert proc.stdout == ""  # no job id is printed for a job that does not exist

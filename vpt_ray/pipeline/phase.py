@@ -38,7 +38,7 @@ from vpt_ray.core.resources import init_ray
 from vpt_ray.core.run import RunContext, mark_abandoned, new_run_id, remove_owned, setup_logging
 from vpt_ray.data import gcs
 from vpt_ray.model import ensemble
-from vpt_ray.pipeline import memory_stop, optimize, outputs, resume, stages
+from vpt_ray.pipeline import memory_stop, optimize, outputs, preflight, resume, stages
 from vpt_ray.pipeline.cli import (
     EXIT_STOPPED,
     add_config_args,
@@ -118,6 +118,7 @@ def _run(
         with sampler:
             ray_info = state["ray"] = init_ray(hw)
             interrupt.install()  # ray.init replaced SIGTERM's handler with its own sys.exit
+            preflight.check(cfg, ray_info)  # settings Ray's resources cannot run: refused now
             sampler.attach()  # from now on: every node of the cluster
             with step("data"):
                 data = state["data"] = stages.stage_bars(stages.load_data(cfg), cache)

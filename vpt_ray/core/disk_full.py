@@ -4,29 +4,35 @@ Why: with `paths.artifacts` on a full filesystem a run failed as it should (FAIL
 tracker unchanged) but the console showed a traceback ending in `OSError: [Errno 28] No space
 left on device`, without the path: which of the run's locations was full was left to guess.
 
-How: the project's writers (`storage.write_*`, `atomic_dir`) put the path they were writing into
-the error (`naming`): a failed `write()` or `close()` carries none of its own, and pyarrow's
-errors carry no errno. `find` looks for ENOSPC / EDQUOT through the error, its causes and
-contexts and Ray's wrappers (`.cause`); `message` is the one line: the file when the error names
-one, else the run's location (`paths.*`) whose filesystem has the least room left.
+How: the project's writers (`storage.write_*`, `atomic_dir`, the final fit's spill files) put the
+path they were writing into the error (`naming`): a failed `write()` or `close()` carries none
+of its own, pyarrow's errors carry no errno, numpy's says only "N requested and M written".
+`find` looks for ENOSPC / EDQUOT through the error, its causes and contexts and Ray's wrappers
+(`.cause`); `message` is the one line: the file when the error names one, else the run's
+location (`paths.*`) whose filesystem has the least room left.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import re
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
 ERRNOS = (errno.ENOSPC, errno.EDQUOT)
 TEXTS = ("No space left on device", "Disk quota exceeded")
+SHORT_WRITE = re.compile(r"\d+ requested and \d+ written")  # numpy's `tofile` on a full disk
 
 
 def _is_full(exc: BaseException) -> bool:
     if not isinstance(exc, OSError):
         return False
-    return exc.errno in ERRNOS or (exc.errno is None and any(t in str(exc) for t in TEXTS))
+    text = str(exc)
+    return exc.errno in ERRNOS or (
+        exc.errno is None and (any(t in text for t in TEXTS) or bool(SHORT_WRITE.search(text)))
+    )
 
 
 @contextlib.contextmanager

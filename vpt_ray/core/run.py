@@ -278,16 +278,17 @@ class RunContext:
         rewritten every HEARTBEAT_S while RUNNING, so a reader can tell a live run from one
         that was killed (`read_status`: ABANDONED).
 
-        FAILED and INTERRUPTED first take back what looks finished (`run_status.retract_outputs`;
-        INTERRUPTED also drops the run's scratch), then record the status as best they can: on a
-        full disk the run's own error is what the user must see."""
+        FAILED and INTERRUPTED first take back what looks finished (`run_status.retract_outputs`),
+        then record the status as best they can: on a full disk the run's own error is what the
+        user must see. A run that did not finish (those two, STOPPED) drops its scratch
+        `runs/{run_id}`: the resume cache holds what a rerun reuses."""
         if status == "RUNNING":
             self._start_tracking()
         cut_short = status in ("FAILED", "INTERRUPTED")
         if cut_short:
             retract_outputs(self.report_dir, self.run_id, status, error)
-            if status == "INTERRUPTED" and not self.remote:
-                remove_scratch(self.work_dir)
+        if status in ("FAILED", "INTERRUPTED", "STOPPED") and not self.remote:
+            remove_scratch(self.work_dir)  # resume uses the cache, the report nothing of it
         with self._status_lock:
             self._status = {
                 "run_id": self.run_id,

@@ -6,8 +6,10 @@ next run's start, `vpt clean`) rewrites it so. A run that ends without finishing
 INTERRUPTED, ABANDONED) must not leave a report that looks finished: `retract_outputs` removes
 what a cut-short commit may have written (metrics.json, report.html, the parquet tables,
 optimized.yaml) and writes a summary.md whose first line states the status. Its scratch,
-`runs/{run_id}` (the feature store copy, Tune's results: a few MB), is removed when it was
-INTERRUPTED or ABANDONED; a FAILED or STOPPED run keeps it for inspection until `vpt clean`.
+`runs/{run_id}` (a copy of the feature store, Tune's results: ~4.5 MB for a tiny run), goes too
+(`remove_scratch`): by the run itself when it ends FAILED, INTERRUPTED or STOPPED, by the next
+run when it finds it ABANDONED. The resume cache (`paths.cache`) keeps what a rerun reuses; the
+traceback of a failure is in the run log.
 """
 
 from __future__ import annotations

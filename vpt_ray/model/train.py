@@ -36,7 +36,7 @@ import pandas as pd
 import pyarrow as pa
 import xgboost as xgb
 
-from vpt_ray.core import interrupt, storage
+from vpt_ray.core import disk_full, interrupt, storage
 from vpt_ray.core.bounded import short_repr
 from vpt_ray.core.config import Config
 from vpt_ray.core.run import atomic_dir, write_json_atomic, write_text_atomic
@@ -218,8 +218,9 @@ class SpilledBatches(xgb.DataIter):
             self._dir / f"{len(self._spilled)}.X.npy",
             self._dir / f"{len(self._spilled)}.y.npy",
         )
-        np.save(paths[0], X)
-        np.save(paths[1], y)
+        with disk_full.naming(paths[0]):  # a full disk's error names the spill file
+            np.save(paths[0], X)
+            np.save(paths[1], y)
         self._spilled.append(paths)
         self.rows += len(y)
         input_data(data=X, label=y, feature_names=self._names)

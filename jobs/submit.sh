@@ -225,11 +225,12 @@ if [[ $wait_for_result -eq 1 ]]; then
     [[ $rc -eq 0 ]] || no_agent
     exit "$rc"
 else
-    ray_cli "${submit[@]}" --no-wait -- "${entrypoint[@]}" > >(tee -a "$submit_log" >&2) \
-        2> >(tee -a "$submit_log" >&2) || {
-        wait
+    # the Ray CLI's output is shown after it ends, unless its failure is recognised (one line)
+    ray_cli "${submit[@]}" --no-wait -- "${entrypoint[@]}" >"$submit_log" 2>&1 || {
         no_agent
+        cat "$submit_log" >&2
         die "ray job submit to $address failed (see above)"
     }
+    cat "$submit_log" >&2
     print_next_steps
 fi

@@ -170,7 +170,7 @@ def committed(ws, ray_session) -> dict:
     return m
 
 
-def test_a_signal_during_the_commit_is_held_and_the_run_finishes(ws, committed, caplog):
+def test_a_signal_during_the_commit_is_held_and_the_run_finishes(ws, committed):
     arts = ws / "artifacts"
     assert json.loads((arts / "reports" / "commit" / "status.json").read_text())["status"] == (
         "FINISHED"

@@ -33,6 +33,7 @@ log = logging.getLogger("vpt_ray.interrupt")
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 _received: list[int] = []  # signals seen since handle_signals() was entered
 _graceful = [0]  # depth of graceful() blocks
+_deferred = [0]  # depth of deferred() blocks
 _active = [0]  # depth of handle_signals() blocks
 
 
@@ -80,6 +81,10 @@ def _handler(signum: int, frame: object) -> None:
     first = not _received
     _received.append(signum)
     name = signal.Signals(signum).name
+    if _deferred[0]:
+        if first:
+            log.warning("%s received: stopping once the current library call returns", name)
+        return
     if first and _graceful[0]:
         log.warning(
             "%s received: stopping the search's trials, then the run (send it again to stop "
@@ -149,6 +154,21 @@ def graceful() -> Iterator[None]:
             os.environ.pop("TUNE_DISABLE_SIGINT_HANDLER", None)
         else:
             os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = saved
+    check()
+
+
+@contextlib.contextmanager
+def deferred() -> Iterator[None]:
+    """A block of C code that calls back into Python (XGBoost's `QuantileDMatrix` pulling its
+    data iterator): no signal raises inside it, since an exception raised in a ctypes callback
+    is printed and dropped there and leaves the library's state inconsistent (XGBoost then
+    failed with `vector::_M_range_check` or aborted the process). Signals are recorded; the
+    callbacks poll `requested()` to end early; `RunInterrupted` is raised when the block ends."""
+    _deferred[0] += 1
+    try:
+        yield
+    finally:
+        _deferred[0] -= 1
     check()
 
 

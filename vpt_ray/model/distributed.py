@@ -193,13 +193,16 @@ class _Trainer(XGBoostTrainer):
         self.controller = controller  # Ray Train would install its own SIGINT handler here
 
 
+ABORT_TIMEOUT_S = 15.0  # an abort takes ~1-2 s; past this the driver's exit ends the fit anyway
+
+
 def _abort(controller) -> None:  # noqa: ANN001 - Ray's ActorHandle
     """Ask an interrupted fit's controller to stop its workers (it exits when done); a few
     seconds at most, and nothing to do when it is already gone."""
     if controller is None:
         return
     with contextlib.suppress(Exception):  # the controller exits inside abort: RayActorError
-        ray.get(controller.abort.remote(), timeout=30)
+        ray.get(controller.abort.remote(), timeout=ABORT_TIMEOUT_S)
     log.warning("distributed final fit interrupted: its Ray Train workers were stopped")
 
 

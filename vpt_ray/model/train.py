@@ -191,16 +191,10 @@ class SpilledBatches(xgb.DataIter):
         self.rows = 0  # samples the source gave
 
     def next(self, input_data: Callable) -> bool:
-        """XGBoost's callback (called from C): a KeyboardInterrupt (the run's SIGINT / SIGTERM,
-        `vpt_ray.core.interrupt`) raised here would be printed and dropped by ctypes, and the
-        matrix built from the batches so far; it ends the pass instead, and `fit_final` raises
-        the interruption once XGBoost has returned."""
-        try:
-            return self._next_batch(input_data)
-        except KeyboardInterrupt:
-            return False
-
-    def _next_batch(self, input_data: Callable) -> bool:
+        """XGBoost's callback (called from C). A run's SIGINT / SIGTERM must not raise in here
+        (`fit_final` builds the matrix inside `interrupt.deferred()`): it ends the first pass
+        early instead, and the later passes replay the same batches, so XGBoost returns in a
+        moment and the interruption is raised then."""
         if self._pulled:
             if self._next == len(self._spilled):
                 return False
@@ -210,6 +204,8 @@ class SpilledBatches(xgb.DataIter):
             return True
         if self._pulling is None:
             self._pulling = self._source()  # lazily: XGBoost's collective calls come first
+        if self._spilled and interrupt.requested() is not None:
+            return False  # the run was signalled: end the pass with the batches so far
         batch = next(self._pulling, None)
         if batch is None and self._spilled:
             return False
@@ -263,8 +259,8 @@ def fit_final(
         spill_root.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="final-fit-", dir=spill_root) as spill:
         it = SpilledBatches(lambda: store_batches(rows), list(rows.names), Path(spill))
-        dtrain = xgb.QuantileDMatrix(it, max_bin=cfg.model.max_bin, nthread=nthread)
-    interrupt.check()  # a signal during the build ended it early (`SpilledBatches.next`)
+        with interrupt.deferred():  # a signal ends the build early, then raises (not inside it)
+            dtrain = xgb.QuantileDMatrix(it, max_bin=cfg.model.max_bin, nthread=nthread)
     if it.rows != rows.n_rows:
         raise RuntimeError(
             f"final fit: the feature store gave {it.rows} samples, the selection has "

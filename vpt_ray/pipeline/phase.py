@@ -162,6 +162,7 @@ def _run(
                 with step("backtest_ensemble"):
                     ens_bt = stages.backtest(cfg, ens, bt_data, bt_store, matrix.feature_names)
             sampler.check("the end of the backtest")
+        state["stage"] = "report"  # the figures, the verdict's reduction and the commit
         metrics = outputs.assemble_metrics(
             cfg, ctx, data, store, matrix, folds, search, backtest, sampler, ray_info
         )

@@ -178,6 +178,11 @@ def _case(ws: Path) -> dict[str, tuple[Callable[[], None], list[str], str]]:
             ["report", "R", "--artifacts", a],
             "R/equity.parquet",
         ),
+        "report-garbage-equity-bars": (
+            report_file("equity_bars.parquet", garbage),
+            ["report", "R", "--artifacts", a],
+            "R/equity_bars.parquet",
+        ),
         "report-wrong-columns": (
             lambda: pd.DataFrame({"x": [1]}).to_parquet(_report(arts, "R") / "equity.parquet"),
             ["report", "R", "--artifacts", a],

@@ -321,6 +321,83 @@ def test_parallel_coordinates_legend_names_the_colour_of_the_best(loaded):
     assert list(line.color) == list(files.trials["val_log_loss"])
 
 
+def test_pnl_panels_equal_the_trades_costs_and_book(run, loaded):
+    """PnL before / after costs and by side, exposure and per-ticker equity (issue 28), against
+    metrics.json and the run's parquet files read directly."""
+    files, figs = loaded
+    bt = run["metrics"]["backtest"]
+    costs, trades = bt["costs"], files.trades
+    pc = figs["pnl_costs"]
+    assert float(_trace(pc, "after costs (net)").y[-1]) == pytest.approx(costs["net_pnl"])
+    assert float(_trace(pc, "before costs (gross)").y[-1]) == pytest.approx(costs["gross_pnl"])
+    stacked = float(_trace(pc, "- commissions (below slippage)").y[-1])
+    assert stacked == pytest.approx(-(costs["commissions"] + costs["slippage"]))
+    side = figs["side_pnl"]
+    for s, name in ((1, "long"), (-1, "short")):
+        net = float(_trace(side, f"{name} net").y[-1])
+        assert net == pytest.approx(trades.loc[trades["side"] == s, "pnl"].sum())
+    bars = pd.read_parquet(run["report"] / "equity_bars.parquet")
+    assert {"gross_exposure", "net_exposure"} <= set(bars.columns)
+    assert bars["gross_exposure"].mean() == pytest.approx(bt["exposure"])  # the pipeline's mean
+    ny = pd.to_datetime(bars["timestamp"], utc=True).dt.tz_convert("America/New_York").dt.date
+    by_day = bars.groupby(ny.to_numpy())
+    ex = figs["exposure"]
+    assert list(np.asarray(_trace(ex, "gross (session mean)").y, float)) == pytest.approx(
+        list(by_day["gross_exposure"].mean())
+    )
+    assert list(np.asarray(_trace(ex, "net (mean)").y, float)) == pytest.approx(
+        list(by_day["net_exposure"].mean())
+    )
+    te = figs["ticker_equity"]
+    for t, st in bt["per_ticker"].items():  # flat at the close: the last session is realized
+        assert float(_trace(te, t).y[-1]) * files.capital == pytest.approx(st["pnl"], abs=1e-6)
+    page = _visible_text((run["report"] / "report.html").read_text())
+    assert f"${costs['gross_pnl']:,.0f}" in page and f"${costs['net_pnl']:,.0f}" in page
+
+
+def test_risk_panel_and_yearly_table_equal_the_equity(run, loaded):
+    import empyrical
+
+    from vpt_ray.backtest.tearsheet import daily_returns
+
+    files, figs = loaded
+    bt, b = run["metrics"]["backtest"], run["metrics"]["benchmark"]
+    r = daily_returns(files.equity, files.capital)
+    rb = daily_returns(files.benchmark.reindex(files.equity.index).ffill(), files.capital)
+    hist = figs["daily_returns"]
+    strat = next(t for t in hist.data if t.name.startswith("strategy"))
+    assert int(np.sum(strat.y)) == len(files.equity) == bt["days"]
+    var = [s for s in hist.layout.shapes if s.type == "line"]
+    assert any(s.x0 == pytest.approx(empyrical.value_at_risk(r.to_numpy())) for s in var)
+    page = (run["report"] / "report.html").read_text()
+    text = _visible_text(page)
+    rel = " ".join(re.search(r'<p id="relative">(.*?)</p>', page, re.S)[1].split())
+    beta = float(re.search(r"beta <b>(-?[\d.]+(?:e[-+]\d+)?)</b>", rel)[1])
+    assert beta == pytest.approx(empyrical.beta(r, rb), abs=1e-3)  # shown with 3 decimals
+    ir = float(re.search(r"information ratio <b>(-?[\d.]+(?:e[-+]\d+)?)</b>", rel)[1])
+    ref_ir = empyrical.excess_sharpe(r.to_numpy(), rb.to_numpy()) * 252**0.5
+    assert ir == pytest.approx(ref_ir, abs=0.005)  # shown with 2 decimals
+    yearly = re.search(r'<div id="yearly">(.*?)</div>', page, re.S)[1]
+    assert f"{bt['total_return']:.2%}" in yearly and f"{b['total_return']:.2%}" in yearly
+    assert bt["days"] < 252 and 'id="cagr-note"' in page  # a few weeks: CAGR is flagged
+    assert f"annualized from {bt['days']} sessions" in text
+
+
+def test_oracle_and_decision_tables_read_as_a_quant_reads_them(run):
+    m = run["metrics"]
+    page = (run["report"] / "report.html").read_text()
+    o = m["oracle"]
+    table = re.search(r'<div id="oracle-table">(.*?)</div>', page, re.S)[1]
+    for key in ("accuracy", "auc"):
+        assert f"{o['model'][key]:.4f}" in table and f"{o['oracle'][key]:.4f}" in table
+    assert f"{o['oracle']['sharpe']:,.2f}" in table
+    card = re.search(r'data-kpi="Sharpe".*?class="s">([^<]*)<', page, re.S)[1]
+    assert card.startswith(f"SE {m['backtest']['sharpe_se']:.2f}")
+    rules = decision.decision_rules(m, yaml.safe_load((run["report"] / "config.yaml").read_text()))
+    for needs in rules["needs"]:
+        assert not re.search(r"\d\.\d{5,}", needs), needs  # no raw floats like 0.00977712
+
+
 # ---------------------------------------------------------------------------------- browser
 
 
@@ -338,6 +415,14 @@ def test_report_renders_in_headless_chromium(run, tmp_path):
         verdict: document.getElementById('verdict').innerText,
         panels: ['equity', 'rolling_sharpe', 'turnover', 'prices'].filter(
             k => document.querySelector('#fig-' + k + ' .main-svg')),
+        newPanels: ['pnl_costs', 'side_pnl', 'exposure', 'ticker_equity', 'daily_returns'].filter(
+            k => document.querySelectorAll('#fig-' + k + ' .main-svg .trace').length > 0),
+        tables: ['pnl-by-side', 'return-distribution', 'yearly', 'oracle-table'].filter(
+            k => document.querySelectorAll('#' + k + ' tbody tr').length > 0),
+        pageWidth: [document.documentElement.scrollWidth, document.documentElement.clientWidth],
+        sideways: Array.from(document.querySelectorAll('section, .tablewrap, section > div'))
+            .filter(e => e.scrollWidth > e.clientWidth + 1)
+            .map(e => (e.closest('section') || {}).id + ' ' + e.className + ' ' + e.scrollWidth),
         equityAxes: document.getElementById('fig-equity')._fullLayout._subplots.cartesian.length,
         priceMarkers: document.querySelectorAll('#fig-prices .scatterlayer .point').length,
         priceMenu: document.querySelectorAll('#fig-prices .updatemenu-header-group').length,
@@ -350,7 +435,8 @@ def test_report_renders_in_headless_chromium(run, tmp_path):
         "document.readyState === 'complete' && document.querySelectorAll('.js-plotly-plot')"
         ".length === Number(document.body.dataset.figures)"
     )
-    page = render_page(url, script, ready=ready, full_page=True)
+    # 1,400 px: the width issue 28 found the trials table overflowing at
+    page = render_page(url, script, ready=ready, width=1400, full_page=True)
     shot = tmp_path / "report.png"
     shot.write_bytes(page.screenshot)
     v = page.value
@@ -359,6 +445,10 @@ def test_report_renders_in_headless_chromium(run, tmp_path):
     assert v["banner"].startswith("SYNTHETIC DATA") and v["bannerHeight"] > 0
     assert v["verdict"] == run["metrics"]["decision"]["verdict"].upper()
     assert v["panels"] == ["equity", "rolling_sharpe", "turnover", "prices"], v["panels"]
+    assert v["newPanels"] == ["pnl_costs", "side_pnl", "exposure", "ticker_equity",
+                              "daily_returns"], v["newPanels"]  # fmt: skip
+    assert v["tables"] == ["pnl-by-side", "return-distribution", "yearly", "oracle-table"]
+    assert v["pageWidth"][0] <= v["pageWidth"][1] and v["sideways"] == [], v["sideways"]
     assert v["equityAxes"] == 3  # equity + buy-and-hold, drawdown, excess return
     assert v["priceMarkers"] > 0 and v["priceMenu"] >= 1
     assert 1 <= v["drawdownRows"] <= 5 and "Excess return of the strategy" in v["benchmark"]
@@ -366,6 +456,25 @@ def test_report_renders_in_headless_chromium(run, tmp_path):
     external = [u for u in page.requests if not u.startswith(("file:", "data:", "blob:"))]
     assert external == [], external
     assert page.screenshot[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 50_000
+
+
+def test_readme_picture_routine_masks_every_digit(run, tmp_path):
+    """docs/report_png.py on this run's report: the picture it writes holds no figure that a
+    later run would contradict (issue 28: the README's picture quoted a stale Sharpe)."""
+    if find_chromium() is None:
+        pytest.skip("chromium is not installed (apt-get install -y chromium; .ci/run installs it)")
+    from PIL import Image
+
+    spec = importlib.util.spec_from_file_location("report_png", REPO / "docs" / "report_png.py")
+    report_png = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(report_png)
+    out = tmp_path / "report.png"
+    seen = report_png.draw(run["report"], out, height=900)
+    assert seen["left"] == [] and seen["masked"] > 50, seen
+    assert seen["sections"][0] == "decision"
+    text = Image.open(out).text
+    assert text["vpt-ray:digits"] == "masked" and text["vpt-ray:run"] == RUN_ID
+    assert Image.open(out).size == (1280, 900)
 
 
 def test_browser_check_catches_errors_and_external_requests(tmp_path):

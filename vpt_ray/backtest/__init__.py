@@ -1,7 +1,10 @@
 """Backtest: the pure one-ticker simulation (`engine`), its statistics (`stats`, `tearsheet`),
 each ticker's planned round trips (`plans`) and the portfolio that sizes them from one pool of
 capital on one clock (`portfolio`, measured in `portfolio_stats`; the old equal sleeves in
-`sleeves`). `proxy` applies the backtest's trading rules to the search's CV samples.
+`sleeves`). `proxy` applies the backtest's trading rules to the search's CV samples. What the
+report reads next to them: where the PnL went (`attribution`: before and after costs, by side, by
+ticker), the book's gross and net exposure (`exposure`) and the daily returns' risk against the
+benchmark (`risk`).
 
 Ray stays out of this package's import path: the per-ticker fan-out (`vpt_ray.backtest.run`)
 calls these plain functions and is imported only where it is used.

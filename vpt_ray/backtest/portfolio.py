@@ -58,11 +58,7 @@ import numpy as np
 import pandas as pd
 from numba import njit
 
-from vpt_ray.backtest.engine import (
-    EXIT_REASONS,
-    TRADE_COLUMNS,
-    session_days,
-)
+from vpt_ray.backtest.engine import EXIT_REASONS, TRADE_COLUMNS, session_days
 from vpt_ray.backtest.plans import TradePlan
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -136,7 +132,7 @@ class PortfolioResult:
     """One portfolio simulation.
 
     bar_equity: equity at every clock step's close (index: UTC bar start), after that step's
-        fills; gross: gross exposure (sum of |notional| / equity) at the same steps.
+        fills; gross, net: gross and net exposure (sum of |notional|, of signed notional, / equity).
     daily_equity: equity at each session's last clock step (index: session date, naive).
     trades: the round trips that were filled (`PORTFOLIO_TRADE_COLUMNS`); `return` = pnl /
         entry notional, `weight` = entry notional / portfolio equity at the entry.
@@ -149,6 +145,7 @@ class PortfolioResult:
     capital: float
     bar_equity: pd.Series
     gross: pd.Series
+    net: pd.Series
     daily_equity: pd.Series
     trades: pd.DataFrame
     ticker_pnl: pd.DataFrame
@@ -185,13 +182,14 @@ def _pool_kernel(
 ):  # fmt: skip
     """The clock loop. Bars and planned trades of all tickers are concatenated (ticker i's bars
     are boff[i]..boff[i+1]-1, its trades toff[i]..toff[i+1]-1, bar indices local to the ticker).
-    Returns (clock, equity, gross, shares, commission, pnl, equity at entry, day sessions,
+    Returns (clock, equity, gross, net, shares, commission, pnl, equity at entry, day sessions,
     cumulative PnL by day and ticker, days recorded)."""
     n_tk = boff.shape[0] - 1
     big = np.iinfo(np.int64).max
     clock = np.empty(n_steps, np.int64)
     equity = np.empty(n_steps)
     gross_out = np.empty(n_steps)
+    net_out = np.empty(n_steps)
     n_tr = t_entry.shape[0]
     shares_out = np.zeros(n_tr)
     comm_out = np.zeros(n_tr)
@@ -335,13 +333,14 @@ def _pool_kernel(
         clock[c] = tmin
         equity[c] = cash + mtm
         gross_out[c] = gross
+        net_out[c] = mtm
     if day >= 0:
         for i in range(n_tk):
             day_pnl[day, i] = realized[i]
             if cur[i] >= 0:
                 day_pnl[day, i] += sd[i] * sh[i] * (mark[i] - t_entry_px[cur[i]]) - ecomm[i]
-    return (clock, equity, gross_out, shares_out, comm_out, pnl_out, eq_entry, day_session,
-            day_pnl, day + 1)  # fmt: skip
+    return (clock, equity, gross_out, net_out, shares_out, comm_out, pnl_out, eq_entry,
+            day_session, day_pnl, day + 1)  # fmt: skip
 
 
 def _concat(plans: dict[str, TradePlan]) -> dict[str, np.ndarray]:
@@ -423,11 +422,12 @@ def simulate_portfolio(plans: dict[str, TradePlan], settings: PortfolioSettings)
         float(s.max_gross_exposure), float(s.commission_per_share), float(s.min_commission),
         s.sizing == "volatility",
     )  # fmt: skip
-    clock, equity, gross, shares, comm, pnl, eq_entry, day_session, day_pnl, n_rec = out
+    clock, equity, gross, net, shares, comm, pnl, eq_entry, day_session, day_pnl, n_rec = out
     index = pd.DatetimeIndex(clock.view("datetime64[ns]")).tz_localize("UTC")
     bar_equity = pd.Series(equity, index=index, name="equity")
     with np.errstate(divide="ignore", invalid="ignore"):
         gross_frac = np.where(equity > 0, gross / equity, np.nan)
+        net_frac = np.where(equity > 0, net / equity, np.nan)
     days = pd.DatetimeIndex(day_session[:n_rec].astype("datetime64[D]"), name="session")
     if len(clock):
         clock_sess = session_days(index)
@@ -444,6 +444,7 @@ def simulate_portfolio(plans: dict[str, TradePlan], settings: PortfolioSettings)
         capital=float(s.capital),
         bar_equity=bar_equity,
         gross=pd.Series(gross_frac, index=index, name="gross_exposure"),
+        net=pd.Series(net_frac, index=index, name="net_exposure"),
         daily_equity=daily,
         trades=trades,
         ticker_pnl=ticker_pnl,

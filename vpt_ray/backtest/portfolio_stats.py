@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
+from vpt_ray.backtest.attribution import trade_costs
 from vpt_ray.backtest.stats import trading_stats
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -106,13 +107,9 @@ def cost_section(result: PortfolioResult) -> dict:
         return {"gross_pnl": 0.0, "commissions": 0.0, "slippage": 0.0, "total": 0.0,
                 "net_pnl": 0.0, "cost_share_of_gross": None, "commission_bps_per_fill": None,
                 "cost_bps_per_fill": None}  # fmt: skip
-    n, side = t["shares"].to_numpy(float), t["side"].to_numpy(float)
-    gross = float((side * n * (t["exit_ref"] - t["entry_ref"])).sum())
-    slip = float(
-        (side * n * ((t["entry_price"] - t["entry_ref"]) - (t["exit_price"] - t["exit_ref"]))).sum()
-    )
-    comm = float(t["commission"].sum())
-    notional = float((n * (t["entry_price"] + t["exit_price"])).sum())  # both fills
+    parts = trade_costs(t).sum()  # the definitions: `vpt_ray.backtest.attribution`
+    gross, slip, comm = float(parts["gross"]), float(parts["slippage"]), float(parts["commissions"])
+    notional = float((t["shares"] * (t["entry_price"] + t["exit_price"])).sum())  # both fills
     return {
         "gross_pnl": gross,
         "commissions": comm,

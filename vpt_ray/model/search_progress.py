@@ -51,6 +51,7 @@ class SearchProgress(Callback):
         self.best: float | None = None
         self.best_trial: str | None = None
         self.t0: float | None = None
+        self.logged: set[str] = set()  # trials whose line is out
 
     def _elapsed(self) -> float:
         if self.t0 is None:
@@ -68,10 +69,21 @@ class SearchProgress(Callback):
             left = min(left, max(0.0, self.time_budget_s - elapsed))
         return left
 
+    def on_trial_result(self, iteration: int, trials: list, trial, result: dict, **info) -> None:
+        """A trial's last fold reported: its line now. The race can end the search on this very
+        result (`model.racing`), and Tune then stops the trial without completing it."""
+        if self.folds and result.get("folds_done") == self.folds:
+            self._finished(trial, result)
+
     def on_trial_complete(self, iteration: int, trials: list, trial, **info) -> None:
+        self._finished(trial, trial.last_result or {})
+
+    def _finished(self, trial, result: dict) -> None:  # noqa: ANN001 - a Tune Trial
+        if trial.trial_id in self.logged:
+            return
+        self.logged.add(trial.trial_id)
         elapsed = self._elapsed()
         self.done += 1
-        result = trial.last_result or {}
         value = result.get(self.metric)
         fitted = result.get("folds_done")
         if self.folds and isinstance(fitted, int) and fitted < self.folds:

@@ -212,7 +212,7 @@ def _run(cfg: Config, ctx, model_dir: Path | str, booster, meta: dict) -> dict: 
             write_report(
                 ctx.report_dir, metrics, bt["trades"], bt["equity"],
                 predictions=predictions_frame(bt["results"]), benchmark=bt["benchmark"],
-                bar_equity=outputs.bar_equity_frame(bt),
+                bar_equity=outputs.bar_equity_frame(bt), ticker_pnl=bt.get("ticker_pnl"),
             )  # fmt: skip
             local = Path(model_dir)
             write_html_report(ctx.report_dir, local if local.is_dir() else None)

@@ -21,7 +21,7 @@ from vpt_ray.core.memory_sampler import MemorySampler
 from vpt_ray.core.run import RunContext, git_commit
 from vpt_ray.features.causal import clock_info, session_of
 from vpt_ray.features.store import Matrix
-from vpt_ray.model.search import SearchResult
+from vpt_ray.model.search_result import SearchResult
 from vpt_ray.pipeline.stages import Data, Folds
 from vpt_ray.report import tracker
 from vpt_ray.report.html.page import write_html_report
@@ -210,6 +210,7 @@ def write_outputs(cfg: Config, ctx: RunContext, metrics: dict, bt: dict) -> None
         predictions=predictions_frame(bt["results"]),
         bar_equity=bar_equity_frame(bt),
         benchmark=bt.get("benchmark"),
+        ticker_pnl=bt.get("ticker_pnl"),
     )
     write_html_report(ctx.report_dir, ctx.staged_model_dir)
     tracker.update(ctx.tracker_path, tracker.row_from_metrics(metrics))  # last: only whole runs
@@ -223,6 +224,7 @@ def bar_equity_frame(bt: dict) -> pd.DataFrame:
             "timestamp": bt["bar_equity"].index,
             "equity": bt["bar_equity"].to_numpy(),
             "gross_exposure": bt["gross"].to_numpy(),
+            **({"net_exposure": bt["net"].to_numpy()} if "net" in bt else {}),
         }
     )
 

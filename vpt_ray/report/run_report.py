@@ -14,7 +14,9 @@ from vpt_ray.core.run import write_json_atomic, write_text_atomic
 from vpt_ray.data.local import write_parquet_atomic
 
 PREDICTIONS_FILE = "predictions.parquet"  # labelled OOS bars: ticker, timestamp, y, p, fwd_ret
-BAR_EQUITY_FILE = "equity_bars.parquet"  # every bar of the clock: timestamp, equity, gross_exposure
+# every bar of the clock: timestamp, equity, gross_exposure, net_exposure (shares of the equity)
+BAR_EQUITY_FILE = "equity_bars.parquet"
+TICKER_PNL_FILE = "ticker_pnl.parquet"  # date, one column per ticker: its cumulative net PnL
 BENCHMARK_FILE = "benchmark.parquet"  # date, benchmark: equal-weight buy-and-hold equity
 SYNTHETIC_BANNER = (
     "**SYNTHETIC DATA**: this run used the built-in synthetic market, not real prices. "
@@ -44,10 +46,12 @@ def write_report(
     predictions: pd.DataFrame | None = None,
     bar_equity: pd.DataFrame | None = None,
     benchmark: pd.Series | None = None,
+    ticker_pnl: pd.DataFrame | None = None,
 ) -> None:
     """The run's files. equity.parquet: the portfolio at each session's close (date, equity);
     equity_bars.parquet (with `bar_equity`): at every bar of its clock, where the intraday
-    drawdown is measured (timestamp UTC, equity, gross_exposure)."""
+    drawdown is measured (timestamp UTC, equity, gross_exposure, net_exposure);
+    ticker_pnl.parquet (with `ticker_pnl`): each ticker's cumulative net PnL by session."""
     report_dir.mkdir(parents=True, exist_ok=True)
     if not trades.empty:
         write_parquet_atomic(
@@ -71,6 +75,13 @@ def write_report(
         b["date"] = pd.to_datetime(b["date"])
         write_parquet_atomic(
             pa.Table.from_pandas(b, preserve_index=False), report_dir / BENCHMARK_FILE
+        )
+    if ticker_pnl is not None and not ticker_pnl.empty:
+        tp = ticker_pnl.rename_axis("date").reset_index()
+        tp["date"] = pd.to_datetime(tp["date"])
+        tp.columns = [str(c) for c in tp.columns]
+        write_parquet_atomic(
+            pa.Table.from_pandas(tp, preserve_index=False), report_dir / TICKER_PNL_FILE
         )
     if summary:
         summary_fn = backtest_summary_markdown if metrics.get("kind") == "backtest" else None
@@ -107,7 +118,7 @@ def node_memory_line(res: dict) -> str | None:
 
 def summary_markdown(m: dict) -> str:
     from vpt_ray.data.universe import summary_line as universe_line
-    from vpt_ray.model.search import summary_line as search_line
+    from vpt_ray.model.search_result import summary_line as search_line
     from vpt_ray.validation.oracle import summary_line as oracle_summary_line  # imports Ray
 
     d, cv, oos, bt, res = m["data"], m["cv"], m["oos"], m["backtest"], m["resources"]
@@ -338,4 +349,11 @@ def _ensemble_lines(e: dict | None) -> list[str]:
         f"{num(cv['ensemble']['log_loss'], 5)} vs {num(cv['single']['log_loss'], 5)}, "
         f"OOS accuracy {num(oos['ensemble']['accuracy'])} vs {num(oos['single']['accuracy'])}, "
         f"Sharpe {num(bt['ensemble']['sharpe'], 2)} vs {num(bt['single']['sharpe'], 2)}"
+        + (
+            f"; ensemble - single: OOS accuracy {num(d['oos_accuracy'])} (SE "
+            f"{num(d['oos_accuracy_se'])}), Sharpe {num(d['sharpe'], 2)} (SE "
+            f"{num(d['sharpe_se'], 2)}), paired on the same bars and sessions"
+            if (d := e.get("differences"))
+            else ""
+        )
     ]

@@ -1,6 +1,6 @@
 """`report.html`: one self-contained page that answers "did it learn, where, at what cost, and
 should I scale?" for one run, one module per section (`decision`, `learning`, `predictions`,
-`backtest`, `trades`, `resources`), assembled by `page`.
+`backtest`, `trades`, `pnl`, `risk`, `oracle`, `resources`), assembled by `page`.
 
 Why apart from the run report (`vpt_ray.report.run_report`, the machine-readable files): this
 package reads them back from disk only (`inputs`), so the page can be rebuilt for any finished

@@ -16,6 +16,7 @@ import plotly.io as pio
 from vpt_ray.report.html.inputs import RunFiles
 
 GREEN, RED, BLUE, ORANGE, GREY = "#1a7f37", "#cf222e", "#0969da", "#bc4c00", "#6e7781"
+PURPLE = "#8250df"  # the short side (blue: long): neither reads as a gain or a loss
 
 
 TEMPLATE = "plotly_white"
@@ -39,6 +40,33 @@ def binned(values: np.ndarray, bins: int, clip: float = 0.0) -> tuple[np.ndarray
     if hi <= lo:
         lo, hi = lo - 0.5, hi + 0.5
     return np.histogram(np.clip(v, lo, hi), bins=bins, range=(lo, hi))
+
+
+def tail_range(values: np.ndarray, tail: float) -> tuple[float, float]:
+    """The [tail, 1 - tail] quantile range of the finite values: a histogram's body; what lies
+    outside it goes to overflow bins that say how many values they hold (never folded silently
+    into the end bins)."""
+    v = np.asarray(values, dtype=float)
+    v = v[np.isfinite(v)]
+    if not len(v):
+        return 0.0, 1.0
+    lo, hi = (float(x) for x in np.quantile(v, [tail, 1 - tail]))
+    if hi <= lo:
+        lo, hi = lo - 0.5, hi + 0.5
+    return lo, hi
+
+
+def readable(v: object) -> str:
+    """A threshold as a reader takes it in: 32, 0.52, 0.0098 (4 decimals at most, trailing zeros
+    dropped; 2 significant digits below 0.001), not 0.00977712."""
+    if not finite(v):
+        return "n/a"
+    x = float(v)  # type: ignore[arg-type]
+    if x == int(x) and abs(x) < 1e15:
+        return f"{int(x):,}"
+    if abs(x) < 1e-3:
+        return f"{x:.2g}"
+    return f"{x:,.4f}".rstrip("0").rstrip(".")
 
 
 def apply_layout(fig: go.Figure, title: str, height: int) -> go.Figure:

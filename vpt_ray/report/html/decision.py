@@ -9,7 +9,7 @@ import html
 
 import pandas as pd
 
-from vpt_ray.report.html.common import finite, html_table, show
+from vpt_ray.report.html.common import finite, html_table, readable, show
 from vpt_ray.report.html.inputs import RunFiles
 
 _IF_FAILS = {
@@ -20,8 +20,55 @@ _IF_FAILS = {
 }
 
 
-def _rules_from_checks(checks: list[dict]) -> pd.DataFrame:
+# The figure and SE of this run behind a "vs previous phase" check (whose own figure is the drop)
+_NOW = {"OOS accuracy": (("oos", "accuracy"), ("oos", "accuracy_se")),
+        "Sharpe": (("backtest", "sharpe"), ("backtest", "sharpe_se"))}  # fmt: skip
+
+
+def _get(m: dict, path: tuple[str, str]) -> object:
+    return (m.get(path[0]) or {}).get(path[1])
+
+
+def _vs_previous(c: dict, metrics: dict, rules: dict) -> dict | None:
+    """A "vs previous phase" check as a reader wants it: this run's figure and SE in the value
+    columns, the previous phase's figure less the allowed drop as the bar (its figure is the
+    drop, its threshold the allowed drop: previous = drop + now)."""
+    label = c["rule"].removesuffix(" vs previous phase")
+    if label not in _NOW or not (finite(c.get("figure")) and finite(c.get("threshold"))):
+        return None
+    now, se = (_get(metrics, p) for p in _NOW[label])
+    if not finite(now):
+        return None
+    before = c["figure"] + now
+    z = rules.get("optimize_se")
+    return {
+        "needs": f">= {readable(before - c['threshold'])} (previous phase {readable(before)} - "
+        f"{readable(z) + ' SE of the difference = ' if finite(z) else ''}"
+        f"{readable(c['threshold'])})",
+        "value": now,
+        "SE": se,
+    }
+
+
+def _needs(c: dict, rules: dict) -> str:
+    """The bar a check's figure is held to, readable (not 0.00977712), with the SE margin where
+    the rule adds one (the gap: threshold + stop_se SE)."""
+    threshold = c.get("threshold")
+    if threshold is None:
+        return "n/a"
+    op = ">" if c["effect"] == "advance" else "<="
+    if c["rule"].startswith("deflated") or c["rule"] == "selection out of sample":
+        op = ">="  # a probability to reach; a rank at or above the median trial's
+    text = f"{op} {readable(threshold)}"
+    z, se = rules.get("stop_se"), c.get("se")
+    if c["rule"].startswith("train - validation") and finite(z) and finite(se):
+        text += f" + {readable(z)} SE = {readable(threshold + z * se)}"
+    return text
+
+
+def _rules_from_checks(checks: list[dict], metrics: dict, config: dict) -> pd.DataFrame:
     """The decision's own checks (`vpt_ray.validation.decision`): figure, SE, threshold, outcome."""
+    rules = config.get("decision", {})
     out = []
     for c in checks:
         if c["rule"] == "overfitting":
@@ -30,15 +77,12 @@ def _rules_from_checks(checks: list[dict]) -> pd.DataFrame:
                         "if it fails": "stop (overfitting)"})  # fmt: skip
             continue
         passed = c["fired"] if c["effect"] == "advance" else not c["fired"]
-        threshold = c.get("threshold")
-        op = ">" if c["effect"] == "advance" else "<="
-        op = ">=" if c["rule"].startswith("deflated") else op
-        out.append(
-            {"rule": c["rule"], "needs": "n/a" if threshold is None else f"{op} {threshold:g}",
-             "value": c.get("figure"), "SE": c.get("se"),
-             "passed": passed if c.get("decisive", True) else None,
-             "if it fails": _IF_FAILS[c["effect"]]}
-        )  # fmt: skip
+        row = {"rule": c["rule"], "needs": _needs(c, rules), "value": c.get("figure"),
+               "SE": c.get("se"), "passed": passed if c.get("decisive", True) else None,
+               "if it fails": _IF_FAILS[c["effect"]]}  # fmt: skip
+        if c["rule"].endswith(" vs previous phase"):
+            row.update(_vs_previous(c, metrics, rules) or {})
+        out.append(row)
     return pd.DataFrame(out)
 
 
@@ -47,7 +91,7 @@ def decision_rules(metrics: dict, config: dict) -> pd.DataFrame:
     the decision's own checks when the run recorded them)."""
     checks = (metrics.get("decision") or {}).get("checks")
     if checks:
-        return _rules_from_checks(checks)
+        return _rules_from_checks(checks, metrics, config)
     rules = config.get("decision", {})
     hw = config.get("hardware", {})
     oos, bt, cv = metrics.get("oos", {}), metrics.get("backtest", {}), metrics.get("cv", {})
@@ -72,7 +116,7 @@ def decision_rules(metrics: dict, config: dict) -> pd.DataFrame:
         if finite(threshold) and finite(value):
             ok = {">": value > threshold, ">=": value >= threshold, "<=": value <= threshold}[op]
         out.append(
-            {"rule": name, "needs": f"{op} {threshold}", "value": value, "passed": ok,
+            {"rule": name, "needs": f"{op} {readable(threshold)}", "value": value, "passed": ok,
              "if it fails": on_fail}
         )  # fmt: skip
     return pd.DataFrame(out)
@@ -86,7 +130,7 @@ def kpi_html(m: dict) -> str:
         ("OOS accuracy", show(oos.get("accuracy")), f"AUC {show(oos.get('auc'))}"),
         ("total return", show(bt.get("total_return"), "pct"), f"{show(bt.get('trades'))} trades"),
         ("Sharpe", show(bt.get("sharpe"), digits=2),
-         f"max DD {show(bt.get('max_drawdown'), 'pct')}"),
+         f"SE {show(bt.get('sharpe_se'), digits=2)}; max DD {show(bt.get('max_drawdown'), 'pct')}"),
         ("peak memory", f"{show(res.get('peak_memory_gb'), digits=2)} GB",
          f"wall {show(res.get('wall_seconds'), digits=0)} s"),
         ("decision", str(m.get("decision", {}).get("verdict", "n/a")).upper(), "")

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.parquet as pq
 import yaml
 
 from vpt_ray.backtest import tearsheet
@@ -20,7 +21,12 @@ from vpt_ray.core.bounded import load_yaml
 from vpt_ray.core.run import read_status
 from vpt_ray.core.storage import ArtifactError, read_json_object, read_parquet_artifact
 from vpt_ray.data.local import write_parquet_atomic
-from vpt_ray.report.run_report import BENCHMARK_FILE, PREDICTIONS_FILE
+from vpt_ray.report.run_report import (
+    BAR_EQUITY_FILE,
+    BENCHMARK_FILE,
+    PREDICTIONS_FILE,
+    TICKER_PNL_FILE,
+)
 
 TRIAL_METRICS = ("val_log_loss", "val_accuracy", "val_auc", "train_accuracy", "train_val_gap")
 
@@ -43,6 +49,8 @@ class RunFiles:
     prices: dict[str, pd.DataFrame] = field(default_factory=dict)  # ticker -> bars of the window
     price_window: tuple[dt.date, dt.date] | None = None
     notes: dict[str, str] = field(default_factory=dict)  # section -> why it is missing
+    exposure_bars: pd.DataFrame | None = None  # every clock step: timestamp, gross/net exposure
+    ticker_pnl: pd.DataFrame | None = None  # cumulative net PnL by session (rows) and ticker
 
     @property
     def is_backtest(self) -> bool:
@@ -136,6 +144,7 @@ def load_run(
         run.trades = read_parquet_artifact(report_dir / "trades.parquet", "write the run again")
     run.equity = _read_frame(report_dir / "equity.parquet", "equity")
     run.benchmark = _read_frame(report_dir / BENCHMARK_FILE, "benchmark")
+    read_book(run)
     try:
         run.price_window = price_window or default_price_window(run.equity, run.capital)
         if run.price_window is not None:
@@ -152,6 +161,33 @@ def load_run(
     except (FileNotFoundError, ValueError, KeyError) as exc:
         run.notes["calibration"] = str(exc)
     return run
+
+
+def _schema_names(path: Path) -> list[str]:
+    """The columns of a parquet file; ArtifactError naming a damaged one."""
+    try:
+        return pq.read_schema(path).names
+    except (OSError, ValueError, pa.ArrowException) as exc:
+        raise ArtifactError(f"{path}: not readable parquet ({exc}); write the run again") from None
+
+
+def read_book(run: RunFiles) -> None:
+    """The book's exposure at every bar (equity_bars.parquet with net exposure) and each ticker's
+    cumulative PnL (ticker_pnl.parquet), when the run wrote them (runs before issue 28 did not)."""
+    bars = run.report_dir / BAR_EQUITY_FILE
+    cols = ["timestamp", "gross_exposure", "net_exposure"]
+    if bars.exists() and set(cols) <= set(_schema_names(bars)):
+        run.exposure_bars = read_parquet_artifact(bars, "write the run again", columns=cols)
+    else:
+        run.notes["exposure"] = f"no net exposure in {bars.name} (a run from before issue 28)"
+    pnl = run.report_dir / TICKER_PNL_FILE
+    if pnl.exists():
+        tp = read_parquet_artifact(pnl, "write the run again")
+        if "date" not in tp:
+            raise ArtifactError(f"{pnl}: lacks the date column; write the run again")
+        run.ticker_pnl = tp.set_index(pd.to_datetime(tp["date"])).drop(columns="date")
+    else:
+        run.notes["ticker_equity"] = f"no {pnl.name} (a run from before issue 28)"
 
 
 def load_trials(path: Path, metrics: dict) -> pd.DataFrame:

@@ -126,7 +126,32 @@ def cv_table(cv: dict) -> str:
 
 
 def trials_table(trials: pd.DataFrame) -> str:
-    cols = [c for c in ("trial", "trial_id", *TRIAL_METRICS, "rounds", "status", "folds_fitted",
+    """Every trial, best first, narrow enough for the page (no sideways scroll at 1,400 px): 4
+    significant digits, headers that wrap, the trial's number (its Tune id is in the objective
+    chart's hover) and the status / folds / partial-loss columns only when a trial differs there
+    (a pruned or failed one)."""
+    cols = [c for c in ("trial", *TRIAL_METRICS, "rounds", "status", "folds_fitted",
                         "partial_val_log_loss", *SEARCH_PARAMS, "time_total_s")
             if c in trials]  # fmt: skip
-    return html_table(trials[cols].sort_values("val_log_loss"), cls="wide")
+    informative = {
+        "status": lambda s: s.astype(str).nunique() > 1 or (s.astype(str) != "completed").any(),
+        "folds_fitted": lambda s: s.nunique() > 1,
+        "partial_val_log_loss": lambda s: (
+            not np.allclose(s.astype(float), trials["val_log_loss"].astype(float), equal_nan=True)
+        ),
+    }
+    cols = [c for c in cols if c not in informative or informative[c](trials[c])]
+    table = trials[cols].sort_values("val_log_loss")
+    short = {"time_total_s": "time (s)", "train_val_gap": "gap", "min_child_weight":
+             "min child weight", "colsample_bytree": "colsample bytree"}  # fmt: skip
+    table = table.rename(columns=lambda c: short.get(c, c.replace("_", " ")))
+
+    def sig4(v: object) -> str:
+        if isinstance(v, float | np.floating) and math.isfinite(v):
+            return f"{v:,.0f}" if abs(v) >= 1000 else f"{v:.4g}"
+        return show(v)
+
+    formats = dict.fromkeys(table.columns, sig4)
+    for c in ("val log loss", "partial val log loss"):  # trials differ in the 5th decimal
+        formats[c] = lambda v: show(v, digits=5)
+    return html_table(table, formats, cls="wide")

@@ -48,6 +48,9 @@ from vpt_ray.report.html.learning import (
     param_importance,
     trials_table,
 )
+from vpt_ray.report.html.oracle import has_oracle, oracle_section
+from vpt_ray.report.html.pnl import builders as pnl_builders
+from vpt_ray.report.html.pnl import pnl_section
 from vpt_ray.report.html.predictions import (
     calibration_table,
     fig_calibration,
@@ -55,6 +58,8 @@ from vpt_ray.report.html.predictions import (
     oos_text,
 )
 from vpt_ray.report.html.resources import fig_resources, provenance_section, resources_text
+from vpt_ray.report.html.risk import builders as risk_builders
+from vpt_ray.report.html.risk import cagr_text, risk_section
 from vpt_ray.report.html.trades import (
     fig_per_ticker,
     fig_prices,
@@ -123,6 +128,7 @@ def build_figures(run: RunFiles) -> dict[str, go.Figure]:
             else None
         ),
     }  # fmt: skip
+    builders |= {**pnl_builders(run), **risk_builders(run)}  # sections in their own modules
     figs = {}
     for key, build in builders.items():
         try:
@@ -230,6 +236,9 @@ NAV = {
     "oos": "Calibration",
     "where": "Features",
     "backtest": "Backtest",
+    "pnl": "PnL and costs",
+    "risk": "Risk",
+    "oracle": "Oracle",
     "cost": "Resources",
     "provenance": "Provenance",
 }
@@ -277,7 +286,7 @@ def render_html(run: RunFiles, figs: dict[str, go.Figure]) -> str:
             "Backtest",
             f"<p>{show(bt.get('trades'))} trades; total return "
             f"{show(bt.get('total_return'), 'pct')}, "
-            f"CAGR {show(bt.get('cagr'), 'pct')}, Sharpe {show(bt.get('sharpe'), digits=2)}, "
+            f"{cagr_text(bt)}, Sharpe {show(bt.get('sharpe'), digits=2)}, "
             f"Sortino {show(bt.get('sortino'), digits=2)}, max drawdown "
             f"{show(bt.get('max_drawdown'), 'pct')}, win rate {show(bt.get('win_rate'), 'pct')}, "
             f"profit factor {show(bt.get('profit_factor'), digits=2)}, exposure "
@@ -298,6 +307,10 @@ def render_html(run: RunFiles, figs: dict[str, go.Figure]) -> str:
             + missing_note(run, "equity", "rolling_sharpe", "monthly", "turnover", "per_ticker",
                     "trades", "prices"),
         ),
+        ("pnl", "PnL, costs and exposure", pnl_section(run, fig)),
+        ("risk", "Risk: daily returns against the benchmark", risk_section(run, fig)),
+        *([("oracle", "Known truth: the model against the oracle", oracle_section(m))]
+          if has_oracle(m) else []),
         (
             "cost",
             "What did it cost? Resources",

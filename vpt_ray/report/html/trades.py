@@ -11,7 +11,17 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from vpt_ray.report.html.common import GREEN, GREY, RED, apply_layout, binned, html_table, show
+from vpt_ray.report.html.common import (
+    BLUE,
+    GREEN,
+    GREY,
+    PURPLE,
+    RED,
+    apply_layout,
+    html_table,
+    show,
+    tail_range,
+)
 from vpt_ray.report.html.inputs import RunFiles
 
 
@@ -102,36 +112,68 @@ def fig_per_ticker(per_ticker: dict) -> go.Figure:
     return apply_layout(fig, "Per-ticker returns", max(300, 22 * len(tickers) + 120))
 
 
+TRADE_TAIL = 0.005  # each tail's share of the trades drawn as an overflow bar, not binned
+
+
+def trade_bins(bps: np.ndarray, bins: int, tail: float = TRADE_TAIL) -> np.ndarray:
+    """The histogram's bin edges (bps): `bins` equal bins over the trades' [tail, 1 - tail]
+    quantile range; trades outside it go to the overflow bars."""
+    lo, hi = tail_range(bps, tail)
+    return np.linspace(lo, hi, bins + 1)
+
+
 def fig_trades(trades: pd.DataFrame, bins: int = 50) -> go.Figure:
-    """Trade return distribution by side (shared bins; the 0.5% extremes fold into the end
-    bins), and how trades exited."""
+    """Net return per trade by side (long: blue bars, short: a purple step outline; shared
+    bins; the extreme 0.5% at each end drawn as hatched overflow bars labelled with their range
+    and count), and how trades exited. Every trade is counted once."""
     fig = make_subplots(
         rows=1,
         cols=2,
         column_widths=[0.65, 0.35],
-        subplot_titles=("net return per trade (bps)", "exit reason"),
+        subplot_titles=("net return per trade (bps, after costs)", "exit reason"),
     )
     bps = trades["return"].to_numpy(dtype=float) * 1e4
-    _, edges = binned(bps, bins, clip=0.005)
-    for side, name, color in ((1, "long", GREEN), (-1, "short", RED)):
-        r = np.clip(bps[trades["side"].to_numpy() == side], edges[0], edges[-1])
-        if len(r):
-            counts, _ = np.histogram(r, bins=edges)
+    edges = trade_bins(bps, bins)
+    lo, hi, width = edges[0], edges[-1], edges[1] - edges[0]
+    side = trades["side"].to_numpy()
+    tails = []
+    for s, name, color in ((1, "long", BLUE), (-1, "short", PURPLE)):
+        r = bps[side == s]
+        if not len(r):
+            continue
+        inside = r[(r >= lo) & (r <= hi)]
+        counts, _ = np.histogram(inside, bins=edges)
+        centres = (edges[:-1] + edges[1:]) / 2
+        if s == 1:  # long: bars; short: a step outline over them (no blended colours)
             fig.add_bar(
-                x=(edges[:-1] + edges[1:]) / 2,
-                y=counts,
-                width=np.diff(edges),
-                name=f"{name} ({len(r)})",
-                marker_color=color,
-                opacity=0.65,
-                row=1,
-                col=1,
-            )
+                x=centres, y=counts, width=np.diff(edges), name=f"{name} ({len(r)})",
+                marker_color=color, opacity=0.55, legendgroup=name, row=1, col=1,
+            )  # fmt: skip
+        else:
+            fig.add_scatter(
+                x=centres, y=counts, mode="lines", name=f"{name} ({len(r)})",
+                line={"shape": "hvh", "color": color, "width": 2}, legendgroup=name, row=1, col=1,
+            )  # fmt: skip
+        for label, n, x in (
+            (f"< {lo:,.1f} bps", int(np.sum(r < lo)), lo - width),
+            (f"> {hi:,.1f} bps", int(np.sum(r > hi)), hi + width),
+        ):
+            if n:
+                tails.append(f"{n} {name} {label}")
+            fig.add_bar(
+                x=[x], y=[n], width=[width], name=f"{name} {label}", marker_color=color,
+                marker_pattern_shape="/", opacity=0.6, legendgroup=name, showlegend=False,
+                hovertemplate=f"{name} trades {label}: {n}<extra></extra>", row=1, col=1,
+            )  # fmt: skip
     fig.add_vline(x=0, line_color=GREY, row=1, col=1)
+    fig.update_yaxes(title="trades", row=1, col=1)
     counts = trades["exit_reason"].astype(str).value_counts()
     fig.add_bar(x=counts.index, y=counts.values, marker_color=GREY, showlegend=False, row=1, col=2)
+    fig.update_yaxes(title="trades", row=1, col=2)
     fig.update_layout(barmode="overlay")
-    return apply_layout(fig, f"Trade distribution ({len(trades)} trades)", 360)
+    tail_text = "hatched end bars: " + ", ".join(tails) if tails else "no trade outside the bins"
+    title = f"Trade distribution ({len(trades)} trades)<br><sup>{tail_text}</sup>"
+    return apply_layout(fig, title, 380)
 
 
 def price_window_text(run: RunFiles) -> str:

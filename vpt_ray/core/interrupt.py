@@ -119,6 +119,8 @@ def handle_signals() -> Iterator[None]:
         yield
     finally:
         _active[0] -= 1
+        if not _active[0]:
+            _received.clear()  # what the run received is its own: code after it starts clean
         for s, h in previous.items():
             signal.signal(s, h)
 

@@ -31,7 +31,7 @@ usage() {
 }
 
 die() {
-    echo "jobs/submit.sh: $*" >&2
+    echo "error: jobs/submit.sh: $*" >&2
     exit 2
 }
 
@@ -124,8 +124,21 @@ fetch_auth_mode() {
             "$1/api/authentication_mode"
     fi
 }
-auth_mode=$(fetch_auth_mode "$address" 2>/dev/null |
-    sed -n 's/.*"authentication_mode" *: *"\([a-z]*\)".*/\1/p') || auth_mode=""
+# Nothing answering at the address is one line here, not the Ray CLI's five tracebacks: curl's
+# exit codes 6, 7, 28 (and the fallback's URLError) mean no server, 22 an HTTP error (a server).
+auth_reply=$(fetch_auth_mode "$address" 2>&1) || {
+    code=$?
+    case $code in
+        6 | 7 | 28 | 35 | 52 | 56 | 99)
+            die "no Ray cluster answers at $address (curl exit $code: $(echo "$auth_reply" | tail -n 1));" \
+                "start one (jobs/README.md) or pass --address URL of its dashboard" ;;
+        1) if [[ $auth_reply == *URLError* ]]; then
+               die "no Ray cluster answers at $address ($(echo "$auth_reply" | tail -n 1));" \
+                   "start one (jobs/README.md) or pass --address URL of its dashboard"
+           fi ;;
+    esac
+}
+auth_mode=$(echo "$auth_reply" | sed -n 's/.*"authentication_mode" *: *"\([a-z]*\)".*/\1/p')
 if [[ $auth_mode == disabled ]]; then
     if [[ $insecure -eq 0 ]]; then
         die "the cluster at $address reports authentication disabled: anyone who can reach" \
@@ -187,13 +200,37 @@ phase $phase -> job $submission_id on $address (code $git_sha)
 EOF
 }
 
+# The Ray CLI's output is also kept, to recognise a cluster whose dashboard agent never started:
+# Ray answers "No available agent to submit job" to every submission for as long as one waits.
+# On one machine the usual cause is a second Ray (a local `python -m vpt_ray.phase` run, another
+# `ray start`) holding the agent's default port 52365 when the head started.
+submit_log=$(mktemp)
+trap 'rm -f "$submit_log"' EXIT
+no_agent() {
+    grep -q "No available agent to submit job" "$submit_log" || return 0
+    die "the cluster at $address has no dashboard agent to take jobs. On one machine another Ray" \
+        "(a local 'python -m vpt_ray.phase' run, another 'ray start') usually holds the agent's" \
+        "port 52365 (check: ss -ltnp | grep 52365). Restart this head with its own agent ports," \
+        "as jobs/README.md shows: ray start --head --dashboard-agent-listen-port 52366 ..."
+}
+
 if [[ $wait_for_result -eq 1 ]]; then
     # The id is chosen here, so it can be printed before the log stream starts. `ray job submit`
     # without --no-wait exits 0 only when the job ends SUCCEEDED.
     print_next_steps
-    ray_cli "${submit[@]}" -- "${entrypoint[@]}"
+    rc=0
+    ray_cli "${submit[@]}" -- "${entrypoint[@]}" > >(tee -a "$submit_log") \
+        2> >(tee -a "$submit_log" >&2) || rc=$?
+    wait  # the tee processes
+    [[ $rc -eq 0 ]] || no_agent
+    exit "$rc"
 else
-    ray_cli "${submit[@]}" --no-wait -- "${entrypoint[@]}" >&2 ||
+    # the Ray CLI's output is shown after it ends, unless its failure is recognised (one line)
+    ray_cli "${submit[@]}" --no-wait -- "${entrypoint[@]}" >"$submit_log" 2>&1 || {
+        no_agent
+        cat "$submit_log" >&2
         die "ray job submit to $address failed (see above)"
+    }
+    cat "$submit_log" >&2
     print_next_steps
 fi

@@ -144,6 +144,7 @@ class LocalHead:
     start_seconds: float = 0.0
     gcs_port: int = 0
     nodes: list[LocalNode] = field(default_factory=list)
+    ports: dict[str, int] = field(default_factory=dict)  # port flags to set, e.g. one taken
 
     @property
     def address(self) -> str:
@@ -159,7 +160,7 @@ class LocalHead:
     def start(self, timeout_s: float = 120.0) -> LocalHead:
         # Short path: Ray's unix sockets live under it and must stay below ~107 characters.
         self.temp_dir = tempfile.mkdtemp(prefix="vptray-", dir="/tmp")
-        ports = dict(zip(PORT_FLAGS, free_ports(len(PORT_FLAGS)), strict=True))
+        ports = {**dict(zip(PORT_FLAGS, free_ports(len(PORT_FLAGS)), strict=True)), **self.ports}
         self.dashboard_port, self.gcs_port = ports["dashboard-port"], ports["port"]
         env = self._node_env()
         cmd = [

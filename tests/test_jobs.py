@@ -411,5 +411,35 @@ def test_submit_fails_clearly_when_no_cluster_answers():
         env={k: v for k, v in os.environ.items() if k != "POLYGON_API_KEY"},
     )
     assert proc.returncode == 2
-    assert f"ray job submit to http://127.0.0.1:{port} failed" in proc.stderr
+    # one line, not the Ray CLI's 116 lines and five tracebacks (issue 30)
+    assert proc.stderr.splitlines() == [proc.stderr.strip()], proc.stderr
+    assert proc.stderr.startswith(
+        f"error: jobs/submit.sh: no Ray cluster answers at http://127.0.0.1:{port}"
+    )
     assert proc.stdout == ""  # no job id is printed for a job that does not exist
+
+
+@pytest.mark.cluster
+def test_submit_names_the_fix_when_the_heads_agent_port_was_taken():
+    """A local run (any `ray.init()`) holds the dashboard agent's default port 52365; a `ray
+    start --head` after it gets no agent, and Ray answers every submission "No available agent
+    to submit job, please try again later" for as long as one waits (issue 30). Here a plain
+    socket holds the port the head's agent is given."""
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with LocalHead(num_cpus=1, ports={"dashboard-agent-listen-port": port}) as head:
+            proc = subprocess.run(
+                ["bash", str(SUBMIT), "1", "--address", head.address],
+                capture_output=True,
+                text=True,
+                timeout=300,
+                env=head.client_env(),
+            )
+    assert proc.returncode == 2 and proc.stdout == "", proc.stderr[-3000:]
+    assert proc.stderr.splitlines() == [proc.stderr.strip()], proc.stderr  # one line
+    assert "has no dashboard agent to take jobs" in proc.stderr
+    assert "--dashboard-agent-listen-port 52366" in proc.stderr

@@ -61,9 +61,13 @@ def test_tiny_memory_limit_stops_the_phase_cleanly(ray_session, workspace):
     summary = (report / "summary.md").read_text()
     assert "## Decision: STOP" in summary and "memory_limit_gb" in summary
     assert not (arts / "models" / "capped").exists()  # nothing that looks like a model
-    row = tracker.load_state(arts / "SCALING_TRACKER.md")["latest"]["1"]
+    state = tracker.load_state(arts / "SCALING_TRACKER.md")
+    row = state["history"][0]  # a history row; a stopped run is never the phase's latest
     assert row["run_id"] == "capped" and "verdict: stop" in row["notes"]
-    assert "STOPPED in data" in row["notes"]
+    assert "STOPPED in data" in row["notes"] and row["status"] == "STOPPED"
+    assert "1" not in state["latest"]
+    assert row["synthetic"] is None  # stopped before any data was loaded: not "real data"
+    assert row["peak_memory_gb"] >= m["stopped"]["memory_gb"]  # the stop's reading included
     assert ray_session.get(ray_session.put(41)) + 1 == 42  # Ray and this process are alive
 
 
@@ -96,7 +100,8 @@ def test_ray_oom_in_a_stage_becomes_the_same_clean_stop(ray_session, workspace, 
         "STOPPED"
     )
     assert not (arts / "models" / "rayoom").exists()  # trained, but never published
-    assert "| 1 | rayoom |" in (arts / "SCALING_TRACKER.md").read_text()
+    text = (arts / "SCALING_TRACKER.md").read_text()
+    assert "| rayoom | 1 |" in text and "| 1 | rayoom |" not in text  # history, not latest
 
 
 def test_fanout_stops_on_the_flag_and_cancels_pending_tasks(ray_session):

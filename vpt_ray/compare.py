@@ -4,7 +4,10 @@
 
 from __future__ import annotations
 
-from vpt_ray.report.compare import main
+from vpt_ray.pipeline.cli import guarded
+from vpt_ray.report.compare import main as _main
+
+main = guarded(_main)  # any failure: one line and an exit code, never a traceback
 
 __all__ = ["main"]
 

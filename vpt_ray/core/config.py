@@ -25,6 +25,7 @@ from pydantic import (
     model_validator,
 )
 
+from vpt_ray.core.bounded import InputTooLarge, bounded_lines, load_yaml, short, short_repr
 from vpt_ray.core.config_sections import (
     BacktestConfig,
     ConfigError,
@@ -158,32 +159,49 @@ def _deep_merge(base: dict, over: dict, origin: str, prefix: str = "") -> dict:
 
 def _read_yaml(path: Path) -> dict:
     try:
-        text = path.read_text()
+        raw = path.read_bytes()
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read config file ({exc.strerror})") from exc
     try:
-        loaded = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"{path}: not UTF-8 text (byte {raw[exc.start]:#04x} at offset {exc.start}); save "
+            "it as UTF-8"
+        ) from None
+    loaded = _yaml_value(text, str(path))
     if loaded is None:
         return {}
     if not isinstance(loaded, dict):
-        raise ConfigError(f"{path}: top level must be a mapping of sections, got {type(loaded)}")
+        raise ConfigError(
+            f"{path}: top level must be a mapping of sections, got {type(loaded).__name__}"
+        )
     return loaded
+
+
+def _yaml_value(text: str, origin: str) -> Any:
+    """YAML `text` as a value (`bounded.load_yaml`: no alias bombs); ConfigError naming
+    `origin` for bad syntax, a scalar that is no value (a date like 2024-13-45) or a document
+    too large once its aliases are expanded."""
+    try:
+        return load_yaml(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{origin}: not valid YAML: {bounded_lines(str(exc))}") from None
+    except InputTooLarge as exc:
+        raise ConfigError(f"{origin}: refused: {exc}") from None
+    except ValueError as exc:  # PyYAML's date and number constructors
+        raise ConfigError(f"{origin}: {short(text, 80)} is not a valid value ({exc})") from None
 
 
 def parse_override(item: str) -> tuple[list[str], Any]:
     """`a.b=c` -> (["a", "b"], parsed YAML scalar/list)."""
     if "=" not in item:
-        raise ConfigError(f"--set {item!r}: expected dotted.key=value")
+        raise ConfigError(f"--set {short(item, 80)}: expected dotted.key=value")
     key, raw = item.split("=", 1)
     parts = key.strip().split(".")
     if not all(parts):
-        raise ConfigError(f"--set {item!r}: empty key segment")
-    try:
-        value = yaml.safe_load(raw) if raw.strip() else None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"--set {item!r}: value is not valid YAML ({exc})") from exc
+        raise ConfigError(f"--set {short(item, 80)}: empty key segment")
+    value = _yaml_value(raw, f"--set {short(key, 80)}") if raw.strip() else None
     return parts, value
 
 
@@ -223,13 +241,14 @@ def _format_error(exc: ValidationError, layers: list[tuple[str, dict]]) -> str:
             allowed = _allowed_keys(loc)
             hint = difflib.get_close_matches(loc[-1], allowed, n=1)
             did = f" (did you mean {hint[0]!r}?)" if hint else ""
+            key = short(key, 80)
             lines.append(f"{origin}: unknown key {key!r}{did}; allowed here: {', '.join(allowed)}")
         elif not loc:  # a rule across sections: its message names the keys, not the input
-            lines.append(str(err["msg"]).removeprefix("Value error, "))
+            lines.append(short(str(err["msg"]).removeprefix("Value error, "), 400))
         else:
-            value = err.get("input")
-            lines.append(f"{origin}: {key} = {value!r}: {err['msg']}")
-    return "invalid config:\n  " + "\n  ".join(lines)
+            value = short_repr(err.get("input"))  # a value of any size prints in a few lines
+            lines.append(f"{origin}: {short(key, 80)} = {value}: {short(err['msg'], 400)}")
+    return bounded_lines("invalid config:\n  " + "\n  ".join(lines))
 
 
 def load_config(

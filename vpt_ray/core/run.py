@@ -11,12 +11,10 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import hashlib
-import json
 import logging
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -27,11 +25,19 @@ from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 
-import psutil
 import yaml
 
 from vpt_ray.core import storage
 from vpt_ray.core.config import Config, ConfigError
+
+# re-exported: how a run ended, as readers see it (`vpt_ray.core.run_status`)
+from vpt_ray.core.run_status import STALE_AFTER_S as STALE_AFTER_S
+from vpt_ray.core.run_status import abandoned_reason as abandoned_reason
+from vpt_ray.core.run_status import mark_abandoned as mark_abandoned
+from vpt_ray.core.run_status import process_identity as process_identity
+from vpt_ray.core.run_status import read_status as read_status
+from vpt_ray.core.run_status import remove_owned as remove_owned
+from vpt_ray.core.run_status import remove_scratch, retract_outputs
 from vpt_ray.core.storage import Location
 from vpt_ray.core.storage import atomic_dir as atomic_dir  # re-exported: the atomic writers' home
 from vpt_ray.core.storage import write_bytes_atomic as write_bytes_atomic
@@ -43,7 +49,6 @@ MODEL_MARKER = "meta.json"  # uploaded last: a model directory without it is inc
 PACKAGES = ("ray", "xgboost", "pandas", "numpy", "pyarrow", "scikit-learn", "numba", "vpt-ray")
 RUN_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 HEARTBEAT_S = 30.0  # a RUNNING run rewrites status.json this often
-STALE_AFTER_S = 600.0  # a RUNNING run on another host silent this long is ABANDONED
 
 
 def new_run_id(cfg: Config) -> str:
@@ -61,19 +66,6 @@ def check_run_id(run_id: str) -> str:
             "'_' or '-', starting with a letter or digit (e.g. phase1-try2)"
         )
     return run_id
-
-
-def remove_owned(path: Path, parent: Path) -> None:
-    """Delete the directory `path` only if it resolves to a direct child of `parent`: a run
-    removes its own directories and nothing else (a symlink or `..` pointing elsewhere raises)."""
-    target, home = path.resolve(), parent.resolve()
-    if target.parent != home:
-        raise ValueError(
-            f"refusing to delete {path}: it resolves to {target}, not to a directory directly "
-            f"under {home}"
-        )
-    if target.is_dir():
-        shutil.rmtree(target)
 
 
 def git_commit() -> str | None:
@@ -284,9 +276,19 @@ class RunContext:
 
         status.json names the process (pid, its start time, host) and carries a heartbeat,
         rewritten every HEARTBEAT_S while RUNNING, so a reader can tell a live run from one
-        that was killed (`read_status`: ABANDONED)."""
+        that was killed (`read_status`: ABANDONED).
+
+        FAILED and INTERRUPTED first take back what looks finished (`run_status.retract_outputs`),
+        then record the status as best they can: on a full disk the run's own error is what the
+        user must see. A run that did not finish (those two, STOPPED) drops its scratch
+        `runs/{run_id}`: the resume cache holds what a rerun reuses."""
         if status == "RUNNING":
             self._start_tracking()
+        cut_short = status in ("FAILED", "INTERRUPTED")
+        if cut_short:
+            retract_outputs(self.report_dir, self.run_id, status, error)
+        if status in ("FAILED", "INTERRUPTED", "STOPPED") and not self.remote:
+            remove_scratch(self.work_dir)  # resume uses the cache, the report nothing of it
         with self._status_lock:
             self._status = {
                 "run_id": self.run_id,
@@ -297,7 +299,12 @@ class RunContext:
                 "heartbeat": _utc_now(),
                 "config_chain": self.config_chain,
             }
-            write_json_atomic(self.report_dir / "status.json", self._status)
+            try:
+                write_json_atomic(self.report_dir / "status.json", self._status)
+            except OSError as exc:
+                if not cut_short:
+                    raise
+                log.error("run %s: status %s not written: %s", self.run_id, status, exc)
         if status == "RUNNING":
             self._start_heartbeat()
         elif self._beat is not None:
@@ -384,83 +391,6 @@ def _utc_now() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
 
 
-def process_identity() -> dict:
-    """This process as status.json records it: pid, its start time (pids are reused) and host."""
-    me = psutil.Process()
-    return {"pid": me.pid, "pid_started": round(me.create_time(), 2), "host": socket.gethostname()}
-
-
-def abandoned_reason(status: dict, now: dt.datetime | None = None) -> str | None:
-    """Why a status.json that says RUNNING belongs to a run that is no longer running, or None.
-
-    On this host: its process is gone (or the pid now belongs to another process). On another
-    host: no heartbeat for STALE_AFTER_S. A status without a pid (written before runs recorded
-    one) is judged by its time stamps alone."""
-    if status.get("status") != "RUNNING":
-        return None
-    pid, host = status.get("pid"), status.get("host")
-    if pid is not None and host == socket.gethostname():
-        try:
-            started = psutil.Process(int(pid)).create_time()
-        except (psutil.NoSuchProcess, ValueError):
-            return f"its process {pid} on {host} is gone"
-        except psutil.Error:
-            return None
-        if abs(started - float(status.get("pid_started") or started)) > 1.0:
-            return f"its process {pid} on {host} is gone (the pid now belongs to another process)"
-        return None
-    beat = status.get("heartbeat") or status.get("at")
-    try:
-        last = dt.datetime.fromisoformat(str(beat))
-    except ValueError:
-        return None
-    if last.tzinfo is None:
-        last = last.astimezone()  # "at" is local time
-    age = ((now or dt.datetime.now(dt.timezone.utc)) - last).total_seconds()
-    if age > STALE_AFTER_S:
-        where = f" on {host}" if host else ""
-        return f"no heartbeat from its process{where} for {age / 60:.0f} min"
-    return None
-
-
-def read_status(report_dir: Path) -> dict | None:
-    """A run's status.json as readers should see it: a RUNNING run whose process is gone says
-    ABANDONED, with `abandoned` saying why; None when there is no (readable) status.json."""
-    try:
-        status = json.loads((report_dir / "status.json").read_text())
-    except (OSError, ValueError):
-        return None
-    if not isinstance(status, dict):
-        return None
-    why = abandoned_reason(status)
-    return {**status, "status": "ABANDONED", "abandoned": why} if why else status
-
-
-def mark_abandoned(reports: Path, skip: str | None = None) -> list[str]:
-    """Rewrite the status.json of every run under `reports` that says RUNNING but whose process
-    is gone as ABANDONED (with why), so listings, `vpt compare` and `vpt report` stop taking it for
-    a live run; one warning each. Returns their run ids."""
-    found = []
-    for path in sorted(reports.glob("*/status.json")) if reports.is_dir() else []:
-        if path.parent.name == skip:
-            continue
-        status = read_status(path.parent)
-        if status is None or status["status"] != "ABANDONED":
-            continue
-        try:
-            write_json_atomic(path, status)
-        except OSError:
-            continue
-        found.append(path.parent.name)
-        log.warning(
-            "run %s is ABANDONED: status.json said RUNNING but %s; it never finished (nothing "
-            "of it was published)",
-            path.parent.name,
-            status["abandoned"],
-        )
-    return found
-
-
 class StderrHandler(logging.StreamHandler):
     """A console handler that writes to whatever `sys.stderr` is when a record comes: a redirect
     (or a test's capture) made after the first run of the process is followed, never a stream
@@ -473,6 +403,19 @@ class StderrHandler(logging.StreamHandler):
     @stream.setter
     def stream(self, _value: object) -> None:
         pass
+
+
+class RunLogFile(logging.FileHandler):
+    """The run log. A write that fails (a full disk) is said once on the console, not with a
+    traceback for every line as logging's default `handleError` does."""
+
+    failed = False
+
+    def handleError(self, record: logging.LogRecord) -> None:  # noqa: N802 - logging's name
+        if not self.failed:
+            self.failed = True
+            why = sys.exc_info()[1]
+            sys.stderr.write(f"warning: run log {self.baseFilename} not written: {why}\n")
 
 
 def setup_logging(log_path: Path | None, level: int = logging.INFO) -> None:
@@ -496,7 +439,7 @@ def setup_logging(log_path: Path | None, level: int = logging.INFO) -> None:
         root.addHandler(console)
     if log_path is not None:
         log_path.parent.mkdir(parents=True, exist_ok=True)
-        fh = logging.FileHandler(log_path)
+        fh = RunLogFile(log_path)
         fh.setFormatter(fmt)
         fh._vpt_file = True  # type: ignore[attr-defined]
         root.addHandler(fh)

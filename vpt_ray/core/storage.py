@@ -26,6 +26,7 @@ import io
 import json
 import os
 import random
+import secrets
 import shutil
 import tempfile
 import time
@@ -37,6 +38,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from vpt_ray.core import disk_full
 from vpt_ray.core.config import ConfigError, GcsConfig
 
 # before gcsfs is imported anywhere: its experimental filesystem stalls ~60 s per call against
@@ -122,6 +124,45 @@ def as_location(value: str | Path | GcsPath) -> Location:
     return value if isinstance(value, GcsPath) else Path(value)
 
 
+# ---- files earlier runs wrote: damaged ones are one line naming them -----------------------
+
+REWRITE = "write it again (rerun the command that made it)"
+
+
+def read_json_object(path: Path, fix: str = REWRITE) -> dict:
+    """The JSON object in `path` (a metrics.json, meta.json, ...): FileNotFoundError when absent,
+    ArtifactError naming `path` and `fix` when it is unreadable, not UTF-8, not JSON or not an
+    object (a list, a number)."""
+    try:
+        obj = json.loads(path.read_bytes().decode("utf-8"))
+    except FileNotFoundError:
+        raise
+    except (OSError, ValueError) as exc:  # UnicodeDecodeError and JSONDecodeError included
+        raise ArtifactError(f"{path}: not readable JSON ({_brief(exc)}); {fix}") from None
+    if not isinstance(obj, dict):
+        raise ArtifactError(f"{path}: holds a JSON {type(obj).__name__}, not an object; {fix}")
+    return obj
+
+
+def read_parquet_artifact(path: Path, fix: str = REWRITE, **kwargs: Any) -> Any:
+    """`pandas.read_parquet(path)`; ArtifactError naming `path` when it is not readable parquet
+    (truncated, garbage) or lacks a column asked for."""
+    import pandas as pd
+
+    try:
+        return pd.read_parquet(path, **kwargs)
+    except FileNotFoundError:
+        raise
+    except (OSError, ValueError, pa.ArrowException) as exc:
+        raise ArtifactError(f"{path}: not readable parquet ({_brief(exc)}); {fix}") from None
+
+
+def _brief(exc: BaseException) -> str:
+    """An error's message on one line of at most 200 characters."""
+    text = " ".join(str(exc).split())
+    return text if len(text) <= 200 else text[:200] + "..."
+
+
 # ---- GCS plumbing -------------------------------------------------------------------------
 
 GOOGLE_ENDPOINT = "https://storage.googleapis.com"
@@ -172,18 +213,28 @@ def tune_storage(loc: Location) -> tuple[Path | str, Any]:
 
 
 # ---- local atomic writers -----------------------------------------------------------------
+# Temp files and directories are created as `open()` and `mkdir()` create them, with the mode
+# the umask gives: `mkstemp` / `mkdtemp` made every report, tracker, model file 0600 (model
+# directories 0700), so a colleague on a shared machine could not open a report. Nothing written
+# here holds a secret (the token files are written by jobs/ with 0600 on purpose).
+
+
+def temp_name(path: Path) -> Path:
+    """A fresh hidden name next to `path` for a write-then-rename."""
+    return path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
 
 
 def write_bytes_atomic(path: Path, data: bytes) -> None:
-    """Temp file + rename, so readers never see a half-written file."""
+    """Temp file + rename, so readers never see a half-written file. A full disk's error names
+    `path` (`disk_full.naming`)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp = temp_name(path)
     try:
-        with os.fdopen(fd, "wb") as fh:
+        with disk_full.naming(path), open(tmp, "xb") as fh:
             fh.write(data)
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
 
 
@@ -204,9 +255,11 @@ def atomic_dir(final: Path) -> Iterator[Path]:
     """Build a directory under a temp name next to `final`; on success swap it into place, on
     failure remove it, so `final` is either the old complete directory or the new one."""
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
+    tmp = temp_name(final)
+    tmp.mkdir()  # the umask's mode, as any directory (mkdtemp's was 0700)
     try:
-        yield tmp
+        with disk_full.naming(final):
+            yield tmp
         if final.exists():
             shutil.rmtree(final)
         os.replace(tmp, final)
@@ -333,13 +386,13 @@ def write_json(loc: Location, obj: object) -> None:
 def write_parquet_atomic(table: pa.Table, path: Path) -> None:
     """Write `table` to `path` through a temp file + rename (atomic on POSIX)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    tmp = temp_name(path)
     try:
-        pq.write_table(table, tmp, compression="zstd")
+        with disk_full.naming(path):
+            pq.write_table(table, tmp, compression="zstd")
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
 
 

@@ -20,10 +20,17 @@ workers be named: the dashboard shows the run as `final_fit-{run id}` and the da
 `ReadFilesParquetV2->MapBatches(select_training_rows)`. With one worker the booster equalled the
 local fit's in our check; with several, the rows meet the sketch and the `subsample` draws in
 another order, so it is equivalent (accuracy within noise), not identical.
+
+Signals: Ray Train installs its own SIGINT handler for the fit (it asks the controller to abort
+and lets `fit()` return as if it had ended), which would replace the run's
+(`vpt_ray.core.interrupt`). `_Trainer` keeps the run's handlers and the controller's handle: a
+SIGINT or SIGTERM ends the driver's wait at once, the controller is asked to abort (its workers
+and their placement group go with it), and the interruption propagates.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import tempfile
 from collections.abc import Iterator
@@ -39,7 +46,7 @@ import xgboost as xgb
 from ray.data.expressions import col, lit
 from ray.train.xgboost import XGBoostTrainer
 
-from vpt_ray.core import storage
+from vpt_ray.core import interrupt, storage
 from vpt_ray.core.config import Config
 from vpt_ray.core.node_memory import node_scratch
 from vpt_ray.core.resources import GB, MB, WORKER_BASELINE_BYTES, clamp_task_memory, ray_data_limits
@@ -177,6 +184,28 @@ class _SplitAllRows(ray.train.DataConfig):
         return [{DATASET: s} for s in splits]
 
 
+class _Trainer(XGBoostTrainer):
+    """`XGBoostTrainer` that leaves SIGINT to the run and keeps the controller to abort."""
+
+    controller = None
+
+    def _register_sigint_handler(self, controller) -> None:  # noqa: ANN001 - Ray's ActorHandle
+        self.controller = controller  # Ray Train would install its own SIGINT handler here
+
+
+ABORT_TIMEOUT_S = 15.0  # an abort takes ~1-2 s; past this the driver's exit ends the fit anyway
+
+
+def _abort(controller) -> None:  # noqa: ANN001 - Ray's ActorHandle
+    """Ask an interrupted fit's controller to stop its workers (it exits when done); a few
+    seconds at most, and nothing to do when it is already gone."""
+    if controller is None:
+        return
+    with contextlib.suppress(Exception):  # the controller exits inside abort: RayActorError
+        ray.get(controller.abort.remote(), timeout=ABORT_TIMEOUT_S)
+    log.warning("distributed final fit interrupted: its Ray Train workers were stopped")
+
+
 def fit_distributed(
     cfg: Config, rows: TrainingRows, hp: dict, rounds: int, run_dir: storage.Location, name: str
 ) -> tuple[xgb.Booster, dict]:
@@ -216,7 +245,7 @@ def fit_distributed(
     ds = training_dataset(rows, block_bytes)
     train_path, train_fs = storage.tune_storage(run_dir)
     ds.context.execution_options = limits
-    trainer = XGBoostTrainer(
+    trainer = _Trainer(
         final_fit_worker,
         train_loop_config={
             "params": xgb_params(hp, plan.nthread, cfg.model.max_bin, seed=cfg.search.seed),
@@ -235,7 +264,13 @@ def fit_distributed(
         datasets={DATASET: ds},
         dataset_config=_SplitAllRows(execution_options=limits),
     )
-    result = trainer.fit()
+    try:
+        result = trainer.fit()
+    except KeyboardInterrupt:  # the run's SIGINT / SIGTERM, raised inside Ray's wait
+        _abort(trainer.controller)
+        raise
+    finally:
+        interrupt.install()  # whatever Ray Train changed, the run's handlers are back
     trained = int(result.metrics["samples"])
     if trained != rows.n_rows:
         raise RuntimeError(

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import json
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -37,7 +36,8 @@ import pandas as pd
 import pyarrow as pa
 import xgboost as xgb
 
-from vpt_ray.core import storage
+from vpt_ray.core import disk_full, interrupt, storage
+from vpt_ray.core.bounded import short_repr
 from vpt_ray.core.config import Config
 from vpt_ray.core.run import atomic_dir, write_json_atomic, write_text_atomic
 from vpt_ray.core.storage import ArtifactError
@@ -191,6 +191,10 @@ class SpilledBatches(xgb.DataIter):
         self.rows = 0  # samples the source gave
 
     def next(self, input_data: Callable) -> bool:
+        """XGBoost's callback (called from C). A run's SIGINT / SIGTERM must not raise in here
+        (`fit_final` builds the matrix inside `interrupt.deferred()`): it ends the first pass
+        early instead, and the later passes replay the same batches, so XGBoost returns in a
+        moment and the interruption is raised then."""
         if self._pulled:
             if self._next == len(self._spilled):
                 return False
@@ -200,6 +204,8 @@ class SpilledBatches(xgb.DataIter):
             return True
         if self._pulling is None:
             self._pulling = self._source()  # lazily: XGBoost's collective calls come first
+        if self._spilled and interrupt.requested() is not None:
+            return False  # the run was signalled: end the pass with the batches so far
         batch = next(self._pulling, None)
         if batch is None and self._spilled:
             return False
@@ -208,8 +214,9 @@ class SpilledBatches(xgb.DataIter):
             self._dir / f"{len(self._spilled)}.X.npy",
             self._dir / f"{len(self._spilled)}.y.npy",
         )
-        np.save(paths[0], X)
-        np.save(paths[1], y)
+        with disk_full.naming(paths[0]):  # a full disk's error names the spill file
+            np.save(paths[0], X)
+            np.save(paths[1], y)
         self._spilled.append(paths)
         self.rows += len(y)
         input_data(data=X, label=y, feature_names=self._names)
@@ -264,7 +271,8 @@ def fit_final(
 
     with tempfile.TemporaryDirectory(prefix="final-fit-", dir=spill_root) as spill:
         it = SpilledBatches(batches, names, Path(spill))
-        dtrain = xgb.QuantileDMatrix(it, max_bin=cfg.model.max_bin, nthread=nthread)
+        with interrupt.deferred():  # a signal ends the build early, then raises (not inside it)
+            dtrain = xgb.QuantileDMatrix(it, max_bin=cfg.model.max_bin, nthread=nthread)
     if it.rows != rows.n_rows:
         raise RuntimeError(
             f"final fit: the feature store gave {it.rows} samples, the selection has "
@@ -307,6 +315,24 @@ def save_model(model_dir: Path, booster: xgb.Booster, meta: dict, config_yaml: s
 META_KEYS = ("run_id", "feature_names", "train_window")  # what every reader of a model needs
 
 
+def meta_type_errors(meta: dict) -> list[str]:
+    """What in a model's meta.json has the wrong type for its readers (empty when all is well)."""
+    names, window, run_id = meta["feature_names"], meta["train_window"], meta["run_id"]
+    wrong = []
+    if not isinstance(run_id, str) or not run_id:
+        wrong.append(f"run_id is {short_repr(run_id, 60)}, not a run id")
+    if not (isinstance(names, list) and names and all(isinstance(n, str) for n in names)):
+        wrong.append(f"feature_names is {short_repr(names, 60)}, not a list of names")
+    try:
+        start, end = (dt.date.fromisoformat(str(d)) for d in window)
+        ok = isinstance(window, list) and start <= end
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        wrong.append(f"train_window is {short_repr(window, 60)}, not [start, end] dates")
+    return wrong
+
+
 def load_model(model_dir: str | Path) -> tuple[xgb.Booster, dict]:
     """The booster and its metadata; one clear error (`ArtifactError`, naming the file and the
     fix) if the directory is not a complete, readable model, before anything uses it."""
@@ -321,18 +347,18 @@ def load_model(model_dir: str | Path) -> tuple[xgb.Booster, dict]:
         "the model directory is damaged: write it again with `python -m vpt_ray.phase N "
         f"--run-id {model_dir.name}` (or `vpt train`), or pass another --model-dir"
     )
-    try:
-        meta = json.loads(meta_path.read_text())
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise ArtifactError(f"{meta_path}: not readable JSON ({exc}); {fix}") from None
-    missing = [k for k in META_KEYS if not isinstance(meta, dict) or k not in meta]
+    meta = storage.read_json_object(meta_path, fix)
+    missing = [k for k in META_KEYS if k not in meta]
     if missing:
         raise ArtifactError(f"{meta_path}: lacks {', '.join(missing)}; {fix}")
+    if wrong := meta_type_errors(meta):
+        raise ArtifactError(f"{meta_path}: {'; '.join(wrong)}; {fix}")
     booster = xgb.Booster()
     try:
         booster.load_model(model_path)
-    except xgb.core.XGBoostError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else "unreadable"
+    except (xgb.core.XGBoostError, UnicodeDecodeError) as exc:  # xgboost decodes C++'s message
+        text = str(exc).strip() if isinstance(exc, xgb.core.XGBoostError) else ""
+        first = text.splitlines()[0] if text else "unreadable"
         raise ArtifactError(
             f"{model_path}: not a readable XGBoost model ({first}); {fix}"
         ) from None

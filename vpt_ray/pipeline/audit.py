@@ -37,6 +37,7 @@ from statistics import NormalDist
 import numpy as np
 
 from vpt_ray.core.config import Config, load_config
+from vpt_ray.pipeline.cli import add_config_args, failure_exit, guarded, run_locations
 
 log = logging.getLogger("vpt_ray.audit")
 NULL_DRAWS = 3  # null markets per audit (different synthetic seeds)
@@ -282,9 +283,9 @@ def print_table(checks: list[Check], false_alarm: float = FALSE_ALARM) -> None:
     )
 
 
+@guarded
 def main(argv: list[str] | None = None) -> int:
     from vpt_ray.core.run import setup_logging
-    from vpt_ray.pipeline.cli import add_config_args, user_error_exit
 
     parser = argparse.ArgumentParser(
         prog="python -m vpt_ray.audit",
@@ -317,6 +318,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 2
     setup_logging(None)
+    cfg = None
     try:
         cfg = load_config(
             phase=None if args.config else args.phase,
@@ -325,9 +327,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         checks = run_audit(cfg, args.null_draws, args.false_alarm)
     except BaseException as exc:  # noqa: BLE001 - translated to an exit code
-        if (code := user_error_exit(exc)) is not None:
-            return code
-        raise
+        return failure_exit(exc, run_locations(cfg))
     print_table(checks, args.false_alarm)
     return 0 if all(c.passed for c in checks) else 1
 

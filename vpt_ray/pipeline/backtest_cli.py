@@ -27,7 +27,16 @@ import pandas as pd
 import yaml
 
 from vpt_ray.core import interrupt
+from vpt_ray.core.bounded import short
 from vpt_ray.core.config import Config, ConfigError, load_config
+from vpt_ray.pipeline.cli import (
+    add_mlflow_arg,
+    failure_exit,
+    guarded,
+    overrides_of,
+    run_locations,
+    unwrap,
+)
 
 log = logging.getLogger("vpt_ray.backtest")
 WARMUP_DAYS = 14  # calendar days of bars before the start date, for rolling-window features
@@ -125,12 +134,13 @@ def model_files(model_dir: Path | str, overrides: list[str]) -> contextlib.Abstr
 def latest_model(phase: int, overrides: list[str]) -> Path:
     """The newest complete local model of `phase` under `paths.artifacts`/models (by the time
     its meta.json was written)."""
-    import json
+    from vpt_ray.core.storage import read_json_object
 
     artifacts = Path(load_config(phase, overrides=overrides).paths.artifacts)
     found = []
     for meta in (artifacts / "models").glob("*/meta.json"):
-        if json.loads(meta.read_text()).get("phase") == phase:
+        fix = f"move {meta.parent} away or write it again"
+        if read_json_object(meta, fix).get("phase") == phase:
             found.append((meta.stat().st_mtime, meta.parent))
     if not found:
         raise FileNotFoundError(
@@ -146,14 +156,9 @@ def run(
     end: dt.date | None = None,
     overrides: list[str] | None = None,
 ) -> dict:
-    from vpt_ray.core.memory_sampler import MemorySampler
-    from vpt_ray.core.resources import init_ray
-    from vpt_ray.core.run import RunContext, setup_logging
+    from vpt_ray.core import run_lock
+    from vpt_ray.core.run import RunContext
     from vpt_ray.model.train import load_model
-    from vpt_ray.pipeline import outputs, stages
-    from vpt_ray.report import tracker
-    from vpt_ray.report.html.page import write_html_report
-    from vpt_ray.report.run_report import write_report
 
     overrides = overrides or []
     with model_files(model_dir, overrides) as local_model:
@@ -162,6 +167,22 @@ def run(
     start, end = cfg.backtest.start, cfg.backtest.end
     check_clock(meta, cfg)
     ctx = RunContext(cfg, f"{meta['run_id']}-bt-{start}-{end}", kind="backtest")
+    with run_lock.exclusive(ctx):  # one live run per run id (exit 2 naming the live one)
+        return _run(cfg, ctx, model_dir, booster, meta)
+
+
+def _run(cfg: Config, ctx, model_dir: Path | str, booster, meta: dict) -> dict:  # noqa: ANN001
+    """The backtest run of `run`, holding its run id."""
+    from vpt_ray.backtest.run import predictions_frame
+    from vpt_ray.core.memory_sampler import MemorySampler
+    from vpt_ray.core.resources import init_ray
+    from vpt_ray.core.run import setup_logging
+    from vpt_ray.pipeline import outputs, stages
+    from vpt_ray.report import tracker
+    from vpt_ray.report.html.page import write_html_report
+    from vpt_ray.report.run_report import write_report
+
+    start, end = cfg.backtest.start, cfg.backtest.end
     setup_logging(ctx.log_path)
     log.info("run %s: backtest of model run %s on %s..%s", ctx.run_id, meta["run_id"], start, end)
     ctx.mark("RUNNING")
@@ -186,9 +207,8 @@ def run(
         )
         metrics = backtest_metrics(cfg, ctx, meta, where, data, store, bt, sampler)
         metrics["resources"]["ray"] = ray_info
-        with ctx.stage("report"):
-            from vpt_ray.backtest.run import predictions_frame
-
+        interrupt.check()
+        with interrupt.held(), ctx.stage("report"):  # the commit: all of it or none
             write_report(
                 ctx.report_dir, metrics, bt["trades"], bt["equity"],
                 predictions=predictions_frame(bt["results"]), benchmark=bt["benchmark"],
@@ -197,13 +217,17 @@ def run(
             local = Path(model_dir)
             write_html_report(ctx.report_dir, local if local.is_dir() else None)
             tracker.update(ctx.tracker_path, tracker.row_from_metrics(metrics))
-        ctx.mark("FINISHED")
+            ctx.mark("FINISHED")
     except BaseException as exc:
         if (stop := interrupt.as_interrupt(exc)) is not None:
-            ctx.mark("INTERRUPTED", f"{stop.signal_name} received")
+            with interrupt.held():
+                ctx.mark("INTERRUPTED", f"{stop.signal_name} received")
             stop.run_id = ctx.run_id  # type: ignore[attr-defined]
             raise stop from None
-        ctx.mark("FAILED", f"{type(exc).__name__}: {exc}")
+        inner = unwrap(exc)
+        ctx.mark("FAILED", f"{type(inner).__name__}: {short(inner)}")
+        with contextlib.suppress(AttributeError):  # where the CLI says the traceback is
+            exc.vpt_run_log = str(ctx.log_path)  # type: ignore[attr-defined]
         raise
     print_backtest_summary(metrics, ctx.report_dir)
     return metrics
@@ -262,9 +286,8 @@ def print_backtest_summary(m: dict, report_dir: Path) -> None:
     print(f"  report {report_dir / 'report.html'}")
 
 
+@guarded
 def main(argv: list[str] | None = None) -> int:
-    from vpt_ray.pipeline.cli import add_mlflow_arg, interrupted_exit, overrides_of, user_error_exit
-
     parser = argparse.ArgumentParser(
         prog="python -m vpt_ray.backtest",
         description="Backtest a saved model (artifacts/models/RUN_ID) out of sample on "
@@ -292,11 +315,12 @@ def main(argv: list[str] | None = None) -> int:
         with interrupt.handle_signals():  # SIGINT / SIGTERM: INTERRUPTED, exit 130 / 143
             run(model_dir, args.start_date, args.end_date, overrides)
     except BaseException as exc:  # noqa: BLE001 - translated to an exit code
-        if (code := user_error_exit(exc)) is not None:
-            return code
-        if (stop := interrupt.as_interrupt(exc)) is not None:
-            return interrupted_exit(stop)
-        raise
+        started = getattr(exc, "vpt_run_log", None)  # set when the run had started
+        outcome = "the backtest is FAILED: nothing was published" if started else ""
+        cfg = None  # only to name a full disk's location
+        with contextlib.suppress(Exception):
+            cfg = load_config(1, overrides=[o for o in overrides if o.startswith("paths.")])
+        return failure_exit(exc, run_locations(cfg), started, outcome)
     return 0
 
 

@@ -8,15 +8,17 @@ They parse and call (`vpt_ray.pipeline.phase.run_cli`); the public module paths
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
-from vpt_ray.pipeline.cli import add_config_args
+from vpt_ray.core.bounded import short_repr
+from vpt_ray.core.storage import ArtifactError, read_json_object
+from vpt_ray.pipeline.cli import add_config_args, guarded
 from vpt_ray.pipeline.phase import main as phase_main
 from vpt_ray.pipeline.phase import run_cli
 
 
+@guarded
 def train_main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m vpt_ray.train",
@@ -35,6 +37,7 @@ def train_main(argv: list[str] | None = None) -> int:
     return run_cli(args, stop_after="train")
 
 
+@guarded
 def optimize_main(argv: list[str] | None = None) -> int:
     """`vpt optimize RUN_ID`: `python -m vpt_ray.phase N --optimize RUN_ID` with N read from
     the run's metrics.json."""
@@ -53,6 +56,8 @@ def optimize_main(argv: list[str] | None = None) -> int:
     if not metrics.exists():
         print(f"error: optimize {args.run_id}: no {metrics}", file=sys.stderr)
         return 2
-    phase = json.loads(metrics.read_text())["phase"]
+    phase = read_json_object(metrics, fix=f"rerun {args.run_id}").get("phase")
+    if phase not in (1, 2, 3, 4, 5):
+        raise ArtifactError(f"{metrics}: phase {short_repr(phase)} is not 1-5; rerun {args.run_id}")
     extra = [] if args.artifacts == "artifacts" else ["--set", f"paths.artifacts={args.artifacts}"]
     return phase_main([str(phase), "--optimize", args.run_id, *extra, *rest])

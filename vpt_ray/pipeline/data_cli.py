@@ -25,9 +25,10 @@ from pathlib import Path
 
 import pandas as pd
 
+from vpt_ray.core.bounded import bounded_lines
 from vpt_ray.core.config import Config, ConfigError, load_config
 from vpt_ray.data.bars import BarDataError
-from vpt_ray.pipeline.cli import EXIT_USER_ERROR, add_config_args, user_errors
+from vpt_ray.pipeline.cli import EXIT_USER_ERROR, add_config_args, guarded, user_errors
 
 EXIT_INCOMPLETE = 1
 log = logging.getLogger("vpt_ray.data")
@@ -275,6 +276,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@guarded
 def main(argv: list[str] | None = None) -> int:
     from vpt_ray.core.run import setup_logging
 
@@ -290,7 +292,7 @@ def main(argv: list[str] | None = None) -> int:
             return import_(args, cfg)
         return check(args.data_dir or Path(cfg.data.dir), cfg)
     except user_errors() as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {bounded_lines(str(exc))}", file=sys.stderr)
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
         print("interrupted (everything fetched so far is kept)", file=sys.stderr)

@@ -83,6 +83,9 @@ def write_stopped(
         "git_commit": git_commit(),
         "config_fingerprint": cfg.fingerprint(),
     }
+    # the peak includes the reading that stopped the run (the sampler's peak may predate it)
+    res = metrics["resources"]
+    res["peak_memory_gb"] = max(res.get("peak_memory_gb") or 0.0, stop.used_gb or 0.0)
     write_json_atomic(ctx.report_dir / "metrics.json", json_safe(metrics))
     lines = [f"# vpt-ray run {ctx.run_id} (phase {cfg.phase}): STOPPED", ""]
     if synthetic:
@@ -93,7 +96,7 @@ def write_stopped(
         f"- {reason}",
         f"- Stopped in stage `{stage}` after {ctx.wall_seconds():.0f} s; stages completed: "
         f"{dict(ctx.stages)}",
-        f"- Peak memory (driver + Ray processes) {sampler.peak_gb:.2f} GB; "
+        f"- Peak memory (driver + Ray processes) {res['peak_memory_gb']:.2f} GB; "
         f"hardware.memory_warn_gb {cfg.hardware.memory_warn_gb:g}, "
         f"hardware.memory_limit_gb {cfg.hardware.memory_limit_gb:g} per node, "
         f"hardware.job_memory_limit_gb {cfg.hardware.job_memory_limit_gb or 'none'}",
@@ -104,18 +107,20 @@ def write_stopped(
     ]
     write_text_atomic(ctx.report_dir / "summary.md", "\n".join(lines))
     notes = ["SYNTHETIC data"] if synthetic else []
-    notes += ["verdict: stop", tracker.memory_note(metrics["resources"])]
+    memory = tracker.memory_fields(res)
+    notes += ["verdict: stop", tracker.memory_note(res)]
     notes += [f"STOPPED in {stage}: {stop}"]
     row = {
         "phase": cfg.phase,
         "run_id": ctx.run_id,
-        "synthetic": bool(synthetic),
+        "status": "STOPPED",  # a history row only: never the phase's latest (`tracker.update`)
+        "synthetic": synthetic,  # None: stopped before any data was loaded
         **dict.fromkeys(("samples", "features", "trades"), ""),
         **dict.fromkeys(
             ("cv_accuracy", "cv_auc", "cv_log_loss", "accuracy", "total_return", "sharpe"), None
         ),
         **dict.fromkeys(("max_drawdown", "win_rate"), None),
-        **tracker.memory_fields(metrics["resources"]),
+        **memory,
         "notes": "; ".join(notes).replace("|", "/"),
     }
     tracker.update(ctx.tracker_path, row)

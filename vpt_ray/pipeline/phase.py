@@ -30,21 +30,23 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from vpt_ray.core import interrupt, storage
+from vpt_ray.core import interrupt, run_lock, storage
+from vpt_ray.core.bounded import short
 from vpt_ray.core.config import Config, ConfigError, load_config
 from vpt_ray.core.memory_sampler import MemorySampler
 from vpt_ray.core.resources import init_ray
 from vpt_ray.core.run import RunContext, mark_abandoned, new_run_id, remove_owned, setup_logging
 from vpt_ray.data import gcs
 from vpt_ray.model import ensemble
-from vpt_ray.pipeline import memory_stop, optimize, outputs, resume, stages
+from vpt_ray.pipeline import memory_stop, optimize, outputs, preflight, resume, stages
 from vpt_ray.pipeline.cli import (
     EXIT_STOPPED,
     add_config_args,
-    interrupted_exit,
+    failure_exit,
+    guarded,
     overrides_of,
+    run_locations,
     unwrap,
-    user_error_exit,
 )
 from vpt_ray.report import tracker
 
@@ -79,17 +81,16 @@ def run_phase(
     it with.
     """
     cfg = with_sample_days(cfg, sample_days)
-    ctx = RunContext(cfg, run_id or new_run_id(cfg), config_chain=cfg.layers)
-    setup_logging(ctx.log_path)
-    log.info("run %s: phase %d, %d tickers", ctx.run_id, cfg.phase, len(cfg.data.tickers))
-    ctx.check_storage(
-        gcs.check_location
-    )  # gs:// outputs: fail in seconds if the bucket cannot be reached
-    tracker.load_state(ctx.tracker_path)  # a damaged tracker fails now, not after the compute
-    if not storage.is_remote(ctx.artifacts):
-        mark_abandoned(ctx.report_dir.parent, skip=ctx.run_id)
-    with interrupt.handle_signals():
-        return _run(cfg, ctx, stop_after, force, optimized_from)
+    ctx = RunContext(cfg, new_run_id(cfg) if run_id is None else run_id, config_chain=cfg.layers)
+    with run_lock.exclusive(ctx):  # one live run per run id (exit 2 naming the live one)
+        setup_logging(ctx.log_path)
+        log.info("run %s: phase %d, %d tickers", ctx.run_id, cfg.phase, len(cfg.data.tickers))
+        ctx.check_storage(gcs.check_location)  # gs:// outputs: fail in seconds if unreachable
+        tracker.load_state(ctx.tracker_path)  # a damaged tracker fails now, not after the compute
+        if not storage.is_remote(ctx.artifacts):
+            mark_abandoned(ctx.report_dir.parent, skip=ctx.run_id)
+        with interrupt.handle_signals():
+            return _run(cfg, ctx, stop_after, force, optimized_from)
 
 
 def _run(
@@ -117,6 +118,7 @@ def _run(
         with sampler:
             ray_info = state["ray"] = init_ray(hw)
             interrupt.install()  # ray.init replaced SIGTERM's handler with its own sys.exit
+            preflight.check(cfg, ray_info)  # settings Ray's resources cannot run: refused now
             sampler.attach()  # from now on: every node of the cluster
             with step("data"):
                 data = state["data"] = stages.stage_bars(stages.load_data(cfg), cache)
@@ -161,6 +163,7 @@ def _run(
                 with step("backtest_ensemble"):
                     ens_bt = stages.backtest(cfg, ens, bt_data, bt_store, matrix.feature_names)
             sampler.check("the end of the backtest")
+        state["stage"] = "report"  # the figures, the verdict's reduction and the commit
         metrics = outputs.assemble_metrics(
             cfg, ctx, data, store, matrix, folds, search, backtest, sampler, ray_info
         )
@@ -209,7 +212,9 @@ def _run(
         stop = memory_stop.as_stop(exc, state["stage"], sampler)
         if stop is None:
             inner = unwrap(exc)  # a Ray task's error: the original, not Ray's wrapper
-            ctx.mark("FAILED", f"{type(inner).__name__}: {inner}")
+            ctx.mark("FAILED", f"{type(inner).__name__} in stage {state['stage']}: {short(inner)}")
+            with contextlib.suppress(AttributeError):  # where the CLI says the traceback is
+                exc.vpt_run_log = str(ctx.log_path)  # type: ignore[attr-defined]
             raise
         return memory_stop.write_stopped(cfg, ctx, stop, state, sampler)
     finally:  # the sample file is scratch: the features again, time-sorted (features.samples)
@@ -236,6 +241,7 @@ def run_cli(args: argparse.Namespace, stop_after: str | None = None) -> int:
     config = args.config
     if phase is None and config is None:
         config = "config/base.yaml"
+    cfg = None
     try:
         cfg = load_config(phase=phase, config_path=config, overrides=overrides_of(args))
         origin = None
@@ -249,21 +255,17 @@ def run_cli(args: argparse.Namespace, stop_after: str | None = None) -> int:
             force=getattr(args, "force", False),
             optimized_from=origin,
         )
-    except BaseException as exc:  # noqa: BLE001 - translated to an exit code below
-        if (code := user_error_exit(exc)) is not None:
-            return code
-        inner = unwrap(exc)
-        if (stop := interrupt.as_interrupt(exc)) is not None:
-            return interrupted_exit(stop)
-        logging.getLogger("vpt_ray").exception("run failed")  # the CLI's logger, as before
-        print(f"error: {type(inner).__name__}: {inner}", file=sys.stderr)
-        return 1
+    except BaseException as exc:  # noqa: BLE001 - translated to an exit code
+        started = getattr(exc, "vpt_run_log", None)  # set when the run had started
+        outcome = "the run is FAILED: nothing was published" if started else ""
+        return failure_exit(exc, run_locations(cfg), started, outcome)
     if out.get("status") == "STOPPED":
         print(f"stopped: {out['stopped']['reason']}", file=sys.stderr)
         return EXIT_STOPPED
     return 0
 
 
+@guarded
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m vpt_ray.phase",

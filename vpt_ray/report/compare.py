@@ -19,11 +19,14 @@ from pathlib import Path
 
 import yaml
 
+from vpt_ray.core.bounded import load_yaml
 from vpt_ray.core.run import read_status, write_text_atomic
+from vpt_ray.core.storage import ArtifactError, read_json_object
 from vpt_ray.core.tracking import flatten
 
 # (label, dotted key in metrics.json, format): "pct" = fraction shown in percent
 METRIC_ROWS = (
+    ("status", "status", "text"),  # status.json's: FINISHED, STOPPED, ...
     ("data synthetic", "data.synthetic", "text"),
     ("bars", "data.bars", "int"),
     ("samples (CV)", "cv.samples", "int"),
@@ -79,12 +82,29 @@ def report_dir(run: str, artifacts: Path) -> Path:
     return d
 
 
+SECTIONS = ("data", "cv", "oos", "backtest", "benchmark", "resources", "decision", "windows")
+
+
 def load(run_dir: Path) -> tuple[dict, dict]:
-    """(metrics, config) of one run; config is empty when config.yaml is missing."""
-    metrics = json.loads((run_dir / "metrics.json").read_text())
+    """(metrics, config) of one run; config is empty when config.yaml is missing. metrics
+    carries the run's `status` (status.json's, FINISHED for a run from before status files).
+    A damaged file is an ArtifactError naming it."""
+    path = run_dir / "metrics.json"
+    metrics = read_json_object(path, fix=f"rerun {run_dir.name} or leave it out")
+    bad = [k for k in SECTIONS if not isinstance(metrics.get(k, {}), dict)]
+    if bad or not isinstance(dig(metrics, "resources.stages") or {}, dict):
+        raise ArtifactError(
+            f"{path}: damaged: {', '.join(bad) or 'resources.stages'} is not a section of "
+            f"figures; rerun {run_dir.name} or leave it out"
+        )
+    status = read_status(run_dir) or {}
+    metrics = {**metrics, "status": status.get("status") or metrics.get("status") or "FINISHED"}
     cfg_path = run_dir / "config.yaml"
-    config = yaml.safe_load(cfg_path.read_text()) if cfg_path.exists() else {}
-    return metrics, config or {}
+    try:
+        config = load_yaml(cfg_path.read_bytes().decode()) if cfg_path.exists() else {}
+    except (OSError, ValueError, yaml.YAMLError) as exc:  # not UTF-8, not YAML, too large
+        raise ArtifactError(f"{cfg_path}: not a readable config ({exc})") from None
+    return metrics, config if isinstance(config, dict) else {}
 
 
 MISSING = object()

@@ -59,17 +59,26 @@ def parse_state(text: str | None, path: Location) -> dict:
         state = json.loads(m.group(1))
     except ValueError as exc:
         raise ArtifactError(f"{path}: damaged tracker state ({exc}); {_FIX}") from None
-    if not (
+    ok = (
         isinstance(state, dict)
         and isinstance(state.get("latest"), dict)
         and isinstance(state.get("history"), list)
-        and all(isinstance(r, dict) and "run_id" in r for r in state["history"])
-    ):
+    )
+    if not (ok and all(_row_ok(r) for r in [*state["history"], *state["latest"].values()])):
         raise ArtifactError(
             f"{path}: damaged tracker state (want 'latest' per phase and a 'history' of rows); "
             + _FIX
         )
     return state
+
+
+def _row_ok(row: object) -> bool:
+    """A state row readers can use: a run id, and a phase 1-5."""
+    return (
+        isinstance(row, dict)
+        and isinstance(row.get("run_id"), str)
+        and str(row.get("phase")) in {str(p) for p in PHASES}
+    )
 
 
 def row_from_metrics(metrics: dict) -> dict:
@@ -250,14 +259,15 @@ def chart_path(path: Location) -> Location:
 
 
 def update(path: Location, row: dict) -> None:
-    """Put `row` as its phase's latest run (a phase run's row only, not a backtest's) and
-    prepend it to the history, as one locked read-modify-write (`storage.update_text`):
+    """Put `row` as its phase's latest run (a finished phase run's row only: not a backtest's,
+    nor a run STOPPED on memory, whose row says `status`) and prepend it to the history, as one
+    locked read-modify-write (`storage.update_text`):
     concurrent runs each add their row. The chart is redrawn inside the lock, before the
     markdown that shows it."""
 
     def change(text: str | None) -> str:
         state = parse_state(text, path)
-        if row.get("kind", "phase") == "phase":
+        if row.get("kind", "phase") == "phase" and row.get("status", "FINISHED") == "FINISHED":
             state["latest"][str(row["phase"])] = row
         state["history"] = [row] + [h for h in state["history"] if h["run_id"] != row["run_id"]]
         chart = None

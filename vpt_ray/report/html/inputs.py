@@ -7,7 +7,6 @@ are recomputed from the saved model and the feature store and cached as `predict
 from __future__ import annotations
 
 import datetime as dt
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,8 +17,9 @@ import pyarrow.parquet as pq
 import yaml
 
 from vpt_ray.backtest import tearsheet
+from vpt_ray.core.bounded import load_yaml
 from vpt_ray.core.run import read_status
-from vpt_ray.core.storage import ArtifactError
+from vpt_ray.core.storage import ArtifactError, read_json_object, read_parquet_artifact
 from vpt_ray.data.local import write_parquet_atomic
 from vpt_ray.report.run_report import (
     BAR_EQUITY_FILE,
@@ -65,12 +65,33 @@ class RunFiles:
 
 
 def _read_json(path: Path) -> dict | None:
+    """A JSON object the run wrote, None when absent; ArtifactError naming a damaged one."""
     if not path.exists():
         return None
+    return read_json_object(path, "write the run again")
+
+
+def _read_frame(path: Path, column: str) -> pd.Series | None:
+    """`column` of a run's parquet table by its `date`, None when absent; ArtifactError naming
+    a damaged one."""
+    if not path.exists():
+        return None
+    df = read_parquet_artifact(path, "write the run again")
+    if "date" not in df or column not in df:
+        raise ArtifactError(f"{path}: lacks the date and {column} columns; write the run again")
+    return df.set_index(pd.to_datetime(df["date"]))[column].astype(float)
+
+
+SECTIONS = ("data", "cv", "oos", "backtest", "benchmark", "resources", "decision", "search")
+
+
+def _read_config(path: Path) -> dict:
+    """A run's config.yaml; ArtifactError naming it when it is damaged."""
     try:
-        return json.loads(path.read_text())
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise ArtifactError(f"{path}: not readable JSON ({exc}); write the run again") from None
+        config = load_yaml(path.read_bytes().decode())
+    except (OSError, ValueError, yaml.YAMLError) as exc:  # not UTF-8, not YAML, too large
+        raise ArtifactError(f"{path}: not a readable config ({exc}); write the run again") from None
+    return config if isinstance(config, dict) else {}
 
 
 def default_model_dir(report_dir: Path, metrics: dict) -> Path:
@@ -104,23 +125,25 @@ def load_run(
     cfg_path = next(
         (p for p in (report_dir / "config.yaml", model_dir / "config.yaml") if p.exists()), None
     )
+    bad = [k for k in SECTIONS if not isinstance(metrics.get(k, {}), dict)]
+    if bad:
+        raise ArtifactError(
+            f"{report_dir / 'metrics.json'}: damaged: {', '.join(bad)} is not a section of "
+            "figures; write the run again"
+        )
     run = RunFiles(
         report_dir=report_dir,
         metrics=metrics,
-        config=yaml.safe_load(cfg_path.read_text()) if cfg_path else {},
+        config=_read_config(cfg_path) if cfg_path else {},
         status=read_status(report_dir),
         meta=_read_json(model_dir / "meta.json"),
     )
     if not run.config:
         run.notes["config"] = f"no config.yaml in {report_dir} or {model_dir}"
     if (report_dir / "trades.parquet").exists():
-        run.trades = pd.read_parquet(report_dir / "trades.parquet")
-    if (report_dir / "equity.parquet").exists():
-        eq = pd.read_parquet(report_dir / "equity.parquet")
-        run.equity = eq.set_index(pd.to_datetime(eq["date"]))["equity"].astype(float)
-    if (report_dir / BENCHMARK_FILE).exists():
-        b = pd.read_parquet(report_dir / BENCHMARK_FILE)
-        run.benchmark = b.set_index(pd.to_datetime(b["date"]))["benchmark"].astype(float)
+        run.trades = read_parquet_artifact(report_dir / "trades.parquet", "write the run again")
+    run.equity = _read_frame(report_dir / "equity.parquet", "equity")
+    run.benchmark = _read_frame(report_dir / BENCHMARK_FILE, "benchmark")
     read_book(run)
     try:
         run.price_window = price_window or default_price_window(run.equity, run.capital)
@@ -140,18 +163,28 @@ def load_run(
     return run
 
 
+def _schema_names(path: Path) -> list[str]:
+    """The columns of a parquet file; ArtifactError naming a damaged one."""
+    try:
+        return pq.read_schema(path).names
+    except (OSError, ValueError, pa.ArrowException) as exc:
+        raise ArtifactError(f"{path}: not readable parquet ({exc}); write the run again") from None
+
+
 def read_book(run: RunFiles) -> None:
     """The book's exposure at every bar (equity_bars.parquet with net exposure) and each ticker's
     cumulative PnL (ticker_pnl.parquet), when the run wrote them (runs before issue 28 did not)."""
     bars = run.report_dir / BAR_EQUITY_FILE
     cols = ["timestamp", "gross_exposure", "net_exposure"]
-    if bars.exists() and set(cols) <= set(pq.read_schema(bars).names):
-        run.exposure_bars = pd.read_parquet(bars, columns=cols)
+    if bars.exists() and set(cols) <= set(_schema_names(bars)):
+        run.exposure_bars = read_parquet_artifact(bars, "write the run again", columns=cols)
     else:
         run.notes["exposure"] = f"no net exposure in {bars.name} (a run from before issue 28)"
     pnl = run.report_dir / TICKER_PNL_FILE
     if pnl.exists():
-        tp = pd.read_parquet(pnl)
+        tp = read_parquet_artifact(pnl, "write the run again")
+        if "date" not in tp:
+            raise ArtifactError(f"{pnl}: lacks the date column; write the run again")
         run.ticker_pnl = tp.set_index(pd.to_datetime(tp["date"])).drop(columns="date")
     else:
         run.notes["ticker_equity"] = f"no {pnl.name} (a run from before issue 28)"

@@ -217,13 +217,18 @@ def print_table(checks: list[Check]) -> None:
 def main(argv: list[str] | None = None) -> int:
     from vpt_ray.core.run import setup_logging
     from vpt_ray.pipeline.cli import add_config_args, user_error_exit
+    from vpt_ray.pipeline.parsers import prog
 
     parser = argparse.ArgumentParser(
-        prog="python -m vpt_ray.audit",
+        prog=prog("vpt_ray.audit"),
         description="Leakage audit of a phase: null market, shuffled labels, feature causality, "
         "split audit. Exits 0 only when every check passes.",
     )
-    parser.add_argument("--phase", type=int, choices=range(1, 6), default=1)
+    parser.add_argument(
+        "--phase", type=int, choices=range(1, 6), default=1, metavar="N",
+        help="audit phase N's settings (config/phaseN.yaml: tickers, windows, bars, search); "
+        "with --config, that file over config/base.yaml instead (default: %(default)s)",
+    )  # fmt: skip
     add_config_args(parser)
     args = parser.parse_args(argv)
     setup_logging(None)

@@ -28,6 +28,7 @@ import pandas as pd
 from vpt_ray.core.config import Config, ConfigError, load_config
 from vpt_ray.data.bars import BarDataError
 from vpt_ray.pipeline.cli import EXIT_USER_ERROR, add_config_args, user_errors
+from vpt_ray.pipeline.parsers import prog
 
 EXIT_INCOMPLETE = 1
 log = logging.getLogger("vpt_ray.data")
@@ -232,7 +233,7 @@ def check(data_dir: Path, cfg: Config) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m vpt_ray.data",
+        prog=prog("vpt_ray.data"),
         description="Fill the local bar store ahead of a run, or validate it.",
         epilog="exit codes: 0 ok; 1 missing data / broken files; 2 bad invocation or config",
     )

@@ -60,6 +60,7 @@ class Evidence:
     cv_accuracy: float | None = None
     cv_accuracy_se: float | None = None
     overfitting: dict = field(default_factory=dict)
+    memory_limit_text: str | None = None  # the limit and its source (`resources.limit_text`)
 
 
 @dataclass(frozen=True)
@@ -100,7 +101,8 @@ def memory_rule(rules: DecisionConfig, hw: HardwareConfig, ev: Evidence) -> list
             "stop",
             over,
             f"peak memory {ev.peak_memory_gb:.2f} GB {'>' if over else '<='} limit "
-            f"{hw.memory_limit_gb:g} GB (a measurement: no sampling error)",
+            f"{ev.memory_limit_text or f'{hw.memory_limit_gb:g} GB'} (a measurement: no "
+            "sampling error)",
             ev.peak_memory_gb,
             None,
             hw.memory_limit_gb,
@@ -366,9 +368,11 @@ def decide(
     cv_accuracy: float | None = None,
     cv_accuracy_se: float | None = None,
     overfitting: dict | None = None,
+    memory_limit_text: str | None = None,
 ) -> dict:
     """Verdict, reasons (each with figure, SE and threshold) and every check; `previous` is the
-    previous phase's tracker row (accuracy, sharpe and, when recorded, their SEs)."""
+    previous phase's tracker row (accuracy, sharpe and, when recorded, their SEs);
+    `hardware.memory_limit_gb` is the run's effective limit, `memory_limit_text` says which."""
     ev = Evidence(
         oos_accuracy=oos_accuracy,
         sharpe=sharpe,
@@ -382,6 +386,7 @@ def decide(
         cv_accuracy=cv_accuracy,
         cv_accuracy_se=cv_accuracy_se,
         overfitting=overfitting or {},
+        memory_limit_text=memory_limit_text,
     )
     return verdict([c for rule in RULES for c in rule(rules, hardware, ev)])
 

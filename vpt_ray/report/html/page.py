@@ -54,7 +54,12 @@ from vpt_ray.report.html.predictions import (
     fig_feature_importance,
     oos_text,
 )
-from vpt_ray.report.html.resources import fig_resources, provenance_section, resources_text
+from vpt_ray.report.html.resources import (
+    fig_resources,
+    memory_thresholds,
+    provenance_section,
+    resources_text,
+)
 from vpt_ray.report.html.trades import (
     fig_per_ticker,
     fig_prices,
@@ -118,7 +123,7 @@ def build_figures(run: RunFiles) -> dict[str, go.Figure]:
             else None
         ),
         "resources": lambda: (
-            fig_resources(m["resources"], run.config.get("hardware", {}))
+            fig_resources(m["resources"], memory_thresholds(m, run.config))
             if m.get("resources", {}).get("memory_samples")
             else None
         ),

@@ -194,6 +194,13 @@ def kind_label(row: dict) -> str:
     return KIND_LABELS.get(kind, str(kind))
 
 
+def marked(row: dict, *figures: str) -> str:
+    """A table's Notes cell: what the run was (unless its notes already say: a backtest's and a
+    training run's do), then `figures`, then the notes."""
+    label, notes = kind_label(row), str(row.get("notes", ""))
+    return "; ".join([*([] if label in notes else [label]), *figures, notes])
+
+
 def _table(latest: dict, title: str, columns: tuple[str, ...], cells) -> list[str]:
     """One of the seed's tables: a row per phase (its newest run), blank for phases not run."""
     head = ("Phase", "Run ID", *columns)
@@ -229,7 +236,7 @@ def render(state: dict, chart: str | None = None) -> str:
             _fmt(r["cv_accuracy"]),
             _fmt(r["cv_auc"]),
             _fmt(r["cv_log_loss"]),
-            f"{kind_label(r)}; {r['notes']}",
+            marked(r),
         ),
     )
     lines += [""]
@@ -243,7 +250,7 @@ def render(state: dict, chart: str | None = None) -> str:
             _fmt(r["sharpe"], digits=2),
             _fmt(r["max_drawdown"], pct=True),
             _fmt(r["win_rate"], pct=True),
-            f"{kind_label(r)}; OOS accuracy {_fmt(r['accuracy'])}; {r['notes']}",
+            marked(r, f"OOS accuracy {_fmt(r['accuracy'])}"),
         ),
     )
     lines += ["", f"### History ({len(state['history'])} runs, newest first)", ""]

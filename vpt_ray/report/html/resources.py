@@ -127,7 +127,9 @@ def resources_text(run: RunFiles) -> str:
     hw = memory_thresholds(run.metrics, run.config)
     warn, limit = hw.get("memory_warn_gb", "n/a"), hw.get("memory_limit_gb", "n/a")
     if hw.get("source") == "machine":
-        limit = f"{limit} (this machine's memory, below hardware.memory_limit_gb)"
+        limit = f"{limit} GB (this machine's memory, below hardware.memory_limit_gb)"
+    else:
+        limit = f"{limit} GB"
     text = (
         f"<p>Peak memory {show(res.get('peak_memory_gb'), digits=2)} GB ("
         + (
@@ -136,7 +138,7 @@ def resources_text(run: RunFiles) -> str:
             else "driver + every Ray process it started"
         )
         + ", proportional set size) against warn "
-        f"{warn} GB and stop {limit} GB; wall "
+        f"{warn} GB and stop {limit}; wall "
         f"time {show(res.get('wall_seconds'), digits=1)} s. "
         f"Ray: {html.escape(str(ray_info.get('mode')))}"
         f", {show(ray_info.get('num_cpus'))} CPUs"

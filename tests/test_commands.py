@@ -179,7 +179,7 @@ def test_phase1_train_trains_phase_one(ws):
     assert meta["phase"] == 1 and meta["train_window"] == ["2023-10-02", "2023-11-30"]
     m = json.loads((ws / "artifacts" / "reports" / MODEL_RUN / "metrics.json").read_text())
     assert m["kind"] == "train" and "backtest" not in m  # a training run: CV figures only
-    assert m["cv"]["accuracy"] == meta["cv"]["accuracy"]
+    assert m["cv"]["accuracy"] == meta["cv"]["val_accuracy"]
 
 
 def test_phase1_backtest_tests_the_newest_phase1_model_on_its_own_window(ws, capsys):

@@ -211,7 +211,11 @@ def test_resources_chart_draws_samples_and_limits(run, loaded):
     assert list(mem.x) == list(samples[:, 0]) and list(mem.y) == list(samples[:, 1])
     assert max(mem.y) <= res["peak_memory_gb"] + 1e-9
     lines = {round(s.y0, 6) for s in fig.layout.shapes if s.type == "line"}
-    assert {cfg["memory_warn_gb"], cfg["memory_limit_gb"]} <= lines
+    # the run's limit: the config's, or the machine's memory when smaller (warning scaled alike)
+    machine = res["ray"]["memory_limit"]["machine_gb"]
+    limit = min(cfg["memory_limit_gb"], machine)
+    warn = round(cfg["memory_warn_gb"] * limit / cfg["memory_limit_gb"], 2)
+    assert {warn, limit} <= lines
     bands = [a.text for a in fig.layout.annotations if a.text]
     assert any(s in bands for s in res["stages"])
 
@@ -434,7 +438,7 @@ def test_mlflow_holds_the_run_its_trials_and_no_secret(run):
     assert "each search trial a nested run" in m["mlflow"]["where"]
 
 
-def test_mlflow_logs_a_cached_search_s_trials_as_nested_runs(run, tmp_path):
+def test_mlflow_logs_a_cached_search_s_trials_as_nested_runs(run, tmp_path, monkeypatch):
     """A search reused from the resume cache runs no trial, so Tune logs none: its trials table
     is logged as the nested runs instead, tagged as coming from the cache."""
     if not HAS_MLFLOW:
@@ -444,6 +448,7 @@ def test_mlflow_logs_a_cached_search_s_trials_as_nested_runs(run, tmp_path):
 
     from vpt_ray.core import tracking
 
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)  # Tune's callback exported it
     cfg = load_config(1, overrides=["tracking.mlflow=true"])
     assert tracking.tracking_uri(cfg, tmp_path) == f"sqlite:///{tmp_path / 'mlflow.db'}"
     parent = tracking.start_run(cfg, "cached", tmp_path, {"vpt.kind": "phase"})

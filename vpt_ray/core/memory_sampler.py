@@ -139,6 +139,7 @@ class MemorySampler:
     over_bytes: int = 0  # the first sample past a limit: the node's figure, or the job's total
     over_scope: str = "node"  # "node" (hardware.memory_limit_gb) or "job" (job_memory_limit_gb)
     limit_name: str = "hardware.memory_limit_gb"  # or "this machine's memory" (`hold_to`)
+    warn_name: str = "hardware.memory_warn_gb"
     over_node: str | None = None
     stage: str = "start"  # the pipeline stage running now (set by the phase)
     stage_peaks: dict[str, float] = field(default_factory=dict)  # GB, job total per stage
@@ -175,6 +176,7 @@ class MemorySampler:
         self.limit_gb, self.warn_gb = limit["limit_gb"], limit.get("warn_gb")
         if limit.get("source") == "machine":
             self.limit_name = "this machine's memory (below hardware.memory_limit_gb)"
+            self.warn_name = "hardware.memory_warn_gb scaled to this machine's memory"
 
     def attach(self) -> None:
         """Measure every node of the Ray cluster this process is connected to from now on (the
@@ -229,10 +231,11 @@ class MemorySampler:
         if self.warn_gb and s.memory > self.warn_gb * GB and ("warn", name) not in self._warned:
             self._warned.add(("warn", name))
             log.warning(
-                "memory %.2f GB%s passed the warning level %g GB; the run stops at %s GB (%s)",
+                "memory %.2f GB%s passed the warning level %g GB (%s); the run stops at %s GB (%s)",
                 s.memory / GB,
                 where,
                 self.warn_gb,
+                self.warn_name,
                 f"{self.limit_gb:g}" if self.limit_gb else "none",
                 self.limit_name,
             )

@@ -28,13 +28,17 @@ cores and under 16 GB (the seed's limits: 4 hours, 32 GB). `--replay results.jso
 report of an earlier `--out` file again without running anything.
 
 Search variants (`--variant "search.scheduler=asha search.sample_days=40"`, repeatable): each size
-then runs with `search.scheduler=fifo` first (the baseline, whatever the phase config says), and
+then runs with the baseline first (`--baseline`, default `search.scheduler=fifo`, whatever the
+phase config says; e.g. the search as it shipped before: `--baseline "search.scheduler=asha
+search.sample_days=null search.fold_cache_mb=256 search.trial_cache=false env:OMP_WAIT_POLICY="`,
+where `env:NAME=VALUE` sets an environment variable for that run only), and
 once per variant on the same data in the same scratch directory (feature store from its resume
 cache, search recomputed: its key differs). Printed per size and variant: the search stage's wall
-time and its trials' CPU time against FIFO's (CPU time is the fairer measure on a shared machine),
-the folds fitted, the trials that fitted every fold, the best CV log loss (on the searched data: a
-variant with `search.sample_days` validates on its sample) and the out-of-sample accuracy and log
-loss on the same backtest bars; then the projection for each variant.
+time and its trials' CPU time against the baseline's (CPU time is the fairer measure on a shared
+machine), its peak memory, the folds fitted, the trials that fitted every fold, the best CV log
+loss (on the searched data: a variant with `search.sample_days` validates on its sample) and the
+out-of-sample accuracy and log loss on the same backtest bars; then the projection for each
+variant.
 """
 
 from __future__ import annotations
@@ -103,9 +107,13 @@ def run_size(
         cmd += ["--force"]
     for k, v in sets.items():
         cmd += ["--set", f"{k}={v}"]
-    for o in [*args.overrides, *(variant or [])]:
-        cmd += ["--set", o]
     env = {**os.environ, "PYTHONPATH": str(REPO)}
+    for o in [*args.overrides, *(variant or [])]:
+        if o.startswith("env:"):  # an environment variable for this run only
+            name, _, value = o[4:].partition("=")
+            env[name] = value
+        else:
+            cmd += ["--set", o]
     load0, t0 = load_avg(), time.monotonic()
     proc = subprocess.run(cmd, cwd=work, capture_output=True, text=True, env=env)
     wall = time.monotonic() - t0
@@ -317,8 +325,8 @@ def report(results: list[dict], args: argparse.Namespace, p4_trials: int, label:
 
     if any(r.get("borrowed_stages") for r in ok):
         print(
-            f"\nNOTE: {' and '.join(CACHED_STAGES)}: the fifo run's time and memory on the same "
-            "data (this variant read them from its resume cache)"
+            f"\nNOTE: {' and '.join(CACHED_STAGES)}: the baseline run's time and memory on the "
+            "same data (this variant read them from its resume cache)"
         )
 
     first, last = ok[0], ok[-1]
@@ -451,7 +459,8 @@ def main() -> int:
         action="append",
         default=[],
         metavar="'K=V K=V'",
-        help="search variant compared with fifo on the same data, e.g. 'search.scheduler=asha' "
+        help="search variant compared with the baseline on the same data, e.g. "
+        "'search.scheduler=asha' "
         "or 'search.scheduler=asha search.sample_days=40' (repeatable)",
     )
     ap.add_argument(
@@ -459,6 +468,12 @@ def main() -> int:
         type=Path,
         default=None,
         help="print the report of an earlier --out file again (no runs; same --trials)",
+    )
+    ap.add_argument(
+        "--baseline",
+        default="search.scheduler=fifo",
+        metavar="'K=V K=V'",
+        help="the run the variants are compared with (env:NAME=VALUE sets a variable for it)",
     )
     args = ap.parse_args()
     from vpt_ray.core.config import load_config
@@ -472,7 +487,7 @@ def main() -> int:
     p4_trials = load_config(4).search.num_samples
     args.p4_cpus_per_trial = load_config(4).search.cpus_per_trial
     variants = [v.split() for v in args.variants]
-    baseline = ["search.scheduler=fifo"] if variants else None
+    baseline = args.baseline.split() if variants else None
     results: list[dict] = []
     by_variant: list[list[dict]] = [[] for _ in variants]
     if args.replay:
@@ -498,7 +513,7 @@ def main() -> int:
             borrow_cached_stages(vr, r)
             by_variant[i].append(vr)
             _progress(n, vr)
-    projection = report(results, args, p4_trials, " (fifo)" if variants else "")
+    projection = report(results, args, p4_trials, f" ({args.baseline})" if variants else "")
     projections = [
         report(rs, args, p4_trials, f" ({' '.join(v)})")
         for v, rs in zip(variants, by_variant, strict=True)
@@ -549,18 +564,20 @@ def _progress(n: int, r: dict) -> None:
 
 
 def compare_search(base: list[dict], variants: list[list[str]], runs: list[list[dict]]) -> None:
-    """Search stage of each variant against FIFO's on the same data, per size: wall time and the
-    trials' CPU time (the fairer measure when the machine is shared), folds fitted, quality."""
-    print("\nsearch stage against fifo (same data, same benchmark run):")
+    """Search stage of each variant against the baseline's on the same data, per size: wall time
+    and the trials' CPU time (the fairer measure when the machine is shared), the search stage's
+    peak memory, folds fitted and the chosen configuration's quality."""
+    print("\nsearch stage against the baseline (same data, same benchmark run):")
     print(
-        f"{'tickers':>7} {'variant':<44} {'wall s':>7} {'x fifo':>6} {'CPU s':>7} {'x fifo':>6} "
-        f"{'folds':>5} {'complete':>8} {'stopped':>7} {'searched':>9} {'CV logloss':>10} "
-        f"{'OOS acc':>7} {'OOS logloss':>11}"
+        f"{'tickers':>7} {'variant':<44} {'wall s':>7} {'x base':>6} {'CPU s':>7} {'x base':>6} "
+        f"{'peak GB':>7} {'folds':>5} {'complete':>8} {'stopped':>7} {'searched':>9} "
+        f"{'CV logloss':>10} {'OOS acc':>7} {'OOS logloss':>11}"
     )
     for i, b in enumerate(base):
-        rows = [("fifo", b)] + [(" ".join(v), rs[i]) for v, rs in zip(variants, runs, strict=True)]
-        fifo_s = b["stages"].get("search", float("nan"))
-        fifo_cpu = b.get("search_cpu_s") or float("nan")
+        rows = [("baseline", b)]
+        rows += [(" ".join(v), rs[i]) for v, rs in zip(variants, runs, strict=True)]
+        base_s = b["stages"].get("search", float("nan"))
+        base_cpu = b.get("search_cpu_s") or float("nan")
         for name, r in rows:
             if r["status"] == "STOPPED":
                 print(f"{r['tickers']:>7} {name:<44} STOPPED: {r.get('stopped')}")
@@ -568,13 +585,15 @@ def compare_search(base: list[dict], variants: list[list[str]], runs: list[list[
             s, oos = r["search"], r["oos"]
             t = r["stages"].get("search", float("nan"))
             cpu = r.get("search_cpu_s") or float("nan")
+            peak = r.get("stage_peak_gb", {}).get("search", float("nan"))
             print(
-                f"{r['tickers']:>7} {name:<44} {t:>7.1f} {t / fifo_s:>6.2f} {cpu:>7.1f} "
-                f"{cpu / fifo_cpu:>6.2f} {r.get('fold_fits') or 0:>5} "
+                f"{r['tickers']:>7} {name:<44} {t:>7.1f} {t / base_s:>6.2f} {cpu:>7.1f} "
+                f"{cpu / base_cpu:>6.2f} {peak:>7.2f} {r.get('fold_fits') or 0:>5} "
                 f"{s.get('trials_completed', s.get('trials', 0)):>8} "
                 f"{s.get('trials_stopped_early', 0):>7} {s.get('samples', r['samples']):>9,} "
                 f"{r['cv_log_loss']:>10.5f} {oos['accuracy']:>7.4f} {oos['log_loss']:>11.5f}"
             )
+    print("  baseline: " + " ".join(base[0].get("variant") or []) if base else "")
 
 
 if __name__ == "__main__":

@@ -710,3 +710,25 @@ def test_phase_from_gcs_and_polygon_equals_a_full_local_store_and_reruns_locally
     assert second["model_dir"].endswith("again")
     log = (ws / "logs" / "run-remote.log").read_text()
     assert "AAA: gcs delivered" in log and "BBB: polygon delivered" in log
+
+
+def test_synthetic_tickers_made_as_ray_tasks_are_the_ones_made_in_process(
+    tmp_path, ray_session, monkeypatch
+):
+    """Past `chain.PARALLEL_TICKER_YEARS` of synthetic bars `resolve` makes them as Ray tasks
+    pinned to this node (lowered to 0 here so three short tickers take that path): the files are
+    byte for byte those made one after the other in this process, and the next resolve reuses
+    them."""
+    tickers = "[AAA,BBB,CCC]"
+    made = {}
+    for how, threshold in (("in_process", 1e9), ("ray", 0)):
+        monkeypatch.setattr(chain, "PARALLEL_TICKER_YEARS", threshold)
+        cfg = load_config(1, overrides=tiny_overrides(tmp_path / how, f"data.tickers={tickers}"))
+        out, _ = chain.resolve(cfg, cfg.data.start, cfg.backtest.end)
+        made[how] = {t: pq.read_table(td.path) for t, td in out.items()}
+        assert all(td.synthetic and td.origins[0]["how"] == "generated" for td in out.values())
+    for t in ("AAA", "BBB", "CCC"):
+        assert made["ray"][t].equals(made["in_process"][t])
+        assert made["ray"][t].schema.metadata == made["in_process"][t].schema.metadata
+    again, _ = chain.resolve(cfg, cfg.data.start, cfg.backtest.end)
+    assert {td.origins[0]["how"] for td in again.values()} == {"cached"}

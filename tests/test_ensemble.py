@@ -142,6 +142,18 @@ def test_phase_reports_the_ensemble_against_the_best_single_model(ray_session, w
     assert e["oos"]["ensemble"]["samples"] == m["oos"]["samples"]
     for k in ("cv_log_loss", "oos_accuracy", "sharpe"):
         assert k in e["improvement"]
+    d = e["differences"]  # paired on the same bars: the difference and its SE
+    assert d["oos_accuracy"] == pytest.approx(e["improvement"]["oos_accuracy"])
+    assert d["oos_accuracy_se"] >= 0 and d["sharpe_se"] >= 0
+    # member 0 is the search's best trial (its seed, every feature): its folds came from the
+    # trial cache, and if it got a weight, the single final model was reused for it
+    first = e["members"][0]
+    assert first["folds_from_cache"] == cfg.cv.n_splits
+    assert all(x["folds_from_cache"] == 0 for x in e["members"][1:])
+    assert [x["rounds"] is not None for x in e["members"]] == [
+        x["weight"] > 0 for x in e["members"]
+    ]
+    assert e["final_fits"] == e["used"] - (first["weight"] > 0)
     assert {"ensemble", "backtest_ensemble"} <= set(m["resources"]["stages"])
     arts = workspace / "artifacts"
     on_disk = json.loads((arts / "reports" / "ens" / "metrics.json").read_text())
@@ -164,3 +176,19 @@ def test_phase_reports_the_ensemble_against_the_best_single_model(ray_session, w
     assert again["resume"]["ensemble_from_cache"] is True
     assert again["ensemble"]["cv"] == e["cv"] and again["ensemble"]["oos"] == e["oos"]
     assert again["ensemble"]["members"] == e["members"]
+
+
+def test_paired_differences_of_a_model_with_itself_are_zero_and_see_correlation():
+    from vpt_ray.model.metrics import paired_accuracy_difference, sharpe_difference
+
+    rng = np.random.default_rng(1)
+    y = (rng.random(2000) > 0.5).astype(float)
+    p = rng.random(2000)
+    assert paired_accuracy_difference(y, p, p, 200) == (0.0, 0.0)
+    r = rng.normal(0.001, 0.01, 250)
+    assert sharpe_difference(r, r) == (0.0, 0.0)
+    # two strategies sharing most of their daily noise: the difference's SE is far below the SE
+    # of either Sharpe alone (~1 annualized for 250 days)
+    other = r + rng.normal(0.0, 0.001, 250)
+    _, se = sharpe_difference(r, other)
+    assert 0 < se < 0.3

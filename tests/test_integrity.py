@@ -102,7 +102,7 @@ def test_publish_refuses_a_model_dir_that_points_elsewhere(workspace):
 def _search_result(ended_by: str | None, trials: int):
     import pandas as pd
 
-    from vpt_ray.model.search import SearchResult
+    from vpt_ray.model.search_result import SearchResult
 
     info = {"trials_requested": trials} | ({"ended_by": ended_by} if ended_by else {})
     return SearchResult(

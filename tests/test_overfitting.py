@@ -419,7 +419,7 @@ def test_config_stability_hand_example_and_lower_is_better():
 
 
 def _search_result(daily: pd.DataFrame, folds: list[dict]):
-    from vpt_ray.model.search import SearchResult
+    from vpt_ray.model.search_result import SearchResult
 
     n = daily.shape[1]
     return SearchResult(

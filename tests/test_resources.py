@@ -190,3 +190,31 @@ def test_wait_for_exit_waits_for_the_titled_children_only():
     finally:
         child.kill()
         child.wait()
+
+
+def test_a_dashboard_that_fails_to_start_leaves_the_run_without_it(monkeypatch, caplog):
+    """Ray raises a bare Exception with the dashboard's log when its start-up times out (seen
+    at load average 60): the run starts Ray again without the dashboard and says so. Nothing real
+    can make the dashboard fail on demand, so ray.init is replaced here."""
+    import ray
+
+    from vpt_ray.core import resources
+
+    calls = []
+
+    def fake_init(**kw):
+        calls.append(kw["include_dashboard"])
+        if kw["include_dashboard"]:
+            raise Exception("\nTimed out waiting for the dashboard to start\n")  # noqa: TRY002
+        return "started"
+
+    monkeypatch.setattr(ray, "init", fake_init)
+    monkeypatch.setattr(ray, "shutdown", lambda: calls.append("shutdown"))
+    caps = resources.RayCaps(2, 4.0, 1.0, ())
+    with caplog.at_level("WARNING", logger="vpt_ray.resources"):
+        assert resources._start_local(caps, dashboard=True) == "started"
+    assert calls == [True, "shutdown", False]
+    assert "dashboard did not start (Timed out waiting" in caplog.text
+    monkeypatch.setattr(ray, "init", lambda **kw: (_ for _ in ()).throw(RuntimeError("no")))
+    with pytest.raises(RuntimeError):  # without the dashboard, a failure is the run's
+        resources._start_local(caps, dashboard=False)

@@ -23,7 +23,8 @@ from vpt_ray.core.memory_sampler import MemoryLimitExceeded, MemorySampler
 from vpt_ray.model.cv import early_stopping_folds
 from vpt_ray.model.folds import fit_folds
 from vpt_ray.model.metrics import VAL_LOG_LOSS
-from vpt_ray.model.search import COMPLETED, STOPPED_BY_BUDGET, STOPPED_EARLY, run_search
+from vpt_ray.model.search import run_search
+from vpt_ray.model.search_result import COMPLETED, STOPPED_BY_BUDGET, STOPPED_EARLY
 from vpt_ray.model.train import final_rounds
 from vpt_ray.pipeline import stages
 from vpt_ray.pipeline.audit import split_audit

@@ -261,9 +261,12 @@ class SearchConfig(Section):
     cpus_per_trial: int = Field(1, ge=1)
     fold_cache_mb: int = Field(256, ge=0)
     metric: Literal["val_log_loss"] = "val_log_loss"
-    scheduler: Literal["fifo", "asha"] = "fifo"
+    scheduler: Literal["fifo", "asha", "race"] = "fifo"
     grace_folds: int = Field(1, ge=1)
     reduction_factor: float = Field(2.0, gt=1)
+    race_alpha: float = Field(0.05, gt=0, lt=0.5)
+    race_min_trials: int = Field(4, ge=2)
+    trial_cache: bool = True
     sample_days: int | None = Field(None, ge=1)
     seed: int = 0
     space: SearchSpace = Field(default_factory=SearchSpace)

@@ -208,14 +208,7 @@ def init_ray(hw: HardwareConfig) -> dict:
     caps = clamp(hw)
     if caps.clamped:  # expected on any machine smaller than the reference: one line, not a warning
         log.info("hardware clamped to this machine: %s", "; ".join(caps.clamped))
-    ctx = ray.init(
-        num_cpus=caps.num_cpus,
-        object_store_memory=int(caps.object_store_gb * GB),
-        include_dashboard=_dashboard_available(),
-        dashboard_host="127.0.0.1",
-        configure_logging=False,
-        log_to_driver=True,
-    )
+    ctx = _start_local(caps, _dashboard_available())
     url = getattr(ctx, "dashboard_url", None)
     if url:
         log.info("Ray dashboard: http://%s", url)
@@ -282,6 +275,32 @@ def node_stores(hw: HardwareConfig, set_by_config: float | None = None) -> dict[
             )
         out[n.label] = entry
     return out
+
+
+def _start_local(caps: RayCaps, dashboard: bool) -> object:
+    """`ray.init` a local node with the caps. The dashboard is for watching, not for the run: if
+    it fails to start (its start-up times out on a loaded machine: seen at load average 60 here),
+    the run goes on without it and says so, instead of failing before its first stage."""
+    kwargs = dict(
+        num_cpus=caps.num_cpus,
+        object_store_memory=int(caps.object_store_gb * GB),
+        dashboard_host="127.0.0.1",
+        configure_logging=False,
+        log_to_driver=True,
+    )
+    try:
+        return ray.init(include_dashboard=dashboard, **kwargs)
+    except Exception as exc:  # noqa: BLE001 - Ray raises a bare Exception with the dashboard's log
+        if not dashboard:
+            raise
+        first = next((line for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
+        log.warning(
+            "the Ray dashboard did not start (%s): running without it (resources are still "
+            "sampled and reported)",
+            first[:200],
+        )
+        ray.shutdown()
+        return ray.init(include_dashboard=False, **kwargs)
 
 
 def _dashboard_available() -> bool:

@@ -67,29 +67,37 @@ def session_of(pos: np.ndarray | int, slots: int, calendar: str = "XNYS") -> np.
 
 def clock_positions(ts: pd.Series, bar_minutes: int, calendar: str = "XNYS") -> np.ndarray:
     """Ordinal of each bar on a clock shared by all tickers (session * slots + slot)."""
-    local_ts = ts.dt.tz_convert(EXCHANGE_TZ)
-    dates = local_ts.dt.date
+    days = local_days(ts)
+    codes, uniq = pd.factorize(days)  # a few hundred sessions for ~100k bars: look those up
     index = _session_index(calendar)
-    where = index.reindex(dates.to_numpy()).to_numpy()
-    bad = np.isnan(where)
-    if bad.any():
-        day = dates.iloc[int(np.flatnonzero(bad)[0])]
+    found = pd.Index(pd.DatetimeIndex(index.index)).get_indexer(pd.DatetimeIndex(uniq))
+    if (found < 0).any():
+        day = pd.Timestamp(uniq[int(np.flatnonzero(found < 0)[0])]).date()
         lo, hi = calendar_bounds(calendar)
         why = (
             f"outside the {calendar} calendar's supported sessions {lo}..{hi}"
             if not lo <= day <= hi
             else f"not a {calendar} session"
         )
-        raise ValueError(f"{int(bad.sum())} bar(s) on dates {why} (first: {day})")
-    sess = where.astype(np.int64)
+        bad = int(np.isin(codes, np.flatnonzero(found < 0)).sum())
+        raise ValueError(f"{bad} bar(s) on dates {why} (first: {day})")
+    sess = index.to_numpy()[found][codes].astype(np.int64)
     if bar_minutes >= 390:
         return sess
     slots = clock_slots(bar_minutes)
     # the slot counts bar lengths from the calendar's open, not from the ticker's first bar, so
     # a ticker whose 09:30 minute had no trade still puts its 09:31 bar on every ticker's 09:31
-    since_open = pd.DatetimeIndex(ts).as_unit("ns").asi8 - session_opens(dates.to_numpy(), calendar)
+    opens = session_opens(np.asarray(uniq, dtype="datetime64[ns]"), calendar)[codes]
+    since_open = pd.DatetimeIndex(ts).as_unit("ns").asi8 - opens
     slot = np.clip(since_open // (bar_minutes * 60_000_000_000), 0, slots - 1)
     return sess * slots + slot
+
+
+def local_days(ts: pd.Series) -> pd.Series:
+    """Each bar's exchange-local date as a tz-naive midnight (datetime64[us], the store's
+    `session` type): vectorized, no Python date objects (they cost most of this stage)."""
+    local = ts.dt.tz_convert(EXCHANGE_TZ).dt.tz_localize(None)
+    return local.dt.normalize().astype("datetime64[us]")
 
 
 def _rolling_mean(x: pd.Series, w: int) -> pd.Series:
@@ -126,7 +134,7 @@ def build_features(
     v, vw = bars["volume"].astype(float), bars["vwap"].astype(float)
     n_tr = bars["transactions"].astype(float)
     local_ts = ts.dt.tz_convert(EXCHANGE_TZ)
-    session = local_ts.dt.date
+    session = local_days(ts)
     new_session = session.ne(session.shift())
     logc = np.log(c)
     rng = (h - lo).clip(lower=EPS)
@@ -207,7 +215,7 @@ def build_features(
     meta = pd.DataFrame(
         {
             "timestamp": ts.reset_index(drop=True),
-            "session": pd.to_datetime(session.astype(str)).to_numpy(),
+            "session": session.to_numpy(),
             "pos": pos,
             "label_end": label_end,
             "y": y.astype(np.float32),

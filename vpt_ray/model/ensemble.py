@@ -8,14 +8,19 @@ say whether it does before any out-of-sample bar is touched.
 Members are the top `model.ensemble.top_k` configurations of the search that fitted every fold
 (best validation log loss first) x `model.ensemble.seeds`; with `feature_fraction` < 1 every
 member but the first sees a seeded random subset of the features. One Ray task per member fits
-it on every fold (early stopping on the last sessions of the fold's training part, never on its
-validation part, as in the search: `cv.early_stopping_folds`), keeps its
-out-of-fold probabilities, then fits it on the whole training set with the rounds the folds
-suggest (`train.final_rounds`).
-Weights: greedy forward selection with replacement (Caruana et al., 2004) on the pooled
-out-of-fold log loss, starting from the best member and stopping when no step improves it, so the
-ensemble is never worse than its best member on those folds, and weights are sparse.
-Cost: top_k x len(seeds) x (folds + 1) XGBoost fits spread over the cluster's CPUs.
+it on every fold of the search's samples (`search.sample_days` applied; early stopping on the
+last sessions of the fold's training part, never on its validation part, as in the search:
+`cv.early_stopping_folds`) and keeps its out-of-fold probabilities; a fold the search already
+fitted with the same configuration, seed and features comes from the trial cache
+(`model.trial_cache`). Weights: greedy forward selection with replacement (Caruana et al., 2004)
+on the pooled out-of-fold log loss, starting from the best member and stopping when no step
+improves it, so the ensemble is never worse than its best member on those folds, and weights are
+sparse. Only the members that got a weight are then fit on the whole training set (streamed from
+the feature store, with the rounds the folds suggest: `train.final_rounds`), and the one the
+train stage already fit (best configuration, its seed, every feature) is reused.
+Cost: (top_k x len(seeds) - those the search fitted) x folds fits on the search's samples, plus
+one full fit per weighted member but the single model. Phase 5 as shipped, before this: every
+candidate's folds and full fit on all 7.8 M samples, each task holding its own float copy.
 
 On disk, next to the single model: `ensemble/member_{i}.ubj` (XGBoost's native format) and
 `ensemble/ensemble.json` (weights, configurations, seeds, feature lists, rounds), written into a
@@ -27,6 +32,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -35,17 +41,24 @@ import pandas as pd
 import ray
 import xgboost as xgb
 
+from vpt_ray.backtest.run import pooled_predictions
 from vpt_ray.core.config import Config
 from vpt_ray.core.config_sections import SEARCH_PARAMS
 from vpt_ray.core.progress import track
-from vpt_ray.core.resources import WORKER_BASELINE_BYTES, clamp_task_memory, quantized_bytes
+from vpt_ray.core.resources import clamp_task_memory, trial_bytes
 from vpt_ray.core.run import atomic_dir
+from vpt_ray.features.samples import SampleFile
 from vpt_ray.features.store import Matrix
 from vpt_ray.model.cv import EarlyStopFold, early_stopping_folds
-from vpt_ray.model.folds import train_early_stopped, xgb_params
-from vpt_ray.model.metrics import classification
-from vpt_ray.model.search import SearchResult
-from vpt_ray.model.train import final_rounds
+from vpt_ray.model.folds import fold_predictions
+from vpt_ray.model.metrics import (
+    classification,
+    paired_accuracy_difference,
+    sharpe_difference,
+)
+from vpt_ray.model.search_result import SearchResult
+from vpt_ray.model.train import TrainingRows, final_rounds, fit_final
+from vpt_ray.model.trial_cache import TrialCache, folds_digest
 
 log = logging.getLogger("vpt_ray.ensemble")
 Folds = list[tuple[np.ndarray, np.ndarray]]
@@ -126,48 +139,38 @@ def _py(v: object) -> object:
     return v.item() if hasattr(v, "item") else v
 
 
-def fit_member(
+def member_oof(
     member: Member,
-    X: np.ndarray,
-    y: np.ndarray,
+    samples: SampleFile,
     folds: list[EarlyStopFold],
     names: list[str],
-    *,
-    n_estimators: int,
-    early_stopping_rounds: int,
-    max_bin: int,
-    nthread: int,
+    settings: dict,
+    trial_cache: TrialCache | None = None,
 ) -> dict:
-    """Out-of-fold probabilities of `member` on every fold (fit on `fit`, stopped on `stop`,
-    predicted on `val`), then its fit on all of (X, y)."""
-    feats = list(member.features)
-    Xm = X if feats == list(names) else X[:, [names.index(f) for f in feats]]
-    params = xgb_params(member.params, nthread, max_bin, seed=member.seed)
-    oof, fold_rounds = [], []
-    for fit, stop, va in folds:
-        dtrain = xgb.QuantileDMatrix(Xm[fit], y[fit], max_bin=max_bin)
-        dstop = xgb.QuantileDMatrix(Xm[stop], y[stop], ref=dtrain, max_bin=max_bin)
-        dval = xgb.QuantileDMatrix(Xm[va], y[va], ref=dtrain, max_bin=max_bin)
-        booster, rounds = train_early_stopped(
-            params, dtrain, dstop, n_estimators, early_stopping_rounds
-        )
-        oof.append(booster.predict(dval, iteration_range=(0, rounds)).astype(np.float32))
-        fold_rounds.append(rounds)
-        del dtrain, dstop, dval, booster
-    rounds = final_rounds(fold_rounds, [len(f.fit) for f in folds], len(y))
-    dfull = xgb.QuantileDMatrix(Xm, y, max_bin=max_bin, feature_names=feats)
-    final = xgb.train(params, dfull, num_boost_round=max(1, rounds), verbose_eval=False)
-    return {
-        "oof": oof,
-        "fold_rounds": fold_rounds,
-        "rounds": rounds,
-        "model": bytes(final.save_raw("ubj")),
-    }
+    """Out-of-fold probabilities of `member` on every fold of the search's samples (fit on
+    `fit`, stopped on `stop`, predicted on `val`; `folds` are rows of the sample file), its
+    rounds and fit sizes per fold. A fold the search (or an earlier ensemble) already fitted
+    with the same configuration, seed and features comes from `trial_cache`."""
+    local = samples.local()
+    y = local.column("y")
+    columns = None
+    if list(member.features) != list(names):
+        columns = [names.index(f) for f in member.features]
+    oof, rounds, sizes, cached = [], [], [], 0
+    for record, p_val in fold_predictions(
+        member.params, local, y, folds, seed=member.seed, columns=columns,
+        trial_cache=trial_cache, **settings,
+    ):  # fmt: skip
+        oof.append(np.asarray(p_val, dtype=np.float32))
+        rounds.append(int(record["rounds"]))
+        sizes.append(int(record["train_samples"]))
+        cached += bool(record.get("from_cache"))
+    return {"oof": oof, "fold_rounds": rounds, "fold_sizes": sizes, "folds_cached": cached}
 
 
-@ray.remote(num_cpus=1, max_retries=0)
-def _member_task(i: int, member: Member, X, y, folds, names, settings) -> dict:
-    return {"i": i, **fit_member(member, X, y, folds, names, **settings)}
+@ray.remote(max_retries=0)
+def _member_task(i: int, member: Member, samples, folds, names, settings, trial_cache) -> dict:
+    return {"i": i, **member_oof(member, samples, folds, names, settings, trial_cache)}
 
 
 def _log_loss(y: np.ndarray, p: np.ndarray) -> float:
@@ -204,69 +207,113 @@ def greedy_weights(P: np.ndarray, y: np.ndarray, rounds: int) -> np.ndarray:
     return counts / counts.sum()
 
 
-def cv_summary(y: np.ndarray, folds: Folds, oof: list[np.ndarray]) -> dict:
+def cv_summary(ys: list[np.ndarray], oof: list[np.ndarray]) -> dict:
     """Mean over folds of validation accuracy, AUC and log loss (the search's definition)."""
-    per = [classification(y[va], p) for (_, va), p in zip(folds, oof, strict=True)]
+    per = [classification(y, p) for y, p in zip(ys, oof, strict=True)]
     return {k: float(np.nanmean([f[k] for f in per])) for k in ("accuracy", "auc", "log_loss")}
 
 
-def _member_memory(m: Matrix, folds: Folds, max_bin: int) -> int:
-    rows, feats = len(m), len(m.feature_names)
-    largest = max(len(tr) + len(va) for tr, va in folds)
-    return int(
-        rows * feats * 4  # a feature-subset copy
-        + largest * feats * 4  # the fold's row copy
-        + 2 * quantized_bytes(rows, feats, max_bin)
-        + 32 * rows
-        + WORKER_BASELINE_BYTES
+def _is_single(member: Member, cfg: Config, names: list[str], single: xgb.Booster | None) -> bool:
+    """Whether `member` is the model the train stage already fit: the best configuration with
+    the final fit's seed, on every feature."""
+    return (
+        single is not None
+        and member.rank == 0
+        and member.seed == cfg.search.seed
+        and list(member.features) == list(names)
     )
 
 
 def run_ensemble(
-    cfg: Config, m: Matrix, folds: Folds, result: SearchResult, num_cpus: int
+    cfg: Config,
+    m: Matrix,
+    folds: Folds,
+    result: SearchResult,
+    num_cpus: int,
+    rows: TrainingRows,
+    single: xgb.Booster | None = None,
+    trial_cache: tuple[str | object, str] | None = None,
+    spill_root: Path | None = None,
 ) -> tuple[EnsembleModel, dict]:
-    """Fit the candidates (one Ray task each), choose weights on their out-of-fold probabilities.
+    """Cross-validate the candidates on the search's samples and folds (`m`, `folds`: after
+    `search.sample_days`), one Ray task each with the search's threads per trial, choose weights
+    on their out-of-fold probabilities, then fit only the members that got a weight on every
+    training row (`rows`, streamed from the store as the single model is), one after the other
+    with all CPUs. The member the train stage already fit (`single`) is reused, and so is every
+    fold the search fitted (`trial_cache`: its location and the samples key).
 
     Returns the model (members with weight > 0) and a JSON-ready description: members with their
     weights and out-of-fold CV figures, and the CV of the ensemble and of the best single member.
     """
     ens = cfg.model.ensemble
-    members = candidates(cfg, result.completed_trials, m.feature_names)
+    names = list(m.feature_names)
+    members = candidates(cfg, result.completed_trials, names)
+    cpus = min(cfg.search.cpus_per_trial, max(1, num_cpus))
     settings = {
         "n_estimators": cfg.model.n_estimators,
         "early_stopping_rounds": cfg.model.early_stopping_rounds,
         "max_bin": cfg.model.max_bin,
-        "nthread": 1,
+        "nthread": cpus,
+        "overlap": min(1.0, cfg.labels.stride / cfg.labels.horizon),
     }
+    if m.samples is None:
+        raise ValueError("run_ensemble needs the samples on disk (store.load_samples)")
     es_folds = early_stopping_folds(
         folds, m.pos, m.label_end, m.slots, cfg.cv.early_stopping_fraction, cfg.embargo_bars
     )
-    x_ref, y_ref, folds_ref = ray.put(m.features()), ray.put(m.y), ray.put(es_folds)
+    at = m.sample_rows()
+    file_folds = [EarlyStopFold(*(np.sort(at[p]).astype(np.int32) for p in f)) for f in es_folds]
+    cache = None
+    if trial_cache is not None:
+        fit = tuple(
+            (k, settings[k])
+            for k in ("n_estimators", "early_stopping_rounds", "max_bin", "nthread")
+        )
+        cache = TrialCache(trial_cache[0], trial_cache[1], tuple(folds_digest(file_folds)), fit)
     memory = clamp_task_memory(
-        _member_memory(m, folds, cfg.model.max_bin), max(1, int(num_cpus)), "ensemble member"
+        trial_bytes(max(sum(map(len, f)) for f in es_folds), len(names), m.samples.rows),
+        max(1, num_cpus // cpus),
+        "ensemble member",
     )
     log.info(
-        "ensemble: %d candidates (top %d configs x %d seeds, feature fraction %g), %d folds each",
-        len(members),
-        ens.top_k,
-        len(ens.seeds),
-        ens.feature_fraction,
-        len(folds),
-    )
+        "ensemble: %d candidates (top %d configs x %d seeds, feature fraction %g), %d folds each "
+        "on the search's %d samples",
+        len(members), ens.top_k, len(ens.seeds), ens.feature_fraction, len(folds), len(m),
+    )  # fmt: skip
+    folds_ref = ray.put(file_folds)
     refs = {
-        _member_task.options(name=f"ensemble:member{i}", memory=memory).remote(
-            i, mb, x_ref, y_ref, folds_ref, m.feature_names, settings
+        _member_task.options(name=f"ensemble:member{i}", num_cpus=cpus, memory=memory).remote(
+            i, mb, m.samples, folds_ref, names, settings, cache
         ): f"member {i}"
         for i, mb in enumerate(members)
     }
     fits = {r["i"]: r for r in track(refs, "ensemble", unit="member")}
     fits = [fits[i] for i in range(len(members))]
-    y_pooled = np.concatenate([m.y[va] for _, va in folds])
-    P = np.stack([np.concatenate(f["oof"]) for f in fits])
-    weights = greedy_weights(P, y_pooled, ens.selection_rounds)
+    y_file = m.samples.column("y")
+    ys = [y_file[f.val] for f in file_folds]
+    weights = greedy_weights(
+        np.stack([np.concatenate(f["oof"]) for f in fits]), np.concatenate(ys), ens.selection_rounds
+    )
     used = [i for i, w in enumerate(weights) if w > 0]
+    boosters, rounds = {}, {}
+    for i in used:
+        mb, fit = members[i], fits[i]
+        rounds[i] = final_rounds(fit["fold_rounds"], fit["fold_sizes"], rows.n_rows)
+        if _is_single(mb, cfg, names, single) and single.num_boosted_rounds() == rounds[i]:
+            boosters[i] = single
+            log.info("ensemble: member %d is the single final model: reused", i)
+            continue
+        t0 = time.monotonic()
+        boosters[i] = fit_final(
+            cfg, rows, mb.params, rounds[i], max(1, num_cpus), spill_root, seed=mb.seed,
+            columns=None if list(mb.features) == names else mb.features,
+        )  # fmt: skip
+        log.info(
+            "ensemble: member %d fit on %d samples (%d rounds) in %.0f s",
+            i, rows.n_rows, rounds[i], time.monotonic() - t0,
+        )  # fmt: skip
     model = EnsembleModel(
-        boosters=[_booster(fits[i]["model"]) for i in used],
+        boosters=[boosters[i] for i in used],
         weights=[float(weights[i]) for i in used],
         features=[list(members[i].features) for i in used],
     )
@@ -277,11 +324,12 @@ def run_ensemble(
             "config_rank": mb.rank,
             "seed": mb.seed,
             "features": len(mb.features),
-            "feature_names": list(mb.features) if len(mb.features) < len(m.feature_names) else None,
-            "rounds": fits[i]["rounds"],
+            "feature_names": list(mb.features) if len(mb.features) < len(names) else None,
+            "rounds": rounds.get(i),  # None: not fit on the whole training set (weight 0)
             "weight": round(float(weights[i]), 6),
             "params": {k: _py(v) for k, v in mb.params.items()},
-            "cv": cv_summary(m.y, folds, fits[i]["oof"]),
+            "cv": cv_summary(ys, fits[i]["oof"]),
+            "folds_from_cache": fits[i]["folds_cached"],
         }
         for i, mb in enumerate(members)
     ]
@@ -293,9 +341,11 @@ def run_ensemble(
         "candidates": len(members),
         "used": len(used),
         "members": table,
-        "cv": cv_summary(m.y, folds, p_ens),
+        "cv": cv_summary(ys, p_ens),
         "cv_single": table[0]["cv"],
-        "weights_chosen_on": "out-of-fold predictions of the purged CV folds (no OOS bar)",
+        "cv_samples": len(m),
+        "weights_chosen_on": "out-of-fold predictions of the search's purged CV folds (no OOS bar)",
+        "final_fits": sum(boosters[i] is not single for i in used),
     }
     model.info = info
     log.info(
@@ -314,8 +364,11 @@ def _booster(raw: bytes) -> xgb.Booster:
     return b
 
 
-def comparison(info: dict, single_bt: dict, ensemble_bt: dict) -> dict:
-    """metrics.json's `ensemble` section: the ensemble against the best single model."""
+def comparison(
+    info: dict, single_bt: dict, ensemble_bt: dict, horizon: int = 1, capital: float = 1.0
+) -> dict:
+    """metrics.json's `ensemble` section: the ensemble against the best single model, with the
+    paired differences' SEs on the same out-of-sample bars and sessions (`differences`)."""
     trading = ("sharpe", "total_return", "max_drawdown", "trades", "win_rate")
     cls = ("accuracy", "auc", "log_loss", "samples")
     oos = {
@@ -327,7 +380,22 @@ def comparison(info: dict, single_bt: dict, ensemble_bt: dict) -> dict:
         "single": {k: single_bt["stats"].get(k) for k in trading},
     }
     cv = {"ensemble": info["cv"], "single": info["cv_single"]}
+    y, p_single = pooled_predictions(single_bt["results"])
+    _, p_ens = pooled_predictions(ensemble_bt["results"])
+    acc, acc_se = paired_accuracy_difference(y, p_ens, p_single, len(y) / max(1, horizon))
+    sharpe, sharpe_se = sharpe_difference(
+        _daily_returns(ensemble_bt["equity"], capital), _daily_returns(single_bt["equity"], capital)
+    )
+    differences = {  # ensemble - single, paired on the same bars / sessions
+        "oos_accuracy": acc,
+        "oos_accuracy_se": acc_se,
+        "sharpe": sharpe,
+        "sharpe_se": sharpe_se,
+        "se_note": "accuracy: paired hit differences over labels / horizon effective samples; "
+        "Sharpe: Jobson-Korkie with Memmel's correction on the daily returns",
+    }
     return {
+        "differences": differences,
         **{k: v for k, v in info.items() if k not in ("cv", "cv_single")},
         "cv": cv,
         "oos": oos,
@@ -342,6 +410,11 @@ def comparison(info: dict, single_bt: dict, ensemble_bt: dict) -> dict:
         "note": "the ensemble's CV figures are measured on the folds its weights were chosen on "
         "(optimistic by construction); its OOS and backtest figures are not",
     }
+
+
+def _daily_returns(equity: pd.Series, capital: float) -> np.ndarray:
+    path = np.concatenate(([capital], np.asarray(equity, dtype=float)))
+    return path[1:] / path[:-1] - 1.0
 
 
 def _diff(a: float | None, b: float | None) -> float | None:
@@ -398,8 +471,13 @@ def print_comparison(section: dict) -> None:
         f"OOS accuracy {oos['ensemble']['accuracy']:.4f} vs {oos['single']['accuracy']:.4f}; "
         f"Sharpe {_f(bt['ensemble']['sharpe'])} vs {_f(bt['single']['sharpe'])}"
     )
+    if d := section.get("differences"):
+        print(
+            f"    ensemble - single: OOS accuracy {_f(d['oos_accuracy'], 4)} (SE "
+            f"{_f(d['oos_accuracy_se'], 4)}), Sharpe {_f(d['sharpe'])} (SE {_f(d['sharpe_se'])})"
+        )
     print()
 
 
-def _f(v: float | None) -> str:
-    return "n/a" if v is None or v != v else f"{v:.2f}"
+def _f(v: float | None, d: int = 2) -> str:
+    return "n/a" if v is None or v != v else f"{v:.{d}f}"

@@ -17,7 +17,8 @@ from vpt_ray.backtest.proxy import TradeProxy
 from vpt_ray.core.resources import release_freed_memory, xgb_matrix_bytes
 from vpt_ray.features.samples import SampleFile, fold_dmatrix
 from vpt_ray.model.cv import EarlyStopFold
-from vpt_ray.model.metrics import VAL_LOG_LOSS, classification
+from vpt_ray.model.metrics import VAL_LOG_LOSS, classification, log_loss_se
+from vpt_ray.model.trial_cache import TrialCache
 
 Folds = list[tuple[np.ndarray, np.ndarray]]
 
@@ -72,19 +73,21 @@ def _fold_matrices(
     fold: EarlyStopFold,
     max_bin: int,
     nthread: int,
+    columns: list[int] | None = None,
 ) -> tuple[xgb.DMatrix, xgb.DMatrix, xgb.DMatrix]:
     """One fold's quantized fit, early-stopping and validation matrices (the last two binned on
     the fit part's cuts), from an in-memory matrix or a chunk at a time from the sample file
-    (`samples.fold_dmatrix`)."""
+    (`samples.fold_dmatrix`); only the feature `columns` when given."""
     if isinstance(X, SampleFile):
-        dfit = fold_dmatrix(X, fold.fit, y, max_bin, nthread=nthread)
+        dfit = fold_dmatrix(X, fold.fit, y, max_bin, nthread=nthread, columns=columns)
         return dfit, *(
-            fold_dmatrix(X, rows, y, max_bin, ref=dfit, nthread=nthread)
+            fold_dmatrix(X, rows, y, max_bin, ref=dfit, nthread=nthread, columns=columns)
             for rows in (fold.stop, fold.val)
         )
-    dfit = xgb.QuantileDMatrix(X[fold.fit], y[fold.fit], max_bin=max_bin, nthread=nthread)
+    Xc = X if columns is None else X[:, columns]
+    dfit = xgb.QuantileDMatrix(Xc[fold.fit], y[fold.fit], max_bin=max_bin, nthread=nthread)
     return dfit, *(
-        xgb.QuantileDMatrix(X[rows], y[rows], ref=dfit, max_bin=max_bin, nthread=nthread)
+        xgb.QuantileDMatrix(Xc[rows], y[rows], ref=dfit, max_bin=max_bin, nthread=nthread)
         for rows in (fold.stop, fold.val)
     )
 
@@ -120,7 +123,7 @@ def _sorted_fold(fold: EarlyStopFold | tuple) -> EarlyStopFold:
     return EarlyStopFold(*(np.sort(part) for part in fold))
 
 
-def iter_folds(
+def fold_predictions(
     hp: dict,
     X: np.ndarray | SampleFile,
     y: np.ndarray,
@@ -130,57 +133,115 @@ def iter_folds(
     early_stopping_rounds: int,
     max_bin: int,
     nthread: int,
+    seed: int = 0,
+    columns: list[int] | None = None,
+    overlap: float = 1.0,
+    cache_token: str | None = None,
+    cache_bytes: int = 0,
+    trial_cache: TrialCache | None = None,
+) -> Iterator[tuple[dict, np.ndarray]]:
+    """Fit one configuration fold by fold, in fold order: each booster is fit on the fold's
+    `fit` rows with its rounds chosen on the `stop` slice, then scored on `val`, which nothing
+    in the fit has seen. Yields each fold's record (rounds, sizes, fit and validation metrics)
+    and its validation probabilities. `X` is the feature matrix or the sample file the fold
+    indices point into (`y` is indexed alike); `seed` and the feature `columns` make a phase 5
+    ensemble member; `overlap` (min(1, stride / horizon): labels overlap) makes the record's
+    `val_log_loss_se` count effective samples. With `cache_token`, this process's `FoldCache`
+    keeps fold matrices (of all columns) up to `cache_bytes`; with `trial_cache`, a fold already
+    fitted on the same samples with the same settings is read from it instead of fitted
+    (`record["from_cache"]`)."""
+    params = xgb_params(hp, nthread, max_bin, seed=seed)
+    key = dict(hp)
+    if seed:
+        key["seed"] = seed
+    if columns is not None:
+        key["columns"] = list(map(int, columns))
+        cache_token = None  # the fold cache holds all columns
+    for k, fold in enumerate(folds):
+        fold = _sorted_fold(fold)  # the sample file's (time) order
+        hit = trial_cache.get(key, k) if trial_cache is not None else None
+        if hit is None:
+            record, p_val = _fit_fold(
+                k, params, X, y, fold, n_estimators, early_stopping_rounds, max_bin, nthread,
+                cache_token, cache_bytes, columns, overlap,
+            )  # fmt: skip
+            if trial_cache is not None:
+                trial_cache.put(key, k, record, p_val)
+        else:
+            record, p_val = {**hit[0], "from_cache": True}, hit[1]
+        yield record, p_val
+
+
+def iter_folds(
+    hp: dict,
+    X: np.ndarray | SampleFile,
+    y: np.ndarray,
+    folds: list[EarlyStopFold],
+    *,
     fwd_ret: np.ndarray | None = None,
     day: np.ndarray | None = None,
     pos: np.ndarray | None = None,
     proxy: TradeProxy | None = None,
-    cache_token: str | None = None,
-    cache_bytes: int = 0,
+    **fit: object,
 ) -> Iterator[tuple[dict, pd.Series | None]]:
-    """Fit one configuration fold by fold, in fold order: each booster is fit on the fold's
-    `fit` rows with its rounds chosen on the `stop` slice, then scored on `val`, which nothing
-    in the fit has seen. Yields each fold's record (rounds, sizes, fit and validation metrics)
-    and, with `proxy`, `fwd_ret`, `day` and `pos`, its validation days' portfolio return after
-    costs of trading the predictions like the backtest (`backtest.proxy`), else None. `X` is
-    the feature matrix or the sample file the fold indices point into (`y`, `fwd_ret`, `day`,
-    `pos` are indexed alike). With `cache_token`, this process's `FoldCache` keeps fold
-    matrices up to `cache_bytes`."""
-    params = xgb_params(hp, nthread, max_bin)
-    for k, fold in enumerate(folds):
-        fold = _sorted_fold(fold)  # the sample file's (time) order
-        mats = _FOLD_CACHE.get(cache_token, k) if cache_token else None
-        if mats is None:
-            mats = _fold_matrices(X, y, fold, max_bin, nthread)
-            if cache_token:
-                _FOLD_CACHE.offer(k, mats, cache_bytes)
-        booster, rounds = train_early_stopped(
-            params, mats[0], mats[1], n_estimators, early_stopping_rounds
-        )
-        it = (0, rounds)
-        p_val = booster.predict(mats[2], iteration_range=it)
-        p_fit = booster.predict(mats[0], iteration_range=it)
-        # the fold's matrices and booster go before the metrics' float64 copies are made, and
-        # before the next fold is built (unless the fold cache keeps them)
-        del booster, mats
-        va = fold.val
-        val = classification(y[va], p_val)
+    """`fold_predictions` (its keyword arguments in `fit`) for a search trial: each fold's
+    record and, with `proxy`, `fwd_ret`, `day` and `pos`, its validation days' portfolio return
+    after costs of trading the predictions like the backtest (`backtest.proxy`), else None."""
+    for record, p_val in fold_predictions(hp, X, y, folds, **fit):
+        va = _sorted_fold(folds[record["fold"]]).val
         daily = None
         if proxy is not None and fwd_ret is not None and day is not None and pos is not None:
             days, ret = proxy.daily_returns(va, p_val, pos[va], fwd_ret[va], day[va])
             daily = pd.Series(ret, index=days)
-        train = classification(y[fold.fit], p_fit)
-        del p_fit
-        release_freed_memory()  # else the worker's heap keeps every fold's high-water mark
-        record = {
-            "fold": k,
-            "rounds": rounds,
-            "train_samples": int(len(fold.fit)),  # the rows the booster was fit on
-            "stop_samples": int(len(fold.stop)),  # the early-stopping slice
-            "val_samples": int(len(va)),
-            **{f"val_{m}": val[m] for m in ("accuracy", "auc", "log_loss")},
-            **{f"train_{m}": train[m] for m in ("accuracy", "auc", "log_loss")},
-        }
         yield record, daily
+
+
+def _fit_fold(
+    k: int,
+    params: dict,
+    X: np.ndarray | SampleFile,
+    y: np.ndarray,
+    fold: EarlyStopFold,
+    n_estimators: int,
+    early_stopping_rounds: int,
+    max_bin: int,
+    nthread: int,
+    cache_token: str | None,
+    cache_bytes: int,
+    columns: list[int] | None = None,
+    overlap: float = 1.0,
+) -> tuple[dict, np.ndarray]:
+    """Fit fold `k` of one configuration: (its record, its validation probabilities)."""
+    mats = _FOLD_CACHE.get(cache_token, k) if cache_token else None
+    if mats is None:
+        mats = _fold_matrices(X, y, fold, max_bin, nthread, columns)
+        if cache_token:
+            _FOLD_CACHE.offer(k, mats, cache_bytes)
+    booster, rounds = train_early_stopped(
+        params, mats[0], mats[1], n_estimators, early_stopping_rounds
+    )
+    it = (0, rounds)
+    p_val = booster.predict(mats[2], iteration_range=it)
+    p_fit = booster.predict(mats[0], iteration_range=it)
+    # the fold's matrices and booster go before the metrics' float64 copies are made, and
+    # before the next fold is built (unless the fold cache keeps them)
+    del booster, mats
+    va = fold.val
+    val = classification(y[va], p_val)
+    val["log_loss_se"] = log_loss_se(y[va], p_val, len(va) * overlap)
+    train = classification(y[fold.fit], p_fit)
+    del p_fit
+    release_freed_memory()  # else the worker's heap keeps every fold's high-water mark
+    record = {
+        "fold": k,
+        "rounds": rounds,
+        "train_samples": int(len(fold.fit)),  # the rows the booster was fit on
+        "stop_samples": int(len(fold.stop)),  # the early-stopping slice
+        "val_samples": int(len(va)),
+        **{f"val_{m}": val[m] for m in ("accuracy", "auc", "log_loss", "log_loss_se")},
+        **{f"train_{m}": train[m] for m in ("accuracy", "auc", "log_loss")},
+    }
+    return record, p_val
 
 
 def summarize_folds(per_fold: list[dict], daily: list[pd.Series]) -> dict:

@@ -37,13 +37,12 @@ import json
 import logging
 import signal
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from ray import tune
-from ray.tune.schedulers import ASHAScheduler
+from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 from ray.tune.search.basic_variant import BasicVariantGenerator
 from ray.tune.stopper import CombinedStopper
 
@@ -60,31 +59,24 @@ from vpt_ray.features.store import Matrix
 from vpt_ray.model.cv import EarlyStopFold, early_stopping_folds
 from vpt_ray.model.folds import Folds, iter_folds, summarize_folds
 from vpt_ray.model.metrics import VAL_LOG_LOSS
+from vpt_ray.model.racing import FOLD_LOSS, FOLD_LOSS_SE, Race, RaceScheduler, RaceSettled
 from vpt_ray.model.search_progress import SearchProgress
+from vpt_ray.model.search_result import (
+    COMPLETED,
+    ENDED_INTERRUPTED,
+    FOLDS_CACHED,
+    FOLDS_DONE,
+    RESULT_KEYS,
+    SearchResult,
+    cut_status,
+    search_info,
+    table_row,
+)
+from vpt_ray.model.trial_cache import TrialCache, folds_digest
 
 log = logging.getLogger("vpt_ray.search")
 
 _WORKER_SAMPLES: dict[tuple[str, int], tuple] = {}
-
-
-FOLDS_DONE = "folds_done"  # in every trial report: folds fitted so far (the ASHA time unit)
-
-
-# A trial's status in the trials table.
-COMPLETED, STOPPED_EARLY, STOPPED_BY_BUDGET = "completed", "stopped_early", "stopped_by_budget"
-
-
-# How a search ended (`SearchResult.info["ended_by"]`); only the first three are a search's own
-# rule, so only those results may be cached and reused (`vpt_ray.pipeline.resume`).
-ENDED_ALL, ENDED_ASHA, ENDED_BUDGET, ENDED_INTERRUPTED = (
-    "all_trials",
-    "asha",
-    "time_budget",
-    "interrupted",
-)
-
-
-OWN_ENDINGS = (ENDED_ALL, ENDED_ASHA, ENDED_BUDGET)
 
 
 TRIAL_TITLE = "ray::ImplicitFunc"  # Tune's function-trainable actors, as ps shows them
@@ -97,10 +89,12 @@ def _trainable(
     settings: dict,
     race: bool = False,
 ) -> None:
-    """One trial. Racing (ASHA) reports the running mean validation log loss after every fold
-    but the last, so the scheduler can stop it there (Tune then ends this thread inside
-    `tune.report`); the last report is the full result either way. `cpu_time_s`: the trial's CPU
-    seconds so far (its worker process), a cost measure that other tenants' load does not skew.
+    """One trial. Racing (ASHA, the race) reports the running mean validation log loss and the
+    fold's own after every fold but the last, so the scheduler can stop it there (Tune then ends
+    this thread inside `tune.report`); the last report is the full result either way.
+    `cpu_time_s`: the trial's CPU seconds so far (its worker process), a cost measure that other
+    tenants' load does not skew. `settings["trial_cache"]` (a `TrialCache` or None) serves the
+    folds this configuration already fitted on these samples.
 
     The fold indices point into `samples`, read from this node's disk (`SampleFile.local`)."""
     cpu0 = time.process_time()
@@ -114,9 +108,21 @@ def _trainable(
         if race and len(per_fold) < len(folds):
             running = float(np.mean([f["val_log_loss"] for f in per_fold]))
             cpu = time.process_time() - cpu0
-            tune.report({VAL_LOG_LOSS: running, FOLDS_DONE: len(per_fold), "cpu_time_s": cpu})
+            tune.report(
+                {
+                    VAL_LOG_LOSS: running,
+                    FOLD_LOSS: record["val_log_loss"],
+                    FOLD_LOSS_SE: record.get("val_log_loss_se", float("nan")),
+                    FOLDS_DONE: len(per_fold),
+                    FOLDS_CACHED: sum(bool(f.get("from_cache")) for f in per_fold),
+                    "cpu_time_s": cpu,
+                }
+            )
     result = summarize_folds(per_fold, daily)
     result[FOLDS_DONE] = len(per_fold)
+    result[FOLD_LOSS] = per_fold[-1]["val_log_loss"]
+    result[FOLD_LOSS_SE] = per_fold[-1].get("val_log_loss_se", float("nan"))
+    result[FOLDS_CACHED] = sum(bool(f.get("from_cache")) for f in per_fold)
     result["cpu_time_s"] = time.process_time() - cpu0
     result["node"] = node_label()  # the progress line and the run's placement name it
     # Tune's loggers take scalars only: the per-fold and per-day detail travel as JSON strings.
@@ -177,33 +183,23 @@ class InterruptStop(tune.Stopper):
         return interrupt.requested() is not None
 
 
-@dataclass
-class SearchResult:
-    """The search's outcome. `trials` has one row per configuration that reported at least one
-    fold: first the trials that fitted every fold (`status` "completed"), best first, then those
-    stopped earlier (ASHA or the time budget; `folds_fitted` says how far they got, their
-    `val_log_loss` is NaN and `partial_val_log_loss` is the mean over the folds fitted).
-    `fold_scores` and `daily_perf` cover the completed trials only, in the table's order, so
-    column i is row i of `completed_trials`. `info`: how the search ran (`search_info`)."""
-
-    best_params: dict
-    best: dict  # fit_folds() output of the best trial
-    trials: pd.DataFrame  # one row per trial, completed best first, then the stopped ones
-    fold_scores: np.ndarray  # (n_folds, n_completed) validation log loss, same trial order
-    daily_perf: pd.DataFrame  # (validation days, n_completed) after-cost return (backtest.proxy)
-    info: dict = field(default_factory=dict)
-
-    @property
-    def completed_trials(self) -> pd.DataFrame:
-        """The trials that fitted every fold (the only ones that can be chosen), best first."""
-        if "status" not in self.trials:
-            return self.trials
-        return self.trials[self.trials["status"] == COMPLETED]
-
-
-def make_scheduler(cfg: Config, n_folds: int) -> ASHAScheduler | None:
-    """Tune's ASHA over the folds for `search.scheduler: asha`; None (FIFO) otherwise."""
+def make_race(cfg: Config, n_folds: int) -> Race | None:
+    """The race's state for `search.scheduler: race` (None otherwise). With an ensemble, the race
+    settles no earlier than it has `model.ensemble.top_k` complete trials to draw members from."""
     s = cfg.search
+    if s.scheduler != "race":
+        return None
+    ens = cfg.model.ensemble
+    at_least = max(s.race_min_trials, ens.top_k if ens.enabled else 0)
+    return Race(n_folds, s.race_alpha, min(at_least, s.num_samples), max(2, s.grace_folds))
+
+
+def make_scheduler(cfg: Config, n_folds: int, race: Race | None = None) -> FIFOScheduler | None:
+    """Tune's ASHA over the folds for `search.scheduler: asha`, the race's scheduler for `race`;
+    None (FIFO) otherwise."""
+    s = cfg.search
+    if race is not None:
+        return RaceScheduler(race)
     if s.scheduler != "asha":
         return None
     if s.grace_folds >= n_folds:
@@ -230,11 +226,14 @@ def run_search(
     storage_filesystem: object
     | None = None,  # a pyarrow.fs.FileSystem: gs:// (vpt_ray.core.storage)
     prices: list[float | None] | None = None,
+    trial_cache: tuple[str | object, str] | None = None,
 ) -> SearchResult:
     """Search `cfg.search.num_samples` configurations within the time budget; best by val loss
     among the trials that fitted every fold. Each fold's training part is split for early
     stopping (`cv.early_stopping_folds`); `prices` (each ticker code's median training close)
-    set the commissions of the trials' after-cost validation returns (`backtest.proxy`)."""
+    set the commissions of the trials' after-cost validation returns (`backtest.proxy`);
+    `trial_cache` (a location and the samples' content key) keeps and serves fold fits by
+    content (`vpt_ray.model.trial_cache`)."""
     cpus = min(cfg.search.cpus_per_trial, max(1, num_cpus))
     if cpus < cfg.search.cpus_per_trial:  # a trial asking for more CPUs than Ray has never runs
         log.info(
@@ -247,6 +246,7 @@ def run_search(
         "early_stopping_rounds": cfg.model.early_stopping_rounds,
         "max_bin": cfg.model.max_bin,
         "nthread": cpus,
+        "overlap": min(1.0, cfg.labels.stride / cfg.labels.horizon),
         "slots": m.slots,
         "cache_token": f"{storage}:{m.samples.rule.key()}:{len(m)}:{time.time_ns()}",
         "cache_bytes": cfg.search.fold_cache_mb * MB,
@@ -258,6 +258,15 @@ def run_search(
         folds, m.pos, m.label_end, m.slots, cfg.cv.early_stopping_fraction, cfg.embargo_bars
     )
     file_folds = [EarlyStopFold(*(rows[part].astype(np.int32) for part in f)) for f in es_folds]
+    settings["trial_cache"] = None
+    if trial_cache is not None:
+        fit = ("n_estimators", "early_stopping_rounds", "max_bin", "nthread")
+        settings["trial_cache"] = TrialCache(
+            location=trial_cache[0],
+            data_key=trial_cache[1],
+            fold_keys=tuple(folds_digest(file_folds)),
+            fit=tuple((k, settings[k]) for k in fit),
+        )
     ticker_by_row = np.zeros(m.samples.rows, dtype=np.int16)
     ticker_by_row[rows] = m.ticker
     n_codes = int(m.ticker.max()) + 1 if len(m) else 1
@@ -269,7 +278,8 @@ def run_search(
         settings["cache_bytes"],
         xgb_matrix_bytes(sum(map(len, sum(folds, ()))), 1) * len(m.feature_names),
     )
-    scheduler = make_scheduler(cfg, len(folds))
+    race = make_race(cfg, len(folds))
+    scheduler = make_scheduler(cfg, len(folds), race)
     trainable = tune.with_resources(
         tune.with_parameters(
             _trainable,
@@ -302,7 +312,9 @@ def run_search(
             storage_path=str(storage) if storage_filesystem else str(storage.resolve()),
             storage_filesystem=storage_filesystem,
             verbose=0,
-            stop=CombinedStopper(MemoryStop(), InterruptStop()),
+            stop=CombinedStopper(
+                MemoryStop(), InterruptStop(), *([RaceSettled(race)] if race else [])
+            ),
             callbacks=[
                 SearchProgress(
                     cfg.search.num_samples, VAL_LOG_LOSS, "min", budget, folds=len(folds)
@@ -331,9 +343,11 @@ def run_search(
                 r.metrics[key] = json.loads(r.metrics[key])
     if errors:
         log.warning("%d of %d trials failed; first error: %s", len(errors), len(grid), errors[0])
-    info = search_info(cfg, m, folds, ok, cut, len(errors), elapsed)
-    if info["ended_by"] == ENDED_INTERRUPTED:  # Tune ended early for no rule of ours: a signal
-        raise interrupt.RunInterrupted(interrupt.requested() or signal.SIGINT)
+    settled = race.settled_reason if race is not None else None
+    info = search_info(cfg, m, folds, ok, cut, len(errors), elapsed, settled)
+    stop_signal = interrupt.requested()
+    if info["ended_by"] == ENDED_INTERRUPTED or stop_signal is not None:  # not a rule of ours
+        raise interrupt.RunInterrupted(stop_signal or signal.SIGINT)
     if info["stopped_by_budget"]:
         log.warning(
             "search: the time budget (search.time_budget_s = %g s) ended the search after %.0f s: "
@@ -356,142 +370,42 @@ def run_search(
             "search.time_budget_s, or lower search.num_samples, model.n_estimators or the data "
             "(search.sample_days)"
         )
-    if cut and cfg.search.scheduler == "asha":
+    if cut and cfg.search.scheduler in ("asha", "race"):
         log.info(
-            "search: ASHA stopped %d of %d trials early (mean %.1f of %d folds fitted)",
+            "search: %s stopped %d of %d trials early (mean %.1f of %d folds fitted)",
+            "ASHA" if cfg.search.scheduler == "asha" else "the race",
             info["trials_stopped_early"],
             len(reported),
             float(np.mean([r.metrics[FOLDS_DONE] for r in cut])),
             len(folds),
         )
+    if info["fold_fits_from_cache"]:
+        log.info(
+            "search: %d of %d fold fits served by the trial cache (fitted by an earlier search "
+            "on the same samples and folds)",
+            info["fold_fits_from_cache"],
+            info["fold_fits"],
+        )
+    if settled:
+        log.info(
+            "search: the race settled after %.0f s: %s; %d trials not started",
+            elapsed,
+            settled,
+            info["trials_not_reported"],
+        )
     ok.sort(key=lambda r: r.metrics[VAL_LOG_LOSS])  # best first: column 0 is the chosen trial
     cut.sort(key=lambda r: (-r.metrics[FOLDS_DONE], r.metrics[VAL_LOG_LOSS]))
     best = ok[0]
-    rows = [_table_row(r, COMPLETED, len(folds)) for r in ok]
-    rows += [_table_row(r, _cut_status(r), len(folds)) for r in cut]
+    rows = [table_row(r, COMPLETED, len(folds)) for r in ok]
+    rows += [table_row(r, cut_status(r, bool(settled)), len(folds)) for r in cut]
     daily = pd.DataFrame(
         {i: dict(map(tuple, r.metrics["val_daily"])) for i, r in enumerate(ok)}
     ).sort_index()
     return SearchResult(
         best_params={k: best.config[k] for k in SEARCH_PARAMS},
-        best={k: best.metrics[k] for k in best.metrics if k in _RESULT_KEYS},
+        best={k: best.metrics[k] for k in best.metrics if k in RESULT_KEYS},
         trials=pd.DataFrame(rows),
         fold_scores=np.array([[f["val_log_loss"] for f in r.metrics["folds"]] for r in ok]).T,
         daily_perf=daily,
         info=info,
     )
-
-
-def _cut_status(r: tune.Result) -> str:
-    """A trial that did not fit every fold: stopped by ASHA (Tune marks the stop `done`) or by
-    the end of the search (the time budget), which leaves it not done."""
-    return STOPPED_EARLY if r.metrics.get("done") else STOPPED_BY_BUDGET
-
-
-def _table_row(r: tune.Result, status: str, n_folds: int) -> dict:
-    row = {k: r.config[k] for k in SEARCH_PARAMS}
-    done = int(r.metrics.get(FOLDS_DONE, n_folds))
-    if status == COMPLETED:
-        row.update({k: r.metrics[k] for k in _TABLE_KEYS if k in r.metrics})
-    else:  # only the running mean is known; the full-fold figures stay NaN
-        row.update({k: r.metrics[k] for k in _TABLE_KEYS[7:] if k in r.metrics})
-        row[VAL_LOG_LOSS] = float("nan")
-    row.update(
-        status=status,
-        folds_fitted=done,
-        partial_val_log_loss=float(r.metrics[VAL_LOG_LOSS]),
-    )
-    return row
-
-
-def search_info(
-    cfg: Config,
-    m: Matrix,
-    folds: Folds,
-    completed: list,
-    cut: list,
-    failed: int,
-    elapsed: float,
-) -> dict:
-    """How the search ran, for metrics.json's `search` section and summary.md: the scheduler,
-    trial counts by outcome, whether the time budget ended it, and the data it searched on."""
-    s = cfg.search
-    early = sum(_cut_status(r) == STOPPED_EARLY for r in cut)
-    not_reported = max(0, s.num_samples - len(completed) - len(cut) - failed)
-    by_budget = len(cut) - early
-    unfinished = by_budget + not_reported
-    hit = unfinished > 0 and s.time_budget_s is not None and elapsed >= s.time_budget_s
-    if unfinished and not hit:
-        log.warning(
-            "search: %d trials did not finish although the time budget was not reached "
-            "(%.0f of %s s): the search was interrupted",
-            unfinished,
-            elapsed,
-            s.time_budget_s,
-        )
-        ended = ENDED_INTERRUPTED
-    else:
-        ended = ENDED_BUDGET if hit else ENDED_ASHA if early else ENDED_ALL
-    info = {
-        "scheduler": s.scheduler,
-        "trials_requested": s.num_samples,
-        "trials_completed": len(completed),
-        "trials_stopped_early": early,
-        "trials_stopped_by_budget": by_budget,
-        "trials_not_reported": not_reported,
-        "trials_failed": failed,
-        "stopped_by_budget": bool(hit),
-        "ended_by": ended,  # all_trials | asha | time_budget | interrupted (never cached)
-        "time_budget_s": s.time_budget_s,
-        "elapsed_s": round(elapsed, 1),
-        "folds": len(folds),
-        "sample_days": s.sample_days,  # null = every training sample
-        "samples": len(m),
-        "sessions": int(len(np.unique(m.pos // m.slots))),
-    }
-    if s.scheduler == "asha":
-        info.update(grace_folds=s.grace_folds, reduction_factor=s.reduction_factor)
-    return info
-
-
-def summary_line(section: dict) -> str:
-    """summary.md's search line from metrics.json's `search` section."""
-    parts = [f"{section['trials']} trials"]
-    if section.get("scheduler") == "asha":
-        parts.append(
-            f"ASHA over the {section['folds']} folds (grace {section['grace_folds']}, "
-            f"reduction {section['reduction_factor']:g}): {section['trials_completed']} fitted "
-            f"every fold, {section['trials_stopped_early']} stopped early"
-        )
-    if section.get("stopped_by_budget"):
-        parts.append(
-            f"time budget of {section['time_budget_s']:g} s reached: "
-            f"{section['trials_stopped_by_budget']} cut short, "
-            f"{section['trials_not_reported']} ended before reporting a fold"
-        )
-    if section.get("sample_days"):
-        parts.append(
-            f"searched on {section['sessions']} sampled sessions ({section['samples']:,} "
-            "samples, search.sample_days, seeded, one per equal stratum); the final model is fit "
-            "on the whole training set"
-        )
-    return f"- Search: {'; '.join(parts)}; best {section['best_params']}"
-
-
-# What the trials table keeps: our figures, not Tune's bookkeeping (pids, hosts, dates).
-_TABLE_KEYS = (
-    VAL_LOG_LOSS,
-    "val_accuracy",
-    "val_auc",
-    "train_accuracy",
-    "train_log_loss",
-    "train_val_gap",
-    "rounds",
-    "trial_id",
-    "time_total_s",
-    "cpu_time_s",
-)
-
-
-# What the best trial's result keeps: the mean figures and the per-fold detail.
-_RESULT_KEYS = {*_TABLE_KEYS[:7], "folds"}

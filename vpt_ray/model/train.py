@@ -238,6 +238,8 @@ def fit_final(
     rounds: int,
     nthread: int,
     spill_root: Path | None = None,
+    seed: int | None = None,
+    columns: tuple[str, ...] | None = None,
 ) -> xgb.Booster:
     """Fit the chosen configuration on every training sample for `rounds` boosting rounds,
     streaming the store into a `QuantileDMatrix` (memory: the quantized matrix + one batch;
@@ -247,18 +249,28 @@ def fit_final(
     (chosen on each fold's early-stopping slice, never on its validation part: the validation
     data has no say in the final model either) is scaled by the square root of the ratio of
     this fit's rows to the rows the folds were fit on (`final_rounds`).
+
+    `seed` (default `search.seed`) and `columns` (a subset of `rows.names`; the rows stay those
+    complete in every feature, as the folds saw them) fit a phase 5 ensemble member.
     """
     if spill_root is not None:
         spill_root.mkdir(parents=True, exist_ok=True)
+    names = list(columns or rows.names)
+    idx = [list(rows.names).index(c) for c in names]
+
+    def batches() -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        for X, y in store_batches(rows):
+            yield (X if columns is None else np.ascontiguousarray(X[:, idx])), y
+
     with tempfile.TemporaryDirectory(prefix="final-fit-", dir=spill_root) as spill:
-        it = SpilledBatches(lambda: store_batches(rows), list(rows.names), Path(spill))
+        it = SpilledBatches(batches, names, Path(spill))
         dtrain = xgb.QuantileDMatrix(it, max_bin=cfg.model.max_bin, nthread=nthread)
     if it.rows != rows.n_rows:
         raise RuntimeError(
             f"final fit: the feature store gave {it.rows} samples, the selection has "
             f"{rows.n_rows}: was the store rewritten during the fit?"
         )
-    return _boost(cfg, dtrain, hp, rounds, nthread)
+    return _boost(cfg, dtrain, hp, rounds, nthread, seed)
 
 
 def fit_matrix(cfg: Config, m: Matrix, hp: dict, rounds: int, nthread: int) -> xgb.Booster:
@@ -268,8 +280,12 @@ def fit_matrix(cfg: Config, m: Matrix, hp: dict, rounds: int, nthread: int) -> x
     return _boost(cfg, dtrain, hp, rounds, nthread)
 
 
-def _boost(cfg: Config, dtrain: xgb.DMatrix, hp: dict, rounds: int, nthread: int) -> xgb.Booster:
-    params = xgb_params(hp, nthread, cfg.model.max_bin, seed=cfg.search.seed)
+def _boost(
+    cfg: Config, dtrain: xgb.DMatrix, hp: dict, rounds: int, nthread: int, seed: int | None = None
+) -> xgb.Booster:
+    params = xgb_params(
+        hp, nthread, cfg.model.max_bin, seed=cfg.search.seed if seed is None else seed
+    )
     return xgb.train(params, dtrain, num_boost_round=max(1, rounds), verbose_eval=False)
 
 

@@ -49,7 +49,7 @@ from vpt_ray.features.samples import SampleFile, fold_dmatrix, read_rows
 from vpt_ray.features.store import Matrix
 from vpt_ray.model.cv import EarlyStopFold, early_stopping_folds
 from vpt_ray.model.folds import train_early_stopped, xgb_params
-from vpt_ray.model.search import SearchResult
+from vpt_ray.model.search_result import SearchResult
 from vpt_ray.validation.uncertainty import difference_se, effective_samples, mean_se
 
 log = logging.getLogger("vpt_ray.optimize")

@@ -23,7 +23,7 @@ from vpt_ray.core.resources import limit_text, memory_limit
 from vpt_ray.core.run import RunContext, git_commit, write_json_atomic, write_text_atomic
 from vpt_ray.features.causal import clock_info, session_of
 from vpt_ray.features.store import Matrix
-from vpt_ray.model.search import SearchResult
+from vpt_ray.model.search_result import SearchResult
 from vpt_ray.pipeline.stages import Data, Folds
 from vpt_ray.report import tracker
 from vpt_ray.report.html.page import write_html_report

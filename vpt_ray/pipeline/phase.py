@@ -149,8 +149,9 @@ def _run(
             if cfg.model.ensemble.enabled:
                 with step("ensemble"):
                     ens, ens_info, ens_cached = resume.ensemble(
-                        cfg, store, matrix, folds, search, ray_info["num_cpus"], cache, force
-                    )
+                        cfg, store, *stages.search_sample(cfg, matrix, folds), search, booster,
+                        ray_info["num_cpus"], cache, force, ctx.work_dir,
+                    )  # fmt: skip
                     ensemble.save_ensemble(ctx.staged_model_dir, ens)
             if stop_after == "train":  # a training run: CV figures, tracker row, wrap-up
                 sampler.check("the end of training")
@@ -177,7 +178,9 @@ def _run(
             metrics["universe"] = universe
         metrics["resume"] = _resume_info(cache, force, store, search_cached, ens_cached)
         if ens is not None:
-            metrics["ensemble"] = ensemble.comparison(ens_info, backtest, ens_bt)
+            metrics["ensemble"] = ensemble.comparison(
+                ens_info, backtest, ens_bt, cfg.labels.horizon, cfg.backtest.capital
+            )
         if optimized_from is not None:
             metrics["optimized_from"] = optimize.comparison(
                 optimized_from, metrics, cfg.decision.optimize_se

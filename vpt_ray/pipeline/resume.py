@@ -46,6 +46,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import xgboost as xgb
 
 from vpt_ray.core import storage, tracking
 from vpt_ray.core.config import Config
@@ -53,7 +54,8 @@ from vpt_ray.core.run import atomic_dir, file_sha256
 from vpt_ray.data.chain import TickerData
 from vpt_ray.features.store import Matrix, build_store
 from vpt_ray.model import ensemble as ens
-from vpt_ray.model.search import OWN_ENDINGS, SearchResult
+from vpt_ray.model.search_result import OWN_ENDINGS, SearchResult
+from vpt_ray.model.train import training_rows
 
 log = logging.getLogger("vpt_ray.resume")
 CACHE_VERSION = 1
@@ -62,11 +64,16 @@ FEATURE_CODE = ("features/causal.py", "features/store.py", "data/resample.py", "
                 "data/bars.py", "data/quality.py", "core/calendar.py")  # fmt: skip
 SEARCH_CODE = (
     "model/search.py",
+    "model/search_result.py",
+    "model/racing.py",
     "model/folds.py",
     "model/cv.py",
     "model/metrics.py",
+    "model/trial_cache.py",
     "pipeline/stages.py",
 )
+# what a single fold fit computes from its rows (`model.trial_cache`: the rows are in its key)
+FIT_CODE = ("model/folds.py", "model/metrics.py", "features/samples.py", "model/trial_cache.py")
 _DIGESTS: dict[tuple[str, int, int], str] = {}
 _STAGED: dict[str, dict] = {}  # gs:// URI of a bar object staged by this process -> its digest
 
@@ -321,6 +328,24 @@ def _py(v: object) -> object:
     return v.item() if hasattr(v, "item") else str(v)
 
 
+def samples_key(cfg: Config, feature_keys: dict[str, str]) -> str:
+    """The training samples' content, for the trial cache (`model.trial_cache`): each ticker's
+    feature file, in code order, the features used, the window and labels, and the fit code.
+    Unlike `search_key` it leaves out the search's own settings (trials, scheduler, budget), so
+    searches that differ only there share their fold fits."""
+    d = cfg.to_dict()
+    return digest(
+        {
+            "v": CACHE_VERSION,
+            "features": [feature_keys[t] for t in feature_keys],
+            "shape": feature_shape(cfg),
+            "names": cfg.features.model_features(),
+            "code": code_digest(FIT_CODE),
+            "labels": d["labels"],
+        }
+    )
+
+
 def search(
     run: Callable[..., SearchResult],
     cfg: Config,
@@ -352,9 +377,13 @@ def search(
         tracking.log_cached_trials(cached.trials, list(cfg.search.space.model_dump()))  # MLflow
         return cached, True
     bars = int(sum(s.get("bars", 0) for s in store.values()))  # the data size the budget needs
+    trials = (storage.portable(cache / "trials"), samples_key(cfg, keys))
+    if not cfg.search.trial_cache:
+        trials = None
     result = run(
-        cfg, m, folds, work_dir, num_cpus, tune_storage=tune_storage, store=store, bars=bars
-    )
+        cfg, m, folds, work_dir, num_cpus, tune_storage=tune_storage, store=store, bars=bars,
+        trial_cache=trials,
+    )  # fmt: skip
     if why := incomplete_reason(result, cfg):
         log.warning("search: not cached (%s)", why)
         return result, False
@@ -369,7 +398,7 @@ def search(
     return result, False
 
 
-ENSEMBLE_CODE = ("model/ensemble.py", *SEARCH_CODE)
+ENSEMBLE_CODE = ("model/ensemble.py", "model/train.py", *SEARCH_CODE)
 
 
 def ensemble_key(cfg: Config, feature_keys: dict[str, str]) -> str:
@@ -390,13 +419,17 @@ def ensemble(
     m: Matrix,
     folds: list,
     result: SearchResult,
+    single: xgb.Booster,
     num_cpus: float,
     cache: storage.Location,
     force: bool = False,
+    spill_root: Path | None = None,
 ) -> tuple[ens.EnsembleModel, dict, bool]:
     """Phase 5's ensemble from the cache, else `ensemble.run_ensemble` (then cached): (model,
     its description, whether it came from the cache). The entry is the saved ensemble directory
-    (members + ensemble.json, which is written last)."""
+    (members + ensemble.json, which is written last). `m`, `folds`: the samples the search
+    cross-validated; `single`: the train stage's model, reused as the member it is; the members'
+    folds go through the trial cache as the search's do."""
     keys = {t: s["cache_key"] for t, s in store.items()}
     path = cache / "ensemble" / ensemble_key(cfg, keys)
     if not force:
@@ -410,7 +443,13 @@ def ensemble(
         if cached is not None:
             log.info("ensemble: reused from the resume cache %s", path)
             return cached, cached.info, True
-    model, info = ens.run_ensemble(cfg, m, folds, result, int(num_cpus))
+    trials = None
+    if cfg.search.trial_cache:
+        trials = (storage.portable(cache / "trials"), samples_key(cfg, keys))
+    rows = training_rows(cfg, store)
+    model, info = ens.run_ensemble(
+        cfg, m, folds, result, int(num_cpus), rows, single, trials, spill_root
+    )
     with contextlib.suppress(OSError):
         if isinstance(path, storage.GcsPath):
             with tempfile.TemporaryDirectory(prefix="vpt-ensemble-") as tmp:

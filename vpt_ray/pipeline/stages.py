@@ -46,7 +46,8 @@ from vpt_ray.features.store import Matrix, build_store, load_matrix, load_sample
 from vpt_ray.model import budget
 from vpt_ray.model.cv import CombinatorialPurgedCV, PurgedWalkForward, sample_days_mask
 from vpt_ray.model.metrics import classification
-from vpt_ray.model.search import SearchResult, run_search
+from vpt_ray.model.search import run_search
+from vpt_ray.model.search_result import SearchResult
 from vpt_ray.model.train import final_rounds, fit_final, save_model, training_rows
 from vpt_ray.pipeline import resume
 from vpt_ray.pipeline.resume import file_digest
@@ -253,19 +254,24 @@ def search(
     tune_storage: storage.Location | None = None,
     store: dict[str, dict] | None = None,
     bars: int | None = None,
+    trial_cache: tuple[str | object, str] | None = None,
 ) -> SearchResult:
     """The search on the full training matrix, or on `search.sample_days` sampled sessions,
     within the budget and trial count `budget.resolve` derives from the phase's time limit and
     the data size (`bars` in the feature store; the training samples when not given). `store`
     (the feature store's summaries) gives each ticker's price level for the trials' after-cost
-    validation returns."""
+    validation returns; `trial_cache` (location, samples key) serves fold fits already made
+    (`model.trial_cache`)."""
     m, folds = search_sample(cfg, m, folds)
     fold_sizes = [len(tr) + len(va) for tr, va in folds]
     bars = bars if bars is not None else len(m) * cfg.labels.stride
     cfg, plan = budget.resolve(cfg, bars, fold_sizes, int(num_cpus))
     path, fs = storage.tune_storage(work_dir if tune_storage is None else tune_storage)
     prices = [s.get("median_close") for s in store.values()] if store else None
-    result = run_search(cfg, m, folds, path, int(num_cpus), storage_filesystem=fs, prices=prices)
+    result = run_search(
+        cfg, m, folds, path, int(num_cpus), storage_filesystem=fs, prices=prices,
+        trial_cache=trial_cache,
+    )  # fmt: skip
     result.info["budget"] = plan
     result.info["cpu_us_per_sample_fold"] = budget.cpu_us_per_sample_fold(result.trials, fold_sizes)
     log.info(

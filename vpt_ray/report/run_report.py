@@ -107,7 +107,7 @@ def node_memory_line(res: dict) -> str | None:
 
 def summary_markdown(m: dict) -> str:
     from vpt_ray.data.universe import summary_line as universe_line
-    from vpt_ray.model.search import summary_line as search_line
+    from vpt_ray.model.search_result import summary_line as search_line
     from vpt_ray.validation.oracle import summary_line as oracle_summary_line  # imports Ray
 
     d, cv, oos, bt, res = m["data"], m["cv"], m["oos"], m["backtest"], m["resources"]
@@ -338,4 +338,11 @@ def _ensemble_lines(e: dict | None) -> list[str]:
         f"{num(cv['ensemble']['log_loss'], 5)} vs {num(cv['single']['log_loss'], 5)}, "
         f"OOS accuracy {num(oos['ensemble']['accuracy'])} vs {num(oos['single']['accuracy'])}, "
         f"Sharpe {num(bt['ensemble']['sharpe'], 2)} vs {num(bt['single']['sharpe'], 2)}"
+        + (
+            f"; ensemble - single: OOS accuracy {num(d['oos_accuracy'])} (SE "
+            f"{num(d['oos_accuracy_se'])}), Sharpe {num(d['sharpe'], 2)} (SE "
+            f"{num(d['sharpe_se'], 2)}), paired on the same bars and sessions"
+            if (d := e.get("differences"))
+            else ""
+        )
     ]

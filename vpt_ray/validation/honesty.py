@@ -30,7 +30,7 @@ import numpy as np
 import pandas as pd
 
 from vpt_ray.backtest.proxy import PROXY_NOTE
-from vpt_ray.model.search import SearchResult
+from vpt_ray.model.search_result import SearchResult
 from vpt_ray.validation.overfitting import (
     config_stability,
     deflated_sharpe_ratio,

@@ -22,8 +22,8 @@ from vpt_ray.core.console import also_to_run_log
 from vpt_ray.core.memory_sampler import MemorySampler
 from vpt_ray.core.run import RunContext, git_commit, write_json_atomic, write_text_atomic
 from vpt_ray.features.store import Matrix
-from vpt_ray.model.search import SearchResult
-from vpt_ray.model.search import summary_line as search_line
+from vpt_ray.model.search_result import SearchResult
+from vpt_ray.model.search_result import summary_line as search_line
 from vpt_ray.pipeline import outputs
 from vpt_ray.pipeline.stages import Data, Folds
 from vpt_ray.report import tracker

@@ -177,7 +177,9 @@ def _in_ws(request, monkeypatch):
 def test_phase1_train_trains_phase_one(ws):
     meta = json.loads((ws / "artifacts" / "models" / MODEL_RUN / "meta.json").read_text())
     assert meta["phase"] == 1 and meta["train_window"] == ["2023-10-02", "2023-11-30"]
-    assert not (ws / "artifacts" / "reports" / MODEL_RUN / "metrics.json").exists()  # no backtest
+    m = json.loads((ws / "artifacts" / "reports" / MODEL_RUN / "metrics.json").read_text())
+    assert m["kind"] == "train" and "backtest" not in m  # a training run: CV figures only
+    assert m["cv"]["accuracy"] == meta["cv"]["val_accuracy"]
 
 
 def test_phase1_backtest_tests_the_newest_phase1_model_on_its_own_window(ws, capsys):
@@ -202,7 +204,7 @@ def test_backtest_model_takes_the_seeds_command_verbatim(ws):
     assert rows[0]["run_id"] == d.name and rows[0]["notes"].find(f"backtest of {MODEL_RUN}") >= 0
 
 
-def test_train_model_takes_sample_days_in_both_spellings(ws):
+def test_train_model_takes_sample_days_in_both_spellings(ws, capsys):
     from vpt_ray import train  # the public `python -m vpt_ray.train` module
 
     for flag in ("--sample_days", "--sample-days"):
@@ -221,9 +223,21 @@ def test_train_model_takes_sample_days_in_both_spellings(ws):
         "python scripts/train_model.py --config config/base.yaml --sample_days 365 "
         f"--run-id seed-train {sets(short, ws)}"
     )
+    capsys.readouterr()
     assert run_command(cmd) == 0
     cfg = (ws / "artifacts" / "models" / "seed-train" / "config.yaml").read_text()
     assert "sample_days: 365" in cfg
+    # the wrap-up: the CV figures, where the model is, and the command that backtests it
+    m = json.loads((ws / "artifacts" / "reports" / "seed-train" / "metrics.json").read_text())
+    out = capsys.readouterr().out
+    wrap = dict(re.findall(r"^  (\S.*?\S)  +(\S.*)$", out.split("\n\n")[-1], re.M))
+    assert list(wrap)[-2:] == ["tracker", "next"]  # the last line: what to run next
+    assert re.match(rf"{m['cv']['accuracy']:.4f} \(SE 0\.\d{{4}}\) / ", wrap["CV accuracy / AUC"])
+    assert wrap["model"].endswith("/artifacts/models/seed-train")
+    assert wrap["next"].startswith(
+        "vpt backtest --model-dir artifacts/models/seed-train --start-date 2023-12-05 "
+        "--end-date 2023-12-15"
+    )
 
 
 def test_the_readme_backtest_window_is_out_of_sample_for_the_default_phase1_model():
@@ -260,3 +274,53 @@ def test_every_readme_command_is_classified_and_the_short_ones_run(ws, capsys):
     assert "# Run comparison: A = " in out and "C - A" in out
     page = (ws / "artifacts" / "reports" / bt_run / "report.html").read_text()
     assert "Prices and trades, 2024-07-08 .. 2024-07-12" in page
+
+
+def test_the_seed_scripts_alone_fill_both_seed_tables(ws, capsys):
+    """The seed: "Update this file after each run". Its scripts' training runs land in the
+    training table, its backtests in the backtesting table, each marked as what it is, every
+    run in the history; and `vpt compare` reads a training run next to a backtest."""
+    path = ws / "artifacts" / "SCALING_TRACKER.md"
+    if "1" not in tracker.load_state(path).get("backtesting", {}):  # run alone (-k): backtest
+        assert run_command("python scripts/phase1_backtest.py") == 0
+    state = tracker.load_state(path)
+    assert state["latest"] == {}  # no phase run: nothing for the next phase's decision
+    assert state["training"]["1"]["kind"] == "train"
+    assert state["backtesting"]["1"]["kind"] == "backtest"
+    kinds = {h["run_id"]: h["kind"] for h in state["history"]}
+    assert kinds[MODEL_RUN] == "train" and "backtest" in kinds.values()
+    text = path.read_text()
+    training = text.split("### Training Metrics")[1].split("### Backtesting Metrics")[0]
+    backtesting = text.split("### Backtesting Metrics")[1].split("### History")[0]
+    assert "| 1 | " in training and "training run (no backtest)" in training
+    assert f"backtest of {state['backtesting']['1']['model_run_id']}" in backtesting
+    bt_run = state["backtesting"]["1"]["run_id"]
+    capsys.readouterr()
+    assert run_command(f"vpt compare {MODEL_RUN} {bt_run}") == 0
+    out = capsys.readouterr().out
+    assert "- A: phase 1 training run, SYNTHETIC data, train 2023-10-02..2023-11-30, not " in out
+    assert "- B: backtest of " in out and ", backtest window " in out
+    assert "A: phase 1 training run: no decision of its own" in out
+
+
+HELP_CHECK = """
+import contextlib, io, sys
+from vpt_ray.__main__ import main
+for command in ("phase", "train", "optimize"):
+    with contextlib.redirect_stdout(io.StringIO()) as out:
+        assert main([command, "--help"]) == 0
+    assert out.getvalue().startswith(f"usage: vpt {command} "), out.getvalue()[:200]
+    assert "N trading sessions" in " ".join(out.getvalue().split()) or command == "optimize"
+print(sorted(m for m in ("ray", "xgboost", "pandas", "pydantic") if m in sys.modules))
+"""
+
+
+def test_run_commands_answer_help_by_their_name_without_loading_the_pipeline():
+    """`vpt phase|train|optimize --help` print their usage under the name typed, without
+    importing Ray, XGBoost, pandas or pydantic (seconds each: the pipeline loads only to run)."""
+    import subprocess
+
+    out = subprocess.run(
+        [sys.executable, "-c", HELP_CHECK], cwd=REPO, capture_output=True, text=True, check=True
+    )
+    assert out.stdout.strip() == "[]", out.stdout

@@ -281,8 +281,8 @@ def test_optimize_only_on_a_drop_beyond_noise():
     assert d["verdict"] != "optimize"
     note = _check(d, "vs previous phase")
     assert note["effect"] == "note" and not note["fired"]
-    assert "not compared (this run is backtested on the $10-20 universe, phase 4 on " in (
-        note["line"]
+    assert (
+        "not compared (this run is backtested on the $10-20 universe, phase 4 on " in (note["line"])
     )
     # a later phase 5 run against an earlier phase 5 row would compare (same universe)
     same = {**p4, "backtest_on": "the $10-20 universe"}

@@ -45,11 +45,12 @@ SECRET = "pk_test_never_logged_7d1e"  # a Polygon key in the environment: must r
 @pytest.fixture(scope="module")
 def run(ray_session, tmp_path_factory) -> dict:
     """A finished tiny phase-1 run on the synthetic market: its workspace, dirs and metrics;
-    logged to an MLflow file store in the workspace when MLflow is installed."""
+    logged to an MLflow sqlite store in the workspace (the default kind of store, MLflow's
+    recommended local one) when MLflow is installed."""
     ws = tmp_path_factory.mktemp("report")
     for d in ("data", "artifacts", "logs"):
         (ws / d).mkdir()
-    mlflow = ["tracking.mlflow=true", f"tracking.uri={(ws / 'mlruns').as_uri()}"]
+    mlflow = ["tracking.mlflow=true", f"tracking.uri=sqlite:///{ws / 'mlflow.db'}"]
     cfg = load_config(1, overrides=tiny_overrides(ws, *(mlflow if HAS_MLFLOW else [])))
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("POLYGON_API_KEY", SECRET)  # data.sources has no polygon: only a bystander
@@ -210,7 +211,11 @@ def test_resources_chart_draws_samples_and_limits(run, loaded):
     assert list(mem.x) == list(samples[:, 0]) and list(mem.y) == list(samples[:, 1])
     assert max(mem.y) <= res["peak_memory_gb"] + 1e-9
     lines = {round(s.y0, 6) for s in fig.layout.shapes if s.type == "line"}
-    assert {cfg["memory_warn_gb"], cfg["memory_limit_gb"]} <= lines
+    # the run's limit: the config's, or the machine's memory when smaller (warning scaled alike)
+    machine = res["ray"]["memory_limit"]["machine_gb"]
+    limit = min(cfg["memory_limit_gb"], machine)
+    warn = round(cfg["memory_warn_gb"] * limit / cfg["memory_limit_gb"], 2)
+    assert {warn, limit} <= lines
     bands = [a.text for a in fig.layout.annotations if a.text]
     assert any(s in bands for s in res["stages"])
 
@@ -502,7 +507,8 @@ def test_mlflow_holds_the_run_its_trials_and_no_secret(run):
     from mlflow import MlflowClient
 
     m = run["metrics"]
-    client = MlflowClient(tracking_uri=(run["ws"] / "mlruns").as_uri())
+    uri = f"sqlite:///{run['ws'] / 'mlflow.db'}"
+    client = MlflowClient(tracking_uri=uri)
     exp = client.get_experiment_by_name("vpt-ray")
     runs = client.search_runs([exp.experiment_id], max_results=1000)
     phase = [r for r in runs if r.data.tags.get("vpt.kind") == "phase"]
@@ -530,8 +536,48 @@ def test_mlflow_holds_the_run_its_trials_and_no_secret(run):
               for a in client.list_artifacts(p.info.run_id, d)}  # fmt: skip
     assert {"report/report.html", "report/metrics.json", "model/model.ubj",
             "tracker/SCALING_TRACKER.md"} <= listed  # fmt: skip
-    files = [f for f in (run["ws"] / "mlruns").rglob("*") if f.is_file()]
-    assert len(files) > 50 and not any(SECRET.encode() in f.read_bytes() for f in files)
+    # the artifacts next to the database, not in the working directory's ./mlruns
+    files = [
+        run["ws"] / "mlflow.db",
+        *(f for f in (run["ws"] / "mlruns").rglob("*") if f.is_file()),
+    ]
+    assert len(files) > 10 and not any(SECRET.encode() in f.read_bytes() for f in files)
+    # the summary says where the run was logged, and how its trials were
+    assert m["mlflow"]["run_id"] == p.info.run_id and m["mlflow"]["uri"] == uri
+    assert "each search trial a nested run" in m["mlflow"]["where"]
+
+
+def test_mlflow_logs_a_cached_search_s_trials_as_nested_runs(run, tmp_path, monkeypatch):
+    """A search reused from the resume cache runs no trial, so Tune logs none: its trials table
+    is logged as the nested runs instead, tagged as coming from the cache."""
+    if not HAS_MLFLOW:
+        pytest.skip("mlflow is not installed (pip install -e '.[mlflow]')")
+    import pandas as pd
+    from mlflow import MlflowClient
+
+    from vpt_ray.core import tracking
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)  # Tune's callback exported it
+    cfg = load_config(1, overrides=["tracking.mlflow=true"])
+    assert tracking.tracking_uri(cfg, tmp_path) == f"sqlite:///{tmp_path / 'mlflow.db'}"
+    parent = tracking.start_run(cfg, "cached", tmp_path, {"vpt.kind": "phase"})
+    trials = pd.read_parquet(run["artifacts"] / "runs" / RUN_ID / "trials.parquet")
+    space = list(cfg.search.space.model_dump())
+    tracking.log_cached_trials(trials, space)
+    assert parent.trials.startswith(f"{len(trials)} search trials as nested runs, from the resume")
+    tracking.finish_run(parent, "FINISHED")
+    client = MlflowClient(tracking_uri=parent.uri)
+    runs = client.search_runs([parent.experiment_id], max_results=100)
+    nested = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.run_id]
+    assert len(nested) == len(trials) and all(r.data.tags["vpt.from_cache"] for r in nested)
+    by_id = {r.data.tags["vpt.trial_id"]: r for r in nested}
+    for t in trials.to_dict(orient="records"):
+        r = by_id[t["trial_id"]]
+        assert r.data.params["max_depth"] == str(t["max_depth"]) and set(r.data.params) == set(
+            space
+        )
+        assert r.data.metrics["val_log_loss"] == pytest.approx(t["val_log_loss"])
+    assert (tmp_path / "mlruns").is_dir()  # the artifacts next to the database
 
 
 # ----------------------------------------------------------------------- standalone backtest
@@ -594,6 +640,11 @@ def test_compare_a_backtest_with_its_model_run_and_the_tracker_default(run, stan
     assert f"- B: backtest of {RUN_ID}, SYNTHETIC data" in out
     assert re.search(r"^\| CV accuracy \| 0\.\d{4} \| n/a \|", out, re.M)
     assert "B: backtest of rep: no decision of its own" in out
+    # the backtest's data window is its backtest window; the decision is a list, not one line
+    assert ", backtest window 2024-04-01..2024-04-30 (the model was trained on 2024-01-02.." in out
+    reasons = run["metrics"]["decision"]["reasons"]
+    verdict = run["metrics"]["decision"]["verdict"]
+    assert f"A decision: **{verdict}**\n\n" + "".join(f"- {r}\n" for r in reasons) in out
     # no runs named: the tracker's history, oldest first
     assert compare.main(["--artifacts", art]) == 0
     out = capsys.readouterr().out

@@ -59,17 +59,52 @@ def test_phase_writes_every_output(planted):
     assert set(on_disk["backtest"]["per_ticker"]) == {"AAA", "BBB"}
     assert on_disk["decision"]["verdict"] in {"advance", "stop", "optimize", "hold"}
     assert on_disk["resources"]["peak_memory_gb"] > 0
-    assert set(on_disk["resources"]["stages"]) >= {
-        "data",
-        "features",
-        "cv",
-        "search",
-        "train",
-        "backtest",
-    }
-    assert "SYNTHETIC DATA" in (report / "summary.md").read_text()
+    stages = on_disk["resources"]["stages"]
+    assert set(stages) >= {"ray_init", "data", "features", "cv", "search", "train", "backtest",
+                           "oracle", "report"}  # fmt: skip
+    # the wall covers every stage (and what lies between them), the report's included
+    assert sum(stages.values()) <= on_disk["resources"]["wall_seconds"]
+    summary = (report / "summary.md").read_text()
+    assert f"wall {on_disk['resources']['wall_seconds']:.0f} s" in summary
+    assert "SYNTHETIC DATA" in summary
     text = (ws / "artifacts" / "SCALING_TRACKER.md").read_text()
     assert "| 1 | planted |" in text and "SYNTHETIC" in text
+
+
+def test_the_run_log_has_dates_the_summary_and_the_decision(planted):
+    import re
+
+    ws, m = planted
+    log = (ws / "logs" / "run-planted.log").read_text().splitlines()
+    assert all(re.match(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d ", line) for line in log), log[0]
+    text = "\n".join(log)
+    assert re.search(
+        rf"vpt_ray.summary:   decision +{m['decision']['verdict'].upper()}$", text, re.M
+    )
+    for reason in m["decision"]["reasons"]:
+        assert f"- {reason}" in text
+    assert re.search(r"vpt_ray.summary:   report +\S+/reports/planted/report.html$", text, re.M)
+
+
+def test_the_memory_limit_is_the_smaller_of_the_config_and_the_machine(planted):
+    """hardware.memory_limit_gb is 32 GB (the reference workstation's); on a smaller machine its
+    memory is the limit, and the decision line, the chart thresholds and the summary say so."""
+    from vpt_ray.core.resources import machine_memory_gb
+    from vpt_ray.report.html.resources import memory_thresholds
+
+    _, m = planted
+    lim, machine = m["resources"]["ray"]["memory_limit"], machine_memory_gb()
+    assert lim["config_limit_gb"] == 32 and lim["limit_gb"] == min(32, machine)
+    line = next(r for r in m["decision"]["reasons"] if r.startswith("peak memory"))
+    if machine < 32:
+        assert lim["source"] == "machine"
+        assert lim["warn_gb"] == pytest.approx(28 * machine / 32, abs=0.01)
+        said = f"limit {machine:g} GB (this machine's memory; hardware.memory_limit_gb 32 GB"
+        assert said in line
+    else:
+        assert lim["source"] == "hardware.memory_limit_gb" and "limit 32 GB (hardware." in line
+    chart = memory_thresholds(m, {"hardware": {"memory_warn_gb": 28, "memory_limit_gb": 32}})
+    assert (chart["memory_warn_gb"], chart["memory_limit_gb"]) == (lim["warn_gb"], lim["limit_gb"])
 
 
 def test_planted_signal_is_found(planted):
@@ -112,6 +147,33 @@ def test_the_portfolio_is_one_pool_with_its_intraday_drawdown_concentration_and_
     assert m["search"]["budget"]["trials_planned"] == m["search"]["trials_requested"]
     # the oracle is traded by the same portfolio: the model's side is the reported backtest
     assert m["oracle"]["model"]["sharpe"] == pytest.approx(bt["sharpe"])
+
+
+def test_each_seed_table_holds_the_newest_run_that_fills_it(planted, tmp_path):
+    """A phase run fills both tables, a training run the training table, a backtest the
+    backtesting table; only phase runs are `latest` (what the next phase compares with)."""
+    _, m = planted
+    path = tmp_path / "T.md"
+    phase = tracker.row_from_metrics(m)
+    tracker.update(path, phase)
+    train = {**phase, "run_id": "tr", "kind": "train", "trades": None, "cv_accuracy": 0.61}
+    tracker.update(path, train)
+    bt = {**phase, "run_id": "bt", "kind": "backtest", "model_run_id": "tr", "trades": 7}
+    tracker.update(path, bt)
+    state = tracker.load_state(path)
+    assert state["latest"]["1"]["run_id"] == m["run_id"]
+    assert state["training"]["1"]["run_id"] == "tr" and state["backtesting"]["1"]["run_id"] == "bt"
+    lines = path.read_text().splitlines()
+    assert any(x.startswith("| 1 | tr |") and "training run (no backtest)" in x for x in lines)
+    assert any(x.startswith("| 1 | bt | 7 |") and "backtest of tr" in x for x in lines)
+    assert [h["run_id"] for h in state["history"]] == ["bt", "tr", m["run_id"]]
+    # a tracker written before the tables had rows of their own: its phase rows stay in both
+    old = {"latest": {"1": phase}, "history": [phase]}
+    path.write_text(tracker.render(old))
+    tracker.update(path, {**phase, "phase": 2, "run_id": "tr2", "kind": "train"})
+    state = tracker.load_state(path)
+    assert state["backtesting"]["1"]["run_id"] == m["run_id"]
+    assert {p: r["run_id"] for p, r in state["training"].items()} == {"1": m["run_id"], "2": "tr2"}
 
 
 def test_tracker_keeps_one_row_per_phase(planted, tmp_path):
@@ -185,7 +247,23 @@ def test_train_entry_point_stops_after_the_model(ray_session, workspace):
     out = run_phase(cfg, run_id="trainonly", stop_after="train")
     booster, meta = load_model(out["model_dir"])
     assert meta["run_id"] == "trainonly" and booster.num_features() == len(meta["feature_names"])
-    assert not (workspace / "artifacts" / "reports" / "trainonly" / "metrics.json").exists()
+    # a training run is recorded: metrics.json (CV, no backtest), summary.md, the training table
+    report = workspace / "artifacts" / "reports" / "trainonly"
+    m = json.loads((report / "metrics.json").read_text())
+    assert m["kind"] == "train" and "backtest" not in m and "decision" not in m
+    assert m["cv"]["accuracy"] == pytest.approx(out["cv"]["accuracy"]) and m["cv"]["samples"] > 0
+    assert 0 < m["cv"]["accuracy_se"] < 0.1 and m["features"]["count"] == len(meta["feature_names"])
+    assert m["next"].endswith("--start-date 2024-03-05 --end-date 2024-03-28")
+    assert f"--model-dir {out['model_dir']}" in m["next"] or "--model-dir artifacts" in m["next"]
+    assert sum(m["resources"]["stages"].values()) <= m["resources"]["wall_seconds"]
+    assert m["next"] in (report / "summary.md").read_text()
+    state = tracker.load_state(workspace / "artifacts" / "SCALING_TRACKER.md")
+    assert state["training"]["1"]["run_id"] == "trainonly" and state["latest"] == {}
+    assert state["backtesting"] == {} and state["history"][0]["kind"] == "train"
+    text = (workspace / "artifacts" / "SCALING_TRACKER.md").read_text()
+    row = next(line for line in text.splitlines() if line.startswith("| 1 | trainonly |"))
+    assert f"| {m['cv']['samples']} | {m['features']['count']} | {m['cv']['accuracy']:.4f} |" in row
+    assert "training run (no backtest)" in row
 
 
 def test_crash_mid_run_leaves_nothing_that_looks_complete(ray_session, workspace, monkeypatch):

@@ -74,14 +74,18 @@ def run(command: str, argv: list[str]) -> int:
             file=sys.stderr,
         )
         return 2
+    from vpt_ray.pipeline.parsers import INVOKED_AS
+
     saved = sys.argv
     sys.argv = [f"vpt {command}", *argv]
+    INVOKED_AS["command"] = f"vpt {command}"  # the usage line's name (runpy replaces argv[0])
     try:  # exactly what `python -m module` runs, including its __main__ block
         runpy.run_module(module, run_name="__main__", alter_sys=True)
     except SystemExit as exc:
         return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
     finally:
         sys.argv = saved
+        INVOKED_AS.pop("command", None)
     return 0
 
 

@@ -38,6 +38,14 @@ def quiet_libraries() -> None:
     # search passes Tune's CSV and JSON loggers itself (`tune_loggers`), so the trial results
     # stay on disk without TensorBoard's event files and the hint that points at them.
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
+    # gRPC (inside Ray's core worker) leaves absl's log level alone unless GRPC_VERBOSITY is set,
+    # so its INFO lines reach the terminal: "chttp2_transport.cc ... Got goaway" as the driver
+    # disconnects at the end of every run. ERROR is gRPC's documented default; set before
+    # ray.init, the raylet and the workers inherit it.
+    os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
+    auth = logging.getLogger(RAY_AUTH_LOGGER)
+    if not any(isinstance(f, _TokenNotice) for f in auth.filters):
+        auth.addFilter(_TokenNotice())
     try:
         import ray.data
     except ImportError:  # pragma: no cover - ray[data] is a dependency
@@ -51,6 +59,22 @@ def quiet_libraries() -> None:
         ):
             handler.setLevel(logging.WARNING)
             handler.addFilter(_NoBarNotice())
+
+
+RAY_AUTH_LOGGER = "ray._private.authentication.authentication_token_setup"
+
+
+class _TokenNotice(logging.Filter):
+    """Moves Ray's notice that a local `ray.init()` turned token authentication on (Ray 2.60's
+    default, printed on every run) to the run log. Ray's warning that authentication is *off*
+    stays on the console: that one asks for action."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        text = record.getMessage()
+        if not text.startswith("Token authentication is enabled for this Ray cluster"):
+            return True
+        log.info("Ray: %s", text, extra=RUN_LOG_ONLY)
+        return False
 
 
 class _NoBarNotice(logging.Filter):
@@ -100,6 +124,36 @@ def library_output_to_log(name: str) -> Iterator[None]:
             yield
         finally:
             stream.flush()
+
+
+class _Tee(io.TextIOBase):
+    """A text stream writing to `out` and, line by line, to the run log only."""
+
+    def __init__(self, out: io.TextIOBase, log_lines: _LineLogger) -> None:
+        self.out, self.log_lines = out, log_lines
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, s: str) -> int:
+        self.out.write(s)
+        self.log_lines.write(s)
+        return len(s)
+
+    def flush(self) -> None:
+        self.out.flush()
+
+
+@contextlib.contextmanager
+def also_to_run_log(name: str) -> Iterator[None]:
+    """What the block prints (a run's summary and decision) stays on stdout and is written to
+    the run log as well, tagged `vpt_ray.{name}`: the log holds what the console showed."""
+    lines = _LineLogger(logging.getLogger(f"vpt_ray.{name}"))
+    with contextlib.redirect_stdout(_Tee(sys.stdout, lines)):
+        try:
+            yield
+        finally:
+            lines.flush()
 
 
 def interactive() -> bool:

@@ -138,6 +138,8 @@ class MemorySampler:
     over_limit: bool = False
     over_bytes: int = 0  # the first sample past a limit: the node's figure, or the job's total
     over_scope: str = "node"  # "node" (hardware.memory_limit_gb) or "job" (job_memory_limit_gb)
+    limit_name: str = "hardware.memory_limit_gb"  # or "this machine's memory" (`hold_to`)
+    warn_name: str = "hardware.memory_warn_gb"
     over_node: str | None = None
     stage: str = "start"  # the pipeline stage running now (set by the phase)
     stage_peaks: dict[str, float] = field(default_factory=dict)  # GB, job total per stage
@@ -167,6 +169,14 @@ class MemorySampler:
             job_limit_gb=hw.job_memory_limit_gb,
             store_cap_gb=hw.object_store_gb,
         )
+
+    def hold_to(self, limit: dict) -> None:
+        """From now on, stop at the run's effective per-node limit and warn at its level
+        (`resources.memory_limit`: the config's, or the machine's memory when smaller)."""
+        self.limit_gb, self.warn_gb = limit["limit_gb"], limit.get("warn_gb")
+        if limit.get("source") == "machine":
+            self.limit_name = "this machine's memory (below hardware.memory_limit_gb)"
+            self.warn_name = "hardware.memory_warn_gb scaled to this machine's memory"
 
     def attach(self) -> None:
         """Measure every node of the Ray cluster this process is connected to from now on (the
@@ -221,12 +231,13 @@ class MemorySampler:
         if self.warn_gb and s.memory > self.warn_gb * GB and ("warn", name) not in self._warned:
             self._warned.add(("warn", name))
             log.warning(
-                "memory %.2f GB%s passed hardware.memory_warn_gb (%g GB); the run stops at "
-                "hardware.memory_limit_gb (%s GB)",
+                "memory %.2f GB%s passed the warning level %g GB (%s); the run stops at %s GB (%s)",
                 s.memory / GB,
                 where,
                 self.warn_gb,
+                self.warn_name,
                 f"{self.limit_gb:g}" if self.limit_gb else "none",
+                self.limit_name,
             )
         cap = self.store_cap_gb
         if cap and s.store_used > cap * GB and ("store", name) not in self._warned:
@@ -242,11 +253,11 @@ class MemorySampler:
             self.over_bytes, self.over_scope, self.over_node = s.memory, "node", name
             self.over_limit = True
             log.error(
-                "memory %.2f GB%s passed hardware.memory_limit_gb (%g GB): stopping at the next "
-                "safe point",
+                "memory %.2f GB%s passed the limit %g GB (%s): stopping at the next safe point",
                 s.memory / GB,
                 where,
                 self.limit_gb,
+                self.limit_name,
             )
 
     @staticmethod
@@ -290,13 +301,13 @@ class MemorySampler:
         elif self.cluster is not None and not self.cluster.tree:
             msg = (
                 f"memory {self.over_bytes / GB:.2f} GB on node {self.over_node} (its Ray "
-                f"processes of this job) passed hardware.memory_limit_gb = {self.limit_gb:g} GB "
+                f"processes of this job) passed {self.limit_name} = {self.limit_gb:g} GB "
                 f"(per node); stopped cleanly at {where}"
             )
         else:
             msg = (
                 f"memory {self.over_bytes / GB:.2f} GB (driver + Ray processes) passed "
-                f"hardware.memory_limit_gb = {self.limit_gb:g} GB; stopped cleanly at {where}"
+                f"{self.limit_name} = {self.limit_gb:g} GB; stopped cleanly at {where}"
             )
         raise MemoryLimitExceeded(
             msg,

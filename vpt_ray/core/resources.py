@@ -151,13 +151,46 @@ def clamp(hw: HardwareConfig) -> RayCaps:
     return RayCaps(num_cpus, memory_gb, store_gb, tuple(notes))
 
 
+def memory_limit(hw: HardwareConfig, machine_gb: float | None) -> dict:
+    """The memory stop's per-node limit and warning level this run is held to.
+
+    `hardware.memory_limit_gb`, or the machine's memory when that is smaller: a 32 GB limit on a
+    23.5 GB machine is never reached (the machine runs out first), so the machine's memory is
+    the limit and the warning level is scaled by the same factor (28 of 32 -> 20.6 of 23.5).
+    `source` says which ("hardware.memory_limit_gb" or "machine"); `machine_gb` None (a cluster
+    the run joined: its nodes' memory is not this machine's) keeps the config's values."""
+    limit, warn = hw.memory_limit_gb, hw.memory_warn_gb
+    out = {"limit_gb": limit, "warn_gb": warn, "source": "hardware.memory_limit_gb",
+           "config_limit_gb": limit, "config_warn_gb": warn, "machine_gb": machine_gb}  # fmt: skip
+    if machine_gb is not None and machine_gb < limit:
+        scale = machine_gb / limit
+        out.update(limit_gb=round(machine_gb, 2), warn_gb=round(warn * scale, 2), source="machine")
+    return out
+
+
+def limit_text(lim: dict) -> str:
+    """`23.5 GB (this machine's memory; hardware.memory_limit_gb 32 GB is above it)` or
+    `32 GB (hardware.memory_limit_gb)`: a limit and where it comes from."""
+    if lim.get("source") == "machine":
+        return (
+            f"{lim['limit_gb']:g} GB (this machine's memory; hardware.memory_limit_gb "
+            f"{lim['config_limit_gb']:g} GB is above it)"
+        )
+    return f"{lim['limit_gb']:g} GB (hardware.memory_limit_gb)"
+
+
 def init_ray(hw: HardwareConfig) -> dict:
     """Start (or join) Ray once per process; returns what Ray was given, for the report."""
     address = hw.ray_address or os.environ.get("RAY_ADDRESS")
     if ray.is_initialized():
         res = ray.cluster_resources()
         log.info("Ray already running in this process: %s CPUs", res.get("CPU"))
-        return {"mode": "existing", "num_cpus": res.get("CPU", 0), "nodes": node_stores(hw)}
+        return {
+            "mode": "existing",
+            "num_cpus": res.get("CPU", 0),
+            "nodes": node_stores(hw),
+            "memory_limit": _log_limit(memory_limit(hw, machine_memory_gb())),
+        }
     if address:
         ray.init(address=address, log_to_driver=True)
         res = ray.cluster_resources()
@@ -170,10 +203,11 @@ def init_ray(hw: HardwareConfig) -> dict:
             "address": address,
             "num_cpus": res.get("CPU", 0),
             "nodes": nodes,
+            "memory_limit": _log_limit(memory_limit(hw, None)),  # per node, as configured
         }
     caps = clamp(hw)
-    for note in caps.clamped:
-        log.warning("hardware clamped to this machine: %s", note)
+    if caps.clamped:  # expected on any machine smaller than the reference: one line, not a warning
+        log.info("hardware clamped to this machine: %s", "; ".join(caps.clamped))
     ctx = _start_local(caps, _dashboard_available())
     url = getattr(ctx, "dashboard_url", None)
     if url:
@@ -186,7 +220,22 @@ def init_ray(hw: HardwareConfig) -> dict:
         "clamped": list(caps.clamped),
         "dashboard": f"http://{url}" if url else None,
         "nodes": node_stores(hw, set_by_config=caps.object_store_gb),
+        "memory_limit": _log_limit(memory_limit(hw, machine_memory_gb())),
     }
+
+
+def machine_memory_gb() -> float:
+    """This machine's memory, GB, to the 0.1 GB `clamp`'s line shows."""
+    return round(psutil.virtual_memory().total / GB, 1)
+
+
+def _log_limit(lim: dict) -> dict:
+    log.info(
+        "memory limit %s, warning at %s GB; the decision and the report use it",
+        limit_text(lim),
+        f"{lim['warn_gb']:g}" if lim.get("warn_gb") else "none",
+    )
+    return lim
 
 
 def node_stores(hw: HardwareConfig, set_by_config: float | None = None) -> dict[str, dict]:

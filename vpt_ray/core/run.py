@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 
+import psutil
 import yaml
 
 from vpt_ray.core import storage
@@ -98,6 +99,26 @@ def file_sha256(path: Path, chunk: int = 1 << 22) -> str:
     return h.hexdigest()
 
 
+FRESH_PROCESS_S = 60.0  # a process this young when its command starts was started for it
+_COMMAND: dict = {"started": None, "seen": False}  # `command_started`: its monotonic start
+
+
+def command_started() -> None:
+    """Mark a command's start (its `main`): the first run it makes counts its start-up, the
+    time from here (from the process's own start for a fresh process: the interpreter and the
+    imports before `main`) to the run's start, as the stage "start-up" and in its wall time."""
+    age = time.time() - psutil.Process().create_time()
+    first = not _COMMAND["seen"] and age < FRESH_PROCESS_S
+    _COMMAND["seen"] = True
+    _COMMAND["started"] = time.monotonic() - (age if first else 0.0)
+
+
+def _take_startup() -> float | None:
+    """Seconds from the command's start to now, once per command (None if none started)."""
+    started, _COMMAND["started"] = _COMMAND["started"], None
+    return None if started is None else round(time.monotonic() - started, 2)
+
+
 @dataclass
 class RunContext:
     """Paths and timings of one run.
@@ -126,6 +147,10 @@ class RunContext:
 
     def __post_init__(self) -> None:
         check_run_id(self.run_id)
+        startup = _take_startup()
+        if startup is not None:  # started by a command: its start-up is part of the run
+            self.stages["start-up"] = startup
+            self.t0 -= startup
 
     def location(self, value: str) -> Location:
         """A `paths.*` value as a local path (under `root`) or a GcsPath."""
@@ -265,6 +290,8 @@ class RunContext:
             log.info("stage %s done in %.1fs", name, self.stages[name])
 
     def wall_seconds(self) -> float:
+        """Seconds since the run started; a run a command started counts from the command's
+        start (the stage "start-up": the interpreter, imports, config)."""
         return round(time.monotonic() - self.t0, 2)
 
     def mark(self, status: str, error: str | None = None) -> None:
@@ -321,6 +348,15 @@ class RunContext:
             )
         if status != "RUNNING":
             self._finish_tracking(status, error)
+
+    def mlflow_info(self) -> dict | None:
+        """Where this run is logged in MLflow (metrics.json `mlflow`, the summary's line), or
+        None when tracking is off."""
+        run = self._mlflow
+        if run is None:
+            return None
+        info = {k: getattr(run, k) for k in ("uri", "experiment", "run_id", "trials")}
+        return {**info, "where": run.where()}  # type: ignore[attr-defined]
 
     def _start_tracking(self) -> None:
         from vpt_ray.core import tracking
@@ -418,9 +454,14 @@ class RunLogFile(logging.FileHandler):
             sys.stderr.write(f"warning: run log {self.baseFilename} not written: {why}\n")
 
 
+CONSOLE_TIME = "%H:%M:%S"  # the console: the run is happening now
+LOG_FILE_TIME = "%Y-%m-%d %H:%M:%S"  # the run log is read later, next to other days' logs
+
+
 def setup_logging(log_path: Path | None, level: int = logging.INFO) -> None:
     """Console + run log file for the `vpt_ray` logger tree (idempotent per process); Ray's
-    libraries stop drawing on the console (`vpt_ray.core.console`)."""
+    libraries stop drawing on the console (`vpt_ray.core.console`). The run log's time stamps
+    carry the date; the console's show the time of day only."""
     from vpt_ray.core.console import ConsoleFilter, quiet_libraries
 
     quiet_libraries()
@@ -430,17 +471,17 @@ def setup_logging(log_path: Path | None, level: int = logging.INFO) -> None:
         if getattr(h, "_vpt_file", False):
             root.removeHandler(h)
             h.close()
-    fmt = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S")
+    line = "%(asctime)s %(levelname)s %(name)s: %(message)s"
     if not any(getattr(h, "_vpt_console", False) for h in root.handlers):
         console = StderrHandler()
-        console.setFormatter(fmt)
+        console.setFormatter(logging.Formatter(line, CONSOLE_TIME))
         console.addFilter(ConsoleFilter())
         console._vpt_console = True  # type: ignore[attr-defined]
         root.addHandler(console)
     if log_path is not None:
         log_path.parent.mkdir(parents=True, exist_ok=True)
         fh = RunLogFile(log_path)
-        fh.setFormatter(fmt)
+        fh.setFormatter(logging.Formatter(line, LOG_FILE_TIME))
         fh._vpt_file = True  # type: ignore[attr-defined]
         root.addHandler(fh)
     root.propagate = False

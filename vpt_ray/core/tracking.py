@@ -13,13 +13,19 @@ already use. With `tracking.mlflow: true` (or `--mlflow` on any run command) a r
 - artifacts: the report directory (metrics.json, summary.md, report.html, config.yaml, trades),
   the model directory and the scaling tracker;
 - the search's trials as nested runs, through Ray Tune's own MLflow integration
-  (`ray.air.integrations.mlflow.MLflowLoggerCallback` with the phase run as `mlflow.parentRunId`).
+  (`ray.air.integrations.mlflow.MLflowLoggerCallback` with the phase run as `mlflow.parentRunId`);
+  a search reused from the resume cache ran no trials, so its trials table is logged as the
+  nested runs instead (`log_cached_trials`, tagged `vpt.from_cache`).
 
-Where: `tracking.uri`, else `$MLFLOW_TRACKING_URI`, else `./mlruns` (a file store, read with
-`mlflow ui --backend-store-uri ./mlruns`). MLflow is the optional extra
-`pip install -e '.[mlflow]'`; asking for it without the package is a config error before the run
-starts. Cost: a few hundred small files per run in a file store, and a copy of the report (~5 MB
-with report.html) and the model.
+Where: `tracking.uri`, else `$MLFLOW_TRACKING_URI`, else `sqlite:///mlflow.db` in the working
+directory, MLflow's recommended local store (its `./mlruns` file store is in maintenance mode in
+MLflow 3 and needs MLFLOW_ALLOW_FILE_STORE=true to be read); the artifacts of a sqlite store go
+to `mlruns/` next to the database file. Browse with `mlflow ui --backend-store-uri
+sqlite:///mlflow.db` (the full `mlflow` package). MLflow is the optional extra
+`pip install -e '.[mlflow]'` (the client, `mlflow-skinny`, with SQLAlchemy and Alembic for the
+sqlite store); asking for it without the package is a config error before the run starts. Cost:
+a few hundred rows per run in the database, and a copy of the report (~5 MB with report.html)
+and the model.
 """
 
 from __future__ import annotations
@@ -37,15 +43,23 @@ MAX_PARAM_CHARS = 6000  # MLflow's limit on a param value
 BATCH = 100  # params per log_batch call (MLflow's limit)
 METRIC_SECTIONS = ("cv", "oos", "backtest", "benchmark", "overfitting", "search", "resources")
 SKIP_KEYS = {"folds", "per_ticker", "table", "memory_samples", "validation", "ray"}
+DEFAULT_DB = "mlflow.db"  # the default store: sqlite in the working directory
 
 
 @dataclass
 class MlflowRun:
-    """The MLflow run of one vpt-ray run: where it lives and its id."""
+    """The MLflow run of one vpt-ray run: where it lives and its id; `trials` says how its
+    search's trials were logged as nested runs (or why they were not)."""
 
     uri: str
     experiment: str
     run_id: str
+    experiment_id: str = ""
+    trials: str = "no search trials logged (the run has no search)"
+
+    def where(self) -> str:
+        """One line for the summary: the run, its experiment and store, the trials."""
+        return f"run {self.run_id} in experiment {self.experiment!r} at {self.uri}; {self.trials}"
 
     @property
     def client(self):  # noqa: ANN201 - mlflow.MlflowClient (optional dependency)
@@ -127,8 +141,22 @@ def metric_values(metrics: dict) -> dict[str, float]:
 
 
 def tracking_uri(cfg: Config, root: Path) -> str:
-    """`tracking.uri`, else `$MLFLOW_TRACKING_URI`, else a file store at `root/mlruns`."""
-    return cfg.tracking.uri or os.environ.get("MLFLOW_TRACKING_URI") or (root / "mlruns").as_uri()
+    """`tracking.uri`, else `$MLFLOW_TRACKING_URI`, else a sqlite store `root/mlflow.db`."""
+    return (
+        cfg.tracking.uri
+        or os.environ.get("MLFLOW_TRACKING_URI")
+        or f"sqlite:///{(root / DEFAULT_DB).resolve()}"
+    )
+
+
+def artifact_location(uri: str) -> str | None:
+    """Where a new experiment keeps its artifacts: `mlruns/` next to a local sqlite database
+    (MLflow's own default is `./mlruns` of whatever directory the run started in); None (the
+    store's default) for any other store."""
+    prefix = "sqlite:///"
+    if not uri.startswith(prefix) or uri == prefix + ":memory:":
+        return None
+    return (Path(uri[len(prefix) :]).resolve().parent / "mlruns").as_uri()
 
 
 def check_available(cfg: Config) -> None:
@@ -157,12 +185,20 @@ def start_run(cfg: Config, run_id: str, root: Path, tags: dict[str, object]) -> 
     uri = tracking_uri(cfg, root)
     if uri.startswith("file:") or "://" not in uri:
         # MLflow 3.7+ keeps its file store in "maintenance mode" and refuses it unless asked:
-        # a local, server-less store is the point of the default here
+        # a file store the user chose (tracking.uri) still works
         os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
+    for name in ("mlflow.store.db.utils", "alembic"):  # "Creating initial MLflow database
+        logging.getLogger(name).setLevel(logging.WARNING)  # tables...": not a console line
     client = MlflowClient(tracking_uri=uri)
     try:
         exp = client.get_experiment_by_name(cfg.tracking.experiment)
-        exp_id = exp.experiment_id if exp else client.create_experiment(cfg.tracking.experiment)
+        exp_id = (
+            exp.experiment_id
+            if exp
+            else client.create_experiment(
+                cfg.tracking.experiment, artifact_location=artifact_location(uri)
+            )
+        )
     except Exception as exc:  # noqa: BLE001 - any store error: one line naming the store
         raise ConfigError(
             f"tracking.mlflow: cannot use the MLflow store at {uri} ({type(exc).__name__}: "
@@ -170,7 +206,7 @@ def start_run(cfg: Config, run_id: str, root: Path, tags: dict[str, object]) -> 
         ) from None
     all_tags = {"vpt.run_id": run_id, **{k: str(v) for k, v in tags.items() if v is not None}}
     created = client.create_run(exp_id, run_name=run_id, tags=all_tags)
-    run = MlflowRun(uri, cfg.tracking.experiment, created.info.run_id)
+    run = MlflowRun(uri, cfg.tracking.experiment, created.info.run_id, exp_id)
     params = [Param(k, v) for k, v in config_params(cfg).items()]
     for i in range(0, len(params), BATCH):
         client.log_batch(run.run_id, params=params[i : i + BATCH])
@@ -217,6 +253,8 @@ def tune_callbacks() -> list:
         return []
     from ray.air.integrations.mlflow import MLflowLoggerCallback
 
+    _ACTIVE.trials = "each search trial a nested run (logged by Ray Tune as it ran)"
+
     return [
         MLflowLoggerCallback(
             tracking_uri=_ACTIVE.uri,
@@ -224,3 +262,48 @@ def tune_callbacks() -> list:
             tags={"mlflow.parentRunId": _ACTIVE.run_id, "vpt.kind": "trial"},
         )
     ]
+
+
+def active_run() -> MlflowRun | None:
+    """The MLflow run of the vpt-ray run going on in this process, if MLflow is on."""
+    return _ACTIVE
+
+
+def log_cached_trials(trials, param_names: list[str]) -> None:  # noqa: ANN001 - a DataFrame
+    """Log a search's trials table as runs nested under the active MLflow run, when the search
+    came from the resume cache (no trial ran, so Tune's callback logged none): the search space's
+    columns (`param_names`) as params, the numeric rest as metrics, tags `vpt.kind` "trial" and
+    `vpt.from_cache`. Never raises: a failure is logged and named in the run's summary."""
+    run = _ACTIVE
+    if run is None:
+        return
+    from mlflow.entities import Metric, Param
+
+    try:
+        client, now = run.client, _now_ms()
+        for row in trials.to_dict(orient="records"):
+            tags = {"mlflow.parentRunId": run.run_id, "vpt.kind": "trial",
+                    "vpt.from_cache": "true", "vpt.trial_id": str(row.get("trial_id")),
+                    "vpt.trial_status": str(row.get("status"))}  # fmt: skip
+            child = client.create_run(
+                run.experiment_id, run_name=f"trial {row.get('trial_id')} (cached)", tags=tags
+            )
+            params = [Param(k, str(row[k])) for k in param_names if k in row]
+            metrics = [
+                Metric(k, float(v), now, 0)
+                for k, v in row.items()
+                if k not in param_names
+                and isinstance(v, int | float)
+                and not isinstance(v, bool)
+                and math.isfinite(v)
+            ]
+            client.log_batch(child.info.run_id, metrics=metrics, params=params)
+            client.set_terminated(child.info.run_id, "FINISHED")
+        run.trials = (
+            f"{len(trials)} search trials as nested runs, from the resume cache's trials table "
+            "(the search was reused: no trial ran in this run)"
+        )
+    except Exception as exc:  # noqa: BLE001 - tracking must not end the run
+        log.exception("MLflow: the cached search's trials were not logged")
+        run.trials = f"the cached search's trials were not logged ({type(exc).__name__}: {exc})"
+    log.info("MLflow: %s", run.trials)

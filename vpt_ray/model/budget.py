@@ -26,6 +26,7 @@ import logging
 import math
 
 from vpt_ray.core.config import Config
+from vpt_ray.core.console import RUN_LOG_ONLY
 
 log = logging.getLogger("vpt_ray.budget")
 
@@ -34,6 +35,7 @@ OTHER_S_PER_M_BARS = 15.0  # data + features + cv + final fit + backtest, per mi
 FIT_CPU_S_PER_SAMPLE = 40e-6  # one fold fit, per training + validation sample
 SAFETY = 2.0  # the other stages' estimate is doubled before it is taken from the limit
 MIN_BUDGET_S = 60.0
+NEAR_LIMIT = 0.5  # expected phase time / max_hours from which the budget is shown on the console
 
 
 def other_stages_s(bars: int) -> float:
@@ -95,14 +97,26 @@ def plan(cfg: Config, bars: int, fold_sizes: list[int], num_cpus: int) -> dict:
     }
 
 
+def near_limit(p: dict) -> bool:
+    """Whether the phase is expected to take at least NEAR_LIMIT of `hardware.max_hours`: the
+    search's budget then matters to the user (else it is a ceiling the search never meets)."""
+    expected = p["other_stages_expected_s"] + p["search_expected_s"]
+    return expected >= NEAR_LIMIT * p["max_hours"] * 3600.0
+
+
 def resolve(cfg: Config, bars: int, fold_sizes: list[int], num_cpus: int) -> tuple[Config, dict]:
-    """`cfg` with the search's budget and trial count from `plan` (logged), and the plan."""
+    """`cfg` with the search's budget and trial count from `plan`, and the plan. The budget is
+    logged to the run log; on the console only when the phase is expected near its time limit
+    (a 4-minute phase is not told that it "may take 4 h")."""
     p = plan(cfg, bars, fold_sizes, num_cpus)
-    log.info(
-        "search budget %.0f s (%s): the phase may take %g h; the other stages are expected to "
+    near = near_limit(p)
+    log.log(
+        logging.WARNING if near else logging.INFO,
+        "search budget %.0f s (%s)%s: the phase may take %g h; the other stages are expected to "
         "take %.0f s on %.1f M bars (x%g margin); %d of %d trials expected to take %.0f s",
         p["time_budget_s"],
         p["source"],
+        ", near the phase's time limit" if near else "",
         p["max_hours"],
         p["other_stages_expected_s"],
         bars / 1e6,
@@ -110,6 +124,7 @@ def resolve(cfg: Config, bars: int, fold_sizes: list[int], num_cpus: int) -> tup
         p["trials_planned"],
         p["trials_requested"],
         p["search_expected_s"],
+        extra={} if near else RUN_LOG_ONLY,
     )
     if p["trials_planned"] < p["trials_requested"]:
         log.warning(

@@ -286,13 +286,18 @@ def print_table(checks: list[Check], false_alarm: float = FALSE_ALARM) -> None:
 @guarded
 def main(argv: list[str] | None = None) -> int:
     from vpt_ray.core.run import setup_logging
+    from vpt_ray.pipeline.parsers import prog
 
     parser = argparse.ArgumentParser(
-        prog="python -m vpt_ray.audit",
+        prog=prog("vpt_ray.audit"),
         description="Leakage audit of a phase: null market, shuffled labels, feature causality, "
         "split audit. Exits 0 only when every check passes.",
     )
-    parser.add_argument("--phase", type=int, choices=range(1, 6), default=1)
+    parser.add_argument(
+        "--phase", type=int, choices=range(1, 6), default=1, metavar="N",
+        help="audit phase N's settings (config/phaseN.yaml: tickers, windows, bars, search); "
+        "with --config, that file over config/base.yaml instead (default: %(default)s)",
+    )  # fmt: skip
     parser.add_argument(
         "--null-draws",
         type=int,

@@ -180,7 +180,7 @@ def _run(cfg: Config, ctx, model_dir: Path | str, booster, meta: dict) -> dict: 
     from vpt_ray.pipeline import outputs, stages
     from vpt_ray.report import tracker
     from vpt_ray.report.html.page import write_html_report
-    from vpt_ray.report.run_report import write_report
+    from vpt_ray.report.run_report import backtest_summary_markdown, write_report
 
     start, end = cfg.backtest.start, cfg.backtest.end
     setup_logging(ctx.log_path)
@@ -193,9 +193,12 @@ def _run(cfg: Config, ctx, model_dir: Path | str, booster, meta: dict) -> dict: 
     sampler = MemorySampler.for_hardware(cfg.hardware)
     try:
         with sampler:
-            ray_info = init_ray(cfg.hardware)
-            interrupt.install()  # ray.init replaced SIGTERM's handler with its own sys.exit
-            sampler.attach()  # from now on: every node of the cluster
+            with ctx.stage("ray_init"):
+                sampler.stage = "ray_init"
+                ray_info = init_ray(cfg.hardware)
+                interrupt.install()  # ray.init replaced SIGTERM's handler with its own sys.exit
+                sampler.attach()  # from now on: every node of the cluster
+                sampler.hold_to(ray_info["memory_limit"])  # the config's or the machine's
             with ctx.stage("data"):
                 data = stages.load_data(cfg)
             with ctx.stage("features"):
@@ -217,6 +220,8 @@ def _run(cfg: Config, ctx, model_dir: Path | str, booster, meta: dict) -> dict: 
             local = Path(model_dir)
             write_html_report(ctx.report_dir, local if local.is_dir() else None)
             tracker.update(ctx.tracker_path, tracker.row_from_metrics(metrics))
+        with interrupt.held():  # every stage's time, the report stage's too
+            outputs.record_wall(ctx, metrics, backtest_summary_markdown)
             ctx.mark("FINISHED")
     except BaseException as exc:
         if (stop := interrupt.as_interrupt(exc)) is not None:
@@ -229,7 +234,10 @@ def _run(cfg: Config, ctx, model_dir: Path | str, booster, meta: dict) -> dict: 
         with contextlib.suppress(AttributeError):  # where the CLI says the traceback is
             exc.vpt_run_log = str(ctx.log_path)  # type: ignore[attr-defined]
         raise
-    print_backtest_summary(metrics, ctx.report_dir)
+    from vpt_ray.core.console import also_to_run_log
+
+    with also_to_run_log("summary"):  # the run log holds the summary too
+        print_backtest_summary(metrics, ctx.report_dir)
     return metrics
 
 
@@ -266,13 +274,14 @@ def backtest_metrics(cfg, ctx, meta: dict, model_dir: str, data, store, bt, samp
             "memory_samples": sampler.samples[:: max(1, len(sampler.samples) // 500)],
         },
         "model_dir": model_dir,
+        "mlflow": ctx.mlflow_info(),  # where the run is logged; None without MLflow
         "git_commit": git_commit(),
         "config_fingerprint": cfg.fingerprint(),
     }
 
 
 def print_backtest_summary(m: dict, report_dir: Path) -> None:
-    from vpt_ray.pipeline.outputs import benchmark_row
+    from vpt_ray.pipeline.outputs import benchmark_row, memory_wall
     from vpt_ray.report.run_report import num, pct
 
     s, b = m["backtest"], m.get("benchmark") or {}
@@ -283,13 +292,18 @@ def print_backtest_summary(m: dict, report_dir: Path) -> None:
     )
     if b.get("total_return") is not None:
         print(f"  buy-and-hold {benchmark_row(b)}")
+    print(f"  peak memory / wall {memory_wall(m['resources'])}")
+    if m.get("mlflow"):
+        print(f"  MLflow {m['mlflow']['where']}")
     print(f"  report {report_dir / 'report.html'}")
 
 
 @guarded
 def main(argv: list[str] | None = None) -> int:
+    from vpt_ray.pipeline.parsers import add_set_arg, prog
+
     parser = argparse.ArgumentParser(
-        prog="python -m vpt_ray.backtest",
+        prog=prog("vpt_ray.backtest"),
         description="Backtest a saved model (artifacts/models/RUN_ID) out of sample on "
         "[--start-date, --end-date], which must lie outside the model's training window "
         "(default: the model's own out-of-sample window). Writes a full report and a tracker "
@@ -306,9 +320,12 @@ def main(argv: list[str] | None = None) -> int:
             f"--{flag}-date", f"--{flag}_date", type=dt.date.fromisoformat, default=None,
             help=f"{flag} of the backtest window, YYYY-MM-DD (default: the model's own)",
         )  # fmt: skip
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="K=V")
+    add_set_arg(parser, "the model's saved config", example="backtest.capital=50000")
     add_mlflow_arg(parser)
     args = parser.parse_args(argv)
+    from vpt_ray.core.run import command_started
+
+    command_started()  # the run's wall counts the process's start-up (imports, config)
     overrides = overrides_of(args)
     try:
         model_dir = args.model_dir or latest_model(args.latest_phase, args.overrides)

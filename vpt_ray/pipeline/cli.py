@@ -26,47 +26,14 @@ from vpt_ray.core.config import Config, ConfigError
 from vpt_ray.core.console import RUN_LOG_ONLY
 from vpt_ray.core.storage import ArtifactError
 from vpt_ray.data.bars import BarDataError
+from vpt_ray.pipeline.parsers import add_config_args as add_config_args  # their home: parsers
+from vpt_ray.pipeline.parsers import add_mlflow_arg as add_mlflow_arg
 
 log = logging.getLogger("vpt_ray")
 EXIT_USER_ERROR = 2
 EXIT_STOPPED = 3  # the run stopped cleanly on hardware.memory_limit_gb (verdict "stop")
 EXIT_FAILED = 1
 TRACEBACK_ENV = "VPT_RAY_TRACEBACK"  # set: an unexpected error's traceback on the console too
-
-
-def add_config_args(parser: argparse.ArgumentParser, default_config: str | None = None) -> None:
-    parser.add_argument(
-        "--config",
-        default=default_config,
-        metavar="PATH",
-        help="YAML of your changes: config/base.yaml, then config/phaseN.yaml for a phase, then "
-        "this file, then --set, each overlaying the one before (the run's config.yaml and "
-        "status.json record the chain)",
-    )
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override one setting, e.g. --set data.tickers=[AAPL,MSFT] (repeatable)",
-    )
-    parser.add_argument(
-        "--run-id",
-        "--run_id",
-        default=None,
-        help="name the run: letters, digits, '.', '_', '-' (default: time-phase-hash); "
-        "a rerun with the same id replaces that run's model and report",
-    )
-    add_mlflow_arg(parser)
-
-
-def add_mlflow_arg(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--mlflow",
-        action="store_true",
-        help="also log the run to MLflow (tracking.mlflow=true): ./mlruns or $MLFLOW_TRACKING_URI",
-    )
 
 
 def overrides_of(args: argparse.Namespace) -> list[str]:

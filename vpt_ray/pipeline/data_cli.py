@@ -29,6 +29,7 @@ from vpt_ray.core.bounded import bounded_lines
 from vpt_ray.core.config import Config, ConfigError, load_config
 from vpt_ray.data.bars import BarDataError
 from vpt_ray.pipeline.cli import EXIT_USER_ERROR, add_config_args, guarded, user_errors
+from vpt_ray.pipeline.parsers import prog
 
 EXIT_INCOMPLETE = 1
 log = logging.getLogger("vpt_ray.data")
@@ -233,7 +234,7 @@ def check(data_dir: Path, cfg: Config) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m vpt_ray.data",
+        prog=prog("vpt_ray.data"),
         description="Fill the local bar store ahead of a run, or validate it.",
         epilog="exit codes: 0 ok; 1 missing data / broken files; 2 bad invocation or config",
     )

@@ -11,6 +11,7 @@ sections.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 import numpy as np
 import pandas as pd
@@ -18,7 +19,8 @@ import pandas as pd
 from vpt_ray.backtest.run import predictions_frame
 from vpt_ray.core.config import Config
 from vpt_ray.core.memory_sampler import MemorySampler
-from vpt_ray.core.run import RunContext, git_commit
+from vpt_ray.core.resources import limit_text, memory_limit
+from vpt_ray.core.run import RunContext, git_commit, write_json_atomic, write_text_atomic
 from vpt_ray.features.causal import clock_info, session_of
 from vpt_ray.features.store import Matrix
 from vpt_ray.model.search_result import SearchResult
@@ -27,7 +29,7 @@ from vpt_ray.pipeline.stages import Data, Folds
 from vpt_ray.report import tracker
 from vpt_ray.report.evidence import console_row
 from vpt_ray.report.html.page import write_html_report
-from vpt_ray.report.run_report import concentration_line, num, pct, write_report
+from vpt_ray.report.run_report import concentration_line, json_safe, num, pct, write_report
 from vpt_ray.validation.decision import apply_concentration, decide
 from vpt_ray.validation.honesty import overfitting_section
 from vpt_ray.validation.oracle import oracle_section
@@ -88,7 +90,7 @@ def assemble_metrics(
 ) -> dict:
     """metrics.json: the keys other tools read (see the README) plus provenance."""
     best = result.best
-    folds_detail = best["folds"]
+    folds_detail = best["folds"]  # evidence_sections adds the naive predictor to each fold
     previous = tracker.previous_phase_row(ctx.tracker_path, cfg.phase)
     se = standard_errors(cfg, best, bt["oos"])
     overfit = overfitting_section(
@@ -97,9 +99,10 @@ def assemble_metrics(
     se["sharpe_se"] = overfit["sharpe_se"]
     se["train_val_gap_se"] = overfit["train_val_gap_se"]
     naive = evidence_sections(cfg, m.y, bt, folds_detail)  # the naive predictor, buy-and-hold
+    limit = ray_info.get("memory_limit") or memory_limit(cfg.hardware, None)
     decision = decide(
         cfg.decision,
-        cfg.hardware,
+        cfg.hardware.model_copy(update={"memory_limit_gb": limit["limit_gb"]}),  # effective
         oos_accuracy=bt["oos"]["accuracy"],
         sharpe=bt["stats"]["sharpe"],
         train_val_gap=best["train_val_gap"],
@@ -114,8 +117,11 @@ def assemble_metrics(
         overfitting=overfit,
         **decision_evidence(naive, bt, bt["benchmark_stats"]),
         backtest_on=backtest_on(cfg),
+        memory_limit_text=limit_text(limit),
     )
     decision = apply_concentration(decision, cfg.decision, bt["concentration"])
+    with ctx.stage("oracle"):  # synthetic runs: the known-truth ruler, on the tickers backtested
+        oracle = oracle_section(cfg, bt["data"], bt["store"], bt)
     return {
         "run_id": ctx.run_id,
         "phase": cfg.phase,
@@ -141,53 +147,96 @@ def assemble_metrics(
         },
         "features": {"count": len(m.feature_names), "names": m.feature_names},
         "cv": {
-            "accuracy": best["val_accuracy"],
-            "auc": best["val_auc"],
-            "log_loss": best["val_log_loss"],
-            "train_accuracy": best["train_accuracy"],
-            "train_val_gap": best["train_val_gap"],
-            "accuracy_se": se["cv_accuracy_se"],
+            **cv_section(cfg, m, folds, best, se["cv_accuracy_se"], se["train_val_gap_se"]),
             **naive["cv"],  # the naive predictor per fold: naive accuracy, skill, balanced
-            "train_val_gap_se": se["train_val_gap_se"],
-            "early_stopping": (
-                f"rounds chosen on the last {cfg.cv.early_stopping_fraction:.0%} of each training "
-                "fold's sessions (purged and embargoed from the rows fitted); validation folds "
-                "scored untouched; train accuracy is on the rows fitted"
-            ),
-            "samples": len(m),
-            "sample_days": cfg.cv.sample_days,  # null = every session of the training period
-            "sessions": int(len(np.unique(m.pos // m.slots))),
-            "folds_count": len(folds),
-            "folds": folds_detail,
         },
-        "search": {
-            "trials": len(result.trials),  # every configuration that reported a fold
-            **result.info,  # scheduler, trials by outcome, time budget, search.sample_days
-            "best_params": {k: _round(v) for k, v in result.best_params.items()},
-            "table": result.trials.head(50).to_dict(orient="records"),
-        },
+        "search": search_section(result),
         "overfitting": overfit,
         "oos": {**bt["oos"], "accuracy_se": se["oos_accuracy_se"], **naive["oos"]},
         "backtest": {**backtest_section(bt), "sharpe_se": se["sharpe_se"]},
         "standard_errors": se,
         "benchmark": {**bt["benchmark_stats"], **naive["benchmark"]},
         "backtest_bars": bt["bars_paths"],  # the report's price panel reads its window from these
-        # synthetic runs: the known-truth ruler, on the tickers backtested
-        "oracle": oracle_section(cfg, bt["data"], bt["store"], bt),
-        "resources": {
-            **sampler.resources(),  # peak in total (all nodes) and per node, placement
-            "stage_peak_gb": dict(sampler.stage_peaks),  # which stage the peak belongs to
-            "wall_seconds": ctx.wall_seconds(),
-            "stages": dict(ctx.stages),
-            "ray": ray_info,
-            "memory_samples": sampler.samples[:: max(1, len(sampler.samples) // 500)],
-        },
+        "oracle": oracle,
+        "resources": resources_section(ctx, sampler, ray_info),
         "decision": {**decision, "previous_phase_run": previous["run_id"] if previous else None},
         "backtest_on": backtest_on(cfg),
         "model_dir": str(ctx.model_dir),
+        "mlflow": ctx.mlflow_info(),  # where the run is logged; None without MLflow
         "git_commit": git_commit(),
         "config_fingerprint": cfg.fingerprint(),
     }
+
+
+def resources_section(ctx: RunContext, sampler: MemorySampler, ray_info: dict) -> dict:
+    """metrics.json's `resources`: memory (in total, per node, per stage, over time), the wall
+    and stage times so far (`record_wall` writes the final ones), what Ray was given."""
+    return {
+        **sampler.resources(),  # peak in total (all nodes) and per node, placement
+        "stage_peak_gb": dict(sampler.stage_peaks),  # which stage the peak belongs to
+        "wall_seconds": ctx.wall_seconds(),
+        "stages": dict(ctx.stages),
+        "ray": ray_info,
+        "memory_samples": sampler.samples[:: max(1, len(sampler.samples) // 500)],
+    }
+
+
+def record_wall(ctx: RunContext, metrics: dict, summary: Callable[[dict], str] | None) -> None:
+    """The run's wall and stage times as they stand now, after its report stage, written into
+    metrics.json and summary.md again (`summary` draws it; both are small files): the
+    console, the tracker's readers and MLflow get every stage. report.html keeps the figures it
+    was drawn with, every stage but its own report stage."""
+    res = metrics["resources"]
+    res["wall_seconds"], res["stages"] = ctx.wall_seconds(), dict(ctx.stages)
+    if summary is not None:
+        write_text_atomic(ctx.report_dir / "summary.md", summary(metrics))
+    write_json_atomic(ctx.report_dir / "metrics.json", json_safe(metrics))
+
+
+def cv_section(
+    cfg: Config, m: Matrix, folds: Folds, best: dict, accuracy_se: float, gap_se: float | None
+) -> dict:
+    """metrics.json's `cv`: the selected configuration's figures over the purged folds, with
+    their SEs; shared by the phase and the training run."""
+    return {
+        "accuracy": best["val_accuracy"],
+        "auc": best["val_auc"],
+        "log_loss": best["val_log_loss"],
+        "train_accuracy": best["train_accuracy"],
+        "train_val_gap": best["train_val_gap"],
+        "accuracy_se": accuracy_se,
+        "train_val_gap_se": gap_se,
+        "early_stopping": (
+            f"rounds chosen on the last {cfg.cv.early_stopping_fraction:.0%} of each training "
+            "fold's sessions (purged and embargoed from the rows fitted); validation folds "
+            "scored untouched; train accuracy is on the rows fitted"
+        ),
+        "samples": len(m),
+        "sample_days": cfg.cv.sample_days,  # null = every session of the training period
+        "sessions": int(len(np.unique(m.pos // m.slots))),
+        "folds_count": len(folds),
+        "folds": best["folds"],
+    }
+
+
+def search_section(result: SearchResult) -> dict:
+    """metrics.json's `search`: trials, how the search ended, the best parameters, the table."""
+    return {
+        "trials": len(result.trials),  # every configuration that reported a fold
+        **result.info,  # scheduler, trials by outcome, time budget, search.sample_days
+        "best_params": {k: _round(v) for k, v in result.best_params.items()},
+        "table": result.trials.head(50).to_dict(orient="records"),
+    }
+
+
+def cv_accuracy_se(cfg: Config, best: dict) -> float:
+    """The SE of the mean CV accuracy over the folds (binomial on effective samples), as
+    `standard_errors` computes it: for a run without an out-of-sample part."""
+    overlap = effective_samples(1, cfg.labels.stride, cfg.labels.horizon)
+    folds = best["folds"]
+    return mean_accuracy_se(
+        [f["val_accuracy"] for f in folds], [f["val_samples"] * overlap for f in folds]
+    )
 
 
 def standard_errors(cfg: Config, best: dict, oos: dict) -> dict:
@@ -217,6 +266,9 @@ def _round(v: object) -> object:
 
 
 def write_outputs(cfg: Config, ctx: RunContext, metrics: dict, bt: dict) -> None:
+    """The report stage: the wall and stage times so far (oracle and optimize included) into
+    the metrics, then the files, report.html and the tracker row."""
+    metrics["resources"].update(wall_seconds=ctx.wall_seconds(), stages=dict(ctx.stages))
     write_report(
         ctx.report_dir,
         metrics,
@@ -272,10 +324,7 @@ def print_summary(m: dict) -> None:
             if (m.get("benchmark") or {}).get("total_return") is not None
             else []
         ),
-        (
-            "peak memory / wall",
-            f"{m['resources']['peak_memory_gb']:.2f} GB / {m['resources']['wall_seconds']:.0f} s",
-        ),
+        ("peak memory / wall", memory_wall(m["resources"])),
         *(
             [("concentration", concentration_line(bt["concentration"]))]
             if bt.get("concentration")
@@ -300,7 +349,20 @@ def print_summary(m: dict) -> None:
         from vpt_ray.model.ensemble import print_comparison
 
         print_comparison(m["ensemble"])
+    if m.get("mlflow"):
+        print(f"  {'MLflow':<{width}}  {m['mlflow']['where']}")
     print(f"  {'report':<{width}}  {report_html(m)}")
+
+
+def memory_wall(res: dict) -> str:
+    """`2.08 GB (limit 23.5 GB: this machine's memory) / 278 s`: the peak against the run's
+    effective limit (`resources.ray.memory_limit`), and the wall time of every stage."""
+    lim = (res.get("ray") or {}).get("memory_limit")
+    limit = ""
+    if lim:
+        why = "this machine's memory" if lim.get("source") == "machine" else lim.get("source")
+        limit = f" (limit {lim['limit_gb']:g} GB: {why})"
+    return f"{res['peak_memory_gb']:.2f} GB{limit} / {res['wall_seconds']:.0f} s"
 
 
 def benchmark_row(b: dict) -> str:

@@ -33,15 +33,31 @@ import numpy as np
 from vpt_ray.core import interrupt, run_lock, storage
 from vpt_ray.core.bounded import short
 from vpt_ray.core.config import Config, ConfigError, load_config
+from vpt_ray.core.console import also_to_run_log
 from vpt_ray.core.memory_sampler import MemorySampler
 from vpt_ray.core.resources import init_ray
-from vpt_ray.core.run import RunContext, mark_abandoned, new_run_id, remove_owned, setup_logging
+from vpt_ray.core.run import (
+    RunContext,
+    command_started,
+    mark_abandoned,
+    new_run_id,
+    remove_owned,
+    setup_logging,
+)
 from vpt_ray.data import gcs
 from vpt_ray.model import ensemble
-from vpt_ray.pipeline import memory_stop, optimize, outputs, preflight, resume, stages
+from vpt_ray.pipeline import (
+    memory_stop,
+    optimize,
+    outputs,
+    parsers,
+    preflight,
+    resume,
+    stages,
+    training_run,
+)
 from vpt_ray.pipeline.cli import (
     EXIT_STOPPED,
-    add_config_args,
     failure_exit,
     guarded,
     overrides_of,
@@ -49,6 +65,7 @@ from vpt_ray.pipeline.cli import (
     unwrap,
 )
 from vpt_ray.report import tracker
+from vpt_ray.report.run_report import summary_markdown
 
 log = logging.getLogger("vpt_ray.phase")
 
@@ -116,10 +133,13 @@ def _run(
 
     try:
         with sampler:
-            ray_info = state["ray"] = init_ray(hw)
-            interrupt.install()  # ray.init replaced SIGTERM's handler with its own sys.exit
-            preflight.check(cfg, ray_info)  # settings Ray's resources cannot run: refused now
-            sampler.attach()  # from now on: every node of the cluster
+            with ctx.stage("ray_init"):  # timed; its safe point is the next stage's
+                sampler.stage = "ray_init"
+                ray_info = state["ray"] = init_ray(hw)
+                interrupt.install()  # ray.init replaced SIGTERM's handler with its own sys.exit
+                preflight.check(cfg, ray_info)  # settings Ray's resources cannot run: refused now
+                sampler.attach()  # from now on: every node of the cluster
+                sampler.hold_to(ray_info["memory_limit"])  # the config's or the machine's
             with step("data"):
                 data = state["data"] = stages.stage_bars(stages.load_data(cfg), cache)
             with step("features"):
@@ -144,13 +164,12 @@ def _run(
                         ray_info["num_cpus"], cache, force, ctx.work_dir,
                     )  # fmt: skip
                     ensemble.save_ensemble(ctx.staged_model_dir, ens)
-            if stop_after == "train":
+            if stop_after == "train":  # a training run: CV figures, tracker row, wrap-up
                 sampler.check("the end of training")
-                with interrupt.held() as held:
-                    ctx.publish_model()
-                    ctx.mark("FINISHED")
-                _note_held(held)
-                return {"run_id": ctx.run_id, "model_dir": str(ctx.model_dir)}
+                return training_run.finish(ctx, training_run.training_metrics(
+                    cfg, ctx, data, store, matrix, folds, search, sampler, ray_info,
+                    _resume_info(cache, force, store, search_cached, ens_cached),
+                ))  # fmt: skip
             bt_data, bt_store, universe = data, store, None
             if cfg.universe.active:  # phase 5: backtest on the price-band universe instead
                 with step("universe"):
@@ -169,13 +188,7 @@ def _run(
         )
         if universe is not None:
             metrics["universe"] = universe
-        metrics["resume"] = {
-            "cache": str(cache),
-            "forced": force,
-            "features_from_cache": sum(bool(s.get("from_cache")) for s in store.values()),
-            "search_from_cache": search_cached,
-            "ensemble_from_cache": ens_cached,
-        }
+        metrics["resume"] = _resume_info(cache, force, store, search_cached, ens_cached)
         if ens is not None:
             metrics["ensemble"] = ensemble.comparison(
                 ens_info, backtest, ens_bt, cfg.labels.horizon, cfg.backtest.capital
@@ -194,6 +207,7 @@ def _run(
         with interrupt.held() as held:  # the commit: all of it, or (interrupted before) none
             with ctx.stage("report"):
                 outputs.write_outputs(cfg, ctx, metrics, backtest)
+            outputs.record_wall(ctx, metrics, summary_markdown)  # the report stage's time too
             ctx.publish_model()
             ctx.mark("FINISHED")
         _note_held(held)
@@ -221,8 +235,20 @@ def _run(
         with contextlib.suppress(OSError):
             remove_owned(ctx.work_dir / "samples", ctx.work_dir)
         ctx.remove_temp_scratch()  # gs:// outputs: the local mirror, once uploaded
-    outputs.print_summary(metrics)  # its last line: where report.html is
+    with also_to_run_log("summary"):  # the run log holds the summary and the decision too
+        outputs.print_summary(metrics)  # its last line: where report.html is
     return metrics
+
+
+def _resume_info(cache, force: bool, store: dict, search: bool, ensemble: bool) -> dict:  # noqa: ANN001
+    """metrics.json `resume`: what came from the resume cache."""
+    return {
+        "cache": str(cache),
+        "forced": force,
+        "features_from_cache": sum(bool(s.get("from_cache")) for s in store.values()),
+        "search_from_cache": search,
+        "ensemble_from_cache": ensemble,
+    }
 
 
 def _note_held(held: list[int]) -> None:
@@ -237,6 +263,7 @@ def _note_held(held: list[int]) -> None:
 
 
 def run_cli(args: argparse.Namespace, stop_after: str | None = None) -> int:
+    command_started()  # the run's wall counts the process's start-up (imports, config)
     phase = getattr(args, "phase", None)
     config = args.config
     if phase is None and config is None:
@@ -267,40 +294,8 @@ def run_cli(args: argparse.Namespace, stop_after: str | None = None) -> int:
 
 @guarded
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m vpt_ray.phase",
-        description="Run phase N of the scaling plan end to end: data, features, purged CV, "
-        "Ray Tune search, final model, out-of-sample backtest, report, tracker and decision. "
-        "With no local data, GCS credentials or Polygon key, it runs on the built-in "
-        "synthetic market and says so. The feature store and the search are reused from "
-        "artifacts/cache when a previous run computed them on the same data and settings.",
-    )
-    parser.add_argument("phase", type=int, choices=range(1, 6), metavar="N", help="phase 1-5")
-    add_config_args(parser)
-    parser.add_argument(
-        "--sample-days",
-        "--sample_days",  # the seed document's spelling
-        type=int,
-        default=None,
-        metavar="N",
-        help="train and search on N trading sessions, one drawn per equal stratum of the "
-        "training period (seeded by search.seed); sets cv.sample_days and is stated in the report",
-    )
-    parser.add_argument(
-        "--force",
-        action="store_true",
-        help="recompute the feature store and the search even if the resume cache holds them",
-    )
-    parser.add_argument(
-        "--optimize",
-        default=None,
-        metavar="RUN_ID",
-        help="run the phase with the reduced configuration that RUN_ID's 'optimize' or 'stop: "
-        "overfitting' verdict wrote (its config + optimized.yaml, then --set); the report and "
-        "the tracker compare the two runs and say whether it recovered",
-    )
-    args = parser.parse_args(argv)
-    return run_cli(args)
+    """`python -m vpt_ray.phase N`: parse (`parsers.phase_parser`), then run."""
+    return run_cli(parsers.phase_parser().parse_args(argv))
 
 
 if __name__ == "__main__":

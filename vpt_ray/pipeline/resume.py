@@ -48,7 +48,7 @@ import numpy as np
 import pandas as pd
 import xgboost as xgb
 
-from vpt_ray.core import storage
+from vpt_ray.core import storage, tracking
 from vpt_ray.core.config import Config
 from vpt_ray.core.run import atomic_dir, file_sha256
 from vpt_ray.data.chain import TickerData
@@ -394,6 +394,7 @@ def search(
         work_dir.mkdir(parents=True, exist_ok=True)
         cached.trials.to_parquet(work_dir / "trials.parquet")
         cached.daily_perf.rename(columns=str).to_parquet(work_dir / "trials_daily.parquet")
+        tracking.log_cached_trials(cached.trials, list(cfg.search.space.model_dump()))  # MLflow
         return cached, True
     bars = int(sum(s.get("bars", 0) for s in store.values()))  # the data size the budget needs
     trials = (storage.portable(cache / "trials"), samples_key(cfg, keys), not force)

@@ -187,7 +187,33 @@ def label(i: int) -> str:
 def kind_text(m: dict) -> str:
     if m.get("kind") == "backtest":
         return f"backtest of {m.get('model_run_id')}"
+    if m.get("kind") == "train":
+        return f"phase {m.get('phase')} training run"
     return f"phase {m.get('phase')} run"
+
+
+def windows_text(m: dict) -> str:
+    """The run's data windows, named for what they were: a standalone backtest's data window is
+    its backtest window (its training window is the model's); a training run has no backtest."""
+    train, bt = dig(m, "windows.train"), dig(m, "windows.backtest")
+    if m.get("kind") == "backtest":
+        return f"backtest window {bt} (the model was trained on {train})"
+    if m.get("kind") == "train":
+        return f"train {train}, not backtested (out of sample: {dig(m, 'windows.out_of_sample')})"
+    return f"train {train}, backtest {bt}"
+
+
+def decision_lines(lab: str, m: dict) -> list[str]:
+    """A run's decision: the verdict, then one line per reason (not one line of all of them)."""
+    if m.get("kind") in ("backtest", "train"):
+        return ["", f"{lab}: {kind_text(m)}: no decision of its own"]
+    reasons = dig(m, "decision.reasons") or []
+    return [
+        "",
+        f"{lab} decision: **{dig(m, 'decision.verdict')}**",
+        "",
+        *[f"- {r}" for r in reasons],
+    ]
 
 
 def config_diff_n(configs: list[dict]) -> list[tuple[str, list[object]]]:
@@ -216,8 +242,7 @@ def compare_markdown_n(runs: list[tuple[str, tuple[dict, dict]]]) -> str:
         d = m.get("data", {})
         lines.append(
             f"- {lab}: {kind_text(m)}, "
-            f"{'SYNTHETIC data' if d.get('synthetic') else 'real data'}, "
-            f"train {dig(m, 'windows.train')}, backtest {dig(m, 'windows.backtest')}, "
+            f"{'SYNTHETIC data' if d.get('synthetic') else 'real data'}, {windows_text(m)}, "
             f"config {m.get('config_fingerprint')}, git {str(m.get('git_commit'))[:12]}"
         )
     configs = [c for _, (_, c) in runs]
@@ -251,12 +276,9 @@ def compare_markdown_n(runs: list[tuple[str, tuple[dict, dict]]]) -> str:
         ("resource", *labels, f"{last} - A"),
         [(n, *(fmt(v, k) for v in vs), delta(vs[0], vs[-1], k)) for n, vs, k in res_rows],
     )
+    lines += ["", "## Decisions"]
     for lab, m in zip(labels, metrics, strict=True):
-        if m.get("kind") == "backtest":
-            lines.append(f"\n{lab}: backtest of {m.get('model_run_id')}: no decision of its own")
-            continue
-        reasons = "; ".join(dig(m, "decision.reasons") or [])
-        lines.append(f"\n{lab} decision: **{dig(m, 'decision.verdict')}**: {reasons}")
+        lines += decision_lines(lab, m)
     return "\n".join(lines) + "\n"
 
 

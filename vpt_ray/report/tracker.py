@@ -1,9 +1,13 @@
 """The scaling tracker: the seed's two tables, one row per phase holding its latest run, and the
 full history of runs below them.
 
-The tracker is a markdown file a team can commit. A standalone backtest of a saved model
-(`python -m vpt_ray.backtest`) adds a history row marked "backtest of RUN" and never replaces a
-phase's latest row: it re-tests a model, it decides nothing. Its rows are kept as JSON in an HTML
+The tracker is a markdown file a team can commit. Every run lands in it, marked as what it is:
+a phase run fills both tables, a training run (`vpt train`, `scripts/train_model.py`,
+`scripts/phase1_train.py`) the training table, a standalone backtest of a saved model
+(`python -m vpt_ray.backtest`) the backtesting table ("backtest of RUN"); each table's row of a
+phase is the newest run that filled it, and every run has a history row. Only phase runs are a
+phase's `latest` row, which the next phase's decision compares with: a training run or a backtest
+decides nothing. Its rows are kept as JSON in an HTML
 comment at the end of the file, so a rewrite never has to parse its own tables; every rewrite is
 atomic. Next to it, a small PNG chart of the key metrics across phases (`SCALING_TRACKER.png`, about
 60 KB) is redrawn with every update and shown at the top of the markdown, so the trend reads on
@@ -31,6 +35,9 @@ log = logging.getLogger("vpt_ray.tracker")
 
 STATE_RE = re.compile(r"<!-- vpt-ray-tracker (\{.*?\}) -->", re.S)
 PHASES = (1, 2, 3, 4, 5)
+# the seed's two tables, and the kinds of run that fill each (state key -> kinds)
+TABLE_KINDS = {"training": ("phase", "train"), "backtesting": ("phase", "backtest")}
+KIND_LABELS = {"phase": "phase run", "train": "training run (no backtest)"}
 
 
 def load_state(path: Location) -> dict:
@@ -82,12 +89,15 @@ def _row_ok(row: object) -> bool:
 
 
 def row_from_metrics(metrics: dict) -> dict:
-    """The tracker's figures for one run, from its metrics.json content (a phase run's, or a
-    standalone backtest's: `kind` "backtest", no CV figures, notes naming the model run)."""
-    bt, cv = metrics["backtest"], metrics.get("cv") or {}
+    """The tracker's figures for one run, from its metrics.json content: a phase run's, a
+    standalone backtest's (`kind` "backtest", no CV figures, notes naming the model run) or a
+    training run's (`kind` "train", no backtest figures)."""
+    bt, cv = metrics.get("backtest") or {}, metrics.get("cv") or {}
     kind = metrics.get("kind", "phase")
     if kind == "backtest":
         notes = [f"backtest of {metrics['model_run_id']} on {metrics['windows']['backtest']}"]
+    elif kind == "train":
+        notes = [f"training run (no backtest) on {metrics['windows']['train']}"]
     else:
         notes = [f"verdict: {metrics['decision']['verdict']}"]
     if metrics["data"]["synthetic"]:
@@ -122,18 +132,18 @@ def row_from_metrics(metrics: dict) -> dict:
         "cv_accuracy": cv.get("accuracy"),
         "cv_auc": cv.get("auc"),
         "cv_log_loss": cv.get("log_loss"),
-        "accuracy": metrics["oos"]["accuracy"],
-        "accuracy_se": _finite(metrics["oos"].get("accuracy_se")),  # the next phase's "optimize"
+        "accuracy": (metrics.get("oos") or {}).get("accuracy"),
+        "accuracy_se": _finite((metrics.get("oos") or {}).get("accuracy_se")),  # for "optimize"
         "benchmark_return": (metrics.get("benchmark") or {}).get("total_return"),
-        "trades": bt["trades"],
-        "total_return": bt["total_return"],
-        "sharpe": bt["sharpe"],
+        "trades": bt.get("trades"),
+        "total_return": bt.get("total_return"),
+        "sharpe": bt.get("sharpe"),
         "sharpe_se": _finite(bt.get("sharpe_se")),
         "backtest_on": metrics.get("backtest_on", "training tickers"),  # phase 5: its universe
-        "max_drawdown": bt["max_drawdown"],
+        "max_drawdown": bt.get("max_drawdown"),
         "max_drawdown_daily": bt.get("max_drawdown_daily"),
         "top_ticker_share": conc.get("top_ticker_share"),
-        "win_rate": bt["win_rate"],
+        "win_rate": bt.get("win_rate"),
         **memory_fields(metrics.get("resources", {})),
         "notes": "; ".join(notes + reasons[:1]),
     }
@@ -182,8 +192,31 @@ def _fmt(v: object, pct: bool = False, digits: int = 4) -> str:
     return str(v)
 
 
+def table_rows(state: dict, table: str) -> dict:
+    """The rows of one of the seed's tables ("training" or "backtesting"), per phase: the newest
+    run that filled it. A tracker written before training runs and backtests had table rows of
+    their own holds phase runs only: its `latest` rows."""
+    rows = state.get(table)
+    return rows if isinstance(rows, dict) else dict(state["latest"])
+
+
+def kind_label(row: dict) -> str:
+    """What a row's run was: "phase run", "training run (no backtest)", "backtest of RUN"."""
+    kind = row.get("kind", "phase")
+    if kind == "backtest":
+        return f"backtest of {row.get('model_run_id')}"
+    return KIND_LABELS.get(kind, str(kind))
+
+
+def marked(row: dict, *figures: str) -> str:
+    """A table's Notes cell: what the run was (unless its notes already say: a backtest's and a
+    training run's do), then `figures`, then the notes."""
+    label, notes = kind_label(row), str(row.get("notes", ""))
+    return "; ".join([*([] if label in notes else [label]), *figures, notes])
+
+
 def _table(latest: dict, title: str, columns: tuple[str, ...], cells) -> list[str]:
-    """One of the seed's tables: a row per phase (its latest run), blank for phases not run."""
+    """One of the seed's tables: a row per phase (its newest run), blank for phases not run."""
     head = ("Phase", "Run ID", *columns)
     lines = [f"### {title}", "", "| " + " | ".join(head) + " |"]
     lines.append("|" + "|".join("-" * (len(h) + 2) for h in head) + "|")
@@ -196,18 +229,19 @@ def _table(latest: dict, title: str, columns: tuple[str, ...], cells) -> list[st
 
 def render(state: dict, chart: str | None = None) -> str:
     """The tracker markdown; `chart` is the chart image's path relative to the markdown file."""
-    latest = state["latest"]
     lines = [
         "# Scaling Tracker: Volume Price Trade Model",
         "",
-        "Written by vpt-ray after each run (latest run per phase). Do not edit by hand: the state",
-        "comment at the end is what the next run reads.",
+        "Written by vpt-ray after each run: each table holds the newest run per phase that fills",
+        "it (a phase run fills both, a training run the first, a backtest the second; the Notes",
+        "say which), the history every run. Do not edit by hand: the state comment at the end is",
+        "what the next run reads.",
         "",
     ]
     if chart:
         lines += [f"![Key metrics across phases]({chart})", ""]
     lines += _table(
-        latest,
+        table_rows(state, "training"),
         "Training Metrics (CV Average)",
         ("Samples", "Features", "Accuracy", "AUC", "Log Loss", "Notes"),
         lambda r: (
@@ -216,12 +250,12 @@ def render(state: dict, chart: str | None = None) -> str:
             _fmt(r["cv_accuracy"]),
             _fmt(r["cv_auc"]),
             _fmt(r["cv_log_loss"]),
-            r["notes"],
+            marked(r),
         ),
     )
     lines += [""]
     lines += _table(
-        latest,
+        table_rows(state, "backtesting"),
         "Backtesting Metrics",
         ("Trades", "Total Return", "Sharpe", "Max DD", "Win Rate", "Notes"),
         lambda r: (
@@ -230,7 +264,7 @@ def render(state: dict, chart: str | None = None) -> str:
             _fmt(r["sharpe"], digits=2),
             _fmt(r["max_drawdown"], pct=True),
             _fmt(r["win_rate"], pct=True),
-            f"OOS accuracy {_fmt(r['accuracy'])}; {r['notes']}",
+            marked(r, f"OOS accuracy {_fmt(r['accuracy'])}"),
         ),
     )
     lines += ["", f"### History ({len(state['history'])} runs, newest first)", ""]
@@ -238,11 +272,9 @@ def render(state: dict, chart: str | None = None) -> str:
             "Buy & Hold", "Sharpe", "Max DD", "Notes")  # fmt: skip
     lines += ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
     for r in state["history"]:
-        kind = r.get("kind", "phase")
         lines.append(
             "| " + " | ".join(str(v) for v in (
-                r["run_id"], r["phase"],
-                f"backtest of {r.get('model_run_id')}" if kind == "backtest" else kind,
+                r["run_id"], r["phase"], kind_label(r),
                 _fmt(r.get("cv_accuracy")), _fmt(r.get("accuracy")), _fmt(r.get("trades")),
                 _fmt(r.get("total_return"), pct=True), _fmt(r.get("benchmark_return"), pct=True),
                 _fmt(r.get("sharpe"), digits=2), _fmt(r.get("max_drawdown"), pct=True),
@@ -259,15 +291,21 @@ def chart_path(path: Location) -> Location:
 
 
 def update(path: Location, row: dict) -> None:
-    """Put `row` as its phase's latest run (a finished phase run's row only: not a backtest's,
-    nor a run STOPPED on memory, whose row says `status`) and prepend it to the history, as one
-    locked read-modify-write (`storage.update_text`):
+    """Put `row` in the seed's tables its kind fills (`TABLE_KINDS`), as its phase's latest run
+    if it is a finished phase run's (not a run STOPPED on memory, whose row says `status`), and
+    prepend it to the history, as one locked read-modify-write (`storage.update_text`):
     concurrent runs each add their row. The chart is redrawn inside the lock, before the
     markdown that shows it."""
 
     def change(text: str | None) -> str:
         state = parse_state(text, path)
-        if row.get("kind", "phase") == "phase" and row.get("status", "FINISHED") == "FINISHED":
+        kind = row.get("kind", "phase")
+        finished = row.get("status", "FINISHED") == "FINISHED"
+        for table, kinds in TABLE_KINDS.items():
+            rows = state[table] = table_rows(state, table)
+            if kind in kinds and finished:
+                rows[str(row["phase"])] = row
+        if kind == "phase" and finished:
             state["latest"][str(row["phase"])] = row
         state["history"] = [row] + [h for h in state["history"] if h["run_id"] != row["run_id"]]
         chart = None

@@ -47,6 +47,7 @@ class Evidence:
     oos_sessions: int | None = None
     robustness: dict = field(default_factory=dict)
     backtest_on: str = "training tickers"  # or the phase 5 universe: what the Sharpe is measured on
+    memory_limit_text: str | None = None  # the limit and its source (`resources.limit_text`)
 
 
 @dataclass(frozen=True)

@@ -63,7 +63,8 @@ def memory_rule(rules: DecisionConfig, hw: HardwareConfig, ev: Evidence) -> list
             "stop",
             over,
             f"peak memory {ev.peak_memory_gb:.2f} GB {'>' if over else '<='} limit "
-            f"{hw.memory_limit_gb:g} GB (a measurement: no sampling error)",
+            f"{ev.memory_limit_text or f'{hw.memory_limit_gb:g} GB'} (a measurement: no "
+            "sampling error)",
             ev.peak_memory_gb,
             None,
             hw.memory_limit_gb,
@@ -318,10 +319,12 @@ def decide(
     oos_sessions: int | None = None,
     robustness: dict | None = None,
     backtest_on: str = "training tickers",
+    memory_limit_text: str | None = None,
 ) -> dict:
     """Verdict, reasons (each with figure, SE and threshold) and every check; `previous` is the
     previous phase's tracker row (accuracy, sharpe and, when recorded, their SEs). The fields
-    are `Evidence`'s: an advance needs the skill, the trades and the effective samples too."""
+    are `Evidence`'s: an advance needs the skill, the trades and the effective samples too;
+    `hardware.memory_limit_gb` is the run's effective limit, `memory_limit_text` says which."""
     ev = Evidence(
         oos_accuracy=oos_accuracy,
         sharpe=sharpe,
@@ -344,6 +347,7 @@ def decide(
         oos_sessions=oos_sessions,
         robustness=robustness or {},
         backtest_on=backtest_on,
+        memory_limit_text=memory_limit_text,
     )
     return verdict([c for rule in RULES for c in rule(rules, hardware, ev)])
 

@@ -57,7 +57,12 @@ from vpt_ray.report.html.predictions import (
     fig_feature_importance,
     oos_text,
 )
-from vpt_ray.report.html.resources import fig_resources, provenance_section, resources_text
+from vpt_ray.report.html.resources import (
+    fig_resources,
+    memory_thresholds,
+    provenance_section,
+    resources_text,
+)
 from vpt_ray.report.html.risk import builders as risk_builders
 from vpt_ray.report.html.risk import cagr_text, risk_section
 from vpt_ray.report.html.trades import (
@@ -123,7 +128,7 @@ def build_figures(run: RunFiles) -> dict[str, go.Figure]:
             else None
         ),
         "resources": lambda: (
-            fig_resources(m["resources"], run.config.get("hardware", {}))
+            fig_resources(m["resources"], memory_thresholds(m, run.config))
             if m.get("resources", {}).get("memory_samples")
             else None
         ),

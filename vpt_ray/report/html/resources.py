@@ -25,6 +25,19 @@ from vpt_ray.report.html.common import (
 )
 from vpt_ray.report.html.inputs import RunFiles
 
+NOT_SAMPLED = ("start-up", "oracle", "optimize", "report")  # before or after the sampler ran
+
+
+def memory_thresholds(metrics: dict, config: dict) -> dict:
+    """The memory chart's warn and stop lines: the run's effective limit (metrics.json
+    `resources.ray.memory_limit`: the config's, or the machine's memory when smaller), else
+    the config's hardware section (runs recorded before it)."""
+    lim = ((metrics.get("resources") or {}).get("ray") or {}).get("memory_limit")
+    if lim:
+        return {"memory_warn_gb": lim.get("warn_gb"), "memory_limit_gb": lim.get("limit_gb"),
+                "source": lim.get("source")}  # fmt: skip
+    return config.get("hardware", {})
+
 
 def stage_spans(stages: dict[str, float], end_s: float) -> list[tuple[str, float, float]]:
     """(stage, start, end) on the sampler's clock, laid back to back ending at its last sample.
@@ -32,7 +45,7 @@ def stage_spans(stages: dict[str, float], end_s: float) -> list[tuple[str, float
     Stage start times are not recorded, only durations; sampling stops right after the last
     sampled stage, so aligning the stages on the end is accurate to a sample interval.
     """
-    sampled = [(k, v) for k, v in stages.items() if k not in ("report",)]
+    sampled = [(k, v) for k, v in stages.items() if k not in NOT_SAMPLED]
     spans, t = [], end_s
     for name, dur in reversed(sampled):
         spans.append((name, max(0.0, t - dur), t))
@@ -111,8 +124,12 @@ def resources_text(run: RunFiles) -> str:
     stages = pd.DataFrame(
         [{"stage": k, "seconds": v} for k, v in (res.get("stages") or {}).items()]
     )
-    hw = run.config.get("hardware", {})
+    hw = memory_thresholds(run.metrics, run.config)
     warn, limit = hw.get("memory_warn_gb", "n/a"), hw.get("memory_limit_gb", "n/a")
+    if hw.get("source") == "machine":
+        limit = f"{limit} GB (this machine's memory, below hardware.memory_limit_gb)"
+    else:
+        limit = f"{limit} GB"
     text = (
         f"<p>Peak memory {show(res.get('peak_memory_gb'), digits=2)} GB ("
         + (
@@ -121,7 +138,7 @@ def resources_text(run: RunFiles) -> str:
             else "driver + every Ray process it started"
         )
         + ", proportional set size) against warn "
-        f"{warn} GB and stop {limit} GB; wall "
+        f"{warn} GB and stop {limit}; wall "
         f"time {show(res.get('wall_seconds'), digits=1)} s. "
         f"Ray: {html.escape(str(ray_info.get('mode')))}"
         f", {show(ray_info.get('num_cpus'))} CPUs"

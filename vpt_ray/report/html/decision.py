@@ -17,6 +17,7 @@ _IF_FAILS = {
     "optimize": "optimize",
     "advance": "advance",
     "info": "sign of overfitting (stops only if confirmed out of sample)",
+    "note": "nothing: information, not a rule",
 }
 
 

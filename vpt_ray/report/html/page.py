@@ -55,6 +55,7 @@ from vpt_ray.report.html.predictions import (
     oos_text,
 )
 from vpt_ray.report.html.resources import fig_resources, provenance_section, resources_text
+from vpt_ray.report.html.scaling import fig_scaling, scaling_html
 from vpt_ray.report.html.trades import (
     fig_per_ticker,
     fig_prices,
@@ -117,6 +118,7 @@ def build_figures(run: RunFiles) -> dict[str, go.Figure]:
             if run.equity is not None and len(run.equity)
             else None
         ),
+        "scaling": lambda: fig_scaling(m["scaling"]) if m.get("scaling") else None,
         "resources": lambda: (
             fig_resources(m["resources"], run.config.get("hardware", {}))
             if m.get("resources", {}).get("memory_samples")
@@ -225,6 +227,7 @@ document.querySelectorAll('table.sortable th').forEach(function (th, i) {
 
 NAV = {
     "decision": "Decision",
+    "scaling": "Scaling outlook",
     "learn": "Cross-validation",
     "search": "Search",
     "oos": "Calibration",
@@ -245,6 +248,9 @@ def render_html(run: RunFiles, figs: dict[str, go.Figure]) -> str:
     bt = m.get("backtest", {})
     sections = [
         ("decision", "Should I scale? The decision", decision_section(run)),
+        *([("scaling", "Does more data still pay? The scaling outlook",
+            scaling_html(m["scaling"]) + fig("scaling") + missing_note(run, "scaling"))]
+          if m.get("scaling") else []),
         (
             "learn",
             "Did it learn? Cross-validation",

@@ -114,6 +114,32 @@ def test_the_portfolio_is_one_pool_with_its_intraday_drawdown_concentration_and_
     assert m["oracle"]["model"]["sharpe"] == pytest.approx(bt["sharpe"])
 
 
+def test_learning_curve_is_refitted_and_scored_on_the_oos_labels(planted):
+    """The learning curve's full point is the phase's own model on the phase's own OOS labels
+    (so it reproduces metrics.json `oos`); the fractions are nested sessions of the training
+    set, each fitted on fewer samples; the stage is timed and compared with the final fit."""
+    _, m = planted
+    sec = m["scaling"]
+    lc = sec["learning_curve"]
+    points = lc["points"]
+    assert [p["label"] for p in points] == ["1/16", "1/8", "1/4", "full"]
+    full = points[-1]
+    assert full["accuracy"] == pytest.approx(m["oos"]["accuracy"], abs=1e-12)
+    assert full["log_loss"] == pytest.approx(m["oos"]["log_loss"], rel=1e-6)
+    assert full["samples"] == m["cv"]["samples"] and full["oos_samples"] == m["oos"]["samples"]
+    sizes = [p["samples"] for p in points]
+    assert sizes == sorted(sizes) and len(set(sizes)) == 4
+    assert all(p["oos_samples"] == m["oos"]["samples"] for p in points)  # the same labels
+    stages = m["resources"]["stages"]
+    assert lc["stage_s"] == stages["learning_curve"] and lc["final_fit_s"] == stages["train"]
+    assert lc["cost_vs_final_fit"] == pytest.approx(
+        stages["learning_curve"] / stages["train"], rel=0.01
+    )
+    for f in sec["forecast"]:
+        assert f["accuracy_lo"] <= f["accuracy"] <= f["accuracy_hi"]
+        assert f["wall_s"] > 0 and f["peak_gb"] > 0 and f["samples"] > m["cv"]["samples"]
+
+
 def test_tracker_keeps_one_row_per_phase(planted, tmp_path):
     _, m = planted
     path = tmp_path / "T.md"

@@ -202,6 +202,17 @@ def tracker_record(metrics: dict) -> dict | None:
     }
 
 
+def forecast_labels(forecast: list[dict]) -> list[str]:
+    """A chart label per forecast row: "phase 4, 5" on the first of the rows at one size (phase 5
+    trains on phase 4's data), "" on the others, so labels never print over each other."""
+    out, seen = [], set()
+    for f in forecast:
+        same = [g["phase"] for g in forecast if g["samples"] == f["samples"]]
+        out.append("" if f["samples"] in seen else "phase " + ", ".join(map(str, same)))
+        seen.add(f["samples"])
+    return out
+
+
 def newest_record(state: dict) -> tuple[dict, dict] | None:
     """The newest phase run of the tracker's history with an outlook: (row, its record)."""
     for row in state.get("history", []):
@@ -229,12 +240,13 @@ def outlook_png(row: dict, rec: dict) -> bytes:
     if earlier:
         ax.plot([e[1] for e in earlier], [e[2] for e in earlier], "s", color="#8250df", ms=7,
                 label="earlier phases")  # fmt: skip
-    for f in rec.get("forecast") or []:
+    forecast = rec.get("forecast") or []
+    for f, label in zip(forecast, forecast_labels(forecast), strict=True):
         ax.errorbar([f["samples"]], [f["accuracy"]],
                     yerr=[[f["accuracy"] - f["accuracy_lo"]], [f["accuracy_hi"] - f["accuracy"]]],
                     fmt="D", color="#bc4c00", ms=6, capsize=4)  # fmt: skip
-        ax.annotate(f"phase {f['phase']}", (f["samples"], f["accuracy_hi"]), fontsize=8,
-                    ha="center", va="bottom", color="#bc4c00")  # fmt: skip
+        ax.annotate(label, (f["samples"], f["accuracy_hi"]), fontsize=8, ha="center",
+                    va="bottom", color="#bc4c00")  # fmt: skip
     ax.set_xscale("log")
     ax.set_xlabel("training samples (log scale)", fontsize=9)
     ax.set_ylabel("OOS accuracy", fontsize=9)

@@ -13,6 +13,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from vpt_ray.report.html.common import BLUE, GREY, ORANGE, apply_layout, html_table, show
+from vpt_ray.report.outlook import forecast_labels
 
 FIGS = (("accuracy", "OOS accuracy"), ("log_loss", "OOS log loss"))
 
@@ -58,7 +59,7 @@ def fig_scaling(sec: dict) -> go.Figure:
                          "array": [f[f"{key}_hi"] - f[key] for f in fc],
                          "arrayminus": [f[key] - f[f"{key}_lo"] for f in fc]},
                 marker={"color": ORANGE, "size": 10, "symbol": "diamond"},
-                text=[f"phase {f['phase']}" for f in fc], textposition="top center",
+                text=forecast_labels(fc), textposition="top center",
                 name="forecast", legendgroup="forecast", showlegend=legend, row=1, col=col,
             )  # fmt: skip
     fig.update_xaxes(type="log", title="training samples (log scale)")
@@ -111,8 +112,9 @@ def scaling_html(sec: dict) -> str:
     forecast = pd.DataFrame(
         [{"phase": r["phase"], "training samples": r["samples"],
           "OOS accuracy": _interval(r, "accuracy"), "OOS log loss": _interval(r, "log_loss"),
-          "wall (min)": None if r.get("wall_s") is None else r["wall_s"] / 60,
-          "search (min)": (r.get("search_s") or 0) / 60, "peak GB": r.get("peak_gb")}
+          "wall (min)": None if r.get("wall_s") is None else round(r["wall_s"] / 60, 1),
+          "search (min)": round((r.get("search_s") or 0) / 60, 1),
+          "ensemble (min)": round((r.get("ensemble_s") or 0) / 60, 1), "peak GB": r.get("peak_gb")}
          for r in sec.get("forecast") or []]
     )  # fmt: skip
     rates = (sec.get("costs") or {}).get("rates") or {}
@@ -124,7 +126,16 @@ def scaling_html(sec: dict) -> str:
         + html_table(pd.DataFrame(fits))
         + (
             "<h3>Forecast for the later phases (as shipped, on this machine)</h3>"
-            + html_table(forecast)
+            + html_table(
+                forecast,
+                formats={
+                    **{
+                        c: (lambda v: show(v, digits=1))
+                        for c in ("wall (min)", "search (min)", "ensemble (min)")
+                    },
+                    "peak GB": lambda v: show(v, digits=2),
+                },
+            )
             + f'<p class="note">Costs from the measured rates ({html.escape(src)}).</p>'
             if len(forecast)
             else ""

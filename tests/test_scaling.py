@@ -204,3 +204,67 @@ def test_scaling_config_rejects_bad_fractions():
         0.25,
         0.5,
     ]
+
+
+def _metrics(acc: float = 0.53) -> dict:
+    """The parts of a phase-1 run's metrics.json the outlook reads (figures of phase 1 as
+    shipped)."""
+    return {
+        "phase": 1,
+        "run_id": "p1",
+        "data": {"synthetic": True, "signal_strength": 0.75, "bar": "1min", "bars": 972_445},
+        "windows": {"label_horizon": 15},
+        "cv": {"samples": 139_222, "folds": [{"train_samples": 34e3, "stop_samples": 8e3,
+                                              "val_samples": 24e3}] * 4},  # fmt: skip
+        "search": {"samples": 139_222, "cpu_us_per_sample_fold": 8.0},
+        "oos": {"accuracy": acc, "samples": 230_194},
+        "resources": {"wall_seconds": 120.0, "peak_memory_gb": 2.1, "ray": {"num_cpus": 2},
+                      "stages": {"search": 40.0, "train": 6.0, "learning_curve": 4.0}},
+        "decision": {"verdict": "advance", "reasons": ["advance: ..."], "checks": []},
+    }  # fmt: skip
+
+
+def _curve(values: np.ndarray) -> dict:
+    n = np.array([8_804, 17_407, 34_981, 139_222], dtype=float)
+    points = [
+        {"label": lab, "samples": int(k), "accuracy": v, "accuracy_se": 0.004, "log_loss": 0.69,
+         "log_loss_se": 0.0006, "effective_samples": 15_346, "skill": 0.02, "skill_se": 0.005,
+         "naive_accuracy": 0.5, "full": lab == "full"}
+        for lab, k, v in zip(("1/16", "1/8", "1/4", "full"), n, values, strict=True)
+    ]  # fmt: skip
+    reps = noisy(values, 0.003, 300)
+    return {
+        "points": points,
+        "replicates": {"accuracy": reps, "log_loss": 0.69 + 0 * reps},
+        "fit_s": 1.0,
+        "score_s": 2.0,
+        "bootstrap": {"replicates": 300, "blocks": 124, "block": "1 session(s)"},
+    }
+
+
+def test_outlook_section_forecasts_the_shipped_phases_and_leaves_the_verdict(tmp_path):
+    from types import SimpleNamespace
+
+    from vpt_ray.pipeline.outlook import add_outlook
+
+    cfg = load_config(1)
+    ctx = SimpleNamespace(tracker_path=tmp_path / "T.md")  # no tracker yet: no earlier phase
+    m = _metrics()
+    out = add_outlook(cfg, ctx, m, _curve(np.array([0.524, 0.5235, 0.5298, 0.5293])))
+    sec = out["scaling"]
+    assert [f["phase"] for f in sec["forecast"]] == [2, 3, 4, 5]
+    for f in sec["forecast"]:
+        assert set(f) >= {"phase", "samples", "accuracy", "accuracy_lo", "accuracy_hi",
+                          "log_loss", "wall_s", "peak_gb"}  # fmt: skip
+        assert f["accuracy_lo"] <= f["accuracy"] <= f["accuracy_hi"]
+    walls = [f["wall_s"] for f in sec["forecast"]]
+    assert walls[0] < walls[1] < walls[2] < walls[3]  # more data, more time; phase 5 + ensemble
+    assert sec["forecast"][3]["ensemble_s"] > 0 == sec["forecast"][2]["ensemble_s"]
+    assert sec["learning_curve"]["cost_vs_final_fit"] == pytest.approx(4.0 / 6.0, abs=0.01)
+    assert out["decision"]["verdict"] == "advance"
+    assert out["decision"]["reasons"][0] == "advance: ..."
+    assert out["decision"]["reasons"][-1].startswith("scaling outlook (information")
+    assert out["decision"]["checks"][-1]["effect"] == "note"
+    # a broken curve costs the run only its outlook
+    bad = add_outlook(cfg, ctx, m, {"points": []})
+    assert "error" in bad["scaling"] and bad["decision"] == m["decision"]

@@ -15,6 +15,7 @@ Two steps, called by `phase.run_phase`:
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 
@@ -112,13 +113,20 @@ def learning_curve(
     }
 
 
+@functools.cache
+def _shipped(phase: int) -> Config:
+    """config/phaseN.yaml as shipped, loaded once per process (validating phase 5's universe and
+    the calendar checks take seconds; tests run many phases in one process)."""
+    return load_config(phase)
+
+
 def later_phases(cfg: Config) -> list[Config]:
     """Phases cfg.phase+1..5 as shipped (config/phaseN.yaml) with this run's bar size, calendar,
     labels and hardware: what the user would run next on this market and machine."""
     out = []
     for k in range(cfg.phase + 1, 6):
         try:
-            other = load_config(k)
+            other = _shipped(k)
         except ConfigError as exc:
             log.warning("scaling outlook: phase %d's config not loaded (%s): not forecast", k, exc)
             continue
@@ -154,21 +162,54 @@ def _ratios(cfg: Config, metrics: dict) -> dict[str, float]:
 
 
 def add_outlook(cfg: Config, ctx: RunContext, metrics: dict, curve: dict | None) -> dict:
-    """`metrics` with `scaling` and, when there is a curve, the decision's outlook line."""
+    """`metrics` with `scaling` and the decision's outlook line (information: the verdict is
+    left as it is). The outlook never costs a run its results: a failure here is logged and
+    recorded as `scaling.error`, without the line."""
     if curve is None:
         return metrics
-    market = market_key(metrics)
-    earlier = earlier_rows(cfg, ctx, market)
+    try:
+        section = outlook_section(cfg, ctx, metrics, curve)
+    except Exception as exc:  # noqa: BLE001 - information only: the run's results stand
+        log.exception("scaling outlook failed")
+        return {**metrics, "scaling": {"error": f"{type(exc).__name__}: {exc}"}}
+    decision = metrics["decision"]
+    check = outlook_check(section)
+    log.info("scaling outlook: %s", section["sentence"])
+    return {
+        **metrics,
+        "scaling": section,
+        "decision": {
+            **decision,
+            "reasons": [*decision["reasons"], check["line"]],
+            "checks": [*decision.get("checks", []), check],
+        },
+    }
+
+
+def fit_points(
+    curve: dict, earlier: list[dict], seed: int
+) -> tuple[list[dict], dict[str, np.ndarray]]:
+    """The fit's points and replicates: this run's curve (its block-bootstrap replicates) and
+    each earlier phase's point, redrawn from its own SE in every replicate (its OOS window is
+    another one, independent of this run's)."""
     points = [{**p, "source": f"this run, {p['label']}"} for p in curve["points"]]
-    reps = {k: v for k, v in curve["replicates"].items()}
-    rng = np.random.default_rng(cfg.search.seed + 1)
-    for row in earlier:  # an earlier phase's point, redrawn from its own SE in every replicate
+    reps = dict(curve["replicates"])
+    rng = np.random.default_rng(seed)
+    for row in earlier:
         points.append({**{k: row.get(k) for k in scaling.POINT_KEYS}, "full": False,
                        "source": f"phase {row['phase']} ({row['run_id']})"})  # fmt: skip
         for fig in reps:
-            se = row.get(f"{fig}_se") or 0.0
-            draw = row[fig] + rng.standard_normal(len(reps[fig])) * se
+            draw = row[fig] + rng.standard_normal(len(reps[fig])) * (row.get(f"{fig}_se") or 0.0)
             reps[fig] = np.column_stack([reps[fig], draw])
+    return points, reps
+
+
+def outlook_section(cfg: Config, ctx: RunContext, metrics: dict, curve: dict) -> dict:
+    """metrics.json `scaling`: the curve, the fit with the tracker's earlier phases, the
+    forecast of phases cfg.phase+1..5 with their costs, and the sentence."""
+    market = market_key(metrics)
+    earlier = earlier_rows(cfg, ctx, market)
+    points, reps = fit_points(curve, earlier, cfg.search.seed + 1)
     ratios = _ratios(cfg, metrics)
     overlap = effective_samples(1, 1, cfg.labels.horizon)
     phases = later_phases(cfg)
@@ -184,10 +225,8 @@ def add_outlook(cfg: Config, ctx: RunContext, metrics: dict, curve: dict | None)
     runs = [cost_model.RunCost.from_metrics(metrics)]
     runs += [r for r in (cost_model.RunCost.from_dict(e.get("cost") or {}) for e in earlier) if r]
     rates = cost_model.calibrate(runs)
-    shares = cost_model.fold_shares(
-        metrics["cv"].get("folds") or [],
-        int((metrics.get("search") or {}).get("samples") or metrics["cv"]["samples"]),
-    )
+    searched = (metrics.get("search") or {}).get("samples") or metrics["cv"]["samples"]
+    shares = cost_model.fold_shares(metrics["cv"].get("folds") or [], int(searched))
     num_cpus = int(metrics["resources"].get("ray", {}).get("num_cpus") or 1)
     for row, c, s in zip(fitted["forecast"], phases, sizes, strict=True):
         row.update(cost_model.phase_cost(c, s, rates, num_cpus, shares))
@@ -207,18 +246,9 @@ def add_outlook(cfg: Config, ctx: RunContext, metrics: dict, curve: dict | None)
         },
         "earlier_phases": [
             {k: e.get(k) for k in ("phase", "run_id", *scaling.POINT_KEYS)} for e in earlier
-        ],  # fmt: skip
+        ],
         "costs": {"rates": rates.to_dict(), "num_cpus": num_cpus, "size_ratios": ratios},
         "market": market,
     }
     section["sentence"] = sentence(section, metrics)
-    out = {**metrics, "scaling": section}
-    decision = metrics["decision"]
-    check = outlook_check(section)
-    out["decision"] = {
-        **decision,
-        "reasons": [*decision["reasons"], check["line"]],
-        "checks": [*decision.get("checks", []), check],
-    }
-    log.info("scaling outlook: %s", section["sentence"])
-    return out
+    return section

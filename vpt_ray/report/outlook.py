@@ -135,6 +135,8 @@ def summary_line(metrics: dict) -> str | None:
     sec = metrics.get("scaling")
     if not sec:
         return None
+    if "sentence" not in sec:
+        return f"- Scaling outlook: not available ({sec.get('error', 'not computed')})"
     lc = sec.get("learning_curve") or {}
     cost = ""
     if lc.get("stage_s") is not None and lc.get("cost_vs_final_fit") is not None:
@@ -170,7 +172,7 @@ def tracker_record(metrics: dict) -> dict | None:
     the run's costs (a later phase calibrates on them), the curve, a thinned band, the forecast
     and the sentence; None when the run has no outlook."""
     sec = metrics.get("scaling")
-    if not sec:
+    if not sec or "sentence" not in sec:
         return None
     full = full_point(sec)
     band = sec.get("band") or {}

@@ -118,7 +118,9 @@ def build_figures(run: RunFiles) -> dict[str, go.Figure]:
             if run.equity is not None and len(run.equity)
             else None
         ),
-        "scaling": lambda: fig_scaling(m["scaling"]) if m.get("scaling") else None,
+        "scaling": lambda: (
+            fig_scaling(m["scaling"]) if (m.get("scaling") or {}).get("sentence") else None
+        ),
         "resources": lambda: (
             fig_resources(m["resources"], run.config.get("hardware", {}))
             if m.get("resources", {}).get("memory_samples")
@@ -250,7 +252,7 @@ def render_html(run: RunFiles, figs: dict[str, go.Figure]) -> str:
         ("decision", "Should I scale? The decision", decision_section(run)),
         *([("scaling", "Does more data still pay? The scaling outlook",
             scaling_html(m["scaling"]) + fig("scaling") + missing_note(run, "scaling"))]
-          if m.get("scaling") else []),
+          if (m.get("scaling") or {}).get("sentence") else []),
         (
             "learn",
             "Did it learn? Cross-validation",

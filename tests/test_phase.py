@@ -140,6 +140,21 @@ def test_learning_curve_is_refitted_and_scored_on_the_oos_labels(planted):
         assert f["wall_s"] > 0 and f["peak_gb"] > 0 and f["samples"] > m["cv"]["samples"]
 
 
+def test_learning_curve_rises_toward_the_oracle_and_not_past_it(planted):
+    """Known truth on a strong planted edge: more training sessions buy accuracy (the full fit
+    beats 1/16 of the sessions by more than their paired noise allows) and no point, nor the
+    fitted asymptote's interval, lies beyond the oracle's expected accuracy on these bars."""
+    _, m = planted
+    points = m["scaling"]["learning_curve"]["points"]
+    ceiling = m["oracle"]["oracle"]["expected_accuracy"]
+    small, full = points[0], points[-1]
+    gain = full["accuracy"] - small["accuracy"]
+    assert gain > 2 * full["accuracy_se"], (gain, points)
+    for p in points:
+        assert p["accuracy"] <= ceiling + 2 * p["accuracy_se"], (p, ceiling)
+    assert m["scaling"]["fit"]["accuracy"]["asymptote_lo"] <= ceiling
+
+
 def test_tracker_keeps_one_row_per_phase(planted, tmp_path):
     _, m = planted
     path = tmp_path / "T.md"

@@ -27,8 +27,9 @@ redrawn from its SE) is fitted the same way, so each figure read off the fit get
 - The data needed to gain +`gain` accuracy over the largest fit: where the fitted curve reaches
   it, in samples (infinite when the asymptote lies below it).
 
-Pure numpy. The decision's "scaling outlook" line (`outlook_check`) is information: it never
-changes the verdict.
+Pure numpy. `vpt_ray.pipeline.outlook` feeds it and adds the costs; the decision's "scaling
+outlook" line (`vpt_ray.report.outlook.outlook_check`) is information: it never changes the
+verdict.
 """
 
 from __future__ import annotations

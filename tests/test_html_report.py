@@ -104,6 +104,7 @@ def test_every_chart_is_drawn_with_nothing_missing(loaded):
         "trades",
         "monthly",
         "resources",
+        "scaling",
     }
     assert expected <= set(figs)
     assert ("search_importance" in figs) == (len(files.trials) >= 5)
@@ -760,6 +761,39 @@ def test_tracker_chart_is_written_next_to_the_tracker(run, tmp_path):
     assert first[:8] == second[:8] == b"\x89PNG\r\n\x1a\n" and first != second
     assert tracker.chart_png(tracker.load_state(path)) == second  # redrawn from the state alone
     assert not list(tmp_path.glob(".*tmp"))
+
+
+def test_scaling_outlook_in_the_report_summary_decision_and_tracker(run, loaded):
+    """The learning curve's chart draws metrics.json `scaling` (its points, the forecast for the
+    later phases and the fit's band); the page, summary.md and the tracker carry the sentence;
+    the decision table shows the outlook as information that neither passes nor fails."""
+    m = run["metrics"]
+    sec = m["scaling"]
+    _, figs = loaded
+    fig = figs["scaling"]
+    points = sec["learning_curve"]["points"]
+    curve = _trace(fig, "learning curve (this run)")
+    assert list(curve.x) == [p["samples"] for p in points]
+    assert list(curve.y) == [p["accuracy"] for p in points]
+    assert list(_trace(fig, "learning curve (this run)", "x2").y) == [p["log_loss"] for p in points]
+    fc = _trace(fig, "forecast")
+    assert list(fc.x) == [f["samples"] for f in sec["forecast"]]
+    assert [f["phase"] for f in sec["forecast"]] == [2, 3, 4, 5]
+    assert list(_trace(fig, "fit").x) == sec["band"]["samples"]
+    page = (run["report"] / "report.html").read_text()
+    assert 'id="scaling"' in page and html.escape(sec["sentence"]) in page
+    assert "Scaling outlook" in (run["report"] / "summary.md").read_text()
+    cfg = yaml.safe_load((run["report"] / "config.yaml").read_text())
+    rules = decision.decision_rules(m, cfg).set_index("rule")
+    assert rules.loc["scaling outlook", "passed"] is None
+    assert rules.loc["scaling outlook", "if it fails"].startswith("nothing")
+    phase_tracker = run["artifacts"] / "SCALING_TRACKER.md"
+    text = phase_tracker.read_text()
+    assert "### Scaling outlook" in text and "SCALING_TRACKER.outlook.png" in text
+    assert tracker.outlook_chart_path(phase_tracker).read_bytes()[:4] == b"\x89PNG"
+    row = tracker.load_state(phase_tracker)["latest"]["1"]["scaling"]
+    assert row["accuracy"] == pytest.approx(m["oos"]["accuracy"], abs=1e-5)
+    assert row["cost"]["samples"] == m["cv"]["samples"]
 
 
 def test_tracker_render_keeps_its_old_signature(run):

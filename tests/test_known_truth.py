@@ -229,3 +229,41 @@ def test_optimize_refuses_a_run_without_a_reduced_config(planted, capsys):
     arts = f"paths.artifacts={ws / 'artifacts'}"
     assert phase_main(["2", "--optimize", "p1", "--set", arts]) == 2
     assert "that run is phase 1, not 2" in capsys.readouterr().err
+
+
+def test_null_market_learning_curve_is_flat_at_the_naive_predictor(null):
+    """No edge: the learning curve finds no trend at any phase (the tracker's earlier phases in
+    the fit too), every point's skill over the naive predictor is noise, the forecast stays at
+    the naive predictor's accuracy, and the outlook says so without touching the verdict."""
+    for name, m in null.items():
+        sec = m["scaling"]
+        assert not sec["fit"]["accuracy"]["trend"], (name, sec["sentence"])
+        assert "no trend detectable" in sec["sentence"].lower(), name
+        points = sec["learning_curve"]["points"]
+        assert len(points) == 4 and points[-1]["full"]
+        for p in points:
+            assert abs(p["skill"]) < 3 * p["skill_se"], (name, p)
+        naive = points[-1]["naive_accuracy"]
+        assert [f["phase"] for f in sec["forecast"]] == list(range(m["phase"] + 1, 6))
+        for f in sec["forecast"]:
+            assert f["accuracy_lo"] <= naive <= f["accuracy_hi"], (name, f, naive)
+        check = next(c for c in m["decision"]["checks"] if c["rule"] == "scaling outlook")
+        assert check["effect"] == "note" and not check["decisive"] and not check["fired"]
+        assert "scaling outlook" not in m["decision"]["reasons"][0]
+    # the later phases fitted the earlier phases' points as well
+    assert [e["phase"] for e in null["n3"]["scaling"]["earlier_phases"]] == [1, 2]
+
+
+def test_planted_learning_curve_rises_toward_and_never_past_the_oracle(planted):
+    """The known-truth ceiling: on the planted edge no measured point of any phase's curve lies
+    beyond the oracle's expected accuracy on its bars by more than its noise, and the fitted
+    asymptote's interval covers the oracle's accuracy or lies below it."""
+    _, runs = planted
+    for name, m in runs.items():
+        ceiling = m["oracle"]["oracle"]["expected_accuracy"]
+        sec = m["scaling"]
+        for p in sec["learning_curve"]["points"]:
+            assert p["accuracy"] <= ceiling + 2 * p["accuracy_se"], (name, p, ceiling)
+        fa = sec["fit"]["accuracy"]
+        assert fa["asymptote_lo"] <= ceiling, (name, fa, ceiling)
+    # (the rise itself shows on a stronger edge: tests/test_phase.py; these windows' SE is ~0.017)

@@ -176,6 +176,47 @@ def test_each_seed_table_holds_the_newest_run_that_fills_it(planted, tmp_path):
     assert {p: r["run_id"] for p, r in state["training"].items()} == {"1": m["run_id"], "2": "tr2"}
 
 
+def test_learning_curve_is_refitted_and_scored_on_the_oos_labels(planted):
+    """The learning curve's full point is the phase's own model on the phase's own OOS labels
+    (so it reproduces metrics.json `oos`); the fractions are nested sessions of the training
+    set, each fitted on fewer samples; the stage is timed and compared with the final fit."""
+    _, m = planted
+    sec = m["scaling"]
+    lc = sec["learning_curve"]
+    points = lc["points"]
+    assert [p["label"] for p in points] == ["1/16", "1/8", "1/4", "full"]
+    full = points[-1]
+    assert full["accuracy"] == pytest.approx(m["oos"]["accuracy"], abs=1e-12)
+    assert full["log_loss"] == pytest.approx(m["oos"]["log_loss"], rel=1e-6)
+    assert full["samples"] == m["cv"]["samples"] and full["oos_samples"] == m["oos"]["samples"]
+    sizes = [p["samples"] for p in points]
+    assert sizes == sorted(sizes) and len(set(sizes)) == 4
+    assert all(p["oos_samples"] == m["oos"]["samples"] for p in points)  # the same labels
+    stages = m["resources"]["stages"]
+    assert lc["stage_s"] == stages["learning_curve"] and lc["final_fit_s"] == stages["train"]
+    assert lc["cost_vs_final_fit"] == pytest.approx(
+        stages["learning_curve"] / stages["train"], rel=0.01
+    )
+    for f in sec["forecast"]:
+        assert f["accuracy_lo"] <= f["accuracy"] <= f["accuracy_hi"]
+        assert f["wall_s"] > 0 and f["peak_gb"] > 0 and f["samples"] > m["cv"]["samples"]
+
+
+def test_learning_curve_rises_toward_the_oracle_and_not_past_it(planted):
+    """Known truth on a strong planted edge: more training sessions buy accuracy (the full fit
+    beats 1/16 of the sessions by more than their paired noise allows) and no point, nor the
+    fitted asymptote's interval, lies beyond the oracle's expected accuracy on these bars."""
+    _, m = planted
+    points = m["scaling"]["learning_curve"]["points"]
+    ceiling = m["oracle"]["oracle"]["expected_accuracy"]
+    small, full = points[0], points[-1]
+    gain = full["accuracy"] - small["accuracy"]
+    assert gain > 2 * full["accuracy_se"], (gain, points)
+    for p in points:
+        assert p["accuracy"] <= ceiling + 2 * p["accuracy_se"], (p, ceiling)
+    assert m["scaling"]["fit"]["accuracy"]["asymptote_lo"] <= ceiling
+
+
 def test_tracker_keeps_one_row_per_phase(planted, tmp_path):
     _, m = planted
     path = tmp_path / "T.md"

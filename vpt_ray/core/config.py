@@ -39,6 +39,7 @@ from vpt_ray.core.config_sections import (
     ModelConfig,
     PathsConfig,
     PolygonConfig,
+    ScalingConfig,
     SearchConfig,
     Section,
     SyntheticConfig,
@@ -67,6 +68,7 @@ class Config(Section):
     universe: UniverseConfig = Field(default_factory=UniverseConfig)
     hardware: HardwareConfig = Field(default_factory=HardwareConfig)
     decision: DecisionConfig = Field(default_factory=DecisionConfig)
+    scaling: ScalingConfig = Field(default_factory=ScalingConfig)
     paths: PathsConfig = Field(default_factory=PathsConfig)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
     _layers: list[str] = PrivateAttr(default_factory=list)

@@ -1,7 +1,7 @@
 """The config's sections (`data`, `gcs`, `polygon`, `synthetic`, `features`, `labels`, `cv`,
-`search`, `model`, `backtest`, `universe`, `hardware`, `decision`, `paths`, `tracking`): one
-pydantic model each, typed and validated, with unknown keys refused. The whole config and its
-loading are `vpt_ray.core.config`.
+`search`, `model`, `backtest`, `universe`, `hardware`, `decision`, `scaling`, `paths`,
+`tracking`): one pydantic model each, typed and validated, with unknown keys refused. The whole
+config and its loading are `vpt_ray.core.config`.
 """
 
 from __future__ import annotations
@@ -398,6 +398,29 @@ class DecisionConfig(Section):
     z: float = Field(1.645, gt=0)  # one-sided bound: figure - z SE must clear each threshold
     min_trades: int = Field(30, ge=0)
     min_effective_samples: float = Field(100.0, ge=0)
+
+
+class ScalingConfig(Section):
+    """The learning curve and the scaling outlook (`vpt_ray.model.learning_curve`,
+    `vpt_ray.validation.scaling`)."""
+
+    learning_curve: bool = True
+    fractions: list[float] = Field(default_factory=lambda: [0.0625, 0.125, 0.25], min_length=1)
+    repeats: int = Field(1, ge=1, le=8)
+    repeat_below: float = Field(0.25, gt=0, lt=1)
+    bootstrap: int = Field(1000, ge=50, le=100_000)
+    level: float = Field(0.95, gt=0.5, lt=1)
+    gain: float = Field(0.001, gt=0, lt=0.5)
+
+    @field_validator("fractions")
+    @classmethod
+    def _fractions(cls, v: list[float]) -> list[float]:
+        bad = [f for f in v if not 0 < f < 1]
+        if bad:
+            raise ValueError(f"every fraction must lie in (0, 1) (the full fit is 1), got {bad}")
+        if len(set(v)) != len(v):
+            raise ValueError(f"duplicate fractions {v}")
+        return sorted(v)
 
 
 class PathsConfig(Section):

@@ -1,7 +1,8 @@
 """`python -m vpt_ray.phase N`: one phase of the scaling plan, end to end on Ray.
 
 data -> features -> purged CV -> search (Ray Tune) -> final model [-> ensemble] -> OOS backtest
-(a Ray task per ticker) -> report -> tracker -> decision. The stages read top to bottom in
+(a Ray task per ticker) -> learning curve -> report -> tracker -> decision (with the scaling
+outlook: `vpt_ray.pipeline.outlook`). The stages read top to bottom in
 `run_phase`.
 
 Two things wrap the stages. Resume: the feature store and the search come from the
@@ -49,6 +50,7 @@ from vpt_ray.model import ensemble
 from vpt_ray.pipeline import (
     memory_stop,
     optimize,
+    outlook,
     outputs,
     parsers,
     preflight,
@@ -181,11 +183,17 @@ def _run(
             if ens is not None:
                 with step("backtest_ensemble"):
                     ens_bt = stages.backtest(cfg, ens, bt_data, bt_store, matrix.feature_names)
+            with step("learning_curve"):  # refits on fractions of the sessions, scored OOS
+                curve = outlook.learning_curve(
+                    cfg, matrix, search, booster, bt_store, matrix.feature_names,
+                    ray_info["num_cpus"],
+                )  # fmt: skip
             sampler.check("the end of the backtest")
         state["stage"] = "report"  # the figures, the verdict's reduction and the commit
         metrics = outputs.assemble_metrics(
             cfg, ctx, data, store, matrix, folds, search, backtest, sampler, ray_info
         )
+        metrics = outlook.add_outlook(cfg, ctx, metrics, curve)  # scaling: curve, fit, forecast
         if universe is not None:
             metrics["universe"] = universe
         metrics["resume"] = _resume_info(cache, force, store, search_cached, ens_cached)

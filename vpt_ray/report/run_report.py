@@ -120,6 +120,7 @@ def node_memory_line(res: dict) -> str | None:
 def summary_markdown(m: dict) -> str:
     from vpt_ray.data.universe import summary_line as universe_line
     from vpt_ray.model.search_result import summary_line as search_line
+    from vpt_ray.report.outlook import summary_line as scaling_summary_line
     from vpt_ray.validation.oracle import summary_line as oracle_summary_line  # imports Ray
 
     d, cv, oos, bt, res = m["data"], m["cv"], m["oos"], m["backtest"], m["resources"]
@@ -166,6 +167,7 @@ def summary_markdown(m: dict) -> str:
         *portfolio_lines(bt),
         *filter(None, [benchmark_line(m)]),
         *filter(None, [oracle_summary_line(m)]),
+        *filter(None, [scaling_summary_line(m)]),
         f"- Resources: peak memory {res['peak_memory_gb']:.2f} GB, "
         f"wall {res['wall_seconds']:.0f} s; stages {res['stages']}",
         *filter(None, [node_memory_line(res)]),

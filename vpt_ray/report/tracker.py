@@ -29,6 +29,7 @@ import re
 
 from vpt_ray.core import storage
 from vpt_ray.core.storage import ArtifactError, Location
+from vpt_ray.report import outlook
 from vpt_ray.report.evidence import tracker_note
 
 log = logging.getLogger("vpt_ray.tracker")
@@ -146,6 +147,7 @@ def row_from_metrics(metrics: dict) -> dict:
         "win_rate": bt.get("win_rate"),
         **memory_fields(metrics.get("resources", {})),
         "notes": "; ".join(notes + reasons[:1]),
+        "scaling": outlook.tracker_record(metrics),  # the next phase fits and charts on it
     }
 
 
@@ -227,8 +229,9 @@ def _table(latest: dict, title: str, columns: tuple[str, ...], cells) -> list[st
     return lines
 
 
-def render(state: dict, chart: str | None = None) -> str:
-    """The tracker markdown; `chart` is the chart image's path relative to the markdown file."""
+def render(state: dict, chart: str | None = None, outlook_chart: str | None = None) -> str:
+    """The tracker markdown; `chart` (and `outlook_chart`, the scaling outlook's) is the chart
+    image's path relative to the markdown file."""
     lines = [
         "# Scaling Tracker: Volume Price Trade Model",
         "",
@@ -267,7 +270,8 @@ def render(state: dict, chart: str | None = None) -> str:
             marked(r, f"OOS accuracy {_fmt(r['accuracy'])}"),
         ),
     )
-    lines += ["", f"### History ({len(state['history'])} runs, newest first)", ""]
+    lines += ["", *outlook.tracker_lines(state, outlook_chart)]
+    lines += [f"### History ({len(state['history'])} runs, newest first)", ""]
     head = ("Run ID", "Phase", "Kind", "CV Accuracy", "OOS Accuracy", "Trades", "Total Return",
             "Buy & Hold", "Sharpe", "Max DD", "Notes")  # fmt: skip
     lines += ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
@@ -288,6 +292,11 @@ def render(state: dict, chart: str | None = None) -> str:
 def chart_path(path: Location) -> Location:
     """Where the chart twin of the tracker at `path` lives: same name, .png."""
     return path.with_suffix(".png")
+
+
+def outlook_chart_path(path: Location) -> Location:
+    """Where the scaling outlook's chart of the tracker at `path` lives: name.outlook.png."""
+    return path.with_suffix(".outlook.png")
 
 
 def update(path: Location, row: dict) -> None:
@@ -313,7 +322,16 @@ def update(path: Location, row: dict) -> None:
             chart = write_chart(chart_path(path), state).name
         except Exception:  # noqa: BLE001 - a chart must never cost the tracker its new row
             log.exception("tracker chart not drawn")
-        return render(state, chart)
+        outlook_chart = None
+        try:
+            if newest := outlook.newest_record(state):
+                outlook_chart = outlook_chart_path(path)
+                storage.write_bytes(outlook_chart, outlook.outlook_png(*newest))
+                outlook_chart = outlook_chart.name
+        except Exception:  # noqa: BLE001 - the same for the outlook's chart
+            outlook_chart = None
+            log.exception("tracker outlook chart not drawn")
+        return render(state, chart, outlook_chart)
 
     storage.update_text(path, change)
 

@@ -65,6 +65,7 @@ from vpt_ray.report.html.resources import (
 )
 from vpt_ray.report.html.risk import builders as risk_builders
 from vpt_ray.report.html.risk import cagr_text, risk_section
+from vpt_ray.report.html.scaling import fig_scaling, scaling_html
 from vpt_ray.report.html.trades import (
     fig_per_ticker,
     fig_prices,
@@ -126,6 +127,9 @@ def build_figures(run: RunFiles) -> dict[str, go.Figure]:
             fig_monthly(monthly_returns(run.equity, run.capital))
             if run.equity is not None and len(run.equity)
             else None
+        ),
+        "scaling": lambda: (
+            fig_scaling(m["scaling"]) if (m.get("scaling") or {}).get("sentence") else None
         ),
         "resources": lambda: (
             fig_resources(m["resources"], memory_thresholds(m, run.config))
@@ -236,6 +240,7 @@ document.querySelectorAll('table.sortable th').forEach(function (th, i) {
 
 NAV = {
     "decision": "Decision",
+    "scaling": "Scaling outlook",
     "learn": "Cross-validation",
     "search": "Search",
     "oos": "Calibration",
@@ -259,6 +264,9 @@ def render_html(run: RunFiles, figs: dict[str, go.Figure]) -> str:
     bt = m.get("backtest", {})
     sections = [
         ("decision", "Should I scale? The decision", decision_section(run)),
+        *([("scaling", "Does more data still pay? The scaling outlook",
+            scaling_html(m["scaling"]) + fig("scaling") + missing_note(run, "scaling"))]
+          if (m.get("scaling") or {}).get("sentence") else []),
         (
             "learn",
             "Did it learn? Cross-validation",

@@ -19,13 +19,11 @@ import sys
 import traceback
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from vpt_ray.core import disk_full, interrupt
 from vpt_ray.core.bounded import bounded_lines, short
-from vpt_ray.core.config import Config, ConfigError
 from vpt_ray.core.console import RUN_LOG_ONLY
-from vpt_ray.core.storage import ArtifactError
-from vpt_ray.data.bars import BarDataError
 from vpt_ray.pipeline.parsers import add_config_args as add_config_args  # their home: parsers
 from vpt_ray.pipeline.parsers import add_mlflow_arg as add_mlflow_arg
 
@@ -35,6 +33,9 @@ EXIT_STOPPED = 3  # the run stopped cleanly on hardware.memory_limit_gb (verdict
 EXIT_FAILED = 1
 TRACEBACK_ENV = "VPT_RAY_TRACEBACK"  # set: an unexpected error's traceback on the console too
 
+if TYPE_CHECKING:
+    from vpt_ray.core.config import Config
+
 
 def overrides_of(args: argparse.Namespace) -> list[str]:
     """The `--set` overrides plus the ones flags stand for (`--mlflow`)."""
@@ -43,6 +44,11 @@ def overrides_of(args: argparse.Namespace) -> list[str]:
 
 
 def user_errors() -> tuple[type[BaseException], ...]:
+    """The errors a user's input causes. Imported here, when a command fails: `--help` and
+    parsing load neither pandas nor pydantic."""
+    from vpt_ray.core.config import ConfigError
+    from vpt_ray.core.storage import ArtifactError
+    from vpt_ray.data.bars import BarDataError
     from vpt_ray.data.chain import DataUnavailableError
 
     errors: list[type[BaseException]] = [

@@ -11,8 +11,6 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from vpt_ray.core.bounded import short_repr
-from vpt_ray.core.storage import ArtifactError, read_json_object
 from vpt_ray.pipeline import parsers
 from vpt_ray.pipeline.cli import guarded
 
@@ -35,6 +33,9 @@ def optimize_main(argv: list[str] | None = None) -> int:
     """`vpt optimize RUN_ID`: `python -m vpt_ray.phase N --optimize RUN_ID` with N read from
     the run's metrics.json."""
     args, rest = parsers.optimize_parser().parse_known_args(argv)
+    from vpt_ray.core.bounded import short_repr
+    from vpt_ray.core.storage import ArtifactError, read_json_object
+
     metrics = Path(args.artifacts) / "reports" / args.run_id / "metrics.json"
     if not metrics.exists():
         print(f"error: optimize {args.run_id}: no {metrics}", file=sys.stderr)

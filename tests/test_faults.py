@@ -60,6 +60,9 @@ SMALL = (  # one month of training on 2 tickers, two trials: each row costs seco
     "backtest.end=2024-02-16",
     "search.num_samples=2",
     "model.n_estimators=40",
+    # every row fits its final model (no fit cache), so the train rows' signal and full disk land
+    # in a real fit and its staged model, not in a copy from the cache made in an instant
+    "search.trial_cache=false",
 )
 
 

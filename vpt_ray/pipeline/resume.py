@@ -350,9 +350,9 @@ def samples_key(cfg: Config, feature_keys: dict[str, str]) -> str:
 def fit_cache(
     cfg: Config, store: dict[str, dict], cache: storage.Location, force: bool = False
 ) -> FitCache | None:
-    """The final fits' cache (`model.fit_cache`) for this run's training rows, keyed like
-    `samples_key` plus the session sampling and the final fit's code; None when
-    `search.trial_cache` is off; write-only with `force` (--force recomputes)."""
+    """The final fits' cache (`vpt_ray.model.fit_cache`, in the cache's models/) for this run's
+    training rows, keyed like `samples_key` plus the session sampling and the final fit's code;
+    None when `search.trial_cache` is off; write-only with `force` (--force recomputes)."""
     if not cfg.search.trial_cache:
         return None
     keys = {t: s["cache_key"] for t, s in store.items()}

@@ -313,8 +313,8 @@ def train_final(
 ) -> xgb.Booster:
     """The final fit on the whole training set, streamed from the feature store (`train`), in
     this process (`model.backend: local`) or on Ray Train workers (`distributed`); from the
-    resume `cache`'s fit cache (`model.fit_cache`) when the same fit was made before (never
-    with `force`, which fits again)."""
+    resume `cache`'s fit cache (`vpt_ray.model.fit_cache`; off with `search.trial_cache`) when
+    the same fit was made before (never with `force`, which fits again)."""
     rows = training_rows(cfg, store)
     rounds = final_rounds(
         [f["rounds"] for f in result.best["folds"]],

@@ -290,8 +290,10 @@ def test_a_job_wide_memory_limit_stops_the_run_cleanly(head, worker_node, tmp_pa
     assert len(nodes) == 2 and all(n["peak_gb"] > 0 for n in nodes.values())
     assert worker_node.node_id[:8] in stopped["reason"]  # the reason lists every node's figure
     assert not (tmp_path / "artifacts" / "models" / run_id).exists()
-    row = load_state(tmp_path / "SCALING_TRACKER.md")["latest"]["1"]
+    state = load_state(tmp_path / "SCALING_TRACKER.md")
+    row = state["history"][0]  # a STOPPED run is history, never a phase's latest row
     assert row["run_id"] == run_id and "verdict: stop" in row["notes"]
+    assert "1" not in state["latest"]
     assert node_scratch_left(worker_node) == []
 
 

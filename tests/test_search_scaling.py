@@ -76,6 +76,7 @@ def _settings(cfg) -> dict:
         "early_stopping_rounds": cfg.model.early_stopping_rounds,
         "max_bin": cfg.model.max_bin,
         "nthread": cfg.search.cpus_per_trial,
+        "overlap": min(1.0, cfg.labels.stride / cfg.labels.horizon),  # the log loss SE's n_eff
     }
 
 

@@ -264,8 +264,9 @@ def _link(src: Path, dst: Path) -> None:
 
 def incomplete_reason(result: SearchResult, cfg: Config | None = None) -> str | None:
     """Why a search result must not be cached or reused (None when it may): it did not end by
-    its own rule (all trials, ASHA, or the time budget: `info["ended_by"]`), e.g. it was
-    interrupted, or was cached before entries recorded that; or it ran another trial count."""
+    its own rule (all trials, ASHA, a settled race, or the time budget: `info["ended_by"]`),
+    e.g. it was interrupted, or was cached before entries recorded that; or it ran another trial
+    count."""
     info = result.info or {}
     ended = info.get("ended_by")
     if ended not in OWN_ENDINGS:

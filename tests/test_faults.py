@@ -199,7 +199,9 @@ SIGNAL_ROWS = [
     ("data", "data", signal.SIGTERM, r"^stage data \.\.\.", None, (), False),
     ("features", "features", signal.SIGINT, r"^features: 1/2 tickers done", None, (), True),
     ("cv", "cv", signal.SIGTERM, r"^stage cv \.\.\.", None, (), False),
-    ("train", "train", signal.SIGINT, r"^stage train \.\.\.", 1.0, (), False),
+    # at the train stage's start: this tiny fit (4 rounds, 3k samples) takes 0.1 s, so a delayed
+    # signal would land in a later stage; the signal inside C calls is the train-dist row's
+    ("train", "train", signal.SIGINT, r"^stage train \.\.\.", None, (), False),
     ("train-dist", "train", signal.SIGTERM, r"^distributed final fit: ", 3.0, DISTRIBUTED, False),
     ("ensemble", "ensemble", signal.SIGTERM, r"^stage ensemble \.\.\.", 0.5, ENSEMBLE, False),
     ("universe", "universe", signal.SIGINT, r"^stage universe \.\.\.", 0.5, UNIVERSE, False),

@@ -578,7 +578,9 @@ def test_mlflow_logs_a_cached_search_s_trials_as_nested_runs(run, tmp_path, monk
             space
         )
         assert r.data.metrics["val_log_loss"] == pytest.approx(t["val_log_loss"])
-    assert (tmp_path / "mlruns").is_dir()  # the artifacts next to the database
+    # the artifacts go next to the database (the directory appears with the first artifact)
+    experiment = client.get_experiment(parent.experiment_id)
+    assert experiment.artifact_location == (tmp_path / "mlruns").resolve().as_uri()
 
 
 # ----------------------------------------------------------------------- standalone backtest

@@ -91,7 +91,9 @@ def test_ray_oom_in_a_stage_becomes_the_same_clean_stop(ray_session, workspace, 
     leftover.write_bytes(b"\0" * 4096)
     cfg = load_config(1, overrides=tiny_overrides(workspace))
     m = run_phase(cfg, run_id="rayoom")
-    assert not node_scratch().exists() and not node_scratch().parent.exists()
+    assert not node_scratch().exists()
+    parent = node_scratch().parent  # removed once empty; other Ray sessions' scratch may remain
+    assert not parent.exists() or any(parent.iterdir())
     assert m["decision"]["verdict"] == "stop" and m["stopped"]["cause"] == "ray_oom"
     assert m["stopped"]["stage"] == "backtest"
     assert "OutOfMemoryError" in m["decision"]["reasons"][0]

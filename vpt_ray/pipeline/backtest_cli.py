@@ -230,7 +230,7 @@ def _run(cfg: Config, ctx, model_dir: Path | str, booster, meta: dict) -> dict: 
             stop.run_id = ctx.run_id  # type: ignore[attr-defined]
             raise stop from None
         inner = unwrap(exc)
-        ctx.mark("FAILED", f"{type(inner).__name__}: {short(inner)}")
+        ctx.mark("FAILED", f"{type(inner).__name__}: {short(str(inner))}")
         with contextlib.suppress(AttributeError):  # where the CLI says the traceback is
             exc.vpt_run_log = str(ctx.log_path)  # type: ignore[attr-defined]
         raise

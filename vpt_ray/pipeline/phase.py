@@ -234,7 +234,9 @@ def _run(
         stop = memory_stop.as_stop(exc, state["stage"], sampler)
         if stop is None:
             inner = unwrap(exc)  # a Ray task's error: the original, not Ray's wrapper
-            ctx.mark("FAILED", f"{type(inner).__name__} in stage {state['stage']}: {short(inner)}")
+            ctx.mark(
+                "FAILED", f"{type(inner).__name__} in stage {state['stage']}: {short(str(inner))}"
+            )
             with contextlib.suppress(AttributeError):  # where the CLI says the traceback is
                 exc.vpt_run_log = str(ctx.log_path)  # type: ignore[attr-defined]
             raise

@@ -119,7 +119,7 @@ def render_page(
                 raise RuntimeError(f"chromium did not start (exit code {proc.poll()})")
             time.sleep(0.1)
         port = int(port_file.read_text().split()[0])
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=10) as r:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=60) as r:
             targets = json.loads(r.read())
         page = next(t for t in targets if t["type"] == "page")
         with connect(page["webSocketDebuggerUrl"], max_size=None, open_timeout=30) as ws:

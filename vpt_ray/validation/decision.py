@@ -294,61 +294,15 @@ def verdict(checks: list[Check]) -> dict:
     }
 
 
-def decide(
-    rules: DecisionConfig,
-    hardware: HardwareConfig,
-    *,
-    oos_accuracy: float,
-    sharpe: float | None,
-    train_val_gap: float,
-    peak_memory_gb: float,
-    dsr: float | None = None,
-    previous: dict | None = None,
-    oos_accuracy_se: float | None = None,
-    sharpe_se: float | None = None,
-    train_val_gap_se: float | None = None,
-    cv_accuracy: float | None = None,
-    cv_accuracy_se: float | None = None,
-    overfitting: dict | None = None,
-    skill: float | None = None,
-    skill_se: float | None = None,
-    naive_accuracy: float | None = None,
-    naive_direction: str | None = None,
-    oos_effective_samples: float | None = None,
-    trades: int | None = None,
-    oos_sessions: int | None = None,
-    robustness: dict | None = None,
-    backtest_on: str = "training tickers",
-    memory_limit_text: str | None = None,
-) -> dict:
-    """Verdict, reasons (each with figure, SE and threshold) and every check; `previous` is the
-    previous phase's tracker row (accuracy, sharpe and, when recorded, their SEs). The fields
-    are `Evidence`'s: an advance needs the skill, the trades and the effective samples too;
-    `hardware.memory_limit_gb` is the run's effective limit, `memory_limit_text` says which."""
-    ev = Evidence(
-        oos_accuracy=oos_accuracy,
-        sharpe=sharpe,
-        train_val_gap=train_val_gap,
-        peak_memory_gb=peak_memory_gb,
-        dsr=dsr,
-        previous=previous,
-        oos_accuracy_se=oos_accuracy_se,
-        sharpe_se=sharpe_se,
-        train_val_gap_se=train_val_gap_se,
-        cv_accuracy=cv_accuracy,
-        cv_accuracy_se=cv_accuracy_se,
-        overfitting=overfitting or {},
-        skill=skill,
-        skill_se=skill_se,
-        naive_accuracy=naive_accuracy,
-        naive_direction=naive_direction,
-        oos_effective_samples=oos_effective_samples,
-        trades=trades,
-        oos_sessions=oos_sessions,
-        robustness=robustness or {},
-        backtest_on=backtest_on,
-        memory_limit_text=memory_limit_text,
-    )
+def decide(rules: DecisionConfig, hardware: HardwareConfig, **figures: object) -> dict:
+    """Verdict, reasons (each with figure, SE and threshold) and every check. `figures` are
+    `Evidence`'s fields, by name (an unknown one is a TypeError): `previous` is the previous
+    phase's tracker row (accuracy, sharpe and, when recorded, their SEs); an advance needs the
+    skill, the trades and the effective samples too; `hardware.memory_limit_gb` is the run's
+    effective limit, `memory_limit_text` says which."""
+    for empty in ("overfitting", "robustness"):  # None = not measured: no section
+        figures[empty] = figures.get(empty) or {}
+    ev = Evidence(**figures)  # type: ignore[arg-type]
     return verdict([c for rule in RULES for c in rule(rules, hardware, ev)])
 
 

@@ -13,6 +13,12 @@ import pytest
 
 os.environ.setdefault("VPT_RAY_NO_DASHBOARD", "1")
 os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+# Keep up to 4 idle Ray workers (Ray's default: as many as CPUs, 2 here). While a search's 2 trial
+# actors run, Ray would otherwise kill the 2 idle task workers, and the backtest after it spawn 2
+# new ones that import pandas, XGBoost and scikit-learn again: ~10 CPU seconds of a tiny phase's
+# ~30 (bench/bench_worker_reuse.py). Only how long an idle worker lives changes, no result. Every
+# Ray this session starts inherits it: the session's, the CLI subprocesses', the job tests' nodes.
+os.environ.setdefault("RAY_num_workers_soft_limit", "4")
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -31,6 +37,36 @@ TINY = [
     # a few weeks of 2 tickers: the strong edge makes the signal show (the demo default is weaker)
     "synthetic.signal_strength=strong",
 ]
+
+
+# The files whose module fixtures run the most (CPU seconds of a serial run on the 2-core
+# machine, heaviest first). Sent to the workers first, so the short files fill in around them and
+# no long file starts last.
+HEAVY_FILES = (
+    "test_jobs.py",
+    "test_known_truth.py",
+    "test_audit.py",
+    "test_faults.py",
+    "test_search_scaling.py",
+    "test_phase.py",
+    "test_html_report.py",
+    "test_train_backends.py",
+    "test_resume.py",
+    "test_interrupt.py",
+    "test_real_data.py",
+    "test_oracle.py",
+)
+
+
+def pytest_xdist_auto_num_workers(config) -> int:
+    """`-n auto`: one worker per core, at most 4 (each starts a local Ray cluster)."""
+    return max(1, min(4, len(os.sched_getaffinity(0))))
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    """The heaviest files first (stable: within a file, and among the rest, collection order)."""
+    rank = {name: i for i, name in enumerate(HEAVY_FILES)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))
 
 
 @pytest.fixture(scope="session")

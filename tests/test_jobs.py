@@ -47,6 +47,9 @@ TINY = [
     "--set", "backtest.start=2024-02-05",
     "--set", "backtest.end=2024-02-16",
     "--set", "search.num_samples=2",
+    # the suite's tiny model (tests/conftest.py TINY): the jobs test the cluster, not the fit
+    "--set", "model.n_estimators=60",
+    "--set", "cv.n_splits=2",
     "--set", "data.sources=[synthetic]",
 ]  # fmt: skip
 

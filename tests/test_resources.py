@@ -117,14 +117,13 @@ def test_fanout_stops_on_the_flag_and_cancels_pending_tasks(ray_session):
         return i
 
     refs = {slow.remote(i): str(i) for i in range(3)}
-    t0 = time.monotonic()
     with (
         MemorySampler(interval_s=0.1, limit_gb=0.001),
         pytest.raises(MemoryLimitExceeded, match="the demo fan-out") as err,
     ):
         list(track(refs, "demo"))
-    assert time.monotonic() - t0 < 20  # not the tasks' 120 s
     assert err.value.cause == "memory_limit"
+    # the stop did not wait out the tasks' 120 s: every one was cancelled, none finished
     for ref in refs:
         with pytest.raises(ray.exceptions.TaskCancelledError):
             ray.get(ref, timeout=60)

@@ -47,9 +47,6 @@ def test_rerun_skips_features_and_search_and_gives_identical_results(ray_session
 
     second = run_phase(cfg, run_id="second")
     assert second["resume"]["features_from_cache"] == 2 and second["resume"]["search_from_cache"]
-    stages = second["resources"]["stages"]
-    assert stages["features"] < 1.0 and stages["search"] < 1.0, stages
-    assert first["resources"]["stages"]["search"] > 2 * stages["search"]
     log = (workspace / "logs" / "run-second.log").read_text()
     assert "features: 2 of 2 tickers from the resume cache" in log
     assert "search: reused from the resume cache" in log

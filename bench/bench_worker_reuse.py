@@ -34,8 +34,13 @@ import json, os, sys, time
 from pathlib import Path
 import psutil, ray
 sys.path.insert(0, sys.argv[1])
-from tests.conftest import tiny_overrides
+from tests.conftest import tiny_overrides  # it sets the suite's limit: this case's is argv[4]
 from vpt_ray.core.config import load_config
+
+if sys.argv[4] == "default":
+    os.environ.pop("RAY_num_workers_soft_limit", None)
+else:
+    os.environ["RAY_num_workers_soft_limit"] = sys.argv[4]
 from vpt_ray.pipeline.phase import run_phase
 
 def busy():
@@ -60,13 +65,10 @@ print("RESULT " + json.dumps(out[1:]))  # the first run warms Ray up: not counte
 
 
 def case(limit: int | None, runs: int) -> dict[str, float]:
-    env = {k: v for k, v in os.environ.items() if k != "RAY_num_workers_soft_limit"}
-    env.update(VPT_RAY_NO_DASHBOARD="1", PYTHONPATH=str(ROOT))
-    if limit is not None:
-        env["RAY_num_workers_soft_limit"] = str(limit)
+    env = {**os.environ, "VPT_RAY_NO_DASHBOARD": "1", "PYTHONPATH": str(ROOT)}
     with tempfile.TemporaryDirectory(prefix="bench-reuse-") as tmp:
         proc = subprocess.run(
-            [sys.executable, "-c", RUNS, str(ROOT), tmp, str(runs)],
+            [sys.executable, "-c", RUNS, str(ROOT), tmp, str(runs), str(limit or "default")],
             env=env, capture_output=True, text=True, check=False,
         )  # fmt: skip
     line = next((x for x in proc.stdout.splitlines() if x.startswith("RESULT ")), None)
@@ -85,7 +87,9 @@ def main() -> None:
     cases = {"Ray's default (2 CPUs)": case(None, args.runs)}
     cases[f"soft limit {args.limit}"] = case(args.limit, args.runs)
     print(f"median of {args.runs} tiny phase-1 runs, each in a new workspace, one Ray per case:")
-    print(f"{'case':<24} {'wall s':>7} {'machine CPU s':>14} {'driver CPU s':>13} {'backtest s':>11}")
+    print(
+        f"{'case':<24} {'wall s':>7} {'machine CPU s':>14} {'driver CPU s':>13} {'backtest s':>11}"
+    )
     for name, r in cases.items():
         print(
             f"{name:<24} {r['wall']:7.1f} {r['machine_cpu']:14.1f} {r['driver_cpu']:13.1f} "

@@ -203,9 +203,12 @@ SIGNAL_ROWS = [
     # signal would land in a later stage; the signal inside C calls is the train-dist row's
     ("train", "train", signal.SIGINT, r"^stage train \.\.\.", None, (), False),
     ("train-dist", "train", signal.SIGTERM, r"^distributed final fit: ", 3.0, DISTRIBUTED, False),
-    ("ensemble", "ensemble", signal.SIGTERM, r"^stage ensemble \.\.\.", 0.5, ENSEMBLE, False),
-    ("universe", "universe", signal.SIGINT, r"^stage universe \.\.\.", 0.5, UNIVERSE, False),
-    ("backtest", "backtest", signal.SIGTERM, r"^stage backtest \.\.\.", 0.5, (), False),
+    # the fan-outs: when their first task is back, while the others may still run (the stop
+    # cancels them); with Ray's workers warm a tiny backtest takes ~0.3 s, so a signal sent some
+    # fixed time after a stage's start line landed in a later stage now and then
+    ("ensemble", "ensemble", signal.SIGTERM, r"^ensemble: 1/\d+ member", None, ENSEMBLE, False),
+    ("universe", "universe", signal.SIGINT, r"^stage universe \.\.\.", None, UNIVERSE, False),
+    ("backtest", "backtest", signal.SIGTERM, r"^backtest: 1/2 ticker done", None, (), False),
 ]
 
 

@@ -54,7 +54,8 @@ for i in range(int(sys.argv[3]) + 1):
     ws = base / f"w{i}"
     for d in ("data", "artifacts", "logs"):
         (ws / d).mkdir(parents=True)
-    cfg = load_config(1, overrides=tiny_overrides(ws))
+    # one CPU a trial (phase 1's default; the suite's TINY runs both trials in one actor)
+    cfg = load_config(1, overrides=tiny_overrides(ws, "search.cpus_per_trial=1"))
     b, c, t = busy(), sum(me.cpu_times()[:2]), time.perf_counter()
     m = run_phase(cfg, run_id=f"r{i}")
     out.append({"wall": time.perf_counter() - t, "machine_cpu": busy() - b,

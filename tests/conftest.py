@@ -13,10 +13,10 @@ import pytest
 
 os.environ.setdefault("VPT_RAY_NO_DASHBOARD", "1")
 os.environ.setdefault("RAY_DEDUP_LOGS", "0")
-# Keep up to 4 idle Ray workers (Ray's default: as many as CPUs, 2 here). While a search's 2 trial
+# Keep up to 4 idle Ray workers (Ray's default: as many as CPUs, 2 here). While a search's trial
 # actors run, Ray would otherwise kill the 2 idle task workers, and the backtest after it spawn 2
-# new ones that import pandas, XGBoost and scikit-learn again: ~10 CPU seconds of a tiny phase's
-# ~30 (bench/bench_worker_reuse.py). Only how long an idle worker lives changes, no result. Every
+# new ones that import pandas, XGBoost and scikit-learn again (bench/bench_worker_reuse.py: a
+# tiny phase 31.4 -> 12.9 CPU s). Only how long an idle worker lives changes, no result. Every
 # Ray this session starts inherits it: the session's, the CLI subprocesses', the job tests' nodes.
 os.environ.setdefault("RAY_num_workers_soft_limit", "4")
 
